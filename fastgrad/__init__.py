@@ -1,0 +1,35 @@
+"""fastgrad: fused, reproducible, parallel Monte Carlo gradient estimators.
+
+Compare the score-function (REINFORCE) and pathwise (reparameterisation)
+estimators of ``d/d theta E_{x ~ q_theta}[f(x)]`` over billions of draws,
+with flat memory and bit-identical results on any number of threads::
+
+    import fastgrad as fg
+    r = fg.compare(fg.Normal(2.0, 1.0), "square", n=10**8, seed=0)
+    print(r)
+
+Modules: :mod:`fastgrad.rng` (random streams), :mod:`fastgrad.distributions`,
+:mod:`fastgrad.functions`, :mod:`fastgrad.estimators`, :mod:`fastgrad.results`.
+"""
+
+from fastgrad import functions, rng
+from fastgrad._api import MAX_DRAWS, NonFiniteValuesError, compare, estimate
+from fastgrad.distributions import Normal
+from fastgrad.functions import Function
+from fastgrad.results import Comparison, EstimatorResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MAX_DRAWS",
+    "Comparison",
+    "EstimatorResult",
+    "Function",
+    "NonFiniteValuesError",
+    "Normal",
+    "__version__",
+    "compare",
+    "estimate",
+    "functions",
+    "rng",
+]

@@ -1,0 +1,266 @@
+"""``compare`` and ``estimate``: validate everything, run the fused kernel, build results."""
+
+import math
+import secrets
+from contextlib import contextmanager
+
+import numba
+import numpy as np
+
+from fastgrad import _kernels, results
+from fastgrad._analytic import estimator_moments
+from fastgrad.distributions import Normal
+from fastgrad.estimators import ESTIMATORS, layout
+from fastgrad.functions import resolve
+
+#: Largest ``n``: counts are float64 in the moment records, exact up to 2**53.
+MAX_DRAWS = 2**53
+
+NAN_POLICIES = ("raise", "omit")
+
+_DISTRIBUTIONS = (Normal,)
+
+
+class NonFiniteValuesError(ValueError):
+    """Some per-draw gradient values were NaN or infinite (``nan_policy="raise"``)."""
+
+    def __init__(self, count, n):
+        self.count = count
+        self.n = n
+        super().__init__(
+            f"{count:,} of {n:,} draws gave a non-finite (nan or inf) per-draw gradient "
+            "(f or df returned nan/inf, or an overflow); pass nan_policy='omit' to leave those draws "
+            "out and report how many, or check the function"
+        )
+
+
+def compare(distribution, function, n, *, seed=None, wrt=None, threads=None, nan_policy="raise"):
+    """Score-function and pathwise gradient estimates from one fused pass over the same draws.
+
+    Parameters
+    ----------
+    distribution : Normal
+        The distribution ``q_theta``; gradients are taken with respect to its
+        parameters.
+    function : str, Function or numba.njit function
+        ``f`` in ``d/d theta E[f(x)]``: a built-in name (``"linear"``,
+        ``"square"``, ``"shifted_square"``, ``"cos"``, ``"quartic"``), a
+        built-in with parameters (``fastgrad.functions.cos(omega=2)``), or
+        ``fastgrad.Function(f, df)`` wrapping your own ``@njit`` functions
+        (``df`` is required here: the pathwise estimator needs it).
+    n : int
+        Number of draws, 2 <= n <= 2**53.
+    seed : int, optional
+        Integer in ``[0, 2**64)``. The same seed gives bit-identical results on
+        any number of threads. Default: a fresh random seed, reported in the
+        result so the run can be repeated.
+    wrt : str or sequence of str, optional
+        Parameters to differentiate with respect to, e.g. ``"loc"`` or
+        ``("loc", "scale")``. Default: all of the distribution's parameters.
+    threads : int, optional
+        Threads for this call (1 .. ``numba.config.NUMBA_NUM_THREADS``);
+        Numba's setting is restored afterwards. Default: Numba's current
+        setting (``NUMBA_NUM_THREADS``, else all cores).
+    nan_policy : {"raise", "omit"}
+        What to do with draws where a per-draw gradient is NaN or infinite:
+        ``"raise"`` (default) raises :class:`NonFiniteValuesError` with their
+        count; ``"omit"`` leaves them out of both estimators and reports
+        ``n_omitted``.
+
+    Returns
+    -------
+    Comparison
+        ``score`` and ``pathwise`` results, ``variance_ratio`` with its 95 %
+        confidence interval, and analytic values for built-in functions.
+
+    Examples
+    --------
+    >>> import fastgrad as fg
+    >>> r = fg.compare(fg.Normal(2.0, 1.0), "square", n=10**6, seed=0, wrt="loc")
+    >>> round(r.score.variance["loc"]), round(r.pathwise.variance["loc"])
+    (87, 4)
+    >>> r.analytic_variance_ratio
+    {'loc': 21.75}
+    """
+    run = _prepare(distribution, function, n, seed, wrt, threads, nan_policy, ESTIMATORS)
+    record, context, analytic = _execute(run)
+    score = results.estimator_result("score", record, run["layout"], context, analytic)
+    pathwise = results.estimator_result("pathwise", record, run["layout"], context, analytic)
+    ratios, intervals = {}, {}
+    for pair, parameter in enumerate(run["layout"].wrt):
+        ratios[parameter], intervals[parameter] = results.variance_ratio(record, run["layout"], pair)
+    analytic_ratio = None
+    if analytic is not None:
+        analytic_ratio = {
+            p: _safe_ratio(analytic["score"][p][1], analytic["pathwise"][p][1]) for p in run["layout"].wrt
+        }
+    return results.Comparison(
+        score=score,
+        pathwise=pathwise,
+        variance_ratio=ratios,
+        variance_ratio_ci=intervals,
+        analytic_variance_ratio=analytic_ratio,
+        **{k: context[k] for k in ("distribution", "function", "seed", "threads", "seconds", "draws_per_second")},
+        wrt=run["layout"].wrt,
+        n=score.n,
+        n_omitted=score.n_omitted,
+    )
+
+
+def estimate(distribution, function, n, *, estimator, seed=None, wrt=None, threads=None, nan_policy="raise"):
+    """One estimator's gradient estimate.
+
+    Parameters
+    ----------
+    distribution, function, n, seed, wrt, threads, nan_policy
+        As in :func:`compare`. With ``estimator="score"`` a user function
+        needs no derivative.
+    estimator : {"score", "pathwise"}
+        ``"score"``: ``f(x) * d log q(x) / d theta``;
+        ``"pathwise"``: ``f'(x) * d x / d theta`` (needs ``df``).
+
+    Returns
+    -------
+    EstimatorResult
+
+    Examples
+    --------
+    >>> import numba
+    >>> import fastgrad as fg
+    >>> @numba.njit
+    ... def f(x):
+    ...     return x * x
+    >>> @numba.njit
+    ... def df(x):
+    ...     return 2.0 * x
+    >>> g = fg.estimate(fg.Normal(0.5, 2.0), fg.Function(f, df), n=10**6,
+    ...                 estimator="pathwise", wrt=("loc", "scale"), seed=3)
+    >>> abs(g.mean["loc"] - 1.0) < 5 * g.stderr["loc"]    # d/dloc E[x^2] = 2 loc
+    True
+    """
+    if not isinstance(estimator, str) or estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {list(ESTIMATORS)}; got {estimator!r}")
+    run = _prepare(distribution, function, n, seed, wrt, threads, nan_policy, (estimator,))
+    record, context, analytic = _execute(run)
+    return results.estimator_result(estimator, record, run["layout"], context, analytic)
+
+
+# --- validation: everything is checked before any work starts ---------------------
+
+
+def _prepare(distribution, function, n, seed, wrt, threads, nan_policy, estimators):
+    if not isinstance(distribution, _DISTRIBUTIONS):
+        accepted = ", ".join(f"fastgrad.{cls.__name__}" for cls in _DISTRIBUTIONS)
+        raise TypeError(f"distribution must be one of {accepted}; got {distribution!r}")
+    function = resolve(function)
+    n = _check_n(n)
+    seed = _check_seed(seed)
+    wrt = _check_wrt(wrt, distribution.parameters)
+    threads = _check_threads(threads)
+    if not isinstance(nan_policy, str) or nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {list(NAN_POLICIES)}; got {nan_policy!r}")
+    if "pathwise" in estimators and not function.has_derivative:
+        raise ValueError(
+            f"the pathwise estimator needs the derivative of {function.name}: pass "
+            "fastgrad.Function(f, df) with df an @njit function computing f'(x), or use estimator='score'"
+        )
+    return {
+        "distribution": distribution,
+        "function": function,
+        "n": n,
+        "seed": seed,
+        "threads": threads,
+        "nan_policy": nan_policy,
+        "layout": layout(distribution.parameters, estimators, wrt),
+    }
+
+
+def _check_n(n):
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        hint = " (write 10**8, not 1e8)" if isinstance(n, float) and float(n).is_integer() else ""
+        raise TypeError(f"n must be an integer number of draws, 2 <= n <= 2**53; got {n!r}{hint}")
+    n = int(n)
+    if not 2 <= n <= MAX_DRAWS:
+        why = " (a variance needs at least two draws)" if n == 1 else ""
+        raise ValueError(f"n must be an integer number of draws, 2 <= n <= 2**53 = {MAX_DRAWS:,}; got {n}{why}")
+    return n
+
+
+def _check_seed(seed):
+    if seed is None:
+        return secrets.randbits(64)
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be None or an integer in [0, 2**64); got {seed!r}")
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed must be None or an integer in [0, 2**64); got {seed!r}")
+    return int(seed)
+
+
+def _check_wrt(wrt, parameters):
+    if wrt is None:
+        return tuple(parameters)
+    names = (wrt,) if isinstance(wrt, str) else wrt
+    try:
+        names = tuple(names)
+    except TypeError:
+        raise TypeError(f"wrt must be a parameter name or a sequence of them, from {list(parameters)}; got {wrt!r}") from None
+    if not names:
+        raise ValueError(f"wrt must name at least one parameter from {list(parameters)}")
+    for name in names:
+        if not isinstance(name, str) or name not in parameters:
+            raise ValueError(f"wrt must contain parameter names from {list(parameters)}; got {name!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"wrt must not repeat a parameter; got {names!r}")
+    return names
+
+
+def _check_threads(threads):
+    available = numba.config.NUMBA_NUM_THREADS
+    if threads is None:
+        return None
+    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)):
+        raise TypeError(f"threads must be an integer from 1 to {available}; got {threads!r}")
+    if not 1 <= threads <= available:
+        raise ValueError(
+            f"threads must be an integer from 1 to {available} (NUMBA_NUM_THREADS); got {threads!r}"
+        )
+    return int(threads)
+
+
+@contextmanager
+def _numba_threads(threads):
+    """Use ``threads`` for the block, then restore Numba's previous setting."""
+    previous = numba.get_num_threads()
+    if threads is not None:
+        numba.set_num_threads(threads)
+    try:
+        yield numba.get_num_threads()
+    finally:
+        numba.set_num_threads(previous)
+
+
+# --- running ---------------------------------------------------------------------
+
+
+def _execute(run):
+    with _numba_threads(run["threads"]) as threads:
+        record, seconds, _ = _kernels.run(run["distribution"], run["function"], run["layout"], run["n"], run["seed"])
+    n_omitted = int(record[1])
+    if n_omitted and run["nan_policy"] == "raise":
+        raise NonFiniteValuesError(n_omitted, run["n"])
+    context = {
+        "distribution": run["distribution"],
+        "function": run["function"],
+        "seed": run["seed"],
+        "threads": threads,
+        "seconds": seconds,
+        "draws_per_second": run["n"] / seconds if seconds > 0 else math.inf,
+    }
+    analytic = estimator_moments(run["distribution"], run["function"], run["layout"].estimators, run["layout"].wrt)
+    return record, context, analytic
+
+
+def _safe_ratio(a, b):
+    if b == 0:
+        return math.inf if a > 0 else math.nan
+    return a / b

@@ -1,0 +1,230 @@
+"""The fused chunk kernel: stream -> noise -> draw -> per-draw gradients -> chunk moments.
+
+One kernel body serves every distribution family, function and estimator
+set. What varies is resolved at compile time through a *kernel key*, a small
+Numba type that names the family and the built-in function (or "user"):
+overloads read the key while typing and return the matching scalar cores,
+so the compiled loop contains exactly one family's and one function's code,
+inlined.
+
+* Built-in functions are passed by name in the key, so the kernel's
+  signature holds only stable types and Numba's on-disk cache finds it again
+  in the next process (the key also carries the package's source digest, so
+  editing any module can never load a stale kernel).
+* User functions are passed as Numba dispatchers; such signatures cannot be
+  cached on disk across processes, so they go to an uncached twin of the
+  same kernel. Numba still keeps one compiled kernel per user function for
+  the life of the process.
+
+Estimator and parameter selection (which value rows are kept) are run-time
+arguments: they change which rows are reduced, not the compiled code, so the
+number of compiled kernels is one per (family, function).
+"""
+
+import math
+import time
+
+import numba
+import numpy as np
+from numba import types
+from numba.extending import NativeValue, models, overload, register_model, typeof_impl, unbox
+
+from fastgrad._jit import PARALLEL, SOURCE_DIGEST, UNCACHED
+from fastgrad._reduction import MomentTree, block_record, merge_into
+from fastgrad.distributions import FAMILIES
+from fastgrad.functions import BUILTINS
+from fastgrad.rng import CHUNK_SIZE, stream_state
+
+#: Draws per block: noise, values and block moments live in arrays of this length.
+BLOCK = 256
+
+#: Chunks per kernel call. One call covers 2**26 draws; between calls the driver
+#: merges the chunk records, so memory stays flat whatever ``n`` is.
+BATCH_CHUNKS = 1024
+
+USER = "<user>"
+
+
+class KernelKey:
+    """Compile-time identity of a kernel: family, function, package digest."""
+
+    def __init__(self, family, function):
+        self.family = family
+        self.function = function
+
+
+class KernelKeyType(types.Type):
+    def __init__(self, family, function, digest):
+        self.family = family
+        self.function = function
+        self.digest = digest
+        super().__init__(name=f"fastgrad.KernelKey({family}, {function}, {digest})")
+
+
+@typeof_impl.register(KernelKey)
+def _typeof_key(value, context):
+    return KernelKeyType(value.family, value.function, SOURCE_DIGEST)
+
+
+register_model(KernelKeyType)(models.OpaqueModel)
+
+
+@unbox(KernelKeyType)
+def _unbox_key(typ, obj, context):
+    return NativeValue(context.context.get_dummy_value())
+
+
+# --- compile-time dispatch on the key --------------------------------------
+# Each stub is replaced, while the kernel is typed, by the core the key names.
+
+
+def _n_params(key):
+    raise NotImplementedError
+
+
+def _sample_noise(key, state, words, noise, scratch, m):
+    raise NotImplementedError
+
+
+def _transform(key, eps, theta):
+    raise NotImplementedError
+
+
+def _score_factor(key, j, eps, x, theta):
+    raise NotImplementedError
+
+
+def _path_factor(key, j, eps, x, theta):
+    raise NotImplementedError
+
+
+def _value(key, f, x, fparams):
+    raise NotImplementedError
+
+
+def _derivative(key, df, x, fparams):
+    raise NotImplementedError
+
+
+@overload(_n_params, inline="always")
+def _ol_n_params(key):
+    count = len(FAMILIES[key.family].parameters)
+    return lambda key: count
+
+
+@overload(_sample_noise, inline="always")
+def _ol_sample_noise(key, state, words, noise, scratch, m):
+    impl = FAMILIES[key.family].sample_noise
+    return lambda key, state, words, noise, scratch, m: impl(state, words, noise, scratch, m)
+
+
+@overload(_transform, inline="always")
+def _ol_transform(key, eps, theta):
+    impl = FAMILIES[key.family].transform
+    return lambda key, eps, theta: impl(eps, theta)
+
+
+@overload(_score_factor, inline="always")
+def _ol_score_factor(key, j, eps, x, theta):
+    impl = FAMILIES[key.family].score_factor
+    return lambda key, j, eps, x, theta: impl(j, eps, x, theta)
+
+
+@overload(_path_factor, inline="always")
+def _ol_path_factor(key, j, eps, x, theta):
+    impl = FAMILIES[key.family].path_factor
+    return lambda key, j, eps, x, theta: impl(j, eps, x, theta)
+
+
+@overload(_value, inline="always")
+def _ol_value(key, f, x, fparams):
+    if key.function == USER:
+        return lambda key, f, x, fparams: np.float64(f(x))
+    impl = BUILTINS[key.function].value
+    return lambda key, f, x, fparams: impl(x, fparams)
+
+
+@overload(_derivative, inline="always")
+def _ol_derivative(key, df, x, fparams):
+    if key.function == USER:
+        if isinstance(df, types.NoneType):
+            return lambda key, df, x, fparams: np.nan  # never called: no pathwise rows
+        return lambda key, df, x, fparams: np.float64(df(x))
+    impl = BUILTINS[key.function].derivative
+    return lambda key, df, x, fparams: impl(x, fparams)
+
+
+def _fused_chunks(key, f, df, seed, first_chunk, n_draws, theta, fparams, rows, pair_x, pair_y, need_f, need_df, records):
+    """Fill ``records[b]`` with the moment record of chunk ``first_chunk + b``.
+
+    Chunk ``c`` covers draws ``[c * CHUNK_SIZE, min(n_draws, (c+1) * CHUNK_SIZE))``
+    and reads stream ``(seed, c)``; nothing depends on which thread runs it.
+    """
+    n_chunks = records.shape[0]
+    n_rows = rows.size
+    n_params = _n_params(key)
+    for b in numba.prange(n_chunks):
+        chunk = first_chunk + b
+        start = chunk * CHUNK_SIZE
+        stop = min(n_draws, start + CHUNK_SIZE)
+        state = stream_state(seed, chunk)
+        words = np.empty(BLOCK, np.uint64)
+        noise = np.empty(BLOCK)
+        scratch = np.empty(BLOCK, np.int64)
+        values = np.empty((2 * n_params, BLOCK))
+        block = np.empty(records.shape[1])
+        means = np.empty(n_rows)
+        acc = records[b]
+        acc[:] = 0.0
+        for block_start in range(start, stop, BLOCK):
+            m = min(BLOCK, stop - block_start)
+            _sample_noise(key, state, words, noise, scratch, m)
+            for i in range(m):
+                eps = noise[i]
+                x = _transform(key, eps, theta)
+                if need_f:
+                    fx = _value(key, f, x, fparams)
+                    for j in range(n_params):
+                        values[j, i] = fx * _score_factor(key, j, eps, x, theta)
+                if need_df:
+                    dfx = _derivative(key, df, x, fparams)
+                    for j in range(n_params):
+                        values[n_params + j, i] = dfx * _path_factor(key, j, eps, x, theta)
+            block_record(values, rows, pair_x, pair_y, m, block, means)
+            merge_into(acc, block, n_rows, pair_x, pair_y)
+
+
+_cached_kernel = numba.njit(**PARALLEL)(_fused_chunks)
+_uncached_kernel = numba.njit(**UNCACHED)(_fused_chunks)
+
+
+def run(distribution, function, layout, n, seed):
+    """Run the fused kernel over ``n`` draws; return (record, run seconds, compile seconds).
+
+    Thread count is whatever Numba is set to; the caller manages it.
+    """
+    builtin = function.builtin is not None
+    key = KernelKey(distribution.family.name, function.name if builtin else USER)
+    kernel = _cached_kernel if builtin else _uncached_kernel
+    f = None if builtin else function.f
+    df = None if builtin else function.df
+    tree = MomentTree(layout)
+    args = (
+        key, f, df, np.uint64(seed), 0, np.int64(n), distribution.theta, function.param_vector,
+        layout.rows, layout.pair_x, layout.pair_y, layout.need_f, layout.need_df,
+    )
+    started = time.perf_counter()
+    kernel(*args, np.empty((0, tree.width)))  # compile, or load from the cache, before timing
+    warm = MomentTree(layout)  # and the tree functions, so the clock sees only the run
+    warm.push(0, np.zeros((1, tree.width)))
+    warm.fold()
+    compile_seconds = time.perf_counter() - started
+
+    n_chunks = math.ceil(n / CHUNK_SIZE)
+    started = time.perf_counter()
+    for first in range(0, n_chunks, BATCH_CHUNKS):
+        records = np.empty((min(BATCH_CHUNKS, n_chunks - first), tree.width))
+        kernel(*args[:4], np.int64(first), *args[5:], records)
+        tree.push(first, records)
+    record = tree.fold()
+    return record, time.perf_counter() - started, compile_seconds

@@ -1,0 +1,315 @@
+"""Functions ``f`` whose expectation ``E_q[f(x)]`` is differentiated.
+
+Two kinds:
+
+* **built-ins** with exact Gaussian expectations, gradients and per-draw
+  variances, so every result can be printed beside the truth::
+
+      linear()              f(x) = x
+      square()              f(x) = x**2                 (the seed example)
+      shifted_square(k=0)   f(x) = (x - k)**2
+      cos(omega=1)          f(x) = cos(omega * x)
+      quartic()             f(x) = x**4
+
+  Their parameters are arguments of the compiled code, not constants in it,
+  so ``cos(omega=2)`` and ``cos(omega=3)`` share one compiled kernel. A name
+  string (``"square"``) means the built-in with its default parameters.
+
+* **your own** ``@numba.njit`` functions, wrapped in :class:`Function`:
+  ``f(x) -> float`` and, for the pathwise estimator, its derivative
+  ``df(x) -> float``. The score-function estimator needs only ``f``.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba.extending import is_jitted
+
+from fastgrad._analytic import ExpPoly
+from fastgrad._jit import core
+
+__all__ = ["Function", "cos", "linear", "quartic", "shifted_square", "square"]
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A built-in function family (internal): compiled cores plus exact form."""
+
+    name: str
+    formula: str
+    value: object  # njit core (x, params) -> f(x)
+    derivative: object  # njit core (x, params) -> f'(x)
+    parameters: tuple = ()
+    defaults: tuple = ()
+    exact: object = None  # params -> ExpPoly
+
+
+@core
+def _linear(x, p):
+    return x
+
+
+@core
+def _linear_derivative(x, p):
+    return 1.0
+
+
+@core
+def _square(x, p):
+    return x * x
+
+
+@core
+def _square_derivative(x, p):
+    return 2.0 * x
+
+
+@core
+def _shifted_square(x, p):
+    d = x - p[0]
+    return d * d
+
+
+@core
+def _shifted_square_derivative(x, p):
+    return 2.0 * (x - p[0])
+
+
+@core
+def _cos(x, p):
+    return math.cos(p[0] * x)
+
+
+@core
+def _cos_derivative(x, p):
+    return -p[0] * math.sin(p[0] * x)
+
+
+@core
+def _quartic(x, p):
+    x2 = x * x
+    return x2 * x2
+
+
+@core
+def _quartic_derivative(x, p):
+    return 4.0 * x * x * x
+
+
+BUILTINS = {
+    b.name: b
+    for b in (
+        Builtin("linear", "x", _linear, _linear_derivative, exact=lambda p: ExpPoly.polynomial([0, 1])),
+        Builtin("square", "x**2", _square, _square_derivative, exact=lambda p: ExpPoly.polynomial([0, 0, 1])),
+        Builtin(
+            "shifted_square",
+            "(x - k)**2",
+            _shifted_square,
+            _shifted_square_derivative,
+            parameters=("k",),
+            defaults=(0.0,),
+            exact=lambda p: ExpPoly.polynomial([p[0] * p[0], -2 * p[0], 1]),
+        ),
+        Builtin(
+            "cos",
+            "cos(omega*x)",
+            _cos,
+            _cos_derivative,
+            parameters=("omega",),
+            defaults=(1.0,),
+            exact=lambda p: ExpPoly.cos(p[0]),
+        ),
+        Builtin("quartic", "x**4", _quartic, _quartic_derivative, exact=lambda p: ExpPoly.polynomial([0, 0, 0, 0, 1])),
+    )
+}
+
+
+class Function:
+    """A function ``f`` (and optionally its derivative) to estimate gradients of ``E[f(x)]``.
+
+    Parameters
+    ----------
+    f : numba.njit function
+        ``f(x) -> float`` for a float64 ``x``.
+    df : numba.njit function, optional
+        ``f'(x) -> float``. Required by the pathwise estimator; the
+        score-function estimator uses only ``f``.
+    name : str, optional
+        Label used in printed results; defaults to ``f.__name__``.
+
+    Notes
+    -----
+    Kernels compiled for a user's function are kept for the life of the
+    process (a second call does not recompile) but not written to Numba's
+    on-disk cache: Numba cannot give them a cache key that is stable across
+    processes. Each new process compiles them once.
+
+    Examples
+    --------
+    >>> import numba
+    >>> import fastgrad as fg
+    >>> @numba.njit
+    ... def f(x):
+    ...     return x**3
+    >>> @numba.njit
+    ... def df(x):
+    ...     return 3 * x**2
+    >>> fg.Function(f, df)
+    Function(f, df=df)
+    """
+
+    def __init__(self, f, df=None, *, name=None):
+        _check_user_function("f", f)
+        if df is not None:
+            _check_user_function("df", df)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a string; got {name!r}")
+        self.f = f
+        self.df = df
+        self.name = name or f.__name__
+        self.builtin = None
+        self.params = ()
+
+    @classmethod
+    def _from_builtin(cls, builtin, params):
+        self = object.__new__(cls)
+        self.f = builtin.value
+        self.df = builtin.derivative
+        self.name = builtin.name
+        self.builtin = builtin
+        self.params = tuple(params)
+        return self
+
+    @property
+    def has_derivative(self):
+        """Whether ``f'`` is available (needed by the pathwise estimator)."""
+        return self.df is not None
+
+    @property
+    def param_vector(self):
+        """The built-in's parameters as the kernels read them (empty for user functions)."""
+        return np.array(self.params if self.params else (0.0,), dtype=np.float64)
+
+    @property
+    def formula(self):
+        """Human-readable definition, e.g. ``"(x - k)**2 with k=1.0"``."""
+        if self.builtin is None:
+            return f"user function {self.name}"
+        text = f"f(x) = {self.builtin.formula}"
+        if self.params:
+            text += " with " + ", ".join(f"{n}={v:g}" for n, v in zip(self.builtin.parameters, self.params))
+        return text
+
+    def exact(self):
+        """The function as an :class:`~fastgrad._analytic.ExpPoly`, or None for user functions."""
+        if self.builtin is None:
+            return None
+        return self.builtin.exact(self.params)
+
+    def __eq__(self, other):
+        if not isinstance(other, Function):
+            return NotImplemented
+        return (self.f, self.df, self.params) == (other.f, other.df, other.params)
+
+    def __hash__(self):
+        return hash((self.f, self.df, self.params))
+
+    def __repr__(self):
+        if self.builtin is not None:
+            if not self.params:
+                return f"{self.name}()"
+            args = ", ".join(f"{n}={v!r}" for n, v in zip(self.builtin.parameters, self.params))
+            return f"{self.name}({args})"
+        df = f", df={self.df.__name__}" if self.df is not None else ""
+        return f"Function({self.f.__name__}{df})"
+
+    def to_dict(self):
+        """JSON-ready description."""
+        out = {"name": self.name, "builtin": self.builtin is not None}
+        if self.builtin is not None:
+            out["formula"] = self.builtin.formula
+            out["parameters"] = dict(zip(self.builtin.parameters, self.params))
+        else:
+            out["has_derivative"] = self.has_derivative
+        return out
+
+
+def _check_user_function(argument, func):
+    """A user function must be an njit function taking one float64 and returning a real."""
+    if not is_jitted(func):
+        raise TypeError(
+            f"{argument} must be a Numba @njit function taking one float and returning a float; "
+            f"got {func!r}. Decorate it with @numba.njit."
+        )
+    try:
+        func.compile((numba.float64,))
+    except Exception as error:  # Numba raises several error types while typing
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TypeError(f"{argument} must accept one float64 argument; compiling it failed: {first_line}") from None
+    for signature in func.nopython_signatures:
+        if signature.args == (numba.float64,):
+            if not isinstance(signature.return_type, (numba.types.Float, numba.types.Integer)):
+                raise TypeError(
+                    f"{argument} must return a real number for a float64 argument; it returns {signature.return_type}"
+                )
+            return
+    raise TypeError(f"{argument} could not be compiled for a float64 argument")  # pragma: no cover
+
+
+def _builtin(name, **params):
+    builtin = BUILTINS[name]
+    values = []
+    for parameter, default in zip(builtin.parameters, builtin.defaults):
+        value = params.pop(parameter, default)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{parameter} must be a real number; got {value!r}")
+        if not math.isfinite(float(value)):
+            raise ValueError(f"{parameter} must be finite; got {value!r}")
+        values.append(float(value))
+    return Function._from_builtin(builtin, values)
+
+
+def linear():
+    """``f(x) = x``. Pathwise variance wrt ``loc`` is exactly 0."""
+    return _builtin("linear")
+
+
+def square():
+    """``f(x) = x**2``, the seed example."""
+    return _builtin("square")
+
+
+def shifted_square(k=0.0):
+    """``f(x) = (x - k)**2`` for a finite real ``k``."""
+    return _builtin("shifted_square", k=k)
+
+
+def cos(omega=1.0):
+    """``f(x) = cos(omega * x)`` for a finite real ``omega``."""
+    return _builtin("cos", omega=omega)
+
+
+def quartic():
+    """``f(x) = x**4``: heavy-tailed per-draw gradients (score variance needs E[eps**10])."""
+    return _builtin("quartic")
+
+
+def resolve(function):
+    """Turn what a user passed as ``function`` into a :class:`Function`."""
+    if isinstance(function, Function):
+        return function
+    if isinstance(function, str):
+        if function not in BUILTINS:
+            raise ValueError(
+                f"function must be one of {sorted(BUILTINS)}, a fastgrad.Function or an @njit function; "
+                f"got {function!r}"
+            )
+        return _builtin(function)
+    if is_jitted(function):
+        return Function(function)
+    raise TypeError(
+        "function must be a built-in name "
+        f"({', '.join(sorted(BUILTINS))}), a fastgrad.Function or a Numba @njit function; got {function!r}"
+    )

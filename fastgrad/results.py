@@ -1,0 +1,326 @@
+"""Result objects: estimates with their uncertainty, beside the analytic truth.
+
+Every figure comes with an uncertainty computed from the same draws:
+
+* ``stderr`` of a mean: ``sqrt(variance / n)``;
+* ``variance_stderr`` of a per-draw variance: ``sqrt((m4 - m2**2) / n)``
+  (``m2``, ``m4``: central moments), the large-``n`` standard error;
+* the variance ratio score/pathwise, with a 95 % confidence interval from
+  the delta method on ``log(ratio)``. The two variances are estimated on the
+  *same* draws, so they are correlated; the interval accounts for it::
+
+      n Var[log ratio] ~ m4_s / m2_s**2 + m4_p / m2_p**2 - 2 m22 / (m2_s m2_p)
+
+  with ``m22 = mean(d_s**2 d_p**2)`` the mixed fourth moment of the score
+  and pathwise deviations (see ``docs/reading-results.md``).
+"""
+
+import math
+from dataclasses import dataclass
+
+#: Normal quantile for the 95 % intervals.
+Z95 = 1.959963984540054
+
+__all__ = ["Comparison", "EstimatorResult"]
+
+
+def _json_float(value):
+    """JSON has no inf/nan: map them to None."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _json_map(mapping):
+    if mapping is None:
+        return None
+    return {key: _json_float(value) for key, value in mapping.items()}
+
+
+@dataclass(frozen=True)
+class EstimatorResult:
+    """One estimator's gradient estimate, per parameter.
+
+    Attributes
+    ----------
+    estimator : str
+        ``"score"`` or ``"pathwise"``.
+    distribution, function
+        What was differentiated: ``d/d theta E_{x ~ distribution}[function(x)]``.
+    wrt : tuple of str
+        Parameters, in the order of the dicts below.
+    n : int
+        Draws used.
+    n_omitted : int
+        Draws left out because a value was not finite (``nan_policy="omit"``).
+    mean, variance, stderr, variance_stderr : dict
+        Per parameter: the gradient estimate (mean of the per-draw values),
+        the per-draw variance (unbiased), the standard error of the mean, and
+        the standard error of the per-draw variance.
+    third_moment, fourth_moment : dict
+        Per parameter: central moments of the per-draw values.
+    analytic_mean, analytic_variance : dict or None
+        The true gradient and the true per-draw variance, when the function is
+        a built-in; ``None`` otherwise.
+    seed : int
+        Seed of the streams (give it back to reproduce the run bit for bit).
+    threads : int
+    seconds : float
+        Wall time of the draws, excluding compilation.
+    draws_per_second : float
+        ``n / seconds``. In a :class:`Comparison`, both estimators come from one
+        fused pass, so this is the fused rate.
+    """
+
+    estimator: str
+    distribution: object
+    function: object
+    wrt: tuple
+    n: int
+    n_omitted: int
+    mean: dict
+    variance: dict
+    stderr: dict
+    variance_stderr: dict
+    third_moment: dict
+    fourth_moment: dict
+    analytic_mean: dict
+    analytic_variance: dict
+    seed: int
+    threads: int
+    seconds: float
+    draws_per_second: float
+
+    def z_scores(self):
+        """Per parameter, ``(mean - analytic) / stderr``; None without an analytic value."""
+        if self.analytic_mean is None:
+            return None
+        return {p: _z(self.mean[p], self.analytic_mean[p], self.stderr[p]) for p in self.wrt}
+
+    def to_dict(self):
+        """JSON-ready dict (inf and nan become None)."""
+        return {
+            "estimator": self.estimator,
+            "distribution": self.distribution.to_dict(),
+            "function": self.function.to_dict(),
+            "wrt": list(self.wrt),
+            "n": self.n,
+            "n_omitted": self.n_omitted,
+            "mean": _json_map(self.mean),
+            "variance": _json_map(self.variance),
+            "stderr": _json_map(self.stderr),
+            "variance_stderr": _json_map(self.variance_stderr),
+            "third_moment": _json_map(self.third_moment),
+            "fourth_moment": _json_map(self.fourth_moment),
+            "analytic_mean": _json_map(self.analytic_mean),
+            "analytic_variance": _json_map(self.analytic_variance),
+            "seed": self.seed,
+            "threads": self.threads,
+            "seconds": self.seconds,
+            "draws_per_second": self.draws_per_second,
+        }
+
+    def __str__(self):
+        lines = [_header(f"fastgrad.estimate ({self.estimator})", self)]
+        for p in self.wrt:
+            lines.append("")
+            lines.append(_gradient_line(p, self.analytic_mean))
+            lines.extend(_table([self], p))
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Score-function and pathwise estimates from the same draws, and their variance ratio.
+
+    Attributes
+    ----------
+    score, pathwise : EstimatorResult
+    variance_ratio : dict
+        Per parameter: per-draw variance of the score estimator over that of
+        the pathwise estimator (``inf`` when the pathwise variance is 0).
+    variance_ratio_ci : dict
+        Per parameter: ``(low, high)``, 95 % confidence interval of the ratio.
+    analytic_variance_ratio : dict or None
+        The true ratio, for built-in functions.
+    distribution, function, wrt, n, n_omitted, seed, threads, seconds, draws_per_second
+        As in :class:`EstimatorResult`; ``draws_per_second`` is the rate of
+        the fused pass that computed both estimators.
+    """
+
+    score: EstimatorResult
+    pathwise: EstimatorResult
+    variance_ratio: dict
+    variance_ratio_ci: dict
+    analytic_variance_ratio: dict
+    distribution: object
+    function: object
+    wrt: tuple
+    n: int
+    n_omitted: int
+    seed: int
+    threads: int
+    seconds: float
+    draws_per_second: float
+
+    @property
+    def analytic_gradient(self):
+        """The true gradient per parameter, or None for user functions."""
+        return self.score.analytic_mean
+
+    def to_dict(self):
+        """JSON-ready dict (inf and nan become None)."""
+        ci = {p: [_json_float(lo), _json_float(hi)] for p, (lo, hi) in self.variance_ratio_ci.items()}
+        return {
+            "distribution": self.distribution.to_dict(),
+            "function": self.function.to_dict(),
+            "wrt": list(self.wrt),
+            "n": self.n,
+            "n_omitted": self.n_omitted,
+            "seed": self.seed,
+            "threads": self.threads,
+            "seconds": self.seconds,
+            "draws_per_second": self.draws_per_second,
+            "score": self.score.to_dict(),
+            "pathwise": self.pathwise.to_dict(),
+            "variance_ratio": _json_map(self.variance_ratio),
+            "variance_ratio_ci95": ci,
+            "analytic_variance_ratio": _json_map(self.analytic_variance_ratio),
+        }
+
+    def __str__(self):
+        lines = [_header("fastgrad.compare", self) + ", both estimators in one pass over the same draws"]
+        for p in self.wrt:
+            lines.append("")
+            lines.append(_gradient_line(p, self.analytic_gradient))
+            lines.extend(_table([self.score, self.pathwise], p))
+            low, high = self.variance_ratio_ci[p]
+            text = f"  variance ratio score/pathwise: {_fmt(self.variance_ratio[p], 5)}"
+            if math.isfinite(low) and math.isfinite(high):
+                text += f", 95% CI [{_fmt(low, 5)}, {_fmt(high, 5)}]"
+            if self.analytic_variance_ratio is not None:
+                text += f"  (analytic {_fmt(self.analytic_variance_ratio[p], 6)})"
+            lines.append(text)
+        return "\n".join(lines)
+
+
+# --- building results from a moment record ------------------------------------
+
+
+def estimator_result(estimator, record, layout, context, analytic):
+    """EstimatorResult for one estimator from a merged record (internal)."""
+    n = int(record[0])
+    stats = {key: {} for key in ("mean", "variance", "stderr", "variance_stderr", "third", "fourth")}
+    for p in layout.wrt:
+        k = 2 + 4 * layout.row(estimator, p)
+        mean, m2, m3, m4 = record[k : k + 4]
+        variance = m2 / (n - 1) if n > 1 else math.nan
+        stats["mean"][p] = float(mean)
+        stats["variance"][p] = float(variance)
+        stats["stderr"][p] = math.sqrt(variance / n) if n > 1 else math.nan
+        stats["third"][p] = float(m3 / n) if n else math.nan
+        stats["fourth"][p] = float(m4 / n) if n else math.nan
+        central2 = m2 / n if n else math.nan
+        spread = m4 / n - central2 * central2 if n else math.nan
+        stats["variance_stderr"][p] = math.sqrt(max(spread, 0.0) / n) if n else math.nan
+    truth = analytic.get(estimator) if analytic else None
+    return EstimatorResult(
+        estimator=estimator,
+        wrt=layout.wrt,
+        n=n,
+        n_omitted=int(record[1]),
+        mean=stats["mean"],
+        variance=stats["variance"],
+        stderr=stats["stderr"],
+        variance_stderr=stats["variance_stderr"],
+        third_moment=stats["third"],
+        fourth_moment=stats["fourth"],
+        analytic_mean={p: truth[p][0] for p in layout.wrt} if truth else None,
+        analytic_variance={p: truth[p][1] for p in layout.wrt} if truth else None,
+        **context,
+    )
+
+
+def variance_ratio(record, layout, pair, confidence_z=Z95):
+    """(ratio, (low, high)) for pair ``pair`` of the layout (internal)."""
+    n = record[0]
+    kx = 2 + 4 * layout.pair_x[pair]
+    ky = 2 + 4 * layout.pair_y[pair]
+    m2s, m4s = record[kx + 1], record[kx + 3]
+    m2p, m4p = record[ky + 1], record[ky + 3]
+    c22 = record[2 + 4 * layout.n_rows + 4 * pair + 3]
+    if m2p == 0.0:
+        return math.inf, (math.nan, math.nan)
+    ratio = float(m2s / m2p)
+    if m2s == 0.0:
+        return ratio, (math.nan, math.nan)
+    # All central moments divided by n; n * Var[log ratio] is a sample variance, so >= 0 up to rounding.
+    s2, p2 = m2s / n, m2p / n
+    spread = (m4s / n) / (s2 * s2) + (m4p / n) / (p2 * p2) - 2.0 * (c22 / n) / (s2 * p2)
+    half_width = confidence_z * math.sqrt(max(spread, 0.0) / n)
+    return ratio, (ratio * math.exp(-half_width), ratio * math.exp(half_width))
+
+
+# --- text formatting ---------------------------------------------------------------
+
+
+def _z(value, truth, stderr):
+    if stderr == 0 or not math.isfinite(stderr):
+        return 0.0 if value == truth else math.inf
+    return (value - truth) / stderr
+
+
+def _fmt(value, digits):
+    if value is None or not math.isfinite(value):
+        return str(value)
+    return f"{value:.{digits}g}"
+
+
+def _fmt_pm(value, error):
+    """``value ± error`` with the error to 2 significant digits and the value to match."""
+    if not (math.isfinite(value) and math.isfinite(error)) or error <= 0:
+        return f"{_fmt(value, 6)} ± {_fmt(error, 2)}"
+    decimals = max(0, 1 - math.floor(math.log10(error)))
+    if decimals > 12 or abs(value) >= 1e7 or (value != 0 and abs(value) < 1e-4):
+        return f"{value:.6g} ± {error:.2g}"
+    return f"{value:.{decimals}f} ± {error:.{decimals}f}"
+
+
+def _rate(draws_per_second):
+    if not math.isfinite(draws_per_second):
+        return "-"
+    if draws_per_second >= 1e6:
+        return f"{draws_per_second / 1e6:.0f} M/s"
+    return f"{draws_per_second / 1e3:.0f} k/s"
+
+
+def _header(title, result):
+    omitted = f" ({result.n_omitted:,} omitted: non-finite)" if result.n_omitted else ""
+    return (
+        f"{title}: {result.distribution!r}, {result.function.formula}\n"
+        f"n = {result.n:,} draws{omitted}, seed {result.seed}, {result.threads} thread"
+        f"{'s' if result.threads != 1 else ''}, {result.seconds:.3g} s ({_rate(result.draws_per_second)})"
+    )
+
+
+def _gradient_line(parameter, analytic):
+    truth = f"   analytic gradient {_fmt(analytic[parameter], 10)}" if analytic else ""
+    return f"d/d{parameter} E[f(x)]{truth}"
+
+
+def _table(results, parameter):
+    rows = [("estimator", "mean ± stderr", "per-draw variance ± stderr", "analytic var", "draws/s")]
+    for r in results:
+        truth = _fmt(r.analytic_variance[parameter], 8) if r.analytic_variance else "-"
+        rows.append(
+            (
+                r.estimator,
+                _fmt_pm(r.mean[parameter], r.stderr[parameter]),
+                _fmt_pm(r.variance[parameter], r.variance_stderr[parameter]),
+                truth,
+                _rate(r.draws_per_second),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]

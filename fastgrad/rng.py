@@ -1,0 +1,468 @@
+"""Random streams: counter-free, keyed xoshiro256++ lanes and an exact normal sampler.
+
+Every random number fastgrad uses comes from a *stream* named by two 64-bit
+integers, ``(seed, stream)``. A run of ``n`` draws is split into chunks of
+:data:`CHUNK_SIZE` draws and chunk ``c`` reads stream ``(seed, c)``, whatever
+thread runs it: that is what makes results identical on any number of threads.
+
+Layout of one stream (version :data:`STREAM_LAYOUT_VERSION`):
+
+* :data:`LANES` = 16 xoshiro256++ generators ("lanes") advance in lock step;
+  the stream's word sequence interleaves them: word ``16 t + j`` is output
+  ``t`` of lane ``j``. Sixteen independent lanes let the compiler generate
+  words with SIMD instructions.
+* one more xoshiro256++ generator, the *slow lane*, feeds only the rare slow
+  path of the normal sampler (about 1.5 % of draws).
+* each lane's 256-bit starting state is an invertible mixing of
+  ``(seed, stream, lane, layout tag)``, so distinct inputs give distinct
+  states and every state word depends on every input bit.
+* normal ``i`` of a stream is the ziggurat applied to word ``i``: one word
+  per normal, the fast path needs nothing else; a rejected candidate is
+  finished with words from the slow lane, in order of ``i``.
+
+``docs/random-streams.md`` argues independence with numbers (period, chunk
+length, overlap odds) and gives the exact bit layout.
+
+A stream's state is a ``uint64`` array of :data:`STATE_SIZE` words, made by
+:func:`stream_state`. The ``fill_*`` and ``next_*`` functions advance it in
+place, from Python or from your own ``@njit`` code; any mix of calls and
+sizes reads the same sequence::
+
+    import numpy as np
+    from fastgrad import rng
+
+    state = rng.stream_state(seed=7, stream=0)
+    z = np.empty(1000)
+    rng.fill_normals(state, z)           # normals 0..999 of stream (7, 0)
+    rng.standard_normals(7, 0, 1000)     # the same numbers, in one call
+"""
+
+import math
+
+import numpy as np
+
+from fastgrad._jit import core, inline_core, serial
+from fastgrad._ziggurat_tables import F as _F
+from fastgrad._ziggurat_tables import K as _K
+from fastgrad._ziggurat_tables import R as _R
+from fastgrad._ziggurat_tables import W as _W
+
+__all__ = [
+    "CHUNK_SIZE",
+    "LANES",
+    "STATE_SIZE",
+    "STREAM_LAYOUT_VERSION",
+    "fill_normals",
+    "fill_uniforms",
+    "fill_words",
+    "next_uniform",
+    "next_word",
+    "random_words",
+    "standard_normal",
+    "standard_normals",
+    "stream_state",
+    "uniforms",
+]
+
+#: Version of the stream layout. Changes whenever a seed would give different numbers.
+STREAM_LAYOUT_VERSION = 1
+
+#: Draws per chunk of a run: chunk ``c`` of a run with seed ``s`` reads stream ``(s, c)``.
+CHUNK_SIZE = 1 << 16
+
+#: Number of interleaved xoshiro256++ lanes per stream.
+LANES = 16
+
+# State array layout: lane words are stored word-major (s0 of all lanes, then
+# s1, ...) so that one generator step is a unit-stride loop over lanes.
+_SLOW = 4 * LANES  # 4 words: the slow lane
+_BUF = _SLOW + 4  # LANES words: last generated step, for partial reads
+_POS = _BUF + LANES  # words of _BUF already consumed (LANES = empty)
+#: Length of a stream state array, in uint64 words.
+STATE_SIZE = _POS + 1
+
+_SLOW_LANE = LANES  # lane index used to key the slow lane
+_BLOCK = 256  # words converted to normals per pass in fill_normals
+
+_U = np.uint64
+_I = np.int64
+# ASCII "fastgrad" plus the layout version: keys of different layouts never coincide.
+_LAYOUT_TAG = _U(0x6661737467726164 + STREAM_LAYOUT_VERSION)
+_GOLDEN = _U(0x9E3779B97F4A7C15)
+_TO_UNIT = 1.0 / 9007199254740992.0  # 2**-53
+
+
+@core
+def _rotl(x, k):
+    return (x << _U(k)) | (x >> _U(64 - k))
+
+
+@core
+def _mix64(z):
+    """SplitMix64's finaliser (Stafford's Mix13): a bijection of 64-bit words."""
+    z = (z ^ (z >> _U(30))) * _U(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> _U(27))) * _U(0x94D049BB133111EB)
+    return z ^ (z >> _U(31))
+
+
+@core
+def _lane_key(seed, stream, lane):
+    """256-bit starting state of one lane.
+
+    Two rounds of four steps; each step replaces one word by a bijection of it
+    given the others, so the whole map is a bijection of 256-bit tuples and
+    distinct ``(seed, stream, lane)`` give distinct states. After two rounds
+    every output word depends on every input word.
+    """
+    x0 = _U(seed)
+    x1 = _U(stream)
+    x2 = _U(lane) * _GOLDEN
+    x3 = _LAYOUT_TAG
+    for _ in range(2):
+        x0 = _mix64(x0 ^ x3)
+        x1 = _mix64(x1 + x0)
+        x2 = _mix64(x2 ^ x1)
+        x3 = _mix64(x3 + x2)
+    if (x0 | x1 | x2 | x3) == _U(0):  # the one input that maps to the fixed point
+        x0 = _GOLDEN
+    return x0, x1, x2, x3
+
+
+@core
+def _xoshiro_next(s):
+    """One xoshiro256++ step (Blackman & Vigna): returns (word, new state)."""
+    s0, s1, s2, s3 = s
+    word = _rotl(s0 + s3, 23) + s0
+    t = s1 << _U(17)
+    s2 ^= s0
+    s3 ^= s1
+    s1 ^= s2
+    s0 ^= s3
+    s2 ^= t
+    s3 = _rotl(s3, 45)
+    return word, (s0, s1, s2, s3)
+
+
+@inline_core
+def _advance_lanes(state, out, offset):
+    """Advance all lanes one step, writing their words to ``out[offset:offset+LANES]``.
+
+    Unit-stride over lanes with no dependence between iterations, so LLVM
+    vectorises it.
+    """
+    for j in range(LANES):
+        s0 = state[j]
+        s1 = state[LANES + j]
+        s2 = state[2 * LANES + j]
+        s3 = state[3 * LANES + j]
+        out[offset + j] = _rotl(s0 + s3, 23) + s0
+        t = s1 << _U(17)
+        s2 ^= s0
+        s3 ^= s1
+        s1 ^= s2
+        s0 ^= s3
+        s2 ^= t
+        s3 = _rotl(s3, 45)
+        state[j] = s0
+        state[LANES + j] = s1
+        state[2 * LANES + j] = s2
+        state[3 * LANES + j] = s3
+
+
+@serial
+def stream_state(seed, stream):
+    """Start stream ``(seed, stream)``.
+
+    Parameters
+    ----------
+    seed, stream : int
+        Any integers in ``[0, 2**64)``; chunk ``c`` of a fastgrad run with seed
+        ``s`` is stream ``(s, c)``. (From ``@njit`` code, other integer values
+        are taken modulo ``2**64`` without a check.)
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint64`` array of :data:`STATE_SIZE` words, advanced in place by the
+        ``fill_*`` and ``next_*`` functions.
+
+    Examples
+    --------
+    >>> from fastgrad import rng
+    >>> state = rng.stream_state(0, 0)
+    >>> state.shape, state.dtype
+    ((85,), dtype('uint64'))
+    """
+    state = np.zeros(STATE_SIZE, np.uint64)
+    for lane in range(LANES):
+        s0, s1, s2, s3 = _lane_key(seed, stream, lane)
+        state[lane] = s0
+        state[LANES + lane] = s1
+        state[2 * LANES + lane] = s2
+        state[3 * LANES + lane] = s3
+    s0, s1, s2, s3 = _lane_key(seed, stream, _SLOW_LANE)
+    state[_SLOW] = s0
+    state[_SLOW + 1] = s1
+    state[_SLOW + 2] = s2
+    state[_SLOW + 3] = s3
+    state[_POS] = LANES  # buffer empty
+    return state
+
+
+@core
+def take_words(state, out, m):
+    """Write the stream's next ``m`` words to ``out[:m]`` (kernel-level core)."""
+    pos = _I(state[_POS])
+    i = 0
+    while pos < LANES and i < m:
+        out[i] = state[_BUF + pos]
+        pos += 1
+        i += 1
+    while m - i >= LANES:
+        _advance_lanes(state, out, i)
+        i += LANES
+    if i < m:
+        _advance_lanes(state, state, _BUF)
+        pos = 0
+        while i < m:
+            out[i] = state[_BUF + pos]
+            pos += 1
+            i += 1
+    state[_POS] = _U(pos)
+
+
+@serial
+def fill_words(state, out):
+    """Fill ``out`` (a uint64 array) with the stream's next raw 64-bit words.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastgrad import rng
+    >>> state = rng.stream_state(0, 0)
+    >>> words = np.empty(4, np.uint64)
+    >>> rng.fill_words(state, words)
+    >>> bool((words == rng.random_words(0, 0, 4)).all())
+    True
+    """
+    take_words(state, out, out.size)
+
+
+@core
+def next_word(state):
+    """Next raw 64-bit word of the stream (``@njit``-callable)."""
+    pos = _I(state[_POS])
+    if pos == LANES:
+        _advance_lanes(state, state, _BUF)
+        pos = 0
+    state[_POS] = _U(pos + 1)
+    return state[_BUF + pos]
+
+
+@core
+def _unit_closed_open(word):
+    """Uniform on [0, 1) with 53 random bits."""
+    return _I(word >> _U(11)) * _TO_UNIT
+
+
+@core
+def _unit_open_closed(word):
+    """Uniform on (0, 1] with 53 random bits (safe for log)."""
+    return (_I(word >> _U(11)) + 1) * _TO_UNIT
+
+
+@core
+def next_uniform(state):
+    """Next uniform double in [0, 1): the top 53 bits of the next word."""
+    return _unit_closed_open(next_word(state))
+
+
+@serial
+def fill_uniforms(state, out):
+    """Fill ``out`` (float64) with uniforms in [0, 1), one word each."""
+    for i in range(out.size):
+        out[i] = _unit_closed_open(next_word(state))
+
+
+# --- the normal sampler --------------------------------------------------
+#
+# A word is decoded into a layer index (bits 0-7) and a signed odd integer
+# u = 2 * (bits 11-63 as signed) + 1, uniform over the odd integers in
+# (-2**53, 2**53): symmetric, never zero. The candidate is x = u * W[idx]. It
+# is accepted at once when |u| < K[idx] (inside the part of the layer that
+# lies under the curve); otherwise the slow path finishes it exactly.
+
+
+@core
+def _decode(word):
+    idx = _I(word & _U(0xFF))
+    u = (_I(word) >> _I(10)) | _I(1)
+    return idx, u, np.float64(u) * _W[idx]
+
+
+@serial
+def _normal_slow(idx, u, x, slow):
+    """Finish a rejected candidate with words from the slow lane.
+
+    Standard ziggurat slow path: the wedge test for layers >= 1, Marsaglia's
+    exact tail method beyond R for the base strip, and a fresh candidate when
+    the wedge test fails. Returns (normal, new slow-lane state).
+    """
+    while True:
+        if idx == 0:
+            while True:
+                w1, slow = _xoshiro_next(slow)
+                w2, slow = _xoshiro_next(slow)
+                xx = -math.log(_unit_open_closed(w1)) / _R
+                yy = -math.log(_unit_open_closed(w2))
+                if yy + yy > xx * xx:
+                    break
+            z = _R + xx
+            return (z if u > 0 else -z), slow
+        w, slow = _xoshiro_next(slow)
+        y = _F[idx] + _unit_closed_open(w) * (_F[idx - 1] - _F[idx])
+        if y < math.exp(-0.5 * x * x):
+            return x, slow
+        w, slow = _xoshiro_next(slow)
+        idx, u, x = _decode(w)
+        if abs(u) < _K[idx]:
+            return x, slow
+
+
+@core
+def _load_slow(state):
+    return state[_SLOW], state[_SLOW + 1], state[_SLOW + 2], state[_SLOW + 3]
+
+
+@core
+def _store_slow(state, slow):
+    state[_SLOW] = slow[0]
+    state[_SLOW + 1] = slow[1]
+    state[_SLOW + 2] = slow[2]
+    state[_SLOW + 3] = slow[3]
+
+
+@core
+def normals_from_words(state, words, out, rejected, m):
+    """Turn ``words[:m]`` into normals in ``out[:m]`` (kernel-level core).
+
+    The fast pass is branch-light (one predictable branch, taken for ~1.5 % of
+    words); rejected positions are listed in ``rejected`` and finished in
+    increasing order with the slow lane of ``state``.
+    """
+    n_rejected = 0
+    for i in range(m):
+        idx, u, x = _decode(words[i])
+        out[i] = x
+        if abs(u) >= _K[idx]:
+            rejected[n_rejected] = i
+            n_rejected += 1
+    if n_rejected:
+        slow = _load_slow(state)
+        for r in range(n_rejected):
+            i = rejected[r]
+            idx, u, x = _decode(words[i])
+            out[i], slow = _normal_slow(idx, u, x, slow)
+        _store_slow(state, slow)
+
+
+@core
+def standard_normal(state):
+    """Next standard normal of the stream (``@njit``-callable).
+
+    Gives exactly the numbers :func:`fill_normals` would.
+    """
+    idx, u, x = _decode(next_word(state))
+    if abs(u) < _K[idx]:
+        return x
+    z, slow = _normal_slow(idx, u, x, _load_slow(state))
+    _store_slow(state, slow)
+    return z
+
+
+@serial
+def fill_normals(state, out):
+    """Fill ``out`` (float64) with the stream's next standard normals.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastgrad import rng
+    >>> state = rng.stream_state(3, 1)
+    >>> z = np.empty(5)
+    >>> rng.fill_normals(state, z)
+    >>> bool((z == rng.standard_normals(3, 1, 5)).all())
+    True
+    """
+    words = np.empty(_BLOCK, np.uint64)
+    rejected = np.empty(_BLOCK, np.int64)
+    n = out.size
+    for start in range(0, n, _BLOCK):
+        m = min(_BLOCK, n - start)
+        take_words(state, words, m)
+        normals_from_words(state, words, out[start:], rejected, m)
+
+
+# --- Python conveniences ---------------------------------------------------
+
+
+def _check_key(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer in [0, 2**64); got {value!r}")
+    if not 0 <= int(value) < 2**64:
+        raise ValueError(f"{name} must be an integer in [0, 2**64); got {value!r}")
+    return np.uint64(int(value))
+
+
+def _check_count(n):
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be a non-negative integer; got {n!r}")
+    if n < 0:
+        raise ValueError(f"n must be a non-negative integer; got {n!r}")
+    return int(n)
+
+
+def _new_state(seed, stream):
+    return stream_state(_check_key("seed", seed), _check_key("stream", stream))
+
+
+def random_words(seed, stream, n):
+    """The first ``n`` raw 64-bit words of stream ``(seed, stream)``.
+
+    Examples
+    --------
+    >>> from fastgrad import rng
+    >>> rng.random_words(0, 0, 2).dtype
+    dtype('uint64')
+    """
+    state = _new_state(seed, stream)
+    out = np.empty(_check_count(n), np.uint64)
+    fill_words(state, out)
+    return out
+
+
+def uniforms(seed, stream, n):
+    """The first ``n`` uniforms in [0, 1) of stream ``(seed, stream)`` (53 bits each)."""
+    state = _new_state(seed, stream)
+    out = np.empty(_check_count(n), np.float64)
+    fill_uniforms(state, out)
+    return out
+
+
+def standard_normals(seed, stream, n):
+    """The first ``n`` standard normals of stream ``(seed, stream)``.
+
+    Draw ``i`` of a fastgrad run with seed ``s`` is normal ``i % CHUNK_SIZE``
+    of stream ``(s, i // CHUNK_SIZE)``.
+
+    Examples
+    --------
+    >>> from fastgrad import rng
+    >>> z = rng.standard_normals(seed=0, stream=0, n=100_000)
+    >>> abs(float(z.mean())) < 0.02
+    True
+    """
+    state = _new_state(seed, stream)
+    out = np.empty(_check_count(n), np.float64)
+    fill_normals(state, out)
+    return out
