@@ -1,0 +1,225 @@
+"""Random streams: reference values, layout, consistency, independence, exact normals."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import reference_streams as ref
+from fastgrad import _ziggurat_tables as tables
+from fastgrad import rng
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- the generator and the layout --------------------------------------------
+
+
+def test_xoshiro256pp_matches_published_reference_output():
+    # Vigna's xoshiro256plusplus.c from state (0, 0, 0, 1), as tabulated in
+    # github.com/DSCF-1224/xoshiro-fortran test/README.md.
+    expected = [
+        0x0000000000800000, 0x0000000000800011, 0x0002200000800011, 0x0002200044000020,
+        0x00022000448008A1, 0x01102100802208A0, 0x0114002284200880, 0x0402896644A64095,
+        0x8A14A0A244ACC891, 0x8C88BA4680B20495,
+    ]
+    state = (0, 0, 0, 1)
+    got = []
+    for _ in expected:
+        word, state = rng._xoshiro_next(tuple(np.uint64(v) for v in state))  # keep uint64 typing
+        got.append(int(word))
+    assert got == expected
+    reference_state = [0, 0, 0, 1]
+    assert [ref.xoshiro_next(reference_state) for _ in expected] == expected
+
+
+@pytest.mark.parametrize(("seed", "stream"), [(0, 0), (1, 0), (0, 1), (2**64 - 1, 2**63 + 5), (12345, 999)])
+def test_words_match_reference_layout(seed, stream):
+    assert rng.random_words(seed, stream, 100).tolist() == ref.words(seed, stream, 100)
+
+
+def test_normals_match_reference_including_slow_path_and_tail():
+    # 40 000 normals hit the wedge test ~600 times; scan streams until the tail is exercised too.
+    for stream in range(50):
+        words = rng.random_words(3, stream, 40_000)
+        idx = (words & np.uint64(0xFF)).astype(np.int64)
+        u = (words.view(np.int64) >> 10) | 1
+        if np.any((idx == 0) & (np.abs(u) >= tables.K[0])):
+            break
+    else:  # pragma: no cover
+        pytest.fail("no tail candidate found")
+    got = rng.standard_normals(3, stream, 40_000)
+    assert got.tolist() == ref.normals(3, stream, 40_000)
+    assert np.abs(got).max() > tables.R  # the tail branch produced a value
+
+
+def test_state_layout_constants():
+    assert rng.STATE_SIZE == 4 * rng.LANES + 4 + rng.LANES + 1
+    state = rng.stream_state(np.uint64(0), np.uint64(0))
+    assert state.dtype == np.uint64 and state.shape == (rng.STATE_SIZE,)
+
+
+def test_keying_gives_distinct_states():
+    keys = {tuple(ref.lane_key(seed, stream, lane)) for seed in range(8) for stream in range(8) for lane in range(17)}
+    assert len(keys) == 8 * 8 * 17
+    assert all(any(k) for k in keys)
+
+
+# --- any mix of calls reads the same sequence ---------------------------------
+
+
+@pytest.mark.parametrize("kind", ["words", "normals", "uniforms"])
+def test_pieces_of_any_size_read_the_same_sequence(kind):
+    fill = {"words": rng.fill_words, "normals": rng.fill_normals, "uniforms": rng.fill_uniforms}[kind]
+    whole = {"words": rng.random_words, "normals": rng.standard_normals, "uniforms": rng.uniforms}[kind](9, 4, 5000)
+    state = rng.stream_state(np.uint64(9), np.uint64(4))
+    sizes = np.random.default_rng(0).integers(0, 300, size=200)
+    pieces, total = [], 0
+    for size in sizes:
+        size = int(min(size, 5000 - total))
+        out = np.empty(size, whole.dtype)
+        fill(state, out)
+        pieces.append(out)
+        total += size
+    assert np.array_equal(np.concatenate(pieces), whole[:total])
+
+
+def test_scalar_and_array_interfaces_agree():
+    state = rng.stream_state(np.uint64(5), np.uint64(2))
+    scalars = np.array([rng.standard_normal(state) for _ in range(3000)])
+    assert np.array_equal(scalars, rng.standard_normals(5, 2, 3000))
+    state = rng.stream_state(np.uint64(5), np.uint64(2))
+    words = np.array([rng.next_word(state) for _ in range(100)], dtype=np.uint64)
+    assert np.array_equal(words, rng.random_words(5, 2, 100))
+    state = rng.stream_state(np.uint64(5), np.uint64(2))
+    uniforms = np.array([rng.next_uniform(state) for _ in range(100)])
+    assert np.array_equal(uniforms, rng.uniforms(5, 2, 100))
+
+
+def test_usable_from_user_njit_code():
+    import numba
+
+    @numba.njit
+    def mean_of_normals(seed, stream, n):
+        state = rng.stream_state(seed, stream)
+        total = 0.0
+        for _ in range(n):
+            total += rng.standard_normal(state)
+        return total / n
+
+    assert mean_of_normals(np.uint64(1), np.uint64(7), 1000) == pytest.approx(rng.standard_normals(1, 7, 1000).mean())
+
+
+# --- independence ----------------------------------------------------------
+
+
+def test_bits_are_balanced():
+    words = rng.random_words(11, 0, 200_000)
+    bits = ((words[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).astype(np.float64)
+    ones = bits.sum(axis=0)
+    z = (ones - words.size / 2) / np.sqrt(words.size / 4)
+    assert np.abs(z).max() < 5.5  # 64 tests: Bonferroni-safe bound
+
+
+def test_neighbouring_chunk_streams_are_uncorrelated():
+    n = 200_000
+    bound = 5 / np.sqrt(n)
+    for c in (0, 1000):
+        a = rng.standard_normals(0, c, n)
+        b = rng.standard_normals(0, c + 1, n)
+        for lag in range(4):
+            assert abs(np.corrcoef(a[lag:], b[: n - lag])[0, 1]) < bound
+        # squares too: dependence in scale would not show in plain correlation
+        assert abs(np.corrcoef(a * a, b * b)[0, 1]) < bound
+
+
+def test_neighbouring_seeds_and_lanes_are_uncorrelated():
+    n = 200_000
+    bound = 5 / np.sqrt(n)
+    a = rng.standard_normals(0, 0, n)
+    assert abs(np.corrcoef(a, rng.standard_normals(1, 0, n))[0, 1]) < bound
+    # consecutive normals come from different lanes: lags 1..32 cover every lane pair
+    for lag in range(1, 33):
+        assert abs(np.corrcoef(a[lag:], a[:-lag])[0, 1]) < 5 / np.sqrt(n - lag)
+
+
+# --- the normal sampler is exact --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def many_normals():
+    return np.concatenate([rng.standard_normals(2024, s, 1_000_000) for s in range(4)])
+
+
+def test_normals_pass_kolmogorov_smirnov(many_normals):
+    assert stats.kstest(many_normals, "norm").pvalue > 1e-4
+
+
+@pytest.mark.parametrize("power", [1, 2, 3, 4, 5, 6])
+def test_normal_moments_up_to_the_sixth(many_normals, power):
+    values = many_normals**power
+    truth = stats.norm.moment(power)
+    stderr = values.std() / np.sqrt(values.size)
+    assert abs(values.mean() - truth) < 5 * stderr
+
+
+def test_normal_tail_beyond_base_strip_is_exact(many_normals):
+    tail = np.abs(many_normals[np.abs(many_normals) > tables.R])
+    p = 2 * stats.norm.sf(tables.R)
+    n = many_normals.size
+    assert abs(tail.size - n * p) < 5 * np.sqrt(n * p * (1 - p))
+    truncated = stats.truncnorm(tables.R, np.inf)
+    assert stats.kstest(tail, truncated.cdf).pvalue > 1e-4
+
+
+def test_normals_are_symmetric_and_never_zero(many_normals):
+    assert not np.any(many_normals == 0.0)
+    positive = np.count_nonzero(many_normals > 0)
+    assert abs(positive - many_normals.size / 2) < 5 * np.sqrt(many_normals.size / 4)
+
+
+# --- the ziggurat tables --------------------------------------------------
+
+
+def test_ziggurat_tables_are_what_the_generator_prints():
+    generated = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "make_ziggurat_tables.py")], capture_output=True, text=True, check=True
+    ).stdout
+    assert generated == (ROOT / "fastgrad" / "_ziggurat_tables.py").read_text()
+
+
+def test_ziggurat_layers_have_equal_area():
+    f = lambda x: np.exp(-0.5 * x * x)  # noqa: E731
+    x = tables.W * 2.0**53
+    inner = np.concatenate([[0.0], x[1:-1]])  # layer i spans [f(x_i), f(x_{i-1})], x_0 = 0
+    areas = x[1:] * (f(inner) - f(x[1:]))
+    assert np.allclose(areas, tables.V, rtol=1e-12)
+    base = tables.R * f(tables.R) + np.sqrt(2 * np.pi) * stats.norm.sf(tables.R)  # rectangle + tail
+    assert base == pytest.approx(tables.V, rel=1e-12)
+    # the fast-accept bound never admits a point outside the covered part
+    for i in range(2, 256):
+        assert int(tables.K[i]) * x[i] <= x[i - 1] * 2.0**53 * (1 + 1e-15)
+
+
+# --- bad input -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"seed": -1}, ValueError, "seed must be an integer in"),
+        ({"seed": 2**64}, ValueError, "seed must be an integer in"),
+        ({"seed": 1.5}, TypeError, "seed must be an integer"),
+        ({"stream": -3}, ValueError, "stream must be an integer in"),
+        ({"stream": "0"}, TypeError, "stream must be an integer"),
+        ({"n": -1}, ValueError, "n must be a non-negative integer"),
+        ({"n": 2.0}, TypeError, "n must be a non-negative integer"),
+    ],
+)
+def test_public_generators_reject_bad_arguments(kwargs, error, match):
+    args = {"seed": 0, "stream": 0, "n": 10} | kwargs
+    with pytest.raises(error, match=match):
+        rng.standard_normals(**args)
