@@ -77,10 +77,12 @@ def compare(distribution, function, n, *, seed=None, wrt=None, threads=None, nan
     --------
     >>> import fastgrad as fg
     >>> r = fg.compare(fg.Normal(2.0, 1.0), "square", n=10**6, seed=0, wrt="loc")
-    >>> round(r.score.variance["loc"]), round(r.pathwise.variance["loc"])
-    (87, 4)
-    >>> r.analytic_variance_ratio
-    {'loc': 21.75}
+    >>> r.score.analytic_variance, r.pathwise.analytic_variance, r.analytic_variance_ratio
+    ({'loc': 87.0}, {'loc': 4.0}, {'loc': 21.75})
+    >>> abs(r.score.variance["loc"] - 87.0) < 5 * r.score.variance_stderr["loc"]
+    True
+    >>> 20 < r.variance_ratio["loc"] < 23
+    True
     """
     run = _prepare(distribution, function, n, seed, wrt, threads, nan_policy, ESTIMATORS)
     record, context, analytic = _execute(run)

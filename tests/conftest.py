@@ -1,0 +1,25 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # reference_streams, user_functions
+
+
+def run_python(code, **env):
+    """Run ``code`` in a fresh interpreter with extra environment variables; return stdout."""
+    environment = dict(os.environ, **{k: str(v) for k, v in env.items()})
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment, cwd=ROOT, timeout=600
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"subprocess failed:\n{result.stderr}")
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def python_runner():
+    return run_python

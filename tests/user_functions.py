@@ -1,0 +1,32 @@
+"""User functions shared by the tests (module level, so each compiles once per session)."""
+
+import math
+
+import numba
+
+
+@numba.njit
+def square(x):
+    return x * x
+
+
+@numba.njit
+def square_derivative(x):
+    return 2.0 * x
+
+
+@numba.njit
+def log_abs(x):
+    """Finite except at x == 0; never 0 for our normals, so all finite."""
+    return math.log(abs(x))
+
+
+@numba.njit
+def nan_above_one(x):
+    """NaN for x > 1: a function that is undefined on part of the support."""
+    return math.nan if x > 1.0 else x
+
+
+@numba.njit
+def nan_above_one_derivative(x):
+    return math.nan if x > 1.0 else 1.0
