@@ -43,8 +43,11 @@ core = numba.njit(**dict(_OPTIONS, cache=False))
 #: Cores inlined at Numba-IR level (see where used for why).
 inline_core = numba.njit(inline="always", **dict(_OPTIONS, cache=False))
 
-#: Serial compiled functions (array helpers, merges).
-serial = numba.njit(**_OPTIONS)
+#: Options of serial compiled functions (array helpers, merges, per-chunk work).
+SERIAL = dict(_OPTIONS)
+
+#: Serial compiled functions.
+serial = numba.njit(**SERIAL)
 
 #: Options of the parallel chunk kernels (``prange`` over chunks).
 PARALLEL = dict(_OPTIONS, parallel=True)

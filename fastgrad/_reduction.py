@@ -307,6 +307,18 @@ def _merge_pair(c11, c21, c12, c22, m2x, m2y, n, sx, sy):
     )
 
 
+@serial
+def reduce_block(values, rows, pair_x, pair_y, m, block, means, acc):
+    """Summarise a block of values and merge it into the chunk record ``acc``.
+
+    Compiled once and shared by every kernel (called once per block of 256
+    draws): specialising it per function would only repeat identical code and
+    cost each new kernel several seconds of compilation.
+    """
+    block_record(values, rows, pair_x, pair_y, m, block, means)
+    merge_into(acc, block, rows.size, pair_x, pair_y)
+
+
 # --- merging chunks along a fixed tree --------------------------------------
 #
 # Node (level L, index k) summarises chunks [k * 2**L, (k + 1) * 2**L). A node

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastgrad._jit import core
+from fastgrad._jit import core, serial
 from fastgrad.rng import normals_from_words, take_words
 
 __all__ = ["Normal"]
@@ -42,8 +42,9 @@ class Family:
         Registry key; part of every compiled kernel's cache key.
     parameters : tuple of str
         Parameter names, in the order of the parameter vector.
-    sample_noise : njit core ``(state, words, noise, scratch, m)``
-        Fill ``noise[:m]`` with base noise from a stream.
+    sample_noise : compiled function ``(state, words, noise, scratch, m)``
+        Fill ``noise[:m]`` with base noise from a stream. Called once per
+        block of 256 draws; compiled once and shared by every kernel.
     transform : njit core ``(eps, theta) -> x``
     score_factor : njit core ``(j, eps, x, theta) -> d log q / d theta_j``
         ``theta`` here is the distribution's *kernel parameter vector*: the
@@ -68,7 +69,7 @@ class Family:
     expectation: object = field(default=None, compare=False)
 
 
-@core
+@serial  # compiled once and cached: it does not depend on the function (see _kernels)
 def _normal_noise(state, words, noise, scratch, m):
     take_words(state, words, m)
     normals_from_words(state, words, noise, scratch, m)
