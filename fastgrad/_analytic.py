@@ -104,17 +104,13 @@ class ExpPoly:
                 q = _exact(q)
                 if w == 0:
                     moments = _standard_normal_moments(j + k)
-                    term = sum(
-                        comb(j, l) * loc ** (j - l) * scale**l * moments[l + k]
-                        for l in range(j + 1)
-                    )
+                    term = sum(comb(j, p) * loc ** (j - p) * scale**p * moments[p + k] for p in range(j + 1))
                     total = total + c * q * term
                 else:
                     b = w * float(scale)
                     moments = _oscillating_moments(j + k, b)
                     term = sum(
-                        comb(j, l) * float(loc) ** (j - l) * float(scale) ** l * moments[l + k]
-                        for l in range(j + 1)
+                        comb(j, p) * float(loc) ** (j - p) * float(scale) ** p * moments[p + k] for p in range(j + 1)
                     )
                     phase = cmath.exp(1j * w * float(loc))
                     total = total + complex(c) * float(q) * phase * term

@@ -205,7 +205,9 @@ def _check_wrt(wrt, parameters):
     try:
         names = tuple(names)
     except TypeError:
-        raise TypeError(f"wrt must be a parameter name or a sequence of them, from {list(parameters)}; got {wrt!r}") from None
+        raise TypeError(
+            f"wrt must be a parameter name or a sequence of them, from {list(parameters)}; got {wrt!r}"
+        ) from None
     if not names:
         raise ValueError(f"wrt must name at least one parameter from {list(parameters)}")
     for name in names:
@@ -223,9 +225,7 @@ def _check_threads(threads):
     if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)):
         raise TypeError(f"threads must be an integer from 1 to {available}; got {threads!r}")
     if not 1 <= threads <= available:
-        raise ValueError(
-            f"threads must be an integer from 1 to {available} (NUMBA_NUM_THREADS); got {threads!r}"
-        )
+        raise ValueError(f"threads must be an integer from 1 to {available} (NUMBA_NUM_THREADS); got {threads!r}")
     return int(threads)
 
 

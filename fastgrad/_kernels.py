@@ -198,7 +198,7 @@ def _chunk_record(key, f, df, seed, chunk, n_draws, theta, fparams, rows, pair_x
 
 
 def _make_kernel(chunk_record, options):
-    """The parallel driver: threads take chunks in a ``prange`` loop.
+    """Build the parallel driver: threads take chunks in a ``prange`` loop.
 
     The loop body is a single call, so Numba's parfor passes (which re-type
     and re-lower the whole body) have almost nothing to do; the per-chunk work
@@ -206,11 +206,26 @@ def _make_kernel(chunk_record, options):
     draws costs nothing measurable.
     """
 
-    def fused_chunks(key, f, df, seed, first_chunk, n_draws, theta, fparams, rows, pair_x, pair_y, need_f, need_df,
-                     records):
+    def fused_chunks(
+        key, f, df, seed, first_chunk, n_draws, theta, fparams, rows, pair_x, pair_y, need_f, need_df, records
+    ):
         for b in numba.prange(records.shape[0]):
-            chunk_record(key, f, df, seed, first_chunk + b, n_draws, theta, fparams, rows, pair_x, pair_y, need_f,
-                         need_df, records[b])
+            chunk_record(
+                key,
+                f,
+                df,
+                seed,
+                first_chunk + b,
+                n_draws,
+                theta,
+                fparams,
+                rows,
+                pair_x,
+                pair_y,
+                need_f,
+                need_df,
+                records[b],
+            )
 
     return numba.njit(**options)(fused_chunks)
 
@@ -233,8 +248,19 @@ def run(distribution, function, layout, n, seed):
     df = None if builtin else function.df
     tree = MomentTree(layout)
     args = (
-        key, f, df, np.uint64(seed), 0, np.int64(n), distribution.theta, function.param_vector,
-        layout.rows, layout.pair_x, layout.pair_y, layout.need_f, layout.need_df,
+        key,
+        f,
+        df,
+        np.uint64(seed),
+        0,
+        np.int64(n),
+        distribution.theta,
+        function.param_vector,
+        layout.rows,
+        layout.pair_x,
+        layout.pair_y,
+        layout.need_f,
+        layout.need_df,
     )
     started = time.perf_counter()
     kernel(*args, np.empty((0, tree.width)))  # compile, or load from the cache, before timing

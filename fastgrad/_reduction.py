@@ -30,7 +30,7 @@ No raw sum of squares is ever formed, so a large mean costs no precision.
 
 import numpy as np
 
-from fastgrad._jit import core, inline_core, serial
+from fastgrad._jit import inline_core, serial
 
 #: Deepest merge tree: 2**63 chunks.
 MAX_TREE_DEPTH = 64
@@ -216,9 +216,7 @@ def block_record(values, rows, pair_x, pair_y, m, out, means):
     for p in range(pair_x.size):
         x = pair_x[p]
         y = pair_y[p]
-        c11, c21, c12, c22 = block_comoments(
-            values[rows[x]], values[rows[y]], means[x], means[y], m
-        )
+        c11, c21, c12, c22 = block_comoments(values[rows[x]], values[rows[y]], means[x], means[y], m)
         k = _pair(n_rows, p)
         out[k] = c11
         out[k + 1] = c21
@@ -256,12 +254,26 @@ def merge_into(acc, other, n_rows, pair_x, pair_y):
         dy = other[ky] - acc[ky]
         k = _pair(n_rows, p)
         a11, a21, a12, a22 = _merge_pair(
-            acc[k], acc[k + 1], acc[k + 2], acc[k + 3], acc[kx + 1], acc[ky + 1],
-            n_a, -dx * wa, -dy * wa,
+            acc[k],
+            acc[k + 1],
+            acc[k + 2],
+            acc[k + 3],
+            acc[kx + 1],
+            acc[ky + 1],
+            n_a,
+            -dx * wa,
+            -dy * wa,
         )
         b11, b21, b12, b22 = _merge_pair(
-            other[k], other[k + 1], other[k + 2], other[k + 3], other[kx + 1], other[ky + 1],
-            n_b, dx * wb, dy * wb,
+            other[k],
+            other[k + 1],
+            other[k + 2],
+            other[k + 3],
+            other[kx + 1],
+            other[ky + 1],
+            n_b,
+            dx * wb,
+            dy * wb,
         )
         acc[k] = a11 + b11
         acc[k + 1] = a21 + b21
@@ -339,8 +351,16 @@ def tree_push(levels, indices, records, depth, first_chunk, chunk_records, n_row
     """
     for b in range(chunk_records.shape[0]):
         depth = _push_node(
-            levels, indices, records, depth, 0, first_chunk + b, chunk_records[b],
-            n_rows, pair_x, pair_y,
+            levels,
+            indices,
+            records,
+            depth,
+            0,
+            first_chunk + b,
+            chunk_records[b],
+            n_rows,
+            pair_x,
+            pair_y,
         )
     return depth
 
@@ -399,8 +419,15 @@ class MomentTree:
             raise ValueError(f"chunks must arrive in order: expected {self.next_chunk}, got {first_chunk}")
         lay = self.layout
         self.depth = tree_push(
-            self.levels, self.indices, self.records, self.depth, first_chunk, chunk_records,
-            lay.n_rows, lay.pair_x, lay.pair_y,
+            self.levels,
+            self.indices,
+            self.records,
+            self.depth,
+            first_chunk,
+            chunk_records,
+            lay.n_rows,
+            lay.pair_x,
+            lay.pair_y,
         )
         self.next_chunk = first_chunk + len(chunk_records)
 

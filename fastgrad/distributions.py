@@ -100,7 +100,7 @@ def _normal_path_factor(j, eps, x, theta):
 
 
 def _normal_analytic_factors(theta):
-    loc, scale = theta
+    _, scale = theta
     score = ([0.0, 1.0 / scale], [-1.0 / scale, 0.0, 1.0 / scale])
     path = ([1.0], [0.0, 1.0])
     return score, path

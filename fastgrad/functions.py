@@ -199,11 +199,13 @@ class Function:
             return f"user function {self.name}"
         text = f"f(x) = {self.builtin.formula}"
         if self.params:
-            text += " with " + ", ".join(f"{n}={v:g}" for n, v in zip(self.builtin.parameters, self.params))
+            text += " with " + ", ".join(
+                f"{n}={v:g}" for n, v in zip(self.builtin.parameters, self.params, strict=True)
+            )
         return text
 
     def exact(self):
-        """The function as an :class:`~fastgrad._analytic.ExpPoly`, or None for user functions."""
+        """Return the function as an :class:`~fastgrad._analytic.ExpPoly`, or None for user functions."""
         if self.builtin is None:
             return None
         return self.builtin.exact(self.params)
@@ -220,7 +222,7 @@ class Function:
         if self.builtin is not None:
             if not self.params:
                 return f"{self.name}()"
-            args = ", ".join(f"{n}={v!r}" for n, v in zip(self.builtin.parameters, self.params))
+            args = ", ".join(f"{n}={v!r}" for n, v in zip(self.builtin.parameters, self.params, strict=True))
             return f"{self.name}({args})"
         df = f", df={self.df.__name__}" if self.df is not None else ""
         return f"Function({self.f.__name__}{df})"
@@ -230,14 +232,14 @@ class Function:
         out = {"name": self.name, "builtin": self.builtin is not None}
         if self.builtin is not None:
             out["formula"] = self.builtin.formula
-            out["parameters"] = dict(zip(self.builtin.parameters, self.params))
+            out["parameters"] = dict(zip(self.builtin.parameters, self.params, strict=True))
         else:
             out["has_derivative"] = self.has_derivative
         return out
 
 
 def _check_user_function(argument, func):
-    """A user function must be an njit function taking one float64 and returning a real."""
+    """Check that a user function is an njit function taking one float64 and returning a real."""
     if not is_jitted(func):
         raise TypeError(
             f"{argument} must be a Numba @njit function taking one float and returning a float; "
@@ -261,7 +263,7 @@ def _check_user_function(argument, func):
 def _builtin(name, **params):
     builtin = BUILTINS[name]
     values = []
-    for parameter, default in zip(builtin.parameters, builtin.defaults):
+    for parameter, default in zip(builtin.parameters, builtin.defaults, strict=True):
         value = params.pop(parameter, default)
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise TypeError(f"{parameter} must be a real number; got {value!r}")

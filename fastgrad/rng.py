@@ -427,7 +427,7 @@ def _new_state(seed, stream):
 
 
 def random_words(seed, stream, n):
-    """The first ``n`` raw 64-bit words of stream ``(seed, stream)``.
+    """Return the first ``n`` raw 64-bit words of stream ``(seed, stream)``.
 
     Examples
     --------
@@ -442,7 +442,7 @@ def random_words(seed, stream, n):
 
 
 def uniforms(seed, stream, n):
-    """The first ``n`` uniforms in [0, 1) of stream ``(seed, stream)`` (53 bits each)."""
+    """Return the first ``n`` uniforms in [0, 1) of stream ``(seed, stream)`` (53 bits each)."""
     state = _new_state(seed, stream)
     out = np.empty(_check_count(n), np.float64)
     fill_uniforms(state, out)
@@ -450,7 +450,7 @@ def uniforms(seed, stream, n):
 
 
 def standard_normals(seed, stream, n):
-    """The first ``n`` standard normals of stream ``(seed, stream)``.
+    """Return the first ``n`` standard normals of stream ``(seed, stream)``.
 
     Draw ``i`` of a fastgrad run with seed ``s`` is normal ``i % CHUNK_SIZE``
     of stream ``(s, i // CHUNK_SIZE)``.

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import fastgrad as fg
-import user_functions as uf
 from fastgrad import _kernels, rng
+
+import user_functions as uf
 
 BUILTINS = {
     "linear": fg.functions.linear(),
@@ -50,9 +51,8 @@ def test_analytic_gradient_is_attached(builtin_comparison):
     r = builtin_comparison
     assert r.analytic_gradient == r.score.analytic_mean == r.pathwise.analytic_mean
     for p in r.wrt:
-        assert r.analytic_variance_ratio[p] == pytest.approx(
-            r.score.analytic_variance[p] / r.pathwise.analytic_variance[p] if r.pathwise.analytic_variance[p] else math.inf
-        )
+        score, pathwise = r.score.analytic_variance[p], r.pathwise.analytic_variance[p]
+        assert r.analytic_variance_ratio[p] == pytest.approx(score / pathwise if pathwise else math.inf)
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +116,12 @@ def test_draws_follow_the_documented_stream_layout():
 
 
 def fields(result, parameter):
-    return [result.mean[parameter], result.variance[parameter], result.third_moment[parameter],
-            result.fourth_moment[parameter]]
+    return [
+        result.mean[parameter],
+        result.variance[parameter],
+        result.third_moment[parameter],
+        result.fourth_moment[parameter],
+    ]
 
 
 def test_single_estimators_equal_the_fused_comparison_bit_for_bit():

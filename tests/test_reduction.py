@@ -1,5 +1,7 @@
 """Moment records: two-pass blocks, pairwise merges, and the chunk-index tree."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -24,35 +26,76 @@ def exact_reference_record(x, y):
     dy = [v - my for v in ys]
 
     def total(px, py):
-        return float(sum(a**px * b**py for a, b in zip(dx, dy)))
+        return float(sum(a**px * b**py for a, b in zip(dx, dy, strict=True)))
 
     return np.array(
-        [n, 0, float(mx), total(2, 0), total(3, 0), total(4, 0), float(my), total(0, 2), total(0, 3), total(0, 4),
-         total(1, 1), total(2, 1), total(1, 2), total(2, 2)]
+        [
+            n,
+            0,
+            float(mx),
+            total(2, 0),
+            total(3, 0),
+            total(4, 0),
+            float(my),
+            total(0, 2),
+            total(0, 3),
+            total(0, 4),
+            total(1, 1),
+            total(2, 1),
+            total(1, 2),
+            total(2, 2),
+        ]
     )
 
 
 def reference_record(x, y):
     dx, dy = x - x.mean(), y - y.mean()
     return np.array(
-        [x.size, 0, x.mean(), (dx**2).sum(), (dx**3).sum(), (dx**4).sum(),
-         y.mean(), (dy**2).sum(), (dy**3).sum(), (dy**4).sum(),
-         (dx * dy).sum(), (dx**2 * dy).sum(), (dx * dy**2).sum(), (dx**2 * dy**2).sum()]
+        [
+            x.size,
+            0,
+            x.mean(),
+            (dx**2).sum(),
+            (dx**3).sum(),
+            (dx**4).sum(),
+            y.mean(),
+            (dy**2).sum(),
+            (dy**3).sum(),
+            (dy**4).sum(),
+            (dx * dy).sum(),
+            (dx**2 * dy).sum(),
+            (dx * dy**2).sum(),
+            (dx**2 * dy**2).sum(),
+        ]
     )
 
 
 def natural_scale(x, y):
     sx, sy, n = x.std(), y.std(), x.size
     return np.array(
-        [n, 1, sx, n * sx**2, n * sx**3, n * sx**4, sy, n * sy**2, n * sy**3, n * sy**4,
-         n * sx * sy, n * sx**2 * sy, n * sx * sy**2, n * sx**2 * sy**2]
+        [
+            n,
+            1,
+            sx,
+            n * sx**2,
+            n * sx**3,
+            n * sx**4,
+            sy,
+            n * sy**2,
+            n * sy**3,
+            n * sy**4,
+            n * sx * sy,
+            n * sx**2 * sy,
+            n * sx * sy**2,
+            n * sx**2 * sy**2,
+        ]
     )
 
 
 def records_of(values, cuts):
     out = []
     means = np.empty(2)
-    for a, b in zip(cuts[:-1], cuts[1:]):
+    for a, b in itertools.pairwise(cuts):
         block = values[:, a:b].copy()
         record = np.empty(WIDTH)
         red.block_record(block, ROWS, PAIR_X, PAIR_Y, b - a, record, means)
@@ -80,7 +123,7 @@ def test_large_mean_costs_no_precision():
     # A raw sum of squares would lose ~16 digits here; two-pass blocks lose none.
     x = 1e8 + np.tile([-1.0, 1.0], 50_000)
     acc = np.zeros(WIDTH)
-    for record in records_of(np.vstack([x, x]), list(range(0, 100_001, 256)) + [100_000]):
+    for record in records_of(np.vstack([x, x]), [*range(0, 100_001, 256), 100_000]):
         red.merge_into(acc, record, 2, PAIR_X, PAIR_Y)
     assert acc[3] / acc[0] == 1.0  # variance exactly 1
 
@@ -137,8 +180,16 @@ def test_partial_trees_combine_to_the_single_tree_bit_for_bit():
         right.push(split, chunks[split:])
         for k in range(right.depth):  # hand the right part's nodes to the left tree
             left.depth = red.tree_push_node(
-                left.levels, left.indices, left.records, left.depth, right.levels[k], right.indices[k],
-                right.records[k], 2, lay.pair_x, lay.pair_y,
+                left.levels,
+                left.indices,
+                left.records,
+                left.depth,
+                right.levels[k],
+                right.indices[k],
+                right.records[k],
+                2,
+                lay.pair_x,
+                lay.pair_y,
             )
         assert np.array_equal(left.fold(), whole)
 

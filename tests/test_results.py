@@ -15,9 +15,21 @@ def comparison():
 
 def test_table_shows_estimates_uncertainty_and_truth(comparison):
     text = str(comparison)
-    for piece in ("Normal(loc=2.0, scale=1.0)", "f(x) = x**2", "n = 200,000 draws", "seed 0",
-                  "score", "pathwise", "±", "analytic gradient 4", "87", "variance ratio score/pathwise",
-                  "95% CI", "(analytic 21.75)", "M/s"):
+    for piece in (
+        "Normal(loc=2.0, scale=1.0)",
+        "f(x) = x**2",
+        "n = 200,000 draws",
+        "seed 0",
+        "score",
+        "pathwise",
+        "±",
+        "analytic gradient 4",
+        "87",
+        "variance ratio score/pathwise",
+        "95% CI",
+        "(analytic 21.75)",
+        "M/s",
+    ):
         assert piece in text, piece
 
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import fastgrad as fg
-import user_functions as uf
 from fastgrad import _kernels
+
+import user_functions as uf
 
 
 @pytest.fixture(autouse=True)
