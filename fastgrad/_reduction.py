@@ -16,7 +16,8 @@ How a record is built:
 
 1. within a block of at most 256 draws: exact two-pass moments (the block
    mean first, then central power sums), with four interleaved accumulators
-   combined in a fixed order, so the result does not depend on the compiler
+   combined in a fixed order, written with explicit SIMD vectors
+   (:mod:`fastgrad._simd`), so the result does not depend on the compiler
    or the vector width;
 2. blocks merge into their chunk with the pairwise update of Chan, Golub &
    LeVeque (1979) generalised to higher and mixed moments by Pébay (2008,
@@ -31,6 +32,7 @@ No raw sum of squares is ever formed, so a large mean costs no precision.
 import numpy as np
 
 from fastgrad._jit import inline_core, serial
+from fastgrad._simd import add4, lane, load4, mul4, splat4, sub4, zero4
 
 #: Deepest merge tree: 2**63 chunks.
 MAX_TREE_DEPTH = 64
@@ -53,96 +55,74 @@ def _pair(n_rows, p):
 
 @inline_core
 def block_sum(v, m):
-    """Sum of ``v[:m]`` in a fixed order (four interleaved partial sums)."""
-    s0 = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    s3 = 0.0
+    """Sum of ``v[:m]`` in a fixed order.
+
+    Lane ``j`` of a 4-lane accumulator sums ``v[i]`` for ``i = j (mod 4)``;
+    the last ``m % 4`` elements go to lane 0; lanes combine as
+    ``(l0 + l1) + (l2 + l3)``.
+    """
+    acc = zero4()
     m4 = m - m % 4
     for i in range(0, m4, 4):
-        s0 += v[i]
-        s1 += v[i + 1]
-        s2 += v[i + 2]
-        s3 += v[i + 3]
+        acc = add4(acc, load4(v, i))
+    s0 = lane(acc, 0)
     for i in range(m4, m):
         s0 += v[i]
-    return (s0 + s1) + (s2 + s3)
+    return (s0 + lane(acc, 1)) + (lane(acc, 2) + lane(acc, 3))
 
 
 @inline_core
 def block_central(v, m, mean):
-    """Central power sums (M2, M3, M4) of ``v[:m]`` about ``mean``."""
-    a0 = a1 = a2 = a3 = 0.0
-    b0 = b1 = b2 = b3 = 0.0
-    c0 = c1 = c2 = c3 = 0.0
+    """Central power sums (M2, M3, M4) of ``v[:m]`` about ``mean`` (lane order as :func:`block_sum`)."""
+    centre = splat4(mean)
+    a = zero4()
+    b = zero4()
+    c = zero4()
     m4 = m - m % 4
     for i in range(0, m4, 4):
-        d0 = v[i] - mean
-        d1 = v[i + 1] - mean
-        d2 = v[i + 2] - mean
-        d3 = v[i + 3] - mean
-        q0 = d0 * d0
-        q1 = d1 * d1
-        q2 = d2 * d2
-        q3 = d3 * d3
-        a0 += q0
-        a1 += q1
-        a2 += q2
-        a3 += q3
-        b0 += q0 * d0
-        b1 += q1 * d1
-        b2 += q2 * d2
-        b3 += q3 * d3
-        c0 += q0 * q0
-        c1 += q1 * q1
-        c2 += q2 * q2
-        c3 += q3 * q3
+        d = sub4(load4(v, i), centre)
+        q = mul4(d, d)
+        a = add4(a, q)
+        b = add4(b, mul4(q, d))
+        c = add4(c, mul4(q, q))
+    a0 = lane(a, 0)
+    b0 = lane(b, 0)
+    c0 = lane(c, 0)
     for i in range(m4, m):
         d0 = v[i] - mean
         q0 = d0 * d0
         a0 += q0
         b0 += q0 * d0
         c0 += q0 * q0
-    return (a0 + a1) + (a2 + a3), (b0 + b1) + (b2 + b3), (c0 + c1) + (c2 + c3)
+    return (
+        (a0 + lane(a, 1)) + (lane(a, 2) + lane(a, 3)),
+        (b0 + lane(b, 1)) + (lane(b, 2) + lane(b, 3)),
+        (c0 + lane(c, 1)) + (lane(c, 2) + lane(c, 3)),
+    )
 
 
 @inline_core
 def block_comoments(x, y, mean_x, mean_y, m):
-    """Mixed central power sums (C11, C21, C12, C22) of ``x[:m]``, ``y[:m]``."""
-    a0 = a1 = a2 = a3 = 0.0
-    b0 = b1 = b2 = b3 = 0.0
-    c0 = c1 = c2 = c3 = 0.0
-    e0 = e1 = e2 = e3 = 0.0
+    """Mixed central power sums (C11, C21, C12, C22) of ``x[:m]``, ``y[:m]`` (lane order as :func:`block_sum`)."""
+    centre_x = splat4(mean_x)
+    centre_y = splat4(mean_y)
+    a = zero4()
+    b = zero4()
+    c = zero4()
+    e = zero4()
     m4 = m - m % 4
     for i in range(0, m4, 4):
-        dx0 = x[i] - mean_x
-        dx1 = x[i + 1] - mean_x
-        dx2 = x[i + 2] - mean_x
-        dx3 = x[i + 3] - mean_x
-        dy0 = y[i] - mean_y
-        dy1 = y[i + 1] - mean_y
-        dy2 = y[i + 2] - mean_y
-        dy3 = y[i + 3] - mean_y
-        p0 = dx0 * dy0
-        p1 = dx1 * dy1
-        p2 = dx2 * dy2
-        p3 = dx3 * dy3
-        a0 += p0
-        a1 += p1
-        a2 += p2
-        a3 += p3
-        b0 += p0 * dx0
-        b1 += p1 * dx1
-        b2 += p2 * dx2
-        b3 += p3 * dx3
-        c0 += p0 * dy0
-        c1 += p1 * dy1
-        c2 += p2 * dy2
-        c3 += p3 * dy3
-        e0 += p0 * p0
-        e1 += p1 * p1
-        e2 += p2 * p2
-        e3 += p3 * p3
+        dx = sub4(load4(x, i), centre_x)
+        dy = sub4(load4(y, i), centre_y)
+        p = mul4(dx, dy)
+        a = add4(a, p)
+        b = add4(b, mul4(p, dx))
+        c = add4(c, mul4(p, dy))
+        e = add4(e, mul4(p, p))
+    a0 = lane(a, 0)
+    b0 = lane(b, 0)
+    c0 = lane(c, 0)
+    e0 = lane(e, 0)
     for i in range(m4, m):
         dx0 = x[i] - mean_x
         dy0 = y[i] - mean_y
@@ -152,10 +132,10 @@ def block_comoments(x, y, mean_x, mean_y, m):
         c0 += p0 * dy0
         e0 += p0 * p0
     return (
-        (a0 + a1) + (a2 + a3),
-        (b0 + b1) + (b2 + b3),
-        (c0 + c1) + (c2 + c3),
-        (e0 + e1) + (e2 + e3),
+        (a0 + lane(a, 1)) + (lane(a, 2) + lane(a, 3)),
+        (b0 + lane(b, 1)) + (lane(b, 2) + lane(b, 3)),
+        (c0 + lane(c, 1)) + (lane(c, 2) + lane(c, 3)),
+        (e0 + lane(e, 1)) + (lane(e, 2) + lane(e, 3)),
     )
 
 
