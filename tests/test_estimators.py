@@ -198,3 +198,19 @@ def test_threads_argument_restores_numba_setting():
     r = fg.compare(DISTRIBUTION, "square", n=10_000, seed=0, threads=1)
     assert r.threads == 1
     assert numba.get_num_threads() == before
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 511, 512, 513, rng.CHUNK_SIZE, rng.CHUNK_SIZE + 1])
+def test_small_and_boundary_sizes_match_numpy_on_the_same_draws(n):
+    r = fg.compare(fg.Normal(0.5, 1.5), "square", n=n, seed=21, wrt="loc")
+    chunks = [
+        rng.standard_normals(21, c, min(rng.CHUNK_SIZE, n - c * rng.CHUNK_SIZE)) for c in range(-(-n // rng.CHUNK_SIZE))
+    ]
+    eps = np.concatenate(chunks)
+    x = 0.5 + 1.5 * eps
+    score, pathwise = x * x * eps / 1.5, 2 * x
+    assert r.n == n
+    assert r.score.mean["loc"] == pytest.approx(score.mean(), rel=1e-12, abs=1e-14)
+    assert r.score.variance["loc"] == pytest.approx(score.var(ddof=1), rel=1e-10)
+    assert r.pathwise.variance["loc"] == pytest.approx(pathwise.var(ddof=1), rel=1e-10)
+    assert r.variance_ratio["loc"] == pytest.approx(score.var() / pathwise.var(), rel=1e-10)
