@@ -20,8 +20,12 @@ MEASURED = {}
 #: Baselines the fused kernel is compared with in the summary, per group.
 BASELINES = {
     "seed comparison": ("seed article (NumPy)", "NumPy default_rng, vectorised", "Numba np.random in prange"),
+    "normals": ("NumPy default_rng().standard_normal",),
 }
-FASTGRAD = {"seed comparison": ("fastgrad compare, 2 threads", "fastgrad compare, 1 thread")}
+FASTGRAD = {
+    "seed comparison": ("fastgrad compare, 2 threads", "fastgrad compare, 1 thread"),
+    "normals": ("fastgrad normals-only, 2 threads", "fastgrad normals-only, 1 thread"),
+}
 
 
 @pytest.fixture
@@ -47,6 +51,24 @@ def run_python(code, **env):
     return result.stdout
 
 
+def _rate(name):
+    return MEASURED[name]["draws_per_second"] if name in MEASURED else None
+
+
+def _target(write, label, value, goal, unit="x", higher=True):
+    if value is None:
+        return
+    met = value >= goal if higher else value <= goal
+    shown = f"{value:.2f}{unit}" if unit != "%" else f"{100 * value:.0f} %"
+    aim = f"{goal:g}{unit}" if unit != "%" else f"{100 * goal:.0f} %"
+    write(f"    {label:<66} {shown:>9}   target {'>=' if higher else '<='} {aim:<7} {'met' if met else 'NOT met'}")
+
+
+def _ratio(a, b):
+    ra, rb = _rate(a), _rate(b)
+    return ra / rb if ra and rb else None
+
+
 def pytest_terminal_summary(terminalreporter):
     if not MEASURED:
         return
@@ -54,27 +76,58 @@ def pytest_terminal_summary(terminalreporter):
     write("")
     write("fastgrad benchmark summary (draws/s from median times, same session)")
     for group in sorted({m["group"] for m in MEASURED.values()}):
-        if group == "memory":
+        if group in ("memory", "startup"):
             continue
         write(f"  [{group}]")
         for name, m in MEASURED.items():
             if m["group"] == group:
                 ratio = f"  variance ratio {m['variance_ratio']:.3f}" if "variance_ratio" in m else ""
-                write(f"    {name:<36} {m['draws_per_second'] / 1e6:9.1f} M draws/s{ratio}")
+                write(f"    {name:<40} {m['draws_per_second'] / 1e6:9.1f} M draws/s{ratio}")
         for fast in FASTGRAD.get(group, ()):
-            if fast not in MEASURED:
-                continue
             for base in BASELINES.get(group, ()):
-                if base in MEASURED:
-                    speedup = MEASURED[fast]["draws_per_second"] / MEASURED[base]["draws_per_second"]
+                speedup = _ratio(fast, base)
+                if speedup:
                     write(f"    {fast} vs {base}: {speedup:.1f}x")
-        one, two = "fastgrad compare, 1 thread", "fastgrad compare, 2 threads"
-        if group == "seed comparison" and one in MEASURED and two in MEASURED:
-            scaling = MEASURED[two]["draws_per_second"] / MEASURED[one]["draws_per_second"]
-            write(f"    thread scaling, 2 threads / 1 thread: {scaling:.2f}x")
-    memory = [m for m in MEASURED.values() if "peak_rss_growth_mib" in m]
-    for m in memory:
+    fused2, fused1 = "fastgrad compare, 2 threads", "fastgrad compare, 1 thread"
+    bound2, bound1 = "fastgrad normals-only, 2 threads", "fastgrad normals-only, 1 thread"
+    write("  [targets]")
+    _target(
+        write,
+        "fused compare (2 threads) / NumPy default_rng vectorised",
+        _ratio(fused2, BASELINES["seed comparison"][1]),
+        12,
+    )
+    _target(
+        write, "fused compare (2 threads) / seed article NumPy", _ratio(fused2, BASELINES["seed comparison"][0]), 15
+    )
+    _target(write, "fused compare / normals-only bound (2 threads)", _ratio(fused2, bound2), 0.85, unit="%")
+    _target(write, "fused compare / normals-only bound (1 thread)", _ratio(fused1, bound1), 0.85, unit="%")
+    _target(
+        write,
+        "normals-only (1 thread) / NumPy standard_normal",
+        _ratio(bound1, "NumPy default_rng().standard_normal"),
+        2.5,
+    )
+    _target(write, "fused compare: 2 threads / 1 thread", _ratio(fused2, fused1), 1.8)
+    _target(write, "normals-only: 2 threads / 1 thread", _ratio(bound2, bound1), 1.8)
+    for m in MEASURED.values():
+        if "peak_rss_growth_mib" in m:
+            _target(
+                write, "peak RSS growth, n = 1e9 vs n = 1e6 (MiB)", m["peak_rss_growth_mib"], 64, unit="", higher=False
+            )
+    if "first call, warm cache" in MEASURED:
+        m = MEASURED["first call, warm cache"]
+        _target(
+            write,
+            "new process, warm cache: import + small compare (s, in process)",
+            m["inside_seconds"],
+            1.5,
+            unit="",
+            higher=False,
+        )
+        write(f"    {'  (whole process incl. interpreter start, median)':<66} {m['seconds']:>8.2f}s")
+    if "first call, cold cache (compiles)" in MEASURED:
         write(
-            f"  [memory] peak RSS, n = 1e9 minus n = 1e6: {m['peak_rss_growth_mib']:.1f} MiB (limit 64 MiB); "
-            f"kernel {m['kernel_draws_per_second'] / 1e6:.0f} M draws/s"
+            f"    {'new process, cold cache: import + small compare (compiles)':<66} "
+            f"{MEASURED['first call, cold cache (compiles)']['seconds']:>8.1f}s"
         )

@@ -37,11 +37,13 @@ import numpy as np
 from numba import types
 from numba.extending import NativeValue, models, overload, register_model, typeof_impl, unbox
 
-from fastgrad._jit import PARALLEL, SERIAL, SOURCE_DIGEST, UNCACHED
-from fastgrad._reduction import MomentTree, reduce_block
-from fastgrad.distributions import FAMILIES
+from fastgrad._jit import PARALLEL, SERIAL, SOURCE_DIGEST, UNCACHED, serial
+from fastgrad._reduction import MomentTree, block_sum, reduce_block
+from fastgrad.distributions import FAMILIES, NORMAL
 from fastgrad.functions import BUILTINS
 from fastgrad.rng import CHUNK_SIZE, stream_state
+
+_normal_noise = NORMAL.sample_noise
 
 #: Draws per block: noise, values and block moments live in arrays of this length.
 #: 512 keeps a block's arrays in L1 and measured 4 % faster than 256 here (1024: no better).
@@ -198,43 +200,65 @@ def _chunk_record(key, f, df, seed, chunk, n_draws, theta, fparams, rows, pair_x
         reduce_block(values, rows, pair_x, pair_y, m, block, means, acc)
 
 
-def _make_kernel(chunk_record, options):
-    """Build the parallel driver: threads take chunks in a ``prange`` loop.
-
-    The loop body is a single call, so Numba's parfor passes (which re-type
-    and re-lower the whole body) have almost nothing to do; the per-chunk work
-    is compiled once, as an ordinary function. One call per chunk of 65 536
-    draws costs nothing measurable.
-    """
-
-    def fused_chunks(
-        key, f, df, seed, first_chunk, n_draws, theta, fparams, rows, pair_x, pair_y, need_f, need_df, records
-    ):
-        for b in numba.prange(records.shape[0]):
-            chunk_record(
-                key,
-                f,
-                df,
-                seed,
-                first_chunk + b,
-                n_draws,
-                theta,
-                fparams,
-                rows,
-                pair_x,
-                pair_y,
-                need_f,
-                need_df,
-                records[b],
-            )
-
-    return numba.njit(**options)(fused_chunks)
-
-
 _cached_chunk = numba.njit(**SERIAL)(_chunk_record)
 _uncached_chunk = numba.njit(**dict(SERIAL, cache=False))(_chunk_record)
-_cached_kernel = _make_kernel(_cached_chunk, PARALLEL)
-_uncached_kernel = _make_kernel(_uncached_chunk, UNCACHED)
+
+# The parallel drivers: threads take chunks in a ``prange`` loop. The loop
+# body is a single call, so Numba's parfor passes (which re-type and re-lower
+# the whole body) have almost nothing to do; the per-chunk work is compiled
+# once, as an ordinary function, and one call per chunk of 65 536 draws costs
+# nothing measurable. Each driver names its chunk function as a module
+# global: a driver made by a factory would be a closure over a dispatcher,
+# and Numba keys closures by their pickled cells, which differ in every
+# process, so the cached driver would never be found again.
+
+
+def _fused_chunks(
+    key, f, df, seed, first_chunk, n_draws, theta, fparams, rows, pair_x, pair_y, need_f, need_df, records
+):
+    for b in numba.prange(records.shape[0]):
+        _cached_chunk(
+            key,
+            f,
+            df,
+            seed,
+            first_chunk + b,
+            n_draws,
+            theta,
+            fparams,
+            rows,
+            pair_x,
+            pair_y,
+            need_f,
+            need_df,
+            records[b],
+        )
+
+
+def _fused_chunks_user(
+    key, f, df, seed, first_chunk, n_draws, theta, fparams, rows, pair_x, pair_y, need_f, need_df, records
+):
+    for b in numba.prange(records.shape[0]):
+        _uncached_chunk(
+            key,
+            f,
+            df,
+            seed,
+            first_chunk + b,
+            n_draws,
+            theta,
+            fparams,
+            rows,
+            pair_x,
+            pair_y,
+            need_f,
+            need_df,
+            records[b],
+        )
+
+
+_cached_kernel = numba.njit(**PARALLEL)(_fused_chunks)
+_uncached_kernel = numba.njit(**UNCACHED)(_fused_chunks_user)
 
 
 def run(distribution, function, layout, n, seed):
@@ -278,3 +302,48 @@ def run(distribution, function, layout, n, seed):
         tree.push(first, records)
     record = tree.fold()
     return record, time.perf_counter() - started, compile_seconds
+
+
+# --- the normals-only bound --------------------------------------------------------
+
+
+@serial
+def _normal_sum_chunk(seed, chunk, n_draws):
+    """Sum of the standard normals of chunk ``chunk``: the fused kernel without the estimators."""
+    start = chunk * CHUNK_SIZE
+    stop = min(n_draws, start + CHUNK_SIZE)
+    state = stream_state(seed, chunk)
+    words = np.empty(BLOCK, np.uint64)
+    noise = np.empty(BLOCK)
+    scratch = np.empty(BLOCK, np.int64)
+    total = 0.0
+    for block_start in range(start, stop, BLOCK):
+        m = min(BLOCK, stop - block_start)
+        _normal_noise(state, words, noise, scratch, m)
+        total += block_sum(noise, m)
+    return total
+
+
+@numba.njit(**PARALLEL)
+def _normal_sums(seed, first_chunk, n_draws, out):
+    for b in numba.prange(out.size):
+        out[b] = _normal_sum_chunk(seed, first_chunk + b, n_draws)
+
+
+def normal_sum(n, seed):
+    """Sum of the ``n`` standard normals a run with ``seed`` draws; return (sum, seconds).
+
+    Same chunks, streams and blocks as the fused kernel, with the estimators
+    and moments left out: the throughput bound the benchmarks compare
+    ``compare`` with. Chunk sums are added in chunk order.
+    """
+    _normal_sums(np.uint64(seed), np.int64(0), np.int64(n), np.empty(0))
+    n_chunks = math.ceil(n / CHUNK_SIZE)
+    total = 0.0
+    started = time.perf_counter()
+    for first in range(0, n_chunks, BATCH_CHUNKS):
+        sums = np.empty(min(BATCH_CHUNKS, n_chunks - first))
+        _normal_sums(np.uint64(seed), np.int64(first), np.int64(n), sums)
+        for value in sums:
+            total += value
+    return total, time.perf_counter() - started

@@ -231,3 +231,18 @@ def test_public_generators_reject_bad_arguments(kwargs, error, match):
     args = {"seed": 0, "stream": 0, "n": 10} | kwargs
     with pytest.raises(error, match=match):
         rng.standard_normals(**args)
+
+
+def test_normals_only_kernel_sums_the_run_draws():
+    from fastgrad import _kernels
+
+    n = 2 * rng.CHUNK_SIZE + 999
+    total, _ = _kernels.normal_sum(n, seed=4)
+    eps = np.concatenate(
+        [
+            rng.standard_normals(4, 0, rng.CHUNK_SIZE),
+            rng.standard_normals(4, 1, rng.CHUNK_SIZE),
+            rng.standard_normals(4, 2, 999),
+        ]
+    )
+    assert total == pytest.approx(eps.sum(), rel=1e-9, abs=1e-9)
