@@ -14,9 +14,9 @@ correlated; see :func:`fastgrad.results`).
 
 How a record is built:
 
-1. within a block of at most 256 draws: exact two-pass moments (the block
-   mean first, then central power sums), with four interleaved accumulators
-   combined in a fixed order, written with explicit SIMD vectors
+1. within a block of at most 512 draws: exact two-pass moments (the block
+   mean first, then central power sums; a score/pathwise pair in one pass),
+   with SIMD accumulators combined in an order fixed by the source
    (:mod:`fastgrad._simd`), so the result does not depend on the compiler
    or the vector width;
 2. blocks merge into their chunk with the pairwise update of Chan, Golub &
@@ -32,7 +32,7 @@ No raw sum of squares is ever formed, so a large mean costs no precision.
 import numpy as np
 
 from fastgrad._jit import inline_core, serial
-from fastgrad._simd import add4, lane, load4, mul4, splat4, sub4, zero4
+from fastgrad._simd import add4, fma1, fma4, lane, load4, mul4, splat4, sub4, zero4
 
 #: Deepest merge tree: 2**63 chunks.
 MAX_TREE_DEPTH = 64
@@ -53,27 +53,55 @@ def _pair(n_rows, p):
     return 2 + 4 * n_rows + 4 * p
 
 
+# Block loops. The order of every floating-point operation is fixed by the
+# source: explicit 4-lane vectors (fastgrad/_simd.py), no fast-math flags,
+# and one-rounding FMAs (llvm.fma, exactly specified). tests/reference_moments.py
+# restates the order in plain Python and must agree bit for bit.
+
+
 @inline_core
 def block_sum(v, m):
     """Sum of ``v[:m]`` in a fixed order.
 
-    Lane ``j`` of a 4-lane accumulator sums ``v[i]`` for ``i = j (mod 4)``;
-    the last ``m % 4`` elements go to lane 0; lanes combine as
-    ``(l0 + l1) + (l2 + l3)``.
+    Sixteen lanes in four vectors ``A0..A3``: lane ``k`` of ``Aq`` sums
+    ``v[i]`` for ``i = 4q + k (mod 16)`` over the first ``m - m % 16``
+    elements. Four independent chains keep the adder busy; one chain would
+    wait on its own latency. Then ``T = (A0 + A1) + (A2 + A3)`` lane by lane,
+    the last ``m % 16`` elements are added in order to ``T[0]``, and the
+    result is ``(T[0] + T[1]) + (T[2] + T[3])``.
     """
-    acc = zero4()
-    m4 = m - m % 4
-    for i in range(0, m4, 4):
-        acc = add4(acc, load4(v, i))
-    s0 = lane(acc, 0)
-    for i in range(m4, m):
+    a0 = zero4()
+    a1 = zero4()
+    a2 = zero4()
+    a3 = zero4()
+    m16 = m - m % 16
+    for i in range(0, m16, 16):
+        a0 = add4(a0, load4(v, i))
+        a1 = add4(a1, load4(v, i + 4))
+        a2 = add4(a2, load4(v, i + 8))
+        a3 = add4(a3, load4(v, i + 12))
+    t = add4(add4(a0, a1), add4(a2, a3))
+    s0 = lane(t, 0)
+    for i in range(m16, m):
         s0 += v[i]
-    return (s0 + lane(acc, 1)) + (lane(acc, 2) + lane(acc, 3))
+    return (s0 + lane(t, 1)) + (lane(t, 2) + lane(t, 3))
+
+
+@inline_core
+def _combine(vector, first):
+    """``(first + v[1]) + (v[2] + v[3])``: lane 0 replaced by ``first`` (lane 0 plus the tail)."""
+    return (first + lane(vector, 1)) + (lane(vector, 2) + lane(vector, 3))
 
 
 @inline_core
 def block_central(v, m, mean):
-    """Central power sums (M2, M3, M4) of ``v[:m]`` about ``mean`` (lane order as :func:`block_sum`)."""
+    """Central power sums (M2, M3, M4) of ``v[:m]`` about ``mean``.
+
+    Four lanes, lane ``k`` over ``i = k (mod 4)``; per element ``d = v - mean``,
+    ``q = d * d``, ``M2 += q``, ``M3 = fma(q, d, M3)``, ``M4 = fma(q, q, M4)``;
+    the last ``m % 4`` elements go to lane 0 in order; lanes combine as
+    ``(l0 + l1) + (l2 + l3)``.
+    """
     centre = splat4(mean)
     a = zero4()
     b = zero4()
@@ -83,8 +111,8 @@ def block_central(v, m, mean):
         d = sub4(load4(v, i), centre)
         q = mul4(d, d)
         a = add4(a, q)
-        b = add4(b, mul4(q, d))
-        c = add4(c, mul4(q, q))
+        b = fma4(q, d, b)
+        c = fma4(q, q, c)
     a0 = lane(a, 0)
     b0 = lane(b, 0)
     c0 = lane(c, 0)
@@ -92,50 +120,88 @@ def block_central(v, m, mean):
         d0 = v[i] - mean
         q0 = d0 * d0
         a0 += q0
-        b0 += q0 * d0
-        c0 += q0 * q0
-    return (
-        (a0 + lane(a, 1)) + (lane(a, 2) + lane(a, 3)),
-        (b0 + lane(b, 1)) + (lane(b, 2) + lane(b, 3)),
-        (c0 + lane(c, 1)) + (lane(c, 2) + lane(c, 3)),
-    )
+        b0 = fma1(q0, d0, b0)
+        c0 = fma1(q0, q0, c0)
+    return _combine(a, a0), _combine(b, b0), _combine(c, c0)
 
 
 @inline_core
-def block_comoments(x, y, mean_x, mean_y, m):
-    """Mixed central power sums (C11, C21, C12, C22) of ``x[:m]``, ``y[:m]`` (lane order as :func:`block_sum`)."""
+def block_pair(x, y, mean_x, mean_y, m):
+    """Central sums of two rows and their mixed sums, in one pass over both.
+
+    Returns ``(M2x, M3x, M4x, M2y, M3y, M4y, C11, C21, C12, C22)``. Lanes and
+    tail as in :func:`block_central`; per element, with ``dx``, ``dy`` the
+    deviations, ``qx = dx*dx``, ``qy = dy*dy``, ``p = dx*dy``: each row as in
+    :func:`block_central`, ``C11 += p``, ``C21 = fma(qx, dy, C21)``,
+    ``C12 = fma(p, dy, C12)``, ``C22 = fma(qx, qy, C22)``. Reading each value
+    once instead of three times halves the cost of a score/pathwise pair.
+    """
     centre_x = splat4(mean_x)
     centre_y = splat4(mean_y)
-    a = zero4()
-    b = zero4()
-    c = zero4()
-    e = zero4()
+    ax = zero4()
+    bx = zero4()
+    ex = zero4()
+    ay = zero4()
+    by = zero4()
+    ey = zero4()
+    c11 = zero4()
+    c21 = zero4()
+    c12 = zero4()
+    c22 = zero4()
     m4 = m - m % 4
     for i in range(0, m4, 4):
         dx = sub4(load4(x, i), centre_x)
         dy = sub4(load4(y, i), centre_y)
+        qx = mul4(dx, dx)
+        qy = mul4(dy, dy)
         p = mul4(dx, dy)
-        a = add4(a, p)
-        b = add4(b, mul4(p, dx))
-        c = add4(c, mul4(p, dy))
-        e = add4(e, mul4(p, p))
-    a0 = lane(a, 0)
-    b0 = lane(b, 0)
-    c0 = lane(c, 0)
-    e0 = lane(e, 0)
+        ax = add4(ax, qx)
+        bx = fma4(qx, dx, bx)
+        ex = fma4(qx, qx, ex)
+        ay = add4(ay, qy)
+        by = fma4(qy, dy, by)
+        ey = fma4(qy, qy, ey)
+        c11 = add4(c11, p)
+        c21 = fma4(qx, dy, c21)
+        c12 = fma4(p, dy, c12)
+        c22 = fma4(qx, qy, c22)
+    ax0 = lane(ax, 0)
+    bx0 = lane(bx, 0)
+    ex0 = lane(ex, 0)
+    ay0 = lane(ay, 0)
+    by0 = lane(by, 0)
+    ey0 = lane(ey, 0)
+    c110 = lane(c11, 0)
+    c210 = lane(c21, 0)
+    c120 = lane(c12, 0)
+    c220 = lane(c22, 0)
     for i in range(m4, m):
         dx0 = x[i] - mean_x
         dy0 = y[i] - mean_y
+        qx0 = dx0 * dx0
+        qy0 = dy0 * dy0
         p0 = dx0 * dy0
-        a0 += p0
-        b0 += p0 * dx0
-        c0 += p0 * dy0
-        e0 += p0 * p0
+        ax0 += qx0
+        bx0 = fma1(qx0, dx0, bx0)
+        ex0 = fma1(qx0, qx0, ex0)
+        ay0 += qy0
+        by0 = fma1(qy0, dy0, by0)
+        ey0 = fma1(qy0, qy0, ey0)
+        c110 += p0
+        c210 = fma1(qx0, dy0, c210)
+        c120 = fma1(p0, dy0, c120)
+        c220 = fma1(qx0, qy0, c220)
     return (
-        (a0 + lane(a, 1)) + (lane(a, 2) + lane(a, 3)),
-        (b0 + lane(b, 1)) + (lane(b, 2) + lane(b, 3)),
-        (c0 + lane(c, 1)) + (lane(c, 2) + lane(c, 3)),
-        (e0 + lane(e, 1)) + (lane(e, 2) + lane(e, 3)),
+        _combine(ax, ax0),
+        _combine(bx, bx0),
+        _combine(ex, ex0),
+        _combine(ay, ay0),
+        _combine(by, by0),
+        _combine(ey, ey0),
+        _combine(c11, c110),
+        _combine(c21, c210),
+        _combine(c12, c120),
+        _combine(c22, c220),
     )
 
 
@@ -164,8 +230,9 @@ def block_record(values, rows, pair_x, pair_y, m, out, means):
     """Summarise draws ``0..m-1`` of ``values[rows]`` into record ``out``.
 
     ``values`` holds one row per computed quantity; ``rows`` selects the
-    active ones, and ``pair_x[p]``, ``pair_y[p]`` index into ``rows``. Draws
-    with any non-finite active value are left out and counted. ``means`` is
+    active ones, and ``pair_x[p]``, ``pair_y[p]`` index into ``rows`` (a row
+    belongs to at most one pair). Draws with any non-finite active value are
+    left out and counted. ``means`` is
     scratch of length ``rows.size``.
     """
     n_rows = rows.size
@@ -187,21 +254,34 @@ def block_record(values, rows, pair_x, pair_y, m, out, means):
     if m == 0:
         return
     for r in range(n_rows):
-        k = _row(r)
-        m2, m3, m4 = block_central(values[rows[r]], m, means[r])
-        out[k] = means[r]
-        out[k + 1] = m2
-        out[k + 2] = m3
-        out[k + 3] = m4
+        out[_row(r)] = means[r]
     for p in range(pair_x.size):
         x = pair_x[p]
         y = pair_y[p]
-        c11, c21, c12, c22 = block_comoments(values[rows[x]], values[rows[y]], means[x], means[y], m)
+        m2x, m3x, m4x, m2y, m3y, m4y, c11, c21, c12, c22 = block_pair(
+            values[rows[x]], values[rows[y]], means[x], means[y], m
+        )
+        kx = _row(x)
+        ky = _row(y)
+        out[kx + 1] = m2x
+        out[kx + 2] = m3x
+        out[kx + 3] = m4x
+        out[ky + 1] = m2y
+        out[ky + 2] = m3y
+        out[ky + 3] = m4y
         k = _pair(n_rows, p)
         out[k] = c11
         out[k + 1] = c21
         out[k + 2] = c12
         out[k + 3] = c22
+    for r in range(n_rows):
+        paired = False
+        for p in range(pair_x.size):
+            if pair_x[p] == r or pair_y[p] == r:
+                paired = True
+        if not paired:
+            k = _row(r)
+            out[k + 1], out[k + 2], out[k + 3] = block_central(values[rows[r]], m, means[r])
 
 
 @inline_core

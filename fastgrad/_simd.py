@@ -9,14 +9,14 @@ lane by lane with ordinary IEEE rounding, and no fast-math flag is set, so
 LLVM may not reorder anything. On AVX2 each operation is one instruction; on
 SSE2 or NEON it is two, with the same results.
 
-The reductions in :mod:`fastgrad._reduction` use them to accumulate lane
-``j`` over elements ``i = j (mod 4)`` and combine lanes as
-``(l0 + l1) + (l2 + l3)``: exactly the order of the scalar reference in the
-test suite, which they match bit for bit.
+The reductions in :mod:`fastgrad._reduction` use them in an order fixed by
+the source (see there), which a pure-Python reference in the test suite
+reproduces bit for bit.
 """
 
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 _VECTOR = ir.VectorType(ir.DoubleType(), 4)
@@ -97,6 +97,39 @@ def _binary(operation):
 add4 = _binary("fadd")
 sub4 = _binary("fsub")
 mul4 = _binary("fmul")
+
+
+@intrinsic
+def fma4(typingctx, a, b, c):
+    """Compute ``a * b + c`` in every lane with one rounding (IEEE fusedMultiplyAdd).
+
+    ``llvm.fma`` is exactly specified: an FMA instruction where the CPU has
+    one, a correctly rounded software ``fma`` where it does not, so the bits
+    are the same everywhere.
+    """
+    if a != f64x4 or b != f64x4 or c != f64x4:
+        return None
+
+    def codegen(context, builder, signature, args):
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3), "llvm.fma.v4f64")
+        return builder.call(fma, args)
+
+    return f64x4(a, b, c), codegen
+
+
+@intrinsic
+def fma1(typingctx, a, b, c):
+    """Scalar ``a * b + c`` with one rounding (same semantics as :func:`fma4`)."""
+    if not all(isinstance(t, types.Float) for t in (a, b, c)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        values = [context.cast(builder, v, t, types.float64) for v, t in zip(args, signature.args, strict=True)]
+        double = ir.DoubleType()
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(double, [double] * 3), "llvm.fma.f64")
+        return builder.call(fma, values)
+
+    return types.float64(a, b, c), codegen
 
 
 @intrinsic

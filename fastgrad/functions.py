@@ -189,8 +189,8 @@ class Function:
 
     @property
     def param_vector(self):
-        """The built-in's parameters as the kernels read them (empty for user functions)."""
-        return np.array(self.params if self.params else (0.0,), dtype=np.float64)
+        """The built-in's parameters as the kernels read them: a tuple of floats, ``(0.0,)`` when there are none."""
+        return tuple(self.params) if self.params else (0.0,)
 
     @property
     def formula(self):
