@@ -1,0 +1,97 @@
+"""fastgrad-against-fastgrad ratios (thread scaling, fraction of the normals bound), interleaved.
+
+pytest-benchmark times one implementation's rounds back to back, so on a
+shared machine a busy stretch can land on one side of a ratio. For ratios
+between fastgrad's own kernels, every round here runs each of them once, in
+turn (9 rounds), and ratios compare medians. A pure-compute loop gives the
+machine's own 2-thread ceiling.
+
+Speed-ups over NumPy are *not* measured this way: interleaved with other
+work, NumPy's rounds (which allocate and fault in 80 MB arrays) slowed by up
+to 5x here, which would flatter fastgrad. They come from the
+per-implementation benchmarks, where each baseline runs undisturbed.
+"""
+
+import time
+
+import numba
+import numpy as np
+import pytest
+from test_normals import fastgrad_normals
+from test_seed_comparison import fastgrad_compare
+
+N = 10**7
+
+
+@numba.njit(parallel=True, cache=True)
+def _pure_compute(n_chunks, per_chunk):
+    out = np.zeros(n_chunks)
+    for c in numba.prange(n_chunks):
+        x = 1.0 + c
+        for _ in range(per_chunk):
+            x = x * 1.0000001 + 1e-9
+        out[c] = x
+    return out.sum()
+
+
+def pure_compute(threads):
+    """The machine's own 2-thread ceiling: independent arithmetic, no memory traffic."""
+
+    def run(_):
+        previous = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            _pure_compute(64, 500_000)
+        finally:
+            numba.set_num_threads(previous)
+
+    return run
+
+
+IMPLEMENTATIONS = {
+    "compare, 2 threads": fastgrad_compare(2),
+    "compare, 1 thread": fastgrad_compare(1),
+    "normals-only, 2 threads": fastgrad_normals(2),
+    "normals-only, 1 thread": fastgrad_normals(1),
+    "pure compute, 2 threads": pure_compute(2),
+    "pure compute, 1 thread": pure_compute(1),
+}
+
+TARGETS = [
+    # (label, numerator, denominator, goal)
+    (
+        "fused compare (2 threads) / NumPy default_rng vectorised",
+        "compare, 2 threads",
+        "NumPy default_rng, vectorised",
+        12,
+    ),
+    ("fused compare (2 threads) / seed article NumPy", "compare, 2 threads", "seed article (NumPy)", 15),
+    ("fused compare / normals-only bound (2 threads)", "compare, 2 threads", "normals-only, 2 threads", 0.85),
+    ("fused compare / normals-only bound (1 thread)", "compare, 1 thread", "normals-only, 1 thread", 0.85),
+    ("fused compare: 2 threads / 1 thread", "compare, 2 threads", "compare, 1 thread", 1.8),
+    ("normals-only: 2 threads / 1 thread", "normals-only, 2 threads", "normals-only, 1 thread", 1.8),
+    ("machine ceiling, pure compute: 2 threads / 1 thread", "pure compute, 2 threads", "pure compute, 1 thread", None),
+]
+
+
+@pytest.mark.benchmark(group="targets (interleaved)")
+def test_targets_interleaved(benchmark, record):
+    for implementation in IMPLEMENTATIONS.values():
+        implementation(10_000)
+    seconds = {name: [] for name in IMPLEMENTATIONS}
+
+    def rounds():
+        for _ in range(9):
+            for name, implementation in IMPLEMENTATIONS.items():
+                started = time.perf_counter()
+                implementation(N)
+                seconds[name].append(time.perf_counter() - started)
+
+    benchmark.pedantic(rounds, rounds=1, iterations=1)
+    rate = {name: N / float(np.median(times)) for name, times in seconds.items()}
+    ratios = {label: rate[a] / rate[b] for label, a, b, _ in TARGETS}
+    benchmark.extra_info["draws_per_second"] = {name: r for name, r in rate.items() if "pure" not in name}
+    benchmark.extra_info["ratios"] = ratios
+    benchmark.extra_info["goals"] = {label: goal for label, _, _, goal in TARGETS}
+    benchmark.extra_info["seconds_per_round"] = seconds
+    record("interleaved targets", N, interleaved=True, ratios=ratios, rates=rate)
