@@ -59,13 +59,6 @@ IMPLEMENTATIONS = {
 
 TARGETS = [
     # (label, numerator, denominator, goal)
-    (
-        "fused compare (2 threads) / NumPy default_rng vectorised",
-        "compare, 2 threads",
-        "NumPy default_rng, vectorised",
-        12,
-    ),
-    ("fused compare (2 threads) / seed article NumPy", "compare, 2 threads", "seed article (NumPy)", 15),
     ("fused compare / normals-only bound (2 threads)", "compare, 2 threads", "normals-only, 2 threads", 0.85),
     ("fused compare / normals-only bound (1 thread)", "compare, 1 thread", "normals-only, 1 thread", 0.85),
     ("fused compare: 2 threads / 1 thread", "compare, 2 threads", "compare, 1 thread", 1.8),
