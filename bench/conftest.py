@@ -19,7 +19,14 @@ MEASURED = {}
 
 #: Baselines the fused kernel is compared with in the summary, per group.
 BASELINES = {
-    "seed comparison": ("seed article (NumPy)", "NumPy default_rng, vectorised", "Numba np.random in prange"),
+    "seed comparison": (
+        "seed article (NumPy)",
+        "NumPy default_rng, vectorised",
+        "Numba np.random in prange",
+        "PyTorch, closed-form tensors",  # optional peers: only when installed
+        "PyTorch, vmap(grad)",
+        "JAX, jit(vmap(grad))",
+    ),
     "normals": ("NumPy default_rng().standard_normal",),
 }
 FASTGRAD = {

@@ -214,3 +214,47 @@ def test_small_and_boundary_sizes_match_numpy_on_the_same_draws(n):
     assert r.score.variance["loc"] == pytest.approx(score.var(ddof=1), rel=1e-10)
     assert r.pathwise.variance["loc"] == pytest.approx(pathwise.var(ddof=1), rel=1e-10)
     assert r.variance_ratio["loc"] == pytest.approx(score.var() / pathwise.var(), rel=1e-10)
+
+
+def test_block_size_changes_only_rounding():
+    """Blocks are a reduction detail: other block sizes see the same draws and agree to rounding."""
+    import types as pytypes
+
+    import numba
+
+    from fastgrad import _reduction, estimators
+
+    distribution = fg.Normal(0.3, 1.2)
+    lay = estimators.layout(distribution.parameters, ("score", "pathwise"), ("loc", "scale"))
+    width = _reduction.record_width(lay.n_rows, len(lay.pair_x))
+    n = rng.CHUNK_SIZE - 77  # one partial chunk: the last block is partial for every block size
+    key = _kernels.KernelKey("normal", "cos")
+    args = (
+        key,
+        None,
+        None,
+        np.uint64(12),
+        0,
+        np.int64(n),
+        distribution.theta,
+        fg.functions.cos().param_vector,
+        lay.rows,
+        lay.pair_x,
+        lay.pair_y,
+        True,
+        True,
+    )
+    records = {}
+    for block in (_kernels.BLOCK, 256, 100):
+        source = _kernels._chunk_record
+        globals_copy = dict(source.__globals__, BLOCK=block)
+        chunk = numba.njit(cache=False, error_model="numpy")(pytypes.FunctionType(source.__code__, globals_copy))
+        records[block] = np.empty(width)
+        chunk(*args, records[block])
+    reference = records[_kernels.BLOCK]
+    for record in records.values():
+        assert record[0] == n
+        np.testing.assert_allclose(record, reference, rtol=1e-11, atol=1e-11 * np.abs(reference).max())
+    eps = rng.standard_normals(12, 0, n)
+    x = 0.3 + 1.2 * eps
+    assert reference[2] == pytest.approx(np.mean(np.cos(x) * eps / 1.2), rel=1e-12)
