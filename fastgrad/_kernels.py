@@ -31,6 +31,7 @@ what a user's own function costs on its first call in a process.
 
 import math
 import time
+import types as pytypes
 
 import numba
 import numpy as np
@@ -217,7 +218,7 @@ def _fused_chunks(
     key, f, df, seed, first_chunk, n_draws, theta, fparams, rows, pair_x, pair_y, need_f, need_df, records
 ):
     for b in numba.prange(records.shape[0]):
-        _cached_chunk(
+        _chunk(
             key,
             f,
             df,
@@ -235,29 +236,14 @@ def _fused_chunks(
         )
 
 
-def _fused_chunks_user(
-    key, f, df, seed, first_chunk, n_draws, theta, fparams, rows, pair_x, pair_y, need_f, need_df, records
-):
-    for b in numba.prange(records.shape[0]):
-        _uncached_chunk(
-            key,
-            f,
-            df,
-            seed,
-            first_chunk + b,
-            n_draws,
-            theta,
-            fparams,
-            rows,
-            pair_x,
-            pair_y,
-            need_f,
-            need_df,
-            records[b],
-        )
-
-
+_chunk = _cached_chunk
 _cached_kernel = numba.njit(**PARALLEL)(_fused_chunks)
+# The user-function driver is the same code with ``_chunk`` bound to the
+# uncached chunk function: a plain function over its own globals, not a
+# closure, so nothing per-process ends up in Numba's keys.
+_fused_chunks_user = pytypes.FunctionType(
+    _fused_chunks.__code__, dict(globals(), _chunk=_uncached_chunk), "_fused_chunks_user"
+)
 _uncached_kernel = numba.njit(**UNCACHED)(_fused_chunks_user)
 
 
