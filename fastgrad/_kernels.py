@@ -38,7 +38,7 @@ import numpy as np
 from numba import types
 from numba.extending import NativeValue, models, overload, register_model, typeof_impl, unbox
 
-from fastgrad._jit import PARALLEL, SERIAL, SOURCE_DIGEST, UNCACHED, serial
+from fastgrad._jit import PARALLEL, SERIAL, SOURCE_DIGEST, UNCACHED, core, serial
 from fastgrad._reduction import MomentTree, block_sum, reduce_block
 from fastgrad.distributions import FAMILIES, NORMAL
 from fastgrad.functions import BUILTINS
@@ -87,35 +87,41 @@ def _unbox_key(typ, obj, context):
 
 
 # --- compile-time dispatch on the key --------------------------------------
-# Each stub is replaced, while the kernel is typed, by the core the key names.
+# These names exist only for Numba: inside a kernel, each is replaced while
+# typing by the core its key names (the overloads below). Called from plain
+# Python, there is no key to dispatch on, so they refuse with a clear error.
+
+
+def _kernel_only(name):
+    raise TypeError(f"fastgrad._kernels.{name} is resolved when a kernel is compiled; call it from @njit code only")
 
 
 def _n_params(key):
-    raise NotImplementedError
+    _kernel_only("_n_params")
 
 
 def _sample_noise(key, state, words, noise, scratch, m):
-    raise NotImplementedError
+    _kernel_only("_sample_noise")
 
 
 def _transform(key, eps, theta):
-    raise NotImplementedError
+    _kernel_only("_transform")
 
 
 def _score_factor(key, j, eps, x, theta):
-    raise NotImplementedError
+    _kernel_only("_score_factor")
 
 
 def _path_factor(key, j, eps, x, theta):
-    raise NotImplementedError
+    _kernel_only("_path_factor")
 
 
 def _value(key, f, x, fparams):
-    raise NotImplementedError
+    _kernel_only("_value")
 
 
 def _derivative(key, df, x, fparams):
-    raise NotImplementedError
+    _kernel_only("_derivative")
 
 
 @overload(_n_params, inline="always")
@@ -166,6 +172,17 @@ def _ol_derivative(key, df, x, fparams):
     return lambda key, df, x, fparams: impl(x, fparams)
 
 
+@core
+def _chunk_start(seed, chunk, n_draws):
+    """Draw range, stream and block scratch of a chunk: ``(start, stop, state, words, noise, scratch)``."""
+    start = chunk * CHUNK_SIZE
+    stop = min(n_draws, start + CHUNK_SIZE)
+    words = np.empty(BLOCK, np.uint64)
+    noise = np.empty(BLOCK)
+    scratch = np.empty(BLOCK, np.int64)
+    return start, stop, stream_state(seed, chunk), words, noise, scratch
+
+
 def _chunk_record(key, f, df, seed, chunk, n_draws, theta, fparams, rows, pair_x, pair_y, need_f, need_df, acc):
     """Fill ``acc`` with the moment record of chunk ``chunk`` (serial; one chunk).
 
@@ -174,12 +191,7 @@ def _chunk_record(key, f, df, seed, chunk, n_draws, theta, fparams, rows, pair_x
     """
     n_rows = rows.size
     n_params = _n_params(key)
-    start = chunk * CHUNK_SIZE
-    stop = min(n_draws, start + CHUNK_SIZE)
-    state = stream_state(seed, chunk)
-    words = np.empty(BLOCK, np.uint64)
-    noise = np.empty(BLOCK)
-    scratch = np.empty(BLOCK, np.int64)
+    start, stop, state, words, noise, scratch = _chunk_start(seed, chunk, n_draws)
     values = np.empty((2 * n_params, BLOCK))
     block = np.empty(acc.size)
     means = np.empty(n_rows)
@@ -296,12 +308,7 @@ def run(distribution, function, layout, n, seed):
 @serial
 def _normal_sum_chunk(seed, chunk, n_draws):
     """Sum of the standard normals of chunk ``chunk``: the fused kernel without the estimators."""
-    start = chunk * CHUNK_SIZE
-    stop = min(n_draws, start + CHUNK_SIZE)
-    state = stream_state(seed, chunk)
-    words = np.empty(BLOCK, np.uint64)
-    noise = np.empty(BLOCK)
-    scratch = np.empty(BLOCK, np.int64)
+    start, stop, state, words, noise, scratch = _chunk_start(seed, chunk, n_draws)
     total = 0.0
     for block_start in range(start, stop, BLOCK):
         m = min(BLOCK, stop - block_start)

@@ -57,10 +57,12 @@ __all__ = [
     "fill_words",
     "next_uniform",
     "next_word",
+    "normals_from_words",
     "random_words",
     "standard_normal",
     "standard_normals",
     "stream_state",
+    "take_words",
     "uniforms",
 ]
 

@@ -139,3 +139,8 @@ def test_builtin_parameters_are_checked():
         fg.functions.cos(omega=math.inf)
     with pytest.raises(TypeError, match="k must be a real number"):
         fg.functions.shifted_square(k="1")
+
+
+def test_kernel_dispatch_names_refuse_plain_python_calls():
+    with pytest.raises(TypeError, match="resolved when a kernel is compiled"):
+        _kernels._transform(None, 0.0, (0.0, 1.0, 1.0))
