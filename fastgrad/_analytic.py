@@ -154,13 +154,6 @@ def polynomial_product(p, q):
     return out
 
 
-def mean_and_variance(h, z_polynomial, loc, scale):
-    """Mean and variance of ``h(x) * q(z)`` under ``x = loc + scale * z``."""
-    mean = h.normal_expectation(loc, scale, z_polynomial)
-    second = (h * h).normal_expectation(loc, scale, polynomial_product(z_polynomial, z_polynomial))
-    return float(mean), float(second - mean * mean)
-
-
 def estimator_moments(distribution, function, estimators, wrt):
     """Exact mean and per-draw variance of each estimator, per parameter.
 
