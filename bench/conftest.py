@@ -28,10 +28,12 @@ BASELINES = {
         "JAX, jit(vmap(grad))",
     ),
     "normals": ("NumPy default_rng().standard_normal",),
+    "variance curve": ("seed article loop (NumPy)",),
 }
 FASTGRAD = {
     "seed comparison": ("fastgrad compare, 2 threads", "fastgrad compare, 1 thread"),
     "normals": ("fastgrad normals-only, 2 threads", "fastgrad normals-only, 1 thread"),
+    "variance curve": ("fastgrad variance_curve, 2 threads", "fastgrad variance_curve, 1 thread"),
 }
 
 

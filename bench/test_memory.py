@@ -1,6 +1,7 @@
 """Draws are never stored: peak RSS at n = 1e9 stays within 64 MiB of n = 1e6."""
 
 import pytest
+
 from conftest import run_python
 
 CODE = """

@@ -4,6 +4,7 @@ import tempfile
 import time
 
 import pytest
+
 from conftest import run_python
 
 CODE = """

@@ -7,16 +7,21 @@ with flat memory and bit-identical results on any number of threads::
     import fastgrad as fg
     r = fg.compare(fg.Normal(2.0, 1.0), "square", n=10**8, seed=0)
     print(r)
+    c = fg.variance_curve(fg.Normal(2.0, 1.0), "square", [10, 100, 1000], repeats=1000, seed=0)
+    print(c)
+
+The same from the shell: ``fastgrad compare ...`` and ``fastgrad curve ...``
+(``fastgrad --help``).
 
 Modules: :mod:`fastgrad.rng` (random streams), :mod:`fastgrad.distributions`,
 :mod:`fastgrad.functions`, :mod:`fastgrad.estimators`, :mod:`fastgrad.results`.
 """
 
 from fastgrad import functions, rng
-from fastgrad._api import MAX_DRAWS, NonFiniteValuesError, compare, estimate
+from fastgrad._api import MAX_DRAWS, NonFiniteValuesError, compare, estimate, variance_curve
 from fastgrad.distributions import Normal
 from fastgrad.functions import Function
-from fastgrad.results import Comparison, EstimatorResult
+from fastgrad.results import Comparison, EstimatorResult, VarianceCurve
 
 __version__ = "0.1.0"
 
@@ -27,9 +32,11 @@ __all__ = [
     "Function",
     "NonFiniteValuesError",
     "Normal",
+    "VarianceCurve",
     "__version__",
     "compare",
     "estimate",
     "functions",
     "rng",
+    "variance_curve",
 ]

@@ -36,7 +36,7 @@ import types as pytypes
 import numba
 import numpy as np
 from numba import types
-from numba.extending import NativeValue, models, overload, register_model, typeof_impl, unbox
+from numba.extending import NativeValue, models, overload, register_jitable, register_model, typeof_impl, unbox
 
 from fastgrad._jit import PARALLEL, SERIAL, SOURCE_DIGEST, UNCACHED, core, serial
 from fastgrad._reduction import MomentTree, block_sum, reduce_block
@@ -55,6 +55,10 @@ BLOCK = 512
 BATCH_CHUNKS = 1024
 
 USER = "<user>"
+
+#: Most repeat pieces one variance-curve batch may hold (8 bytes per piece and
+#: row): with tiny sample sizes a batch takes fewer chunks instead.
+MAX_BATCH_PIECES = 2**20
 
 
 class KernelKey:
@@ -183,6 +187,29 @@ def _chunk_start(seed, chunk, n_draws):
     return start, stop, stream_state(seed, chunk), words, noise, scratch
 
 
+@register_jitable
+def _block_values(key, f, df, state, words, noise, scratch, m, theta, fparams, need_f, need_df, values):
+    """Draw the next ``m`` noise values of a stream and fill columns ``[0, m)`` of every value row.
+
+    Row ``j`` gets the score values for parameter ``j``, row ``P + j`` the
+    pathwise ones. Compiled into each kernel that calls it (and cached with
+    it), so LLVM sees one loop per (family, function).
+    """
+    n_params = _n_params(key)
+    _sample_noise(key, state, words, noise, scratch, m)
+    for i in range(m):
+        eps = noise[i]
+        x = _transform(key, eps, theta)
+        if need_f:
+            fx = _value(key, f, x, fparams)
+            for j in range(n_params):
+                values[j, i] = fx * _score_factor(key, j, eps, x, theta)
+        if need_df:
+            dfx = _derivative(key, df, x, fparams)
+            for j in range(n_params):
+                values[n_params + j, i] = dfx * _path_factor(key, j, eps, x, theta)
+
+
 def _chunk_record(key, f, df, seed, chunk, n_draws, theta, fparams, rows, pair_x, pair_y, need_f, need_df, acc):
     """Fill ``acc`` with the moment record of chunk ``chunk`` (serial; one chunk).
 
@@ -190,26 +217,14 @@ def _chunk_record(key, f, df, seed, chunk, n_draws, theta, fparams, rows, pair_x
     and reads stream ``(seed, c)``; nothing depends on which thread runs it.
     """
     n_rows = rows.size
-    n_params = _n_params(key)
     start, stop, state, words, noise, scratch = _chunk_start(seed, chunk, n_draws)
-    values = np.empty((2 * n_params, BLOCK))
+    values = np.empty((2 * _n_params(key), BLOCK))
     block = np.empty(acc.size)
     means = np.empty(n_rows)
     acc[:] = 0.0
     for block_start in range(start, stop, BLOCK):
         m = min(BLOCK, stop - block_start)
-        _sample_noise(key, state, words, noise, scratch, m)
-        for i in range(m):
-            eps = noise[i]
-            x = _transform(key, eps, theta)
-            if need_f:
-                fx = _value(key, f, x, fparams)
-                for j in range(n_params):
-                    values[j, i] = fx * _score_factor(key, j, eps, x, theta)
-            if need_df:
-                dfx = _derivative(key, df, x, fparams)
-                for j in range(n_params):
-                    values[n_params + j, i] = dfx * _path_factor(key, j, eps, x, theta)
+        _block_values(key, f, df, state, words, noise, scratch, m, theta, fparams, need_f, need_df, values)
         reduce_block(values, rows, pair_x, pair_y, m, block, means, acc)
 
 
@@ -300,6 +315,195 @@ def run(distribution, function, layout, n, seed):
         tree.push(first, records)
     record = tree.fold()
     return record, time.perf_counter() - started, compile_seconds
+
+
+# --- variance curves: many short estimates over the same streams ----------------
+#
+# A curve runs ``repeats`` independent estimates of ``n_k`` draws for each
+# sample size ``n_k``. They are laid end to end on the draws of one run:
+# size ``k`` covers draws ``[offsets[k], offsets[k+1])`` with
+# ``offsets[k+1] = offsets[k] + repeats * n_k``, and its repeat ``r`` the
+# ``n_k`` draws from ``offsets[k] + r * n_k``. Chunks, streams and blocks are
+# those of ``compare``, so the curve is reproducible on any number of
+# threads. A repeat may straddle chunks: each chunk sums the part of every
+# repeat it holds (a *piece*) into its own slots, and the pieces are added
+# in order afterwards.
+
+
+@register_jitable
+def _repeat_at(offsets, sizes, repeats, position):
+    """(global repeat index, first draw after that repeat) of the repeat holding draw ``position``."""
+    k = np.searchsorted(offsets, position, side="right") - 1
+    r = (position - offsets[k]) // sizes[k]
+    return k * repeats + r, offsets[k] + (r + 1) * sizes[k]
+
+
+@serial
+def curve_pieces(offsets, sizes, repeats, n_draws, first_chunk, n_chunks, first_piece):
+    """Fill ``first_piece[b]`` with the slot of chunk ``first_chunk + b``'s first piece; return the total."""
+    total = 0
+    for b in range(n_chunks):
+        start = (first_chunk + b) * CHUNK_SIZE
+        stop = min(n_draws, start + CHUNK_SIZE)
+        first_piece[b] = total
+        position = start
+        while True:
+            total += 1
+            _, end = _repeat_at(offsets, sizes, repeats, position)
+            if end >= stop:
+                break
+            position = end
+    return total
+
+
+@serial
+def curve_fold(sums, owners, count, totals):
+    """Add piece sums into their repeats' totals, in piece order: ``totals[:, owners[p]] += sums[p]``."""
+    for p in range(count):
+        for r in range(sums.shape[1]):
+            totals[r, owners[p]] += sums[p, r]
+
+
+def _curve_chunk(
+    key,
+    f,
+    df,
+    seed,
+    chunk,
+    n_draws,
+    theta,
+    fparams,
+    rows,
+    need_f,
+    need_df,
+    offsets,
+    sizes,
+    repeats,
+    piece,
+    sums,
+    owners,
+):
+    """Sum the value rows of each repeat piece in chunk ``chunk``, from slot ``piece`` of ``sums`` on.
+
+    A piece sums its draws block segment by block segment, each segment with
+    :func:`~fastgrad._reduction.block_sum` (a fixed order), adding the
+    segment sums left to right.
+    """
+    n_rows = rows.size
+    start, stop, state, words, noise, scratch = _chunk_start(seed, chunk, n_draws)
+    values = np.empty((2 * _n_params(key), BLOCK))
+    owner, end = _repeat_at(offsets, sizes, repeats, start)
+    owners[piece] = owner
+    sums[piece, :] = 0.0
+    for block_start in range(start, stop, BLOCK):
+        m = min(BLOCK, stop - block_start)
+        _block_values(key, f, df, state, words, noise, scratch, m, theta, fparams, need_f, need_df, values)
+        lo = 0
+        while lo < m:
+            hi = min(m, end - block_start)
+            if hi - lo < 16:  # block_sum of under 16 values is this sequential sum, with less overhead
+                for r in range(n_rows):
+                    row = rows[r]
+                    total = 0.0
+                    for i in range(lo, hi):
+                        total += values[row, i]
+                    sums[piece, r] += total
+            else:
+                for r in range(n_rows):
+                    sums[piece, r] += block_sum(values[rows[r], lo:], hi - lo)
+            lo = hi
+            if block_start + hi == end and end < stop:  # the repeat is complete; the next one starts here
+                piece += 1
+                owner, end = _repeat_at(offsets, sizes, repeats, end)
+                owners[piece] = owner
+                sums[piece, :] = 0.0
+
+
+def _curve_chunks(
+    key, f, df, seed, first_chunk, n_draws, theta, fparams, rows, need_f, need_df, offsets, sizes, repeats,
+    first_piece, sums, owners,
+):  # fmt: skip
+    for b in numba.prange(first_piece.size):
+        _curve(
+            key,
+            f,
+            df,
+            seed,
+            first_chunk + b,
+            n_draws,
+            theta,
+            fparams,
+            rows,
+            need_f,
+            need_df,
+            offsets,
+            sizes,
+            repeats,
+            first_piece[b],
+            sums,
+            owners,
+        )
+
+
+_curve = numba.njit(**SERIAL)(_curve_chunk)
+_cached_curve_kernel = numba.njit(**PARALLEL)(_curve_chunks)
+_uncached_curve_kernel = numba.njit(**UNCACHED)(
+    pytypes.FunctionType(
+        _curve_chunks.__code__,
+        dict(globals(), _curve=numba.njit(**dict(SERIAL, cache=False))(_curve_chunk)),
+        "_curve_chunks_user",
+    )
+)
+
+
+def curve_run(distribution, function, layout, sizes, repeats, seed):
+    """Run the estimates of a variance curve; return (sums, run seconds).
+
+    ``sums[r, k * repeats + i]`` is the sum of value row ``layout.rows[r]``
+    over the draws of repeat ``i`` of size ``sizes[k]``. Memory: the sums
+    (8 bytes per row and repeat) and one batch of pieces; never the draws.
+    """
+    builtin = function.builtin is not None
+    key = KernelKey(distribution.family.name, function.name if builtin else USER)
+    kernel = _cached_curve_kernel if builtin else _uncached_curve_kernel
+    sizes = np.asarray(sizes, dtype=np.int64)
+    offsets = np.zeros(sizes.size + 1, np.int64)
+    offsets[1:] = np.cumsum(sizes * repeats)
+    n = int(offsets[-1])
+    args = (
+        key,
+        None if builtin else function.f,
+        None if builtin else function.df,
+        np.uint64(seed),
+        np.int64(0),
+        np.int64(n),
+        distribution.theta,
+        function.param_vector,
+        layout.rows,
+        layout.need_f,
+        layout.need_df,
+        offsets,
+        sizes,
+        np.int64(repeats),
+    )
+    n_rows = layout.n_rows
+    # Compile (or load) everything before the clock starts.
+    kernel(*args, np.empty(0, np.int64), np.empty((0, n_rows)), np.empty(0, np.int64))
+    curve_pieces(offsets, sizes, repeats, n, 0, 0, np.empty(0, np.int64))
+    curve_fold(np.empty((0, n_rows)), np.empty(0, np.int64), 0, np.empty((n_rows, 0)))
+    totals = np.zeros((n_rows, sizes.size * repeats))
+    n_chunks = math.ceil(n / CHUNK_SIZE)
+    per_batch = max(1, min(BATCH_CHUNKS, MAX_BATCH_PIECES // (CHUNK_SIZE // int(sizes.min()) + 2)))
+    started = time.perf_counter()
+    for first in range(0, n_chunks, per_batch):
+        count = min(per_batch, n_chunks - first)
+        first_piece = np.empty(count, np.int64)
+        pieces = curve_pieces(offsets, sizes, repeats, n, first, count, first_piece)
+        sums = np.empty((pieces, n_rows))
+        owners = np.empty(pieces, np.int64)
+        kernel(*args[:4], np.int64(first), *args[5:], first_piece, sums, owners)
+        curve_fold(sums, owners, pieces, totals)
+    return totals, time.perf_counter() - started
 
 
 # --- the normals-only bound --------------------------------------------------------

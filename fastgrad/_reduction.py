@@ -391,6 +391,27 @@ def reduce_block(values, rows, pair_x, pair_y, m, block, means, acc):
     merge_into(acc, block, rows.size, pair_x, pair_y)
 
 
+@serial
+def columns_record(values, pair_x, pair_y, acc):
+    """Record of the columns of ``values`` (rows x m) taken as draws, in ``acc``.
+
+    Blocks of 512 columns in order, each summarised and merged like a
+    chunk's blocks. Used on the per-repeat estimates of a variance curve.
+    """
+    n_rows, m_total = values.shape
+    rows = np.arange(n_rows)
+    block = np.empty(acc.size)
+    means = np.empty(n_rows)
+    buffer = np.empty((n_rows, 512))
+    acc[:] = 0.0
+    for start in range(0, m_total, 512):
+        m = min(512, m_total - start)
+        for r in range(n_rows):
+            for i in range(m):
+                buffer[r, i] = values[r, start + i]
+        reduce_block(buffer, rows, pair_x, pair_y, m, block, means, acc)
+
+
 # --- merging chunks along a fixed tree --------------------------------------
 #
 # Node (level L, index k) summarises chunks [k * 2**L, (k + 1) * 2**L). A node

@@ -18,10 +18,12 @@ Every figure comes with an uncertainty computed from the same draws:
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 #: Normal quantile for the 95 % intervals.
 Z95 = 1.959963984540054
 
-__all__ = ["Comparison", "EstimatorResult"]
+__all__ = ["Comparison", "EstimatorResult", "VarianceCurve"]
 
 
 def _json_float(value):
@@ -203,6 +205,222 @@ class Comparison:
                 text += f"  (analytic {_fmt(self.analytic_variance_ratio[p], 6)})"
             lines.append(text)
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class VarianceCurve:
+    """Variance of ``n``-draw gradient estimates against ``n``, per estimator (see :func:`fastgrad.variance_curve`).
+
+    Every per-size figure is a tuple in the order of :attr:`sample_sizes`,
+    inside dicts keyed by estimator (``"score"``, ``"pathwise"``) and then by
+    parameter.
+
+    Attributes
+    ----------
+    sample_sizes : tuple of int
+        Draws per estimate, increasing.
+    repeats : int
+        Independent estimates per size.
+    mean, mean_stderr : dict
+        Mean of the ``repeats`` estimates, and its standard error.
+    variance : dict
+        Unbiased variance of the estimates across repeats.
+    variance_ci : dict
+        95 % confidence interval ``(low, high)`` of that variance: the delta
+        method on ``log(variance)``, ``variance * exp(±1.96 sqrt((k - 1) / repeats))``
+        with ``k`` the kurtosis of the estimates.
+    analytic_gradient : dict or None
+        The true gradient per parameter, for built-in functions.
+    analytic_variance : dict or None
+        Per-draw variance / ``n``: the true variance of an ``n``-draw estimate.
+    variance_ratio, variance_ratio_ci : dict
+        Per parameter and size: score variance over pathwise variance, both
+        measured on the same repeats, with its 95 % interval (as in
+        :class:`Comparison`).
+    analytic_variance_ratio : dict or None
+        Per parameter: the true ratio (the same at every ``n``).
+    distribution, function, wrt, seed, threads, seconds
+        As in :class:`Comparison`.
+    draws : int
+        Draws in the whole curve: ``repeats * sum(sample_sizes)``.
+    draws_per_second : float
+    """
+
+    distribution: object
+    function: object
+    wrt: tuple
+    estimators: tuple
+    sample_sizes: tuple
+    repeats: int
+    mean: dict
+    mean_stderr: dict
+    variance: dict
+    variance_ci: dict
+    analytic_gradient: dict
+    analytic_variance: dict
+    variance_ratio: dict
+    variance_ratio_ci: dict
+    analytic_variance_ratio: dict
+    seed: int
+    threads: int
+    seconds: float
+    draws: int
+    draws_per_second: float
+
+    def to_dict(self):
+        """JSON-ready dict (inf and nan become None): one entry per sample size under ``"points"``."""
+        points = []
+        for i, n in enumerate(self.sample_sizes):
+            point = {"n": n}
+            for e in self.estimators:
+                point[e] = {
+                    p: {
+                        "mean": _json_float(self.mean[e][p][i]),
+                        "mean_stderr": _json_float(self.mean_stderr[e][p][i]),
+                        "variance": _json_float(self.variance[e][p][i]),
+                        "variance_ci95": [_json_float(v) for v in self.variance_ci[e][p][i]],
+                        "analytic_variance": _json_float(self.analytic_variance[e][p][i])
+                        if self.analytic_variance
+                        else None,
+                    }
+                    for p in self.wrt
+                }
+            point["variance_ratio"] = {
+                p: {
+                    "value": _json_float(self.variance_ratio[p][i]),
+                    "ci95": [_json_float(v) for v in self.variance_ratio_ci[p][i]],
+                }
+                for p in self.wrt
+            }
+            points.append(point)
+        return {
+            "kind": "variance_curve",
+            "distribution": self.distribution.to_dict(),
+            "function": self.function.to_dict(),
+            "wrt": list(self.wrt),
+            "estimators": list(self.estimators),
+            "sample_sizes": list(self.sample_sizes),
+            "repeats": self.repeats,
+            "seed": self.seed,
+            "threads": self.threads,
+            "seconds": self.seconds,
+            "draws": self.draws,
+            "draws_per_second": self.draws_per_second,
+            "analytic_gradient": _json_map(self.analytic_gradient),
+            "analytic_variance_ratio": _json_map(self.analytic_variance_ratio),
+            "points": points,
+        }
+
+    def plot(self, path, *, dpi=150):
+        """Write a log-log PNG of the curve to ``path``; return the path.
+
+        Empirical variances with their 95 % intervals as error bars, analytic
+        lines (per-draw variance / n) overlaid, one panel per parameter.
+        Needs matplotlib: ``pip install 'fastgrad[plot]'``.
+        """
+        from fastgrad.plotting import plot_curve
+
+        return plot_curve(self, path, dpi=dpi)
+
+    def __str__(self):
+        sizes = ", ".join(f"{n:,}" for n in self.sample_sizes)
+        lines = [
+            f"fastgrad.variance_curve: {self.distribution!r}, {self.function.formula}\n"
+            f"n = {sizes}; {self.repeats:,} estimates per n, seed {self.seed}, {self.threads} thread"
+            f"{'s' if self.threads != 1 else ''}, {self.draws:,} draws in {self.seconds:.3g} s "
+            f"({_rate(self.draws_per_second)})"
+        ]
+        for p in self.wrt:
+            lines.append("")
+            lines.append(_gradient_line(p, self.analytic_gradient))
+            rows = [("n", "estimator", "mean ± stderr", "variance [95% CI]", "analytic", "n × variance")]
+            for i, n in enumerate(self.sample_sizes):
+                for e in self.estimators:
+                    lo, hi = self.variance_ci[e][p][i]
+                    v = self.variance[e][p][i]
+                    truth = _fmt(self.analytic_variance[e][p][i], 6) if self.analytic_variance else "-"
+                    rows.append(
+                        (
+                            f"{n:,}" if e == self.estimators[0] else "",
+                            e,
+                            _fmt_pm(self.mean[e][p][i], self.mean_stderr[e][p][i]),
+                            f"{_fmt(v, 4)} [{_fmt(lo, 4)}, {_fmt(hi, 4)}]",
+                            truth,
+                            _fmt(n * v, 4),
+                        )
+                    )
+                lo, hi = self.variance_ratio_ci[p][i]
+                truth = _fmt(self.analytic_variance_ratio[p], 6) if self.analytic_variance_ratio else "-"
+                rows.append(("", "ratio", "", f"{_fmt(self.variance_ratio[p][i], 4)} [{_fmt(lo, 4)}, {_fmt(hi, 4)}]",
+                             truth, ""))  # fmt: skip
+            widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+            for row in rows:
+                cells = [row[0].rjust(widths[0])] + [cell.ljust(w) for cell, w in zip(row[1:], widths[1:], strict=True)]
+                lines.append("  " + "  ".join(cells).rstrip())
+        return "\n".join(lines)
+
+
+def variance_curve_result(totals, layout, sizes, repeats, analytic, **context):
+    """VarianceCurve from the per-repeat sums of the curve kernel (internal)."""
+    from fastgrad._reduction import columns_record, record_width
+
+    per = {key: {e: {p: [] for p in layout.wrt} for e in layout.estimators} for key in ("mean", "se", "var", "ci")}
+    ratio = {p: [] for p in layout.wrt}
+    ratio_ci = {p: [] for p in layout.wrt}
+    record = np.empty(record_width(layout.n_rows, len(layout.pair_x)))
+    for k, n in enumerate(sizes):
+        estimates = np.ascontiguousarray(totals[:, k * repeats : (k + 1) * repeats]) / n
+        columns_record(estimates, layout.pair_x, layout.pair_y, record)
+        for e in layout.estimators:
+            for p in layout.wrt:
+                base = 2 + 4 * layout.row(e, p)
+                mean, m2, _, m4 = (float(v) for v in record[base : base + 4])
+                variance = m2 / (repeats - 1)
+                per["mean"][e][p].append(mean)
+                per["se"][e][p].append(math.sqrt(variance / repeats))
+                per["var"][e][p].append(variance)
+                per["ci"][e][p].append(_log_interval(variance, m2 / repeats, m4 / repeats, repeats))
+        for pair, p in enumerate(layout.wrt):
+            value, interval = variance_ratio(record, layout, pair)
+            ratio[p].append(value)
+            ratio_ci[p].append(interval)
+
+    def freeze(table):
+        return {e: {p: tuple(v) for p, v in by_p.items()} for e, by_p in table.items()}
+
+    analytic_variance = analytic_ratio = gradient = None
+    if analytic is not None:
+        analytic_variance = {e: {p: tuple(analytic[e][p][1] / n for n in sizes) for p in layout.wrt} for e in analytic}
+        gradient = {p: analytic["score"][p][0] for p in layout.wrt}
+        analytic_ratio = {
+            p: analytic["score"][p][1] / analytic["pathwise"][p][1] if analytic["pathwise"][p][1] else math.inf
+            for p in layout.wrt
+        }
+    return VarianceCurve(
+        wrt=layout.wrt,
+        estimators=layout.estimators,
+        sample_sizes=tuple(sizes),
+        repeats=repeats,
+        mean=freeze(per["mean"]),
+        mean_stderr=freeze(per["se"]),
+        variance=freeze(per["var"]),
+        variance_ci=freeze(per["ci"]),
+        analytic_gradient=gradient,
+        analytic_variance=analytic_variance,
+        variance_ratio={p: tuple(v) for p, v in ratio.items()},
+        variance_ratio_ci={p: tuple(v) for p, v in ratio_ci.items()},
+        analytic_variance_ratio=analytic_ratio,
+        **context,
+    )
+
+
+def _log_interval(variance, central2, central4, count, confidence_z=Z95):
+    """95 % interval of a variance from the delta method on its log: ``Var[log s2] ~ (k - 1) / count``."""
+    if not variance > 0 or not math.isfinite(variance):
+        return (math.nan, math.nan)
+    kurtosis = central4 / (central2 * central2)
+    half_width = confidence_z * math.sqrt(max(kurtosis - 1.0, 0.0) / count)
+    return (variance * math.exp(-half_width), variance * math.exp(half_width))
 
 
 # --- building results from a moment record ------------------------------------

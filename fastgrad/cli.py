@@ -1,0 +1,345 @@
+"""The ``fastgrad`` command line: ``fastgrad compare`` and ``fastgrad curve``.
+
+Built on the standard library's :mod:`argparse` (no extra dependency). Every
+argument is checked before any draw is made; a bad one exits with status 2
+and a one-line reason. Exit status 1 means the run itself failed (non-finite
+gradients); 130, that it was interrupted (Ctrl-C).
+
+``python -m fastgrad`` runs the same program.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+EXAMPLES = {
+    "compare": """\
+examples:
+  fastgrad compare --loc 2 --scale 1 --f square -n 1e8 --seed 0
+  fastgrad compare --loc 2 --f square -n 1e8 --seed 0 --wrt loc,scale --threads 2 --json out.json
+  fastgrad compare --loc 0.5 --scale 2 --f "cos(omega=1.5)" -n 10**7 --json -   # JSON to stdout
+""",
+    "curve": """\
+examples:
+  fastgrad curve --loc 2 --f square --sizes 10,100,1000,10000,100000 --repeats 1000 --seed 0
+  fastgrad curve --loc 2 --f square --sizes 10,100,1000,10000,100000 --repeats 1000 --seed 0 \\
+                 --wrt loc --plot curve.png --json curve.json
+""",
+}
+
+DESCRIPTION = """\
+Compare the score-function (REINFORCE) and pathwise (reparameterisation)
+Monte Carlo estimators of d/dtheta E[f(x)], x ~ Normal(loc, scale).
+
+functions (--f): linear, square, shifted_square(k=K), cos(omega=W), quartic
+"""
+
+
+class UsageError(Exception):
+    """A bad argument: exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``prog: error: reason (see 'prog --help')``."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _count(text, what="a whole number"):
+    """Parse ``100000000``, ``1_000_000``, ``1e8`` or ``10**8`` as an int."""
+    text = text.strip()
+    match = re.fullmatch(r"(\d+)\s*\*\*\s*(\d+)", text)
+    try:
+        if match:
+            base, exponent = int(match[1]), int(match[2])
+            if exponent > 64:
+                raise ValueError
+            return base**exponent
+        if re.fullmatch(r"[+-]?[\d_]+", text):
+            return int(text)
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not value.is_integer() or abs(value) > 2**53:
+        raise argparse.ArgumentTypeError(f"expected {what} like 100000000, 1e8 or 10**8; got {text!r}")
+    return int(value)
+
+
+def _counts(text):
+    """Comma-separated counts: ``10,100,1e3``."""
+    parts = [part for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"expected comma-separated sample sizes like 10,100,1000; got {text!r}")
+    return [_count(part, "comma-separated whole numbers") for part in parts]
+
+
+def _real(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a real number; got {text!r}") from None
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text.replace("_", ""), 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**64); got {text!r}") from None
+    return value
+
+
+def _names(text):
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parse_function(text):
+    """``"square"`` or ``"cos(omega=2)"`` -> a built-in :class:`~fastgrad.functions.Function`."""
+    from fastgrad import functions
+
+    match = re.fullmatch(r"\s*(\w+)\s*(?:\((.*)\))?\s*", text)
+    names = sorted(functions.BUILTINS)
+    if not match or match[1] not in functions.BUILTINS:
+        raise UsageError(f"argument --f: expected one of {', '.join(names)} (e.g. 'cos(omega=2)'); got {text!r}")
+    builtin = functions.BUILTINS[match[1]]
+    params = {}
+    for item in (match[2] or "").split(","):
+        if not item.strip():
+            continue
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in builtin.parameters or not value.strip():
+            accepted = ", ".join(f"{p}=<real>" for p in builtin.parameters) or "no parameters"
+            raise UsageError(f"argument --f: {builtin.name} takes {accepted}; got {text!r}")
+        try:
+            params[key] = float(value)
+        except ValueError:
+            raise UsageError(f"argument --f: {key} must be a real number; got {value.strip()!r}") from None
+    try:
+        return getattr(functions, builtin.name)(**params)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"argument --f: {error}") from None
+
+
+def _common(parser):
+    group = parser.add_argument_group("distribution and function")
+    group.add_argument("--dist", default="normal", choices=["normal"], help="distribution family (default: normal)")
+    group.add_argument("--loc", type=_real, default=0.0, help="Normal mean (default: 0)")
+    group.add_argument("--scale", type=_real, default=1.0, help="Normal standard deviation, > 0 (default: 1)")
+    group.add_argument(
+        "--f", required=True, metavar="FUNCTION", help="built-in function: square, cos(omega=2), ... (required)"
+    )
+    group.add_argument(
+        "--wrt", type=_names, default=None, metavar="P[,P]", help="parameters: loc, scale or loc,scale (default: all)"
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument("--seed", type=_seed, default=None, help="integer in [0, 2**64) (default: random, reported)")
+    run.add_argument("--threads", type=int, default=None, help="threads (default: NUMBA_NUM_THREADS, else all cores)")
+    run.add_argument(
+        "--json", default=None, metavar="PATH", help="write the result and run metadata as JSON to PATH ('-': stdout)"
+    )
+
+
+def build_parser(prog="fastgrad"):
+    """Build the argument parser (exposed for documentation and tests)."""
+    from fastgrad import __version__
+
+    parser = _Parser(prog=prog, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"fastgrad {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="{compare,curve}", parser_class=_Parser)
+
+    compare = commands.add_parser(
+        "compare",
+        help="both estimators on the same n draws: estimates, per-draw variances, their ratio with a 95%% CI",
+        description="Score-function and pathwise gradient estimates from one pass over the same n draws.",
+        epilog=EXAMPLES["compare"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(compare)
+    compare.add_argument("-n", type=_count, required=True, help="number of draws, e.g. 1e8 or 10**8 (required)")
+    compare.add_argument(
+        "--nan-policy",
+        choices=["raise", "omit"],
+        default="raise",
+        help="non-finite per-draw gradients: fail (raise, the default) or leave those draws out (omit)",
+    )
+
+    curve = commands.add_parser(
+        "curve",
+        help="variance of n-draw estimates against n, for both estimators, with an optional plot",
+        description="Variance of n-draw gradient estimates across repeats, for each n, against the analytic value.",
+        epilog=EXAMPLES["curve"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(curve)
+    curve.add_argument(
+        "--sizes",
+        type=_counts,
+        default=[10, 100, 1000, 10000, 100000],
+        metavar="N[,N...]",
+        help="draws per estimate (default: 10,100,1000,10000,100000)",
+    )
+    curve.add_argument("--repeats", type=_count, default=1000, help="estimates per size (default: 1000)")
+    curve.add_argument("--plot", default=None, metavar="PNG", help="write a log-log plot to this PNG file")
+    return parser
+
+
+def _output_path(option, value):
+    """Check before any work that ``value`` can be written; return it as a Path (None for stdout/absent)."""
+    if value is None or value == "-":
+        return None
+    path = Path(value)
+    if path.is_dir():
+        raise UsageError(f"argument {option}: {value!r} is a directory; give a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"argument {option}: directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"argument {option}: cannot write in directory {str(parent)!r}")
+    return path
+
+
+def _write_atomically(path, text):
+    """Write ``text`` to ``path`` through a temporary file and a rename: never a half-written file."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+#: API argument names and the options that set them, for error messages.
+_OPTIONS = {"n": "-n", "sample_sizes": "--sizes", "repeats": "--repeats", "seed": "--seed", "wrt": "--wrt",
+            "threads": "--threads", "repeats * sum(sample_sizes)": "--repeats/--sizes"}  # fmt: skip
+
+
+def _with_option(message):
+    """Prefix an API error with the option it is about: ``argument -n: n must be ...``."""
+    for name in sorted(_OPTIONS, key=len, reverse=True):
+        if message.startswith(name + " "):
+            return f"argument {_OPTIONS[name]}: {message}"
+    return message
+
+
+def _metadata(prog, argv, result, started, wall_seconds):
+    import numba
+    import numpy as np
+
+    from fastgrad import __version__
+
+    return {
+        "fastgrad": __version__,
+        "numba": numba.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "threads": result.threads,
+        "seed": result.seed,
+        "wall_seconds": wall_seconds,
+        "started_utc": started,
+        "command": [prog, *argv],
+    }
+
+
+def _run(args, prog, argv):
+    import fastgrad as fg
+
+    function = parse_function(args.f)
+    json_path = _output_path("--json", args.json)
+    plot_path = _output_path("--plot", getattr(args, "plot", None))
+    if plot_path is not None:
+        from fastgrad.plotting import PlottingUnavailableError, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except PlottingUnavailableError as error:
+            raise UsageError(f"argument --plot: {error}") from None
+    try:
+        distribution = fg.Normal(args.loc, args.scale)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"--loc/--scale: {error}") from None
+
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    clock = time.perf_counter()
+    try:
+        if args.command == "compare":
+            result = fg.compare(
+                distribution,
+                function,
+                args.n,
+                seed=args.seed,
+                wrt=args.wrt,
+                threads=args.threads,
+                nan_policy=args.nan_policy,
+            )
+        else:
+            result = fg.variance_curve(
+                distribution,
+                function,
+                args.sizes,
+                args.repeats,
+                seed=args.seed,
+                wrt=args.wrt,
+                threads=args.threads,
+            )
+    except fg.NonFiniteValuesError:
+        raise
+    except (TypeError, ValueError) as error:  # argument checks run before any draw
+        raise UsageError(_with_option(str(error))) from None
+    wall_seconds = time.perf_counter() - clock
+
+    if plot_path is not None:
+        result.plot(plot_path)
+    document = dict(result.to_dict(), run=_metadata(prog, argv, result, started, wall_seconds))
+    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+    if args.json == "-":
+        sys.stdout.write(text)
+    else:
+        print(result)
+        if json_path is not None:
+            _write_atomically(json_path, text)
+            print(f"\nwrote {json_path}")
+        if plot_path is not None:
+            print(f"wrote {plot_path}")
+
+
+def main(argv=None, prog="fastgrad"):
+    """Run the command line; return the exit status."""
+    from fastgrad._api import NonFiniteValuesError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(prog)
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            raise UsageError(f"choose a command: compare or curve (see '{prog} --help')")
+        _run(args, prog, argv)
+    except UsageError as error:
+        command = f"{prog} {argv[0]}" if argv and argv[0] in ("compare", "curve") else prog
+        print(f"{command}: error: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteValuesError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main_exit():
+    """Entry point of the ``fastgrad`` console script."""
+    sys.exit(main())

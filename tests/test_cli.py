@@ -1,0 +1,159 @@
+"""The ``fastgrad`` command line: in-process for argument handling, in subprocesses end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fastgrad as fg
+from fastgrad import cli
+
+from conftest import ROOT
+
+
+def run_cli(*args, module=False):
+    """Run the installed console script (or ``python -m fastgrad``) with no stdin; return the CompletedProcess."""
+    if module:
+        command = [sys.executable, "-m", "fastgrad", *args]
+    else:
+        script = os.path.join(os.path.dirname(sys.executable), "fastgrad")
+        command = [script, *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600, stdin=subprocess.DEVNULL)
+
+
+# --- end to end, in fresh processes -----------------------------------------------------------
+
+
+@pytest.mark.subprocess
+def test_compare_end_to_end_json_matches_the_api(tmp_path):
+    out = tmp_path / "out.json"
+    done = run_cli("compare", "--loc", "2", "--scale", "1", "--f", "square", "-n", "1e6", "--seed", "0",
+                   "--wrt", "loc,scale", "--threads", "2", "--json", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "variance ratio score/pathwise" in done.stdout and f"wrote {out}" in done.stdout
+    data = json.loads(out.read_text())
+    api = fg.compare(fg.Normal(2.0, 1.0), "square", 10**6, seed=0, wrt=("loc", "scale")).to_dict()
+    for key in ("seconds", "draws_per_second", "threads"):
+        data.pop(key), api.pop(key)
+        for estimator in ("score", "pathwise"):
+            data[estimator].pop(key), api[estimator].pop(key)
+    run = data.pop("run")
+    assert data == api
+    assert set(run) == {"fastgrad", "numba", "numpy", "python", "threads", "seed", "wall_seconds",
+                        "started_utc", "command"}  # fmt: skip
+    assert run["fastgrad"] == fg.__version__ and run["seed"] == 0 and run["threads"] == 2
+    assert run["command"][:2] == ["fastgrad", "compare"]
+    assert not list(tmp_path.glob(".out.json.*"))  # no temporary file left behind
+
+
+@pytest.mark.subprocess
+def test_curve_end_to_end_with_plot_and_json_via_python_m(tmp_path):
+    png, out = tmp_path / "curve.png", tmp_path / "curve.json"
+    done = run_cli("curve", "--loc", "2", "--f", "square", "--sizes", "10,100,1000", "--repeats", "200",
+                   "--seed", "3", "--wrt", "loc", "--plot", str(png), "--json", str(out), module=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "fastgrad.variance_curve" in done.stdout
+    assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 10_000
+    data = json.loads(out.read_text())
+    assert data["kind"] == "variance_curve" and data["repeats"] == 200 and data["sample_sizes"] == [10, 100, 1000]
+    assert data["run"]["command"][0] == "python -m fastgrad"
+    api = fg.variance_curve(fg.Normal(2.0, 1.0), "square", (10, 100, 1000), repeats=200, seed=3, wrt="loc")
+    assert data["points"] == api.to_dict()["points"]
+
+
+@pytest.mark.subprocess
+def test_json_to_stdout_is_only_json():
+    done = run_cli("compare", "--f", "cos(omega=1.5)", "--loc", "0.5", "--scale", "2", "-n", "10**5",
+                   "--seed", "1", "--json", "-")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["function"]["parameters"] == {"omega": 1.5} and data["n"] == 100_000
+
+
+@pytest.mark.subprocess
+def test_bad_arguments_exit_2_with_one_line_before_any_work(tmp_path):
+    done = run_cli("compare", "--f", "square", "-n", "1e8.5", "--json", str(tmp_path / "x.json"))
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert done.stderr.startswith("fastgrad compare: error: argument -n:")
+    assert done.stdout == "" and not (tmp_path / "x.json").exists()
+    help_text = run_cli("curve", "--help")
+    assert help_text.returncode == 0 and "examples:" in help_text.stdout and "--repeats" in help_text.stdout
+
+
+# --- argument handling, in process ---------------------------------------------------------------
+
+
+def error_of(capsys, *args):
+    status = cli.main(list(args))
+    captured = capsys.readouterr()
+    assert status == 2, captured
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("compare", "--f", "square"), "the following arguments are required: -n"),
+        (("compare", "-n", "100"), "the following arguments are required: --f"),
+        (("compare", "--f", "square", "-n", "abc"), "argument -n: expected a whole number"),
+        (("compare", "--f", "square", "-n", "1"), "argument -n: n must be an integer number of draws"),
+        (("compare", "--f", "square", "-n", "1e300"), "argument -n: expected a whole number"),
+        (("compare", "--f", "sqaure", "-n", "100"), "argument --f: expected one of cos, linear"),
+        (("compare", "--f", "cos(omega=x)", "-n", "100"), "argument --f: omega must be a real number"),
+        (("compare", "--f", "square(k=1)", "-n", "100"), "argument --f: square takes no parameters"),
+        (("compare", "--f", "cos(omega=inf)", "-n", "100"), "argument --f: omega must be finite"),
+        (("compare", "--f", "square", "-n", "100", "--scale", "0"), "--loc/--scale: scale must be"),
+        (("compare", "--f", "square", "-n", "100", "--wrt", "mu"), "argument --wrt: wrt must contain"),
+        (("compare", "--f", "square", "-n", "100", "--seed", "-3"), "argument --seed: seed must be"),
+        (("compare", "--f", "square", "-n", "100", "--threads", "99"), "argument --threads: threads must be"),
+        (("compare", "--f", "square", "-n", "100", "--nan-policy", "skip"), "argument --nan-policy: invalid choice"),
+        (("compare", "--f", "square", "-n", "100", "--dist", "gamma"), "argument --dist: invalid choice"),
+        (("curve", "--f", "square", "--sizes", "10,x"), "argument --sizes: expected comma-separated"),
+        (("curve", "--f", "square", "--sizes", "10,10"), "argument --sizes: sample_sizes must be"),
+        (("curve", "--f", "square", "--repeats", "1"), "argument --repeats: repeats must be an integer >= 2"),
+        (("curve", "--f", "square", "--bogus"), "unrecognized arguments: --bogus"),
+        (("frobnicate",), "invalid choice: 'frobnicate'"),
+        ((), "choose a command: compare or curve"),
+    ],
+)
+def test_bad_arguments(capsys, args, message):
+    assert message in error_of(capsys, *args)
+
+
+def test_output_paths_are_checked_before_the_run(capsys, tmp_path):
+    missing = tmp_path / "no" / "out.json"
+    assert "argument --json: directory" in error_of(capsys, "compare", "--f", "square", "-n", "100", "--json",
+                                                    str(missing))  # fmt: skip
+    assert "is a directory" in error_of(capsys, "curve", "--f", "square", "--plot", str(tmp_path))
+
+
+def test_plot_without_matplotlib_is_a_usage_error(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    line = error_of(capsys, "curve", "--f", "square", "--plot", str(tmp_path / "c.png"))
+    assert "pip install 'fastgrad[plot]'" in line
+
+
+@pytest.mark.parametrize("text, value", [("100", 100), ("1_000", 1000), ("1e8", 10**8), ("10**8", 10**8),
+                                         ("2**53", 2**53), ("1.5e3", 1500)])  # fmt: skip
+def test_counts_are_read_exactly(text, value):
+    assert cli._count(text) == value
+
+
+def test_non_finite_run_exits_1(capsys):
+    status = cli.main(["compare", "--f", "quartic", "--loc", "1e80", "-n", "1000", "--seed", "0"])
+    assert status == 1
+    assert "non-finite" in capsys.readouterr().err
+
+
+def test_existing_json_is_replaced_whole(tmp_path, capsys):
+    out = tmp_path / "out.json"
+    out.write_text("old")
+    assert cli.main(["compare", "--f", "square", "-n", "1000", "--seed", "0", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["n"] == 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
