@@ -19,7 +19,7 @@ Modules: :mod:`fastgrad.rng` (random streams), :mod:`fastgrad.distributions`,
 
 from fastgrad import functions, rng
 from fastgrad._api import MAX_DRAWS, NonFiniteValuesError, compare, estimate, variance_curve
-from fastgrad.distributions import Normal
+from fastgrad.distributions import Bernoulli, Exponential, Normal
 from fastgrad.functions import Function
 from fastgrad.results import Comparison, EstimatorResult, VarianceCurve
 
@@ -27,8 +27,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MAX_DRAWS",
+    "Bernoulli",
     "Comparison",
     "EstimatorResult",
+    "Exponential",
     "Function",
     "NonFiniteValuesError",
     "Normal",

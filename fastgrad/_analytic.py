@@ -21,7 +21,7 @@ of a polynomial loses no digits to cancellation even at ``loc = 1e4``.
 
 import cmath
 from fractions import Fraction
-from math import comb, exp
+from math import comb, exp, factorial
 
 
 class ExpPoly:
@@ -119,6 +119,56 @@ class ExpPoly:
         return total
 
 
+def exponential_expectation(h, rate, eps_polynomial=(1,)):
+    """``E[h(x) * q(eps)]`` for ``x = eps / rate``, ``eps ~ Exp(1)``.
+
+    Term by term, with ``b = omega / rate``::
+
+        E[x**j exp(i omega x) eps**k] = rate**-j E[eps**(j+k) exp(i b eps)] = rate**-j (j+k)! / (1 - i b)**(j+k+1)
+
+    (the Laplace transform of ``eps**n`` at ``1 - i b``). Exact (a
+    ``Fraction``) when every term is polynomial.
+    """
+    rate = _exact(rate)
+    total = Fraction(0)
+    for (j, w), c in h.terms.items():
+        for k, q in enumerate(eps_polynomial):
+            if q == 0:
+                continue
+            n = j + k
+            if w == 0:
+                total = total + c * _exact(q) * factorial(n) / rate**j
+            else:
+                b = w / float(rate)
+                term = factorial(n) / (1 - 1j * b) ** (n + 1) / float(rate) ** j
+                total = total + complex(c) * float(q) * term
+    if isinstance(total, complex):
+        return total.real
+    return total
+
+
+def bernoulli_expectation(h, p, x_polynomial=(1,)):
+    """``E[h(x) * q(x)]`` for ``x ~ Bernoulli(p)``: ``(1 - p) h(0) q(0) + p h(1) q(1)``, exact for polynomials."""
+    p = _exact(p)
+
+    def at(x):
+        value = Fraction(0)
+        for (j, w), c in h.terms.items():
+            if w == 0:
+                value = value + c * Fraction(x) ** j
+            else:
+                value = value + complex(c) * x**j * cmath.exp(1j * w * x)
+        return value
+
+    def q(x):
+        return sum(_exact(c) * Fraction(x) ** k for k, c in enumerate(x_polynomial))
+
+    total = (1 - p) * at(0) * q(0) + p * at(1) * q(1)
+    if isinstance(total, complex):
+        return total.real
+    return total
+
+
 def _exact(value):
     """Exact rational for real numbers; complex numbers pass through."""
     if isinstance(value, (Fraction, int)):
@@ -168,6 +218,8 @@ def estimator_moments(distribution, function, estimators, wrt):
     score_factors, path_factors = family.analytic_factors(params)
     out = {}
     for estimator in estimators:
+        if estimator == "pathwise" and path_factors is None:
+            continue
         value = h if estimator == "score" else h.derivative()
         factors = score_factors if estimator == "score" else path_factors
         out[estimator] = {}

@@ -9,7 +9,7 @@ import numpy as np
 
 from fastgrad import _kernels, results
 from fastgrad._analytic import estimator_moments
-from fastgrad.distributions import Normal
+from fastgrad.distributions import Bernoulli, Exponential, Normal
 from fastgrad.estimators import ESTIMATORS, layout
 from fastgrad.functions import resolve
 
@@ -21,7 +21,7 @@ NAN_POLICIES = ("raise", "omit")
 #: Sample sizes of :func:`variance_curve` by default: the seed article's.
 DEFAULT_SAMPLE_SIZES = (10, 100, 1_000, 10_000, 100_000)
 
-_DISTRIBUTIONS = (Normal,)
+_DISTRIBUTIONS = (Normal, Exponential, Bernoulli)
 
 
 class NonFiniteValuesError(ValueError):
@@ -250,6 +250,12 @@ def _prepare(distribution, function, n, seed, wrt, threads, nan_policy, estimato
     threads = _check_threads(threads)
     if not isinstance(nan_policy, str) or nan_policy not in NAN_POLICIES:
         raise ValueError(f"nan_policy must be one of {list(NAN_POLICIES)}; got {nan_policy!r}")
+    if "pathwise" in estimators and not distribution.family.pathwise:
+        name = type(distribution).__name__
+        raise ValueError(
+            f"{name} has no pathwise (reparameterisation) estimator: its draws are discrete, so they do not move "
+            f"smoothly with {', '.join(distribution.parameters)}; use fastgrad.estimate(..., estimator='score')"
+        )
     if "pathwise" in estimators and not function.has_derivative:
         raise ValueError(
             f"the pathwise estimator needs the derivative of {function.name}: pass "

@@ -1,4 +1,4 @@
-"""The ``fastgrad`` command line: ``fastgrad compare`` and ``fastgrad curve``.
+"""The ``fastgrad`` command line: ``fastgrad compare``, ``fastgrad estimate`` and ``fastgrad curve``.
 
 Built on the standard library's :mod:`argparse` (no extra dependency). Every
 argument is checked before any draw is made; a bad one exits with status 2
@@ -26,6 +26,7 @@ examples:
   fastgrad compare --loc 2 --scale 1 --f square -n 1e8 --seed 0
   fastgrad compare --loc 2 --f square -n 1e8 --seed 0 --wrt loc,scale --threads 2 --json out.json
   fastgrad compare --loc 0.5 --scale 2 --f "cos(omega=1.5)" -n 10**7 --json -   # JSON to stdout
+  fastgrad compare --dist exponential --rate 2 --f square -n 1e7 --seed 0
 """,
     "curve": """\
 examples:
@@ -37,7 +38,8 @@ examples:
 
 DESCRIPTION = """\
 Compare the score-function (REINFORCE) and pathwise (reparameterisation)
-Monte Carlo estimators of d/dtheta E[f(x)], x ~ Normal(loc, scale).
+Monte Carlo estimators of d/dtheta E[f(x)], x ~ Normal(loc, scale),
+Exponential(rate) or Bernoulli(p) (score function only).
 
 functions (--f): linear, square, shifted_square(k=K), cos(omega=W), quartic
 """
@@ -132,9 +134,11 @@ def parse_function(text):
 
 def _common(parser):
     group = parser.add_argument_group("distribution and function")
-    group.add_argument("--dist", default="normal", choices=["normal"], help="distribution family (default: normal)")
-    group.add_argument("--loc", type=_real, default=0.0, help="Normal mean (default: 0)")
-    group.add_argument("--scale", type=_real, default=1.0, help="Normal standard deviation, > 0 (default: 1)")
+    group.add_argument("--dist", default="normal", choices=list(_FAMILY_OPTIONS), help="family (default: normal)")
+    group.add_argument("--loc", type=_real, default=None, help="normal: mean (default: 0)")
+    group.add_argument("--scale", type=_real, default=None, help="normal: standard deviation, > 0 (default: 1)")
+    group.add_argument("--rate", type=_real, default=None, help="exponential: rate, > 0 (default: 1)")
+    group.add_argument("--p", type=_real, default=None, help="bernoulli: P(x = 1), in (0, 1) (default: 0.5)")
     group.add_argument(
         "--f", required=True, metavar="FUNCTION", help="built-in function: square, cos(omega=2), ... (required)"
     )
@@ -155,7 +159,7 @@ def build_parser(prog="fastgrad"):
 
     parser = _Parser(prog=prog, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"fastgrad {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{compare,curve}", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="{compare,estimate,curve}", parser_class=_Parser)
 
     compare = commands.add_parser(
         "compare",
@@ -167,6 +171,23 @@ def build_parser(prog="fastgrad"):
     _common(compare)
     compare.add_argument("-n", type=_count, required=True, help="number of draws, e.g. 1e8 or 10**8 (required)")
     compare.add_argument(
+        "--nan-policy",
+        choices=["raise", "omit"],
+        default="raise",
+        help="non-finite per-draw gradients: fail (raise, the default) or leave those draws out (omit)",
+    )
+
+    estimate = commands.add_parser(
+        "estimate",
+        help="one estimator on n draws (the only choice for Bernoulli: --estimator score)",
+        description="One estimator's gradient estimate and per-draw variance from n draws.",
+        epilog="examples:\n  fastgrad estimate --dist bernoulli --p 0.3 --f square -n 1e7 --estimator score --seed 0\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(estimate)
+    estimate.add_argument("-n", type=_count, required=True, help="number of draws, e.g. 1e8 or 10**8 (required)")
+    estimate.add_argument("--estimator", required=True, choices=["score", "pathwise"], help="which estimator")
+    estimate.add_argument(
         "--nan-policy",
         choices=["raise", "omit"],
         default="raise",
@@ -191,6 +212,27 @@ def build_parser(prog="fastgrad"):
     curve.add_argument("--repeats", type=_count, default=1000, help="estimates per size (default: 1000)")
     curve.add_argument("--plot", default=None, metavar="PNG", help="write a log-log plot to this PNG file")
     return parser
+
+
+#: Per --dist: the class name in fastgrad and its parameter options.
+_FAMILY_OPTIONS = {"normal": ("Normal", ("loc", "scale")), "exponential": ("Exponential", ("rate",)),
+                   "bernoulli": ("Bernoulli", ("p",))}  # fmt: skip
+
+
+def _distribution(args):
+    """Build the distribution named by --dist from its own parameter options only."""
+    import fastgrad as fg
+
+    class_name, own = _FAMILY_OPTIONS[args.dist]
+    for name, (_, options) in _FAMILY_OPTIONS.items():
+        for option in options:
+            if option not in own and getattr(args, option) is not None:
+                raise UsageError(f"argument --{option}: applies to --dist {name}, not --dist {args.dist}")
+    values = {option: getattr(args, option) for option in own if getattr(args, option) is not None}
+    try:
+        return getattr(fg, class_name)(**values)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"argument --{str(error).split()[0]}: {error}") from None
 
 
 def _output_path(option, value):
@@ -267,10 +309,7 @@ def _run(args, prog, argv):
             require_matplotlib()
         except PlottingUnavailableError as error:
             raise UsageError(f"argument --plot: {error}") from None
-    try:
-        distribution = fg.Normal(args.loc, args.scale)
-    except (TypeError, ValueError) as error:
-        raise UsageError(f"--loc/--scale: {error}") from None
+    distribution = _distribution(args)
 
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     clock = time.perf_counter()
@@ -280,6 +319,17 @@ def _run(args, prog, argv):
                 distribution,
                 function,
                 args.n,
+                seed=args.seed,
+                wrt=args.wrt,
+                threads=args.threads,
+                nan_policy=args.nan_policy,
+            )
+        elif args.command == "estimate":
+            result = fg.estimate(
+                distribution,
+                function,
+                args.n,
+                estimator=args.estimator,
                 seed=args.seed,
                 wrt=args.wrt,
                 threads=args.threads,
@@ -325,10 +375,10 @@ def main(argv=None, prog="fastgrad"):
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            raise UsageError(f"choose a command: compare or curve (see '{prog} --help')")
+            raise UsageError(f"choose a command: compare, estimate or curve (see '{prog} --help')")
         _run(args, prog, argv)
     except UsageError as error:
-        command = f"{prog} {argv[0]}" if argv and argv[0] in ("compare", "curve") else prog
+        command = f"{prog} {argv[0]}" if argv and argv[0] in ("compare", "estimate", "curve") else prog
         print(f"{command}: error: {error}", file=sys.stderr)
         return 2
     except NonFiniteValuesError as error:

@@ -23,13 +23,15 @@ scale      ``(eps**2 - 1) / scale`` ``eps``
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
+from fastgrad._analytic import bernoulli_expectation, exponential_expectation
 from fastgrad._jit import core, serial
-from fastgrad.rng import normals_from_words, take_words
+from fastgrad.rng import normals_from_words, take_words, unit_closed_open, unit_open_closed
 
-__all__ = ["Normal"]
+__all__ = ["Bernoulli", "Exponential", "Normal"]
 
 
 @dataclass(frozen=True)
@@ -52,11 +54,18 @@ class Family:
         cores need (computed once per run rather than once per draw).
     path_factor : njit core ``(j, eps, x, theta) -> d x / d theta_j``
     analytic_factors : callable ``theta -> (score, path)``, optional
-        The two factors as polynomials in ``eps`` (coefficient lists), one per
+        The two factors as polynomials (coefficient lists), one per
         parameter, for the exact reference values in :mod:`fastgrad._analytic`.
-    expectation : callable ``(h, theta, q) -> E[h(x) q(eps)]``, optional
+        The polynomials are in whichever variable the family's
+        ``expectation`` understands: the noise ``eps`` for continuous
+        families, the draw ``x`` for Bernoulli.
+    expectation : callable ``(h, theta, q) -> E[h(x) q(.)]``, optional
         Exact expectation of an :class:`~fastgrad._analytic.ExpPoly` ``h`` of
-        the draw times a polynomial ``q`` of the noise.
+        the draw times a polynomial ``q`` (see ``analytic_factors``).
+    pathwise : bool
+        Whether the pathwise estimator exists. ``False`` for discrete
+        families, whose draws do not move smoothly with the parameters;
+        ``path_factor`` is then never called.
     """
 
     name: str
@@ -67,6 +76,7 @@ class Family:
     path_factor: object
     analytic_factors: object = field(default=None, compare=False)
     expectation: object = field(default=None, compare=False)
+    pathwise: bool = True
 
 
 @serial  # compiled once and cached: it does not depend on the function (see _kernels)
@@ -117,8 +127,103 @@ NORMAL = Family(
     expectation=lambda h, theta, q: h.normal_expectation(theta[0], theta[1], q),
 )
 
+# --- Exponential(rate): x = eps / rate, eps ~ Exp(1) ------------------------------
+#
+# Kernel parameter vector: (rate, 1 / rate).
+#   log q(x) = log(rate) - rate x:   d/drate = 1/rate - x = (1 - eps) / rate
+#   x = eps / rate:                   dx/drate = -eps / rate**2 = -x / rate
+
+
+@serial
+def _exponential_noise(state, words, noise, scratch, m):
+    """Exp(1) by inversion: ``-log(u)`` with ``u`` uniform on (0, 1] (53 bits; at most 36.7)."""
+    take_words(state, words, m)
+    for i in range(m):
+        noise[i] = -math.log(unit_open_closed(words[i]))
+
+
+@core
+def _exponential_transform(eps, theta):
+    return eps * theta[1]
+
+
+@core
+def _exponential_score_factor(j, eps, x, theta):
+    return (1.0 - eps) * theta[1]
+
+
+@core
+def _exponential_path_factor(j, eps, x, theta):
+    return -x * theta[1]
+
+
+def _exponential_analytic_factors(theta):
+    (rate,) = theta
+    return ([1 / rate, -1 / rate],), ([0.0, -1 / rate**2],)
+
+
+EXPONENTIAL = Family(
+    name="exponential",
+    parameters=("rate",),
+    sample_noise=_exponential_noise,
+    transform=_exponential_transform,
+    score_factor=_exponential_score_factor,
+    path_factor=_exponential_path_factor,
+    analytic_factors=_exponential_analytic_factors,
+    expectation=lambda h, theta, q: exponential_expectation(h, theta[0], q),
+)
+
+
+# --- Bernoulli(p): x = 1 if u < p else 0, u uniform on [0, 1) -----------------------
+#
+# Kernel parameter vector: (p, 1 / p, 1 / (1 - p)).
+#   log q(x) = x log p + (1 - x) log(1 - p):   d/dp = x / p - (1 - x) / (1 - p)
+# No pathwise estimator: x jumps between 0 and 1, dx/dp is 0 almost everywhere.
+
+
+@serial
+def _bernoulli_noise(state, words, noise, scratch, m):
+    """Uniforms on [0, 1) (53 bits): ``P(u < p)`` is ``p`` rounded up to a multiple of 2**-53."""
+    take_words(state, words, m)
+    for i in range(m):
+        noise[i] = unit_closed_open(words[i])
+
+
+@core
+def _bernoulli_transform(eps, theta):
+    return 1.0 if eps < theta[0] else 0.0
+
+
+@core
+def _bernoulli_score_factor(j, eps, x, theta):
+    return x * theta[1] - (1.0 - x) * theta[2]
+
+
+@core
+def _bernoulli_path_factor(j, eps, x, theta):
+    return np.nan  # never called: the family has no pathwise estimator
+
+
+def _bernoulli_analytic_factors(theta):
+    (p,) = theta
+    p = Fraction(p)
+    return ([-1 / (1 - p), 1 / p + 1 / (1 - p)],), None
+
+
+BERNOULLI = Family(
+    name="bernoulli",
+    parameters=("p",),
+    sample_noise=_bernoulli_noise,
+    transform=_bernoulli_transform,
+    score_factor=_bernoulli_score_factor,
+    path_factor=_bernoulli_path_factor,
+    analytic_factors=_bernoulli_analytic_factors,
+    expectation=lambda h, theta, q: bernoulli_expectation(h, theta[0], q),
+    pathwise=False,
+)
+
 #: Every family the kernels know, by name.
-FAMILIES = {NORMAL.name: NORMAL}
+FAMILIES = {family.name: family for family in (NORMAL, EXPONENTIAL, BERNOULLI)}
 
 
 def _real(name, value, *, positive=False):
@@ -183,3 +288,92 @@ class Normal:
     def to_dict(self):
         """JSON-ready description."""
         return {"family": "Normal", "loc": self.loc, "scale": self.scale}
+
+
+@dataclass(frozen=True)
+class Exponential:
+    """The exponential distribution with rate ``rate`` (mean ``1 / rate``), as ``x = eps / rate``.
+
+    ``eps ~ Exp(1)`` is drawn by inversion, ``-log(u)`` with ``u`` uniform on
+    (0, 1] with 53 random bits (so no draw exceeds 36.7 / rate; the
+    probability beyond is 1e-16).
+
+    Parameters
+    ----------
+    rate : float
+        Finite and > 0.
+
+    Examples
+    --------
+    >>> import fastgrad as fg
+    >>> fg.Exponential(2.0)
+    Exponential(rate=2.0)
+    """
+
+    rate: float = 1.0
+
+    family = EXPONENTIAL
+
+    def __post_init__(self):
+        object.__setattr__(self, "rate", _real("rate", self.rate, positive=True))
+
+    @property
+    def parameters(self):
+        """Parameter names: ``("rate",)``."""
+        return self.family.parameters
+
+    @property
+    def theta(self):
+        """Kernel parameter vector ``(rate, 1 / rate)``."""
+        return (self.rate, 1.0 / self.rate)
+
+    def to_dict(self):
+        """JSON-ready description."""
+        return {"family": "Exponential", "rate": self.rate}
+
+
+@dataclass(frozen=True)
+class Bernoulli:
+    """The Bernoulli distribution: ``x = 1`` with probability ``p``, else ``0``.
+
+    Only the score-function estimator exists: the draw jumps between 0 and
+    1, so it has no derivative with respect to ``p`` to follow (asking for
+    the pathwise estimator is an error that says so).
+
+    Parameters
+    ----------
+    p : float
+        Strictly between 0 and 1 (the score ``x/p - (1-x)/(1-p)`` is
+        undefined at the ends).
+
+    Examples
+    --------
+    >>> import fastgrad as fg
+    >>> g = fg.estimate(fg.Bernoulli(0.3), "square", n=10**6, estimator="score", seed=0)
+    >>> abs(g.mean["p"] - 1.0) < 5 * g.stderr["p"]   # d/dp E[x**2] = d/dp p = 1
+    True
+    """
+
+    p: float = 0.5
+
+    family = BERNOULLI
+
+    def __post_init__(self):
+        value = _real("p", self.p)
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"p must be strictly between 0 and 1; got {value!r}")
+        object.__setattr__(self, "p", value)
+
+    @property
+    def parameters(self):
+        """Parameter names: ``("p",)``."""
+        return self.family.parameters
+
+    @property
+    def theta(self):
+        """Kernel parameter vector ``(p, 1 / p, 1 / (1 - p))``."""
+        return (self.p, 1.0 / self.p, 1.0 / (1.0 - self.p))
+
+    def to_dict(self):
+        """JSON-ready description."""
+        return {"family": "Bernoulli", "p": self.p}

@@ -64,6 +64,8 @@ __all__ = [
     "stream_state",
     "take_words",
     "uniforms",
+    "unit_closed_open",
+    "unit_open_closed",
 ]
 
 #: Version of the stream layout. Changes whenever a seed would give different numbers.
@@ -262,28 +264,28 @@ def next_word(state):
 
 
 @core
-def _unit_closed_open(word):
-    """Uniform on [0, 1) with 53 random bits."""
+def unit_closed_open(word):
+    """Uniform on [0, 1) with 53 random bits: ``(word >> 11) * 2**-53`` (kernel-level core)."""
     return _I(word >> _U(11)) * _TO_UNIT
 
 
 @core
-def _unit_open_closed(word):
-    """Uniform on (0, 1] with 53 random bits (safe for log)."""
+def unit_open_closed(word):
+    """Uniform on (0, 1] with 53 random bits, ``((word >> 11) + 1) * 2**-53``: safe for log (kernel-level core)."""
     return (_I(word >> _U(11)) + 1) * _TO_UNIT
 
 
 @core
 def next_uniform(state):
     """Next uniform double in [0, 1): the top 53 bits of the next word."""
-    return _unit_closed_open(next_word(state))
+    return unit_closed_open(next_word(state))
 
 
 @serial
 def fill_uniforms(state, out):
     """Fill ``out`` (float64) with uniforms in [0, 1), one word each."""
     for i in range(out.size):
-        out[i] = _unit_closed_open(next_word(state))
+        out[i] = unit_closed_open(next_word(state))
 
 
 # --- the normal sampler --------------------------------------------------
@@ -315,14 +317,14 @@ def _normal_slow(idx, u, x, slow):
             while True:
                 w1, slow = _xoshiro_next(slow)
                 w2, slow = _xoshiro_next(slow)
-                xx = -math.log(_unit_open_closed(w1)) / _R
-                yy = -math.log(_unit_open_closed(w2))
+                xx = -math.log(unit_open_closed(w1)) / _R
+                yy = -math.log(unit_open_closed(w2))
                 if yy + yy > xx * xx:
                     break
             z = _R + xx
             return (z if u > 0 else -z), slow
         w, slow = _xoshiro_next(slow)
-        y = _F[idx] + _unit_closed_open(w) * (_F[idx - 1] - _F[idx])
+        y = _F[idx] + unit_closed_open(w) * (_F[idx - 1] - _F[idx])
         if y < math.exp(-0.5 * x * x):
             return x, slow
         w, slow = _xoshiro_next(slow)

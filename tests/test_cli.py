@@ -118,7 +118,17 @@ def error_of(capsys, *args):
         (("curve", "--f", "square", "--repeats", "1"), "argument --repeats: repeats must be an integer >= 2"),
         (("curve", "--f", "square", "--bogus"), "unrecognized arguments: --bogus"),
         (("frobnicate",), "invalid choice: 'frobnicate'"),
-        ((), "choose a command: compare or curve"),
+        ((), "choose a command: compare, estimate or curve"),
+        (("estimate", "--f", "square", "-n", "100"), "the following arguments are required: --estimator"),
+        (("compare", "--dist", "bernoulli", "--f", "square", "-n", "100"), "Bernoulli has no pathwise"),
+        (
+            ("compare", "--dist", "exponential", "--loc", "1", "--f", "square", "-n", "100"),
+            "argument --loc: applies to --dist normal, not --dist exponential",
+        ),
+        (
+            ("estimate", "--dist", "bernoulli", "--p", "1.5", "--f", "square", "-n", "100", "--estimator", "score"),
+            "argument --p: p must be strictly between 0 and 1",
+        ),
     ],
 )
 def test_bad_arguments(capsys, args, message):
