@@ -9,7 +9,7 @@ import numpy as np
 
 from fastgrad import _kernels, results
 from fastgrad._analytic import estimator_moments
-from fastgrad.distributions import Bernoulli, Exponential, Normal
+from fastgrad.distributions import DISTRIBUTIONS
 from fastgrad.estimators import ESTIMATORS, layout
 from fastgrad.functions import resolve
 
@@ -20,8 +20,6 @@ NAN_POLICIES = ("raise", "omit")
 
 #: Sample sizes of :func:`variance_curve` by default: the seed article's.
 DEFAULT_SAMPLE_SIZES = (10, 100, 1_000, 10_000, 100_000)
-
-_DISTRIBUTIONS = (Normal, Exponential, Bernoulli)
 
 
 class NonFiniteValuesError(ValueError):
@@ -240,8 +238,8 @@ def variance_curve(
 
 
 def _prepare(distribution, function, n, seed, wrt, threads, nan_policy, estimators):
-    if not isinstance(distribution, _DISTRIBUTIONS):
-        accepted = ", ".join(f"fastgrad.{cls.__name__}" for cls in _DISTRIBUTIONS)
+    if not isinstance(distribution, DISTRIBUTIONS):
+        accepted = ", ".join(f"fastgrad.{cls.__name__}" for cls in DISTRIBUTIONS)
         raise TypeError(f"distribution must be one of {accepted}; got {distribution!r}")
     function = resolve(function)
     n = _check_n(n)

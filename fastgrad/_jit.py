@@ -46,11 +46,8 @@ SERIAL = dict(_OPTIONS)
 #: Serial compiled functions.
 serial = numba.njit(**SERIAL)
 
-#: Options of the parallel chunk kernels (``prange`` over chunks).
-PARALLEL = dict(_OPTIONS, parallel=True)
-
-#: Same as :data:`PARALLEL` for kernels specialised on a user's function.
-UNCACHED = dict(PARALLEL, cache=False)
+#: Options of kernels specialised on a user's function: as :data:`SERIAL`, not cached.
+UNCACHED = dict(_OPTIONS, cache=False)
 
 
 def _source_digest():

@@ -21,24 +21,26 @@ arguments: they change which rows are reduced, not the compiled code, so the
 number of compiled kernels is one per (family, function).
 
 What is specialised is kept small. Noise sampling (per family) and the
-block reduction are compiled once, cached, and called once per block of 256
+block reduction are compiled once, cached, and called once per block of 512
 draws; only the per-draw loop is compiled per function. Measured here
 against a fully inlined kernel: bit-identical records, the same 2-thread
-throughput (186 vs 184 M draws/s), about 7 % less on one thread, and half
-the compile time of each new kernel (about 5 s instead of 10 s), which is
-what a user's own function costs on its first call in a process.
+throughput, and half the compile time of each new kernel, which is what a
+user's own function costs on its first call in a process (about 2.6 s).
+
+Kernels are serial functions over a range of chunks; threads run them on
+disjoint ranges (:mod:`fastgrad._parallel`).
 """
 
 import math
 import time
-import types as pytypes
 
 import numba
 import numpy as np
 from numba import types
 from numba.extending import NativeValue, models, overload, register_jitable, register_model, typeof_impl, unbox
 
-from fastgrad._jit import PARALLEL, SERIAL, SOURCE_DIGEST, UNCACHED, core, serial
+from fastgrad._jit import SERIAL, SOURCE_DIGEST, UNCACHED, core, serial
+from fastgrad._parallel import for_ranges
 from fastgrad._reduction import MomentTree, block_sum, reduce_block
 from fastgrad.distributions import FAMILIES, NORMAL
 from fastgrad.functions import BUILTINS
@@ -210,68 +212,33 @@ def _block_values(key, f, df, state, words, noise, scratch, m, theta, fparams, n
                 values[n_params + j, i] = dfx * _path_factor(key, j, eps, x, theta)
 
 
-def _chunk_record(key, f, df, seed, chunk, n_draws, theta, fparams, rows, pair_x, pair_y, need_f, need_df, acc):
-    """Fill ``acc`` with the moment record of chunk ``chunk`` (serial; one chunk).
+def _chunk_records(
+    key, f, df, seed, first_chunk, n_draws, theta, fparams, rows, pair_x, pair_y, need_f, need_df, records, lo, hi
+):
+    """Fill ``records[b]`` with the moment record of chunk ``first_chunk + b``, for ``b`` in ``[lo, hi)``.
 
     Chunk ``c`` covers draws ``[c * CHUNK_SIZE, min(n_draws, (c+1) * CHUNK_SIZE))``
     and reads stream ``(seed, c)``; nothing depends on which thread runs it.
     """
     n_rows = rows.size
-    start, stop, state, words, noise, scratch = _chunk_start(seed, chunk, n_draws)
     values = np.empty((2 * _n_params(key), BLOCK))
-    block = np.empty(acc.size)
+    block = np.empty(records.shape[1])
     means = np.empty(n_rows)
-    acc[:] = 0.0
-    for block_start in range(start, stop, BLOCK):
-        m = min(BLOCK, stop - block_start)
-        _block_values(key, f, df, state, words, noise, scratch, m, theta, fparams, need_f, need_df, values)
-        reduce_block(values, rows, pair_x, pair_y, m, block, means, acc)
+    for b in range(lo, hi):
+        start, stop, state, words, noise, scratch = _chunk_start(seed, first_chunk + b, n_draws)
+        acc = records[b]
+        acc[:] = 0.0
+        for block_start in range(start, stop, BLOCK):
+            m = min(BLOCK, stop - block_start)
+            _block_values(key, f, df, state, words, noise, scratch, m, theta, fparams, need_f, need_df, values)
+            reduce_block(values, rows, pair_x, pair_y, m, block, means, acc)
 
 
-_cached_chunk = numba.njit(**SERIAL)(_chunk_record)
-_uncached_chunk = numba.njit(**dict(SERIAL, cache=False))(_chunk_record)
-
-# The parallel drivers: threads take chunks in a ``prange`` loop. The loop
-# body is a single call, so Numba's parfor passes (which re-type and re-lower
-# the whole body) have almost nothing to do; the per-chunk work is compiled
-# once, as an ordinary function, and one call per chunk of 65 536 draws costs
-# nothing measurable. Each driver names its chunk function as a module
-# global: a driver made by a factory would be a closure over a dispatcher,
-# and Numba keys closures by their pickled cells, which differ in every
-# process, so the cached driver would never be found again.
-
-
-def _fused_chunks(
-    key, f, df, seed, first_chunk, n_draws, theta, fparams, rows, pair_x, pair_y, need_f, need_df, records
-):
-    for b in numba.prange(records.shape[0]):
-        _chunk(
-            key,
-            f,
-            df,
-            seed,
-            first_chunk + b,
-            n_draws,
-            theta,
-            fparams,
-            rows,
-            pair_x,
-            pair_y,
-            need_f,
-            need_df,
-            records[b],
-        )
-
-
-_chunk = _cached_chunk
-_cached_kernel = numba.njit(**PARALLEL)(_fused_chunks)
-# The user-function driver is the same code with ``_chunk`` bound to the
-# uncached chunk function: a plain function over its own globals, not a
-# closure, so nothing per-process ends up in Numba's keys.
-_fused_chunks_user = pytypes.FunctionType(
-    _fused_chunks.__code__, dict(globals(), _chunk=_uncached_chunk), "_fused_chunks_user"
-)
-_uncached_kernel = numba.njit(**UNCACHED)(_fused_chunks_user)
+# One compiled function per (family, function): built-ins cached on disk,
+# user functions in an uncached twin (see the module docstring). Threads run
+# them on disjoint chunk ranges (fastgrad._parallel).
+_cached_kernel = numba.njit(**SERIAL)(_chunk_records)
+_uncached_kernel = numba.njit(**UNCACHED)(_chunk_records)
 
 
 def run(distribution, function, layout, n, seed):
@@ -301,7 +268,7 @@ def run(distribution, function, layout, n, seed):
         layout.need_df,
     )
     started = time.perf_counter()
-    kernel(*args, np.empty((0, tree.width)))  # compile, or load from the cache, before timing
+    kernel(*args, np.empty((0, tree.width)), 0, 0)  # compile, or load from the cache, before timing
     warm = MomentTree(layout)  # and the tree functions, so the clock sees only the run
     warm.push(0, np.zeros((1, tree.width)))
     warm.fold()
@@ -311,7 +278,7 @@ def run(distribution, function, layout, n, seed):
     started = time.perf_counter()
     for first in range(0, n_chunks, BATCH_CHUNKS):
         records = np.empty((min(BATCH_CHUNKS, n_chunks - first), tree.width))
-        kernel(*args[:4], np.int64(first), *args[5:], records)
+        for_ranges(kernel, (*args[:4], np.int64(first), *args[5:], records), len(records))
         tree.push(first, records)
     record = tree.fold()
     return record, time.perf_counter() - started, compile_seconds
@@ -364,96 +331,51 @@ def curve_fold(sums, owners, count, totals):
             totals[r, owners[p]] += sums[p, r]
 
 
-def _curve_chunk(
-    key,
-    f,
-    df,
-    seed,
-    chunk,
-    n_draws,
-    theta,
-    fparams,
-    rows,
-    need_f,
-    need_df,
-    offsets,
-    sizes,
-    repeats,
-    piece,
-    sums,
-    owners,
-):
-    """Sum the value rows of each repeat piece in chunk ``chunk``, from slot ``piece`` of ``sums`` on.
-
-    A piece sums its draws block segment by block segment, each segment with
-    :func:`~fastgrad._reduction.block_sum` (a fixed order), adding the
-    segment sums left to right.
-    """
-    n_rows = rows.size
-    start, stop, state, words, noise, scratch = _chunk_start(seed, chunk, n_draws)
-    values = np.empty((2 * _n_params(key), BLOCK))
-    owner, end = _repeat_at(offsets, sizes, repeats, start)
-    owners[piece] = owner
-    sums[piece, :] = 0.0
-    for block_start in range(start, stop, BLOCK):
-        m = min(BLOCK, stop - block_start)
-        _block_values(key, f, df, state, words, noise, scratch, m, theta, fparams, need_f, need_df, values)
-        lo = 0
-        while lo < m:
-            hi = min(m, end - block_start)
-            if hi - lo < 16:  # block_sum of under 16 values is this sequential sum, with less overhead
-                for r in range(n_rows):
-                    row = rows[r]
-                    total = 0.0
-                    for i in range(lo, hi):
-                        total += values[row, i]
-                    sums[piece, r] += total
-            else:
-                for r in range(n_rows):
-                    sums[piece, r] += block_sum(values[rows[r], lo:], hi - lo)
-            lo = hi
-            if block_start + hi == end and end < stop:  # the repeat is complete; the next one starts here
-                piece += 1
-                owner, end = _repeat_at(offsets, sizes, repeats, end)
-                owners[piece] = owner
-                sums[piece, :] = 0.0
-
-
 def _curve_chunks(
     key, f, df, seed, first_chunk, n_draws, theta, fparams, rows, need_f, need_df, offsets, sizes, repeats,
-    first_piece, sums, owners,
+    first_piece, sums, owners, lo, hi,
 ):  # fmt: skip
-    for b in numba.prange(first_piece.size):
-        _curve(
-            key,
-            f,
-            df,
-            seed,
-            first_chunk + b,
-            n_draws,
-            theta,
-            fparams,
-            rows,
-            need_f,
-            need_df,
-            offsets,
-            sizes,
-            repeats,
-            first_piece[b],
-            sums,
-            owners,
-        )
+    """Sum the value rows of each repeat piece of chunks ``first_chunk + b``, ``b`` in ``[lo, hi)``.
+
+    Chunk ``first_chunk + b`` writes its pieces from slot ``first_piece[b]``
+    of ``sums`` on. A piece sums its draws block segment by block segment,
+    each segment with :func:`~fastgrad._reduction.block_sum` (a fixed order),
+    adding the segment sums left to right.
+    """
+    n_rows = rows.size
+    values = np.empty((2 * _n_params(key), BLOCK))
+    for b in range(lo, hi):
+        piece = first_piece[b]
+        start, stop, state, words, noise, scratch = _chunk_start(seed, first_chunk + b, n_draws)
+        owner, end = _repeat_at(offsets, sizes, repeats, start)
+        owners[piece] = owner
+        sums[piece, :] = 0.0
+        for block_start in range(start, stop, BLOCK):
+            m = min(BLOCK, stop - block_start)
+            _block_values(key, f, df, state, words, noise, scratch, m, theta, fparams, need_f, need_df, values)
+            lo_ = 0
+            while lo_ < m:
+                hi_ = min(m, end - block_start)
+                if hi_ - lo_ < 16:  # block_sum of under 16 values is this sequential sum, with less overhead
+                    for r in range(n_rows):
+                        row = rows[r]
+                        total = 0.0
+                        for i in range(lo_, hi_):
+                            total += values[row, i]
+                        sums[piece, r] += total
+                else:
+                    for r in range(n_rows):
+                        sums[piece, r] += block_sum(values[rows[r], lo_:], hi_ - lo_)
+                lo_ = hi_
+                if block_start + hi_ == end and end < stop:  # the repeat is complete; the next one starts here
+                    piece += 1
+                    owner, end = _repeat_at(offsets, sizes, repeats, end)
+                    owners[piece] = owner
+                    sums[piece, :] = 0.0
 
 
-_curve = numba.njit(**SERIAL)(_curve_chunk)
-_cached_curve_kernel = numba.njit(**PARALLEL)(_curve_chunks)
-_uncached_curve_kernel = numba.njit(**UNCACHED)(
-    pytypes.FunctionType(
-        _curve_chunks.__code__,
-        dict(globals(), _curve=numba.njit(**dict(SERIAL, cache=False))(_curve_chunk)),
-        "_curve_chunks_user",
-    )
-)
+_cached_curve_kernel = numba.njit(**SERIAL)(_curve_chunks)
+_uncached_curve_kernel = numba.njit(**UNCACHED)(_curve_chunks)
 
 
 def curve_run(distribution, function, layout, sizes, repeats, seed):
@@ -488,7 +410,7 @@ def curve_run(distribution, function, layout, sizes, repeats, seed):
     )
     n_rows = layout.n_rows
     # Compile (or load) everything before the clock starts.
-    kernel(*args, np.empty(0, np.int64), np.empty((0, n_rows)), np.empty(0, np.int64))
+    kernel(*args, np.empty(0, np.int64), np.empty((0, n_rows)), np.empty(0, np.int64), 0, 0)
     curve_pieces(offsets, sizes, repeats, n, 0, 0, np.empty(0, np.int64))
     curve_fold(np.empty((0, n_rows)), np.empty(0, np.int64), 0, np.empty((n_rows, 0)))
     totals = np.zeros((n_rows, sizes.size * repeats))
@@ -501,7 +423,7 @@ def curve_run(distribution, function, layout, sizes, repeats, seed):
         pieces = curve_pieces(offsets, sizes, repeats, n, first, count, first_piece)
         sums = np.empty((pieces, n_rows))
         owners = np.empty(pieces, np.int64)
-        kernel(*args[:4], np.int64(first), *args[5:], first_piece, sums, owners)
+        for_ranges(kernel, (*args[:4], np.int64(first), *args[5:], first_piece, sums, owners), count)
         curve_fold(sums, owners, pieces, totals)
     return totals, time.perf_counter() - started
 
@@ -510,21 +432,19 @@ def curve_run(distribution, function, layout, sizes, repeats, seed):
 
 
 @serial
-def _normal_sum_chunk(seed, chunk, n_draws):
-    """Sum of the standard normals of chunk ``chunk``: the fused kernel without the estimators."""
-    start, stop, state, words, noise, scratch = _chunk_start(seed, chunk, n_draws)
-    total = 0.0
-    for block_start in range(start, stop, BLOCK):
-        m = min(BLOCK, stop - block_start)
-        _normal_noise(state, words, noise, scratch, m)
-        total += block_sum(noise, m)
-    return total
+def _normal_sums(seed, first_chunk, n_draws, out, lo, hi):
+    """``out[b]``: sum of the standard normals of chunk ``first_chunk + b``, for ``b`` in ``[lo, hi)``.
 
-
-@numba.njit(**PARALLEL)
-def _normal_sums(seed, first_chunk, n_draws, out):
-    for b in numba.prange(out.size):
-        out[b] = _normal_sum_chunk(seed, first_chunk + b, n_draws)
+    The fused kernel without the estimators: same chunks, streams and blocks.
+    """
+    for b in range(lo, hi):
+        start, stop, state, words, noise, scratch = _chunk_start(seed, first_chunk + b, n_draws)
+        total = 0.0
+        for block_start in range(start, stop, BLOCK):
+            m = min(BLOCK, stop - block_start)
+            _normal_noise(state, words, noise, scratch, m)
+            total += block_sum(noise, m)
+        out[b] = total
 
 
 def normal_sum(n, seed):
@@ -534,13 +454,13 @@ def normal_sum(n, seed):
     and moments left out: the throughput bound the benchmarks compare
     ``compare`` with. Chunk sums are added in chunk order.
     """
-    _normal_sums(np.uint64(seed), np.int64(0), np.int64(n), np.empty(0))
+    _normal_sums(np.uint64(seed), np.int64(0), np.int64(n), np.empty(0), 0, 0)
     n_chunks = math.ceil(n / CHUNK_SIZE)
     total = 0.0
     started = time.perf_counter()
     for first in range(0, n_chunks, BATCH_CHUNKS):
         sums = np.empty(min(BATCH_CHUNKS, n_chunks - first))
-        _normal_sums(np.uint64(seed), np.int64(first), np.int64(n), sums)
+        for_ranges(_normal_sums, (np.uint64(seed), np.int64(first), np.int64(n), sums), len(sums))
         for value in sums:
             total += value
     return total, time.perf_counter() - started

@@ -134,11 +134,14 @@ def parse_function(text):
 
 def _common(parser):
     group = parser.add_argument_group("distribution and function")
-    group.add_argument("--dist", default="normal", choices=list(_FAMILY_OPTIONS), help="family (default: normal)")
-    group.add_argument("--loc", type=_real, default=None, help="normal: mean (default: 0)")
-    group.add_argument("--scale", type=_real, default=None, help="normal: standard deviation, > 0 (default: 1)")
-    group.add_argument("--rate", type=_real, default=None, help="exponential: rate, > 0 (default: 1)")
-    group.add_argument("--p", type=_real, default=None, help="bernoulli: P(x = 1), in (0, 1) (default: 0.5)")
+    families = _families()
+    group.add_argument("--dist", default="normal", choices=list(families), help="family (default: normal)")
+    for name, cls in families.items():
+        for parameter in cls.family.parameters:
+            default = cls.__dataclass_fields__[parameter].default
+            group.add_argument(
+                f"--{parameter}", type=_real, default=None, help=f"{name}: {parameter} (default: {default:g})"
+            )
     group.add_argument(
         "--f", required=True, metavar="FUNCTION", help="built-in function: square, cos(omega=2), ... (required)"
     )
@@ -214,23 +217,24 @@ def build_parser(prog="fastgrad"):
     return parser
 
 
-#: Per --dist: the class name in fastgrad and its parameter options.
-_FAMILY_OPTIONS = {"normal": ("Normal", ("loc", "scale")), "exponential": ("Exponential", ("rate",)),
-                   "bernoulli": ("Bernoulli", ("p",))}  # fmt: skip
+def _families():
+    """``--dist`` name -> distribution class, from the package's registry."""
+    from fastgrad.distributions import DISTRIBUTIONS
+
+    return {cls.family.name: cls for cls in DISTRIBUTIONS}
 
 
 def _distribution(args):
     """Build the distribution named by --dist from its own parameter options only."""
-    import fastgrad as fg
-
-    class_name, own = _FAMILY_OPTIONS[args.dist]
-    for name, (_, options) in _FAMILY_OPTIONS.items():
-        for option in options:
-            if option not in own and getattr(args, option) is not None:
+    families = _families()
+    cls = families[args.dist]
+    for name, other in families.items():
+        for option in other.family.parameters:
+            if option not in cls.family.parameters and getattr(args, option) is not None:
                 raise UsageError(f"argument --{option}: applies to --dist {name}, not --dist {args.dist}")
-    values = {option: getattr(args, option) for option in own if getattr(args, option) is not None}
+    values = {option: getattr(args, option) for option in cls.family.parameters if getattr(args, option) is not None}
     try:
-        return getattr(fg, class_name)(**values)
+        return cls(**values)
     except (TypeError, ValueError) as error:
         raise UsageError(f"argument --{str(error).split()[0]}: {error}") from None
 

@@ -31,7 +31,7 @@ from fastgrad._analytic import bernoulli_expectation, exponential_expectation
 from fastgrad._jit import core, serial
 from fastgrad.rng import normals_from_words, take_words, unit_closed_open, unit_open_closed
 
-__all__ = ["Bernoulli", "Exponential", "Normal"]
+__all__ = ["DISTRIBUTIONS", "Bernoulli", "Exponential", "Normal"]
 
 
 @dataclass(frozen=True)
@@ -377,3 +377,7 @@ class Bernoulli:
     def to_dict(self):
         """JSON-ready description."""
         return {"family": "Bernoulli", "p": self.p}
+
+
+#: The user-facing distribution classes, one per family (the API and the CLI read this).
+DISTRIBUTIONS = (Normal, Exponential, Bernoulli)

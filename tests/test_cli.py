@@ -107,7 +107,7 @@ def error_of(capsys, *args):
         (("compare", "--f", "cos(omega=x)", "-n", "100"), "argument --f: omega must be a real number"),
         (("compare", "--f", "square(k=1)", "-n", "100"), "argument --f: square takes no parameters"),
         (("compare", "--f", "cos(omega=inf)", "-n", "100"), "argument --f: omega must be finite"),
-        (("compare", "--f", "square", "-n", "100", "--scale", "0"), "--loc/--scale: scale must be"),
+        (("compare", "--f", "square", "-n", "100", "--scale", "0"), "argument --scale: scale must be positive"),
         (("compare", "--f", "square", "-n", "100", "--wrt", "mu"), "argument --wrt: wrt must contain"),
         (("compare", "--f", "square", "-n", "100", "--seed", "-3"), "argument --seed: seed must be"),
         (("compare", "--f", "square", "-n", "100", "--threads", "99"), "argument --threads: threads must be"),

@@ -246,13 +246,13 @@ def test_block_size_changes_only_rounding():
     )
     records = {}
     for block in (_kernels.BLOCK, 256, 100):
-        source = _kernels._chunk_record
+        source = _kernels._chunk_records
         globals_copy = dict(source.__globals__, BLOCK=block)
         chunk = numba.njit(cache=False, error_model="numpy")(pytypes.FunctionType(source.__code__, globals_copy))
-        records[block] = np.empty(width)
-        chunk(*args, records[block])
-    reference = records[_kernels.BLOCK]
-    for record in records.values():
+        records[block] = np.empty((1, width))
+        chunk(*args, records[block], 0, 1)
+    reference = records[_kernels.BLOCK][0]
+    for record in (r[0] for r in records.values()):
         assert record[0] == n
         np.testing.assert_allclose(record, reference, rtol=1e-11, atol=1e-11 * np.abs(reference).max())
     eps = rng.standard_normals(12, 0, n)
