@@ -46,24 +46,39 @@ def for_ranges(function, args, count):
         function(*args, 0, count)
         return
     bounds = [count * i // parts for i in range(parts + 1)]
-    ranges = iter([(lo, hi) for lo, hi in pairwise(bounds) if hi > lo])
+    ranges = [(lo, hi) for lo, hi in pairwise(bounds) if hi > lo]
+    position = [0]
     lock = threading.Lock()
 
+    def take():
+        with lock:
+            if position[0] >= len(ranges):
+                return None
+            position[0] += 1
+            return ranges[position[0] - 1]
+
+    def stop():
+        with lock:
+            position[0] = len(ranges)
+
     def work():
-        while True:
-            with lock:
-                item = next(ranges, None)
-            if item is None:
-                return
-            function(*args, *item)
+        try:
+            while (item := take()) is not None:
+                function(*args, *item)
+        except BaseException:  # e.g. Ctrl-C, in any thread: hand out no more ranges
+            stop()
+            raise
 
     futures = [_pool(threads - 1).submit(work) for _ in range(threads - 1)]
     error = None
     try:
         work()
-    except BaseException as caught:  # finish the other threads' ranges first, then re-raise
+    except BaseException as caught:  # let running ranges finish, then re-raise
         error = caught
     for future in futures:
-        future.result()
+        try:
+            future.result()
+        except BaseException as caught:
+            error = error or caught
     if error is not None:
         raise error
