@@ -41,7 +41,8 @@ Compare the score-function (REINFORCE) and pathwise (reparameterisation)
 Monte Carlo estimators of d/dtheta E[f(x)], x ~ Normal(loc, scale),
 Exponential(rate) or Bernoulli(p) (score function only).
 
-functions (--f): linear, square, shifted_square(k=K), cos(omega=W), quartic
+functions (--f): linear, square, shifted_square(k=K), cos(omega=W), quartic,
+or your own @numba.njit function: --f mymodule:f --df mymodule:df (or file.py:f)
 """
 
 
@@ -104,10 +105,51 @@ def _names(text):
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def parse_function(text):
-    """``"square"`` or ``"cos(omega=2)"`` -> a built-in :class:`~fastgrad.functions.Function`."""
+def _load_user_object(option, spec):
+    """``module:name`` or ``path/to/file.py:name`` -> the object (the current directory is importable)."""
+    import importlib
+    import importlib.util
+
+    source, _, name = spec.rpartition(":")
+    try:
+        if source.endswith(".py"):
+            path = Path(source)
+            if not path.is_file():
+                raise UsageError(f"argument {option}: no such file {source!r}")
+            module_spec = importlib.util.spec_from_file_location(f"_fastgrad_user_{path.stem}", path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(source)
+    except UsageError:
+        raise
+    except Exception as error:  # any import-time failure of the user's module
+        raise UsageError(f"argument {option}: cannot import {source!r}: {type(error).__name__}: {error}") from None
+    if not hasattr(module, name):
+        raise UsageError(f"argument {option}: {source!r} has no {name!r}")
+    return getattr(module, name)
+
+
+def parse_function(text, derivative=None):
+    """Resolve ``--f`` (and ``--df``) to a :class:`~fastgrad.functions.Function`.
+
+    ``"square"`` or ``"cos(omega=2)"``: a built-in. ``module:name`` or
+    ``file.py:name``: your own ``@numba.njit`` function, with ``--df`` its
+    derivative (needed by the pathwise estimator).
+    """
     from fastgrad import functions
 
+    if ":" in text:
+        f = _load_user_object("--f", text)
+        df = _load_user_object("--df", derivative) if derivative else None
+        try:
+            return functions.Function(f, df, name=text.rpartition(":")[2])
+        except (TypeError, ValueError) as error:
+            raise UsageError(f"argument --f/--df: {error}") from None
+    if derivative:
+        raise UsageError("argument --df: only with your own function (--f module:name); built-ins know theirs")
     match = re.fullmatch(r"\s*(\w+)\s*(?:\((.*)\))?\s*", text)
     names = sorted(functions.BUILTINS)
     if not match or match[1] not in functions.BUILTINS:
@@ -143,7 +185,16 @@ def _common(parser):
                 f"--{parameter}", type=_real, default=None, help=f"{name}: {parameter} (default: {default:g})"
             )
     group.add_argument(
-        "--f", required=True, metavar="FUNCTION", help="built-in function: square, cos(omega=2), ... (required)"
+        "--f",
+        required=True,
+        metavar="FUNCTION",
+        help="built-in (square, cos(omega=2), ...) or your @njit function as module:name or file.py:name (required)",
+    )
+    group.add_argument(
+        "--df",
+        default=None,
+        metavar="DERIVATIVE",
+        help="with --f module:name: its derivative, module:name or file.py:name",
     )
     group.add_argument(
         "--wrt", type=_names, default=None, metavar="P[,P]", help="parameters: loc, scale or loc,scale (default: all)"
@@ -269,7 +320,8 @@ def _write_atomically(path, text):
 
 
 #: API argument names and the options that set them, for error messages.
-_OPTIONS = {"n": "-n", "sample_sizes": "--sizes", "repeats": "--repeats", "seed": "--seed", "wrt": "--wrt",
+_OPTIONS = {"the pathwise estimator needs the derivative": "--df",
+            "n": "-n", "sample_sizes": "--sizes", "repeats": "--repeats", "seed": "--seed", "wrt": "--wrt",
             "threads": "--threads", "repeats * sum(sample_sizes)": "--repeats/--sizes"}  # fmt: skip
 
 
@@ -303,7 +355,7 @@ def _metadata(prog, argv, result, started, wall_seconds):
 def _run(args, prog, argv):
     import fastgrad as fg
 
-    function = parse_function(args.f)
+    function = parse_function(args.f, args.df)
     json_path = _output_path("--json", args.json)
     plot_path = _output_path("--plot", getattr(args, "plot", None))
     if plot_path is not None:

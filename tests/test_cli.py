@@ -167,3 +167,55 @@ def test_existing_json_is_replaced_whole(tmp_path, capsys):
     assert cli.main(["compare", "--f", "square", "-n", "1000", "--seed", "0", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["n"] == 1000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+USER_MODULE = """
+import numba
+
+@numba.njit
+def cube(x):
+    return x**3
+
+@numba.njit
+def dcube(x):
+    return 3 * x**2
+
+plain = lambda x: x
+"""
+
+
+def test_user_functions_by_module_and_by_file(tmp_path, capsys, monkeypatch):
+    (tmp_path / "cli_user_funcs.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "o.json"
+    args = ["compare", "--loc", "0.5", "--scale", "2", "-n", "100000", "--seed", "3", "--wrt", "loc"]
+    status = cli.main([*args, "--f", "cli_user_funcs:cube", "--df", "cli_user_funcs:dcube", "--json", str(out)])
+    assert status == 0, capsys.readouterr().err
+    data = json.loads(out.read_text())
+    assert data["function"] == {"name": "cube", "builtin": False, "has_derivative": True}
+    assert data["score"]["analytic_mean"] is None
+    # d/dloc E[x**3] = 3 loc**2 + 3 scale**2 = 12.75
+    assert abs(data["pathwise"]["mean"]["loc"] - 12.75) < 5 * data["pathwise"]["stderr"]["loc"]
+    capsys.readouterr()
+    status = cli.main(["estimate", "--f", "cli_user_funcs.py:cube", "-n", "1000", "--estimator", "score"])
+    assert status == 0 and "user function cube" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "f, df, message",
+    [
+        ("cli_user_funcs:cube", None, "argument --df: the pathwise estimator needs the derivative of cube"),
+        ("cli_user_funcs:nope", None, "argument --f: 'cli_user_funcs' has no 'nope'"),
+        ("no_such_module_x:cube", None, "argument --f: cannot import 'no_such_module_x': ModuleNotFoundError"),
+        ("missing.py:cube", None, "argument --f: no such file 'missing.py'"),
+        ("cli_user_funcs:plain", None, "f must be a Numba @njit function"),
+        ("square", "cli_user_funcs:dcube", "argument --df: only with your own function"),
+    ],
+)
+def test_bad_user_functions(tmp_path, capsys, monkeypatch, f, df, message):
+    (tmp_path / "cli_user_funcs.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["compare", "-n", "100", "--f", f] + (["--df", df] if df else [])
+    assert message in error_of(capsys, *args)
