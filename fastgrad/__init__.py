@@ -19,8 +19,8 @@ Modules: :mod:`fastgrad.rng` (random streams), :mod:`fastgrad.distributions`,
 
 from fastgrad import functions, rng
 from fastgrad._api import MAX_DRAWS, NonFiniteValuesError, compare, estimate, variance_curve
-from fastgrad.distributions import Bernoulli, Exponential, Normal
-from fastgrad.functions import Function
+from fastgrad.distributions import Bernoulli, DiagNormal, Exponential, Normal
+from fastgrad.functions import Function, VectorFunction
 from fastgrad.results import Comparison, EstimatorResult, VarianceCurve
 
 __version__ = "0.1.0"
@@ -29,12 +29,14 @@ __all__ = [
     "MAX_DRAWS",
     "Bernoulli",
     "Comparison",
+    "DiagNormal",
     "EstimatorResult",
     "Exponential",
     "Function",
     "NonFiniteValuesError",
     "Normal",
     "VarianceCurve",
+    "VectorFunction",
     "__version__",
     "compare",
     "estimate",

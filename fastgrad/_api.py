@@ -9,9 +9,9 @@ import numpy as np
 
 from fastgrad import _kernels, results
 from fastgrad._analytic import estimator_moments
-from fastgrad.distributions import DISTRIBUTIONS
+from fastgrad.distributions import DISTRIBUTIONS, DiagNormal
 from fastgrad.estimators import ESTIMATORS, layout
-from fastgrad.functions import resolve
+from fastgrad.functions import SeparableFunction, VectorFunction, resolve
 
 #: Largest ``n``: counts are float64 in the moment records, exact up to 2**53.
 MAX_DRAWS = 2**53
@@ -86,6 +86,8 @@ def compare(distribution, function, n, *, seed=None, wrt=None, threads=None, nan
     >>> 20 < r.variance_ratio["loc"] < 23
     True
     """
+    if isinstance(distribution, DiagNormal):
+        return _compare_vector(distribution, function, n, seed, wrt, threads, nan_policy)
     run = _prepare(distribution, function, n, seed, wrt, threads, nan_policy, ESTIMATORS)
     record, context, analytic = _execute(run)
     score = results.estimator_result("score", record, run["layout"], context, analytic)
@@ -237,7 +239,54 @@ def variance_curve(
 # --- validation: everything is checked before any work starts ---------------------
 
 
+def _compare_vector(distribution, function, n, seed, wrt, threads, nan_policy):
+    """``compare`` for a DiagNormal: per-component results (see :class:`fastgrad.results.VectorComparison`)."""
+    from fastgrad import _vector
+    from fastgrad._analytic import separable_moments
+
+    if isinstance(function, str):
+        raise TypeError(
+            "a DiagNormal needs a function of a vector: fastgrad.functions.sum_of_squares(), quadratic(diag), "
+            f"linear_form(weights), sum_cos(omega), or fastgrad.VectorFunction(f, grad_f); got {function!r}"
+        )
+    if not isinstance(function, (SeparableFunction, VectorFunction)):
+        raise TypeError(
+            "a DiagNormal needs a function of a vector: fastgrad.functions.sum_of_squares(), quadratic(diag), "
+            f"linear_form(weights), sum_cos(omega), or fastgrad.VectorFunction(f, grad_f); got {function!r}"
+        )
+    function.weights_for(distribution.dim)  # checks the number of weights
+    n = _check_n(n)
+    seed = _check_seed(seed)
+    wrt = _check_wrt(wrt, distribution.parameters)
+    threads = _check_threads(threads)
+    if not isinstance(nan_policy, str) or nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {list(NAN_POLICIES)}; got {nan_policy!r}")
+    if not function.has_derivative:
+        raise ValueError(
+            f"the pathwise estimator needs the gradient of {function.name}: pass fastgrad.VectorFunction(f, grad_f)"
+        )
+    lay = _vector.VectorLayout(distribution.dim, ESTIMATORS, wrt)
+    with _numba_threads(threads) as used:
+        record, seconds = _vector.vector_run(distribution, function, lay, n, seed)
+    if int(record[1]) and nan_policy == "raise":
+        raise NonFiniteValuesError(int(record[1]), n)
+    analytic = separable_moments(distribution, function, ESTIMATORS, wrt)
+    return results.vector_comparison(
+        record,
+        lay,
+        analytic,
+        distribution=distribution,
+        function=function,
+        seed=seed,
+        threads=used,
+        seconds=seconds,
+        draws_per_second=n / seconds if seconds > 0 else math.inf,
+    )
+
+
 def _prepare(distribution, function, n, seed, wrt, threads, nan_policy, estimators):
+    if isinstance(distribution, DiagNormal):
+        raise TypeError("a DiagNormal works with fastgrad.compare only, so far (estimate and variance_curve: not yet)")
     if not isinstance(distribution, DISTRIBUTIONS):
         accepted = ", ".join(f"fastgrad.{cls.__name__}" for cls in DISTRIBUTIONS)
         raise TypeError(f"distribution must be one of {accepted}; got {distribution!r}")

@@ -274,14 +274,15 @@ def block_record(values, rows, pair_x, pair_y, m, out, means):
         out[k + 1] = c21
         out[k + 2] = c12
         out[k + 3] = c22
-    for r in range(n_rows):
-        paired = False
+    if 2 * pair_x.size < n_rows:  # some rows are in no pair (a row is in at most one)
+        paired = np.zeros(n_rows, np.bool_)
         for p in range(pair_x.size):
-            if pair_x[p] == r or pair_y[p] == r:
-                paired = True
-        if not paired:
-            k = _row(r)
-            out[k + 1], out[k + 2], out[k + 3] = block_central(values[rows[r]], m, means[r])
+            paired[pair_x[p]] = True
+            paired[pair_y[p]] = True
+        for r in range(n_rows):
+            if not paired[r]:
+                k = _row(r)
+                out[k + 1], out[k + 2], out[k + 3] = block_central(values[rows[r]], m, means[r])
 
 
 @inline_core

@@ -31,7 +31,7 @@ from fastgrad._analytic import bernoulli_expectation, exponential_expectation
 from fastgrad._jit import core, serial
 from fastgrad.rng import normals_from_words, take_words, unit_closed_open, unit_open_closed
 
-__all__ = ["DISTRIBUTIONS", "Bernoulli", "Exponential", "Normal"]
+__all__ = ["DISTRIBUTIONS", "Bernoulli", "DiagNormal", "Exponential", "Normal"]
 
 
 @dataclass(frozen=True)
@@ -222,8 +222,24 @@ BERNOULLI = Family(
     pathwise=False,
 )
 
+# --- DiagNormal(loc, scale): x_i = loc_i + scale_i * eps_i, independent components ----
+#
+# Per component the Normal's factors; the vector kernel (fastgrad._vector) takes
+# only the noise sampler from here and applies the factors component-wise.
+
+DIAG_NORMAL = Family(
+    name="diagnormal",
+    parameters=("loc", "scale"),
+    sample_noise=_normal_noise,
+    transform=_normal_transform,
+    score_factor=_normal_score_factor,
+    path_factor=_normal_path_factor,
+    analytic_factors=_normal_analytic_factors,
+    expectation=NORMAL.expectation,
+)
+
 #: Every family the kernels know, by name.
-FAMILIES = {family.name: family for family in (NORMAL, EXPONENTIAL, BERNOULLI)}
+FAMILIES = {family.name: family for family in (NORMAL, EXPONENTIAL, BERNOULLI, DIAG_NORMAL)}
 
 
 def _real(name, value, *, positive=False):
@@ -377,6 +393,88 @@ class Bernoulli:
     def to_dict(self):
         """JSON-ready description."""
         return {"family": "Bernoulli", "p": self.p}
+
+
+@dataclass(frozen=True, eq=False)
+class DiagNormal:
+    """A multivariate normal with independent components: ``x_i = loc_i + scale_i * eps_i``.
+
+    Gradients are taken with respect to every ``loc_i`` and ``scale_i``; results
+    hold one value per component (arrays), and the totals over components.
+
+    Parameters
+    ----------
+    loc, scale : sequences of float, the same length D >= 1
+        Finite means, and finite standard deviations > 0.
+
+    Examples
+    --------
+    >>> import fastgrad as fg
+    >>> fg.DiagNormal([0.0, 1.0], [1.0, 2.0])
+    DiagNormal(loc=[0.0, 1.0], scale=[1.0, 2.0])
+    """
+
+    loc: tuple
+    scale: tuple
+
+    family = DIAG_NORMAL
+
+    def __post_init__(self):
+        loc = _vector("loc", self.loc)
+        scale = _vector("scale", self.scale, positive=True)
+        if len(loc) != len(scale):
+            raise ValueError(f"loc and scale must have the same length; got {len(loc)} and {len(scale)}")
+        object.__setattr__(self, "loc", loc)
+        object.__setattr__(self, "scale", scale)
+
+    @property
+    def dim(self):
+        """Number of components D."""
+        return len(self.loc)
+
+    @property
+    def parameters(self):
+        """Parameter names: ``("loc", "scale")``, each a vector of D components."""
+        return self.family.parameters
+
+    @property
+    def theta(self):
+        """Kernel parameters: a (3, D) array of loc, scale and 1 / scale."""
+        loc = np.array(self.loc)
+        scale = np.array(self.scale)
+        return np.ascontiguousarray(np.stack([loc, scale, 1.0 / scale]))
+
+    def component(self, i):
+        """Component ``i`` as a :class:`Normal`."""
+        return Normal(self.loc[i], self.scale[i])
+
+    def to_dict(self):
+        """JSON-ready description."""
+        return {"family": "DiagNormal", "loc": list(self.loc), "scale": list(self.scale)}
+
+    def __eq__(self, other):
+        return isinstance(other, DiagNormal) and (self.loc, self.scale) == (other.loc, other.scale)
+
+    def __hash__(self):
+        return hash((self.loc, self.scale))
+
+    def __repr__(self):
+        def short(values):
+            if len(values) <= 6:
+                return "[" + ", ".join(repr(v) for v in values) + "]"
+            return "[" + ", ".join(repr(v) for v in values[:3]) + f", ... ({len(values)} values)]"
+
+        return f"DiagNormal(loc={short(self.loc)}, scale={short(self.scale)})"
+
+
+def _vector(name, values, *, positive=False):
+    """Validate a non-empty sequence of finite reals; return a tuple of floats."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        raise TypeError(f"{name} must be a sequence of real numbers (a list or 1-D array); got {values!r}")
+    array = np.asarray(values)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of real numbers; got shape {array.shape}")
+    return tuple(_real(f"{name}[{i}]", value, positive=positive) for i, value in enumerate(array.tolist()))
 
 
 #: The user-facing distribution classes, one per family (the API and the CLI read this).

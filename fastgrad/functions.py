@@ -30,7 +30,20 @@ from numba.extending import is_jitted
 from fastgrad._analytic import ExpPoly
 from fastgrad._jit import core
 
-__all__ = ["Function", "cos", "linear", "quartic", "shifted_square", "square"]
+__all__ = [
+    "Function",
+    "SeparableFunction",
+    "VectorFunction",
+    "cos",
+    "linear",
+    "linear_form",
+    "quadratic",
+    "quartic",
+    "shifted_square",
+    "square",
+    "sum_cos",
+    "sum_of_squares",
+]
 
 
 @dataclass(frozen=True)
@@ -315,3 +328,163 @@ def resolve(function):
         "function must be a built-in name "
         f"({', '.join(sorted(BUILTINS))}), a fastgrad.Function or a Numba @njit function; got {function!r}"
     )
+
+
+# --- functions of a vector (for DiagNormal) ---------------------------------------------
+
+
+class SeparableFunction:
+    """``f(x) = sum_i w_i h(x_i)``: a built-in ``h`` applied to every component, with weights.
+
+    Made by :func:`sum_of_squares`, :func:`quadratic`, :func:`linear_form` and
+    :func:`sum_cos`. Exact expectations come from ``h``'s, component by
+    component.
+    """
+
+    def __init__(self, name, component, weights, formula):
+        self.name = name
+        self.component = component  # a built-in Function of one variable
+        self.weights = weights  # tuple of floats, or None for all ones
+        self.builtin = component.builtin
+        self.f = component.f
+        self.df = component.df
+        self.params = component.params
+        self._formula = formula
+
+    has_derivative = True
+
+    @property
+    def param_vector(self):
+        """Parameters of ``h``, as the kernels read them."""
+        return self.component.param_vector
+
+    @property
+    def formula(self):
+        """Human-readable definition."""
+        return f"f(x) = {self._formula}"
+
+    def weights_for(self, dim):
+        """Return the weights as a float64 array of length ``dim`` (checked against it)."""
+        if self.weights is None:
+            return np.ones(dim)
+        if len(self.weights) != dim:
+            raise ValueError(f"{self.name} has {len(self.weights)} weights but the distribution has {dim} components")
+        return np.array(self.weights, dtype=np.float64)
+
+    def component_exact(self, i, dim):
+        """``w_i h`` as an :class:`~fastgrad._analytic.ExpPoly`."""
+        return self.component.exact() * float(self.weights_for(dim)[i])
+
+    def to_dict(self):
+        """JSON-ready description."""
+        return {
+            "name": self.name,
+            "builtin": True,
+            "formula": self._formula,
+            "component": self.component.to_dict(),
+            "weights": None if self.weights is None else list(self.weights),
+        }
+
+    def __repr__(self):
+        return f"{self.name}()" if self.weights is None else f"{self.name}(<{len(self.weights)} weights>)"
+
+
+def _weights(name, values):
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        raise TypeError(f"{name} must be a sequence of real numbers; got {values!r}")
+    array = np.asarray(values, dtype=object).ravel()
+    if array.size == 0:
+        raise ValueError(f"{name} must not be empty")
+    out = []
+    for i, value in enumerate(array.tolist()):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name}[{i}] must be a real number; got {value!r}")
+        if not math.isfinite(float(value)):
+            raise ValueError(f"{name}[{i}] must be finite; got {value!r}")
+        out.append(float(value))
+    return tuple(out)
+
+
+def sum_of_squares():
+    """``f(x) = sum_i x_i**2``."""
+    return SeparableFunction("sum_of_squares", square(), None, "sum_i x_i**2")
+
+
+def quadratic(diag):
+    """``f(x) = sum_i diag_i x_i**2``: a quadratic form with a diagonal matrix."""
+    return SeparableFunction("quadratic", square(), _weights("diag", diag), "sum_i diag_i x_i**2")
+
+
+def linear_form(weights):
+    """``f(x) = sum_i weights_i x_i``."""
+    return SeparableFunction("linear_form", linear(), _weights("weights", weights), "sum_i weights_i x_i")
+
+
+def sum_cos(omega=1.0):
+    """``f(x) = sum_i cos(omega x_i)``: non-polynomial, with a closed-form Gaussian expectation."""
+    component = cos(omega)
+    return SeparableFunction("sum_cos", component, None, f"sum_i cos({component.params[0]:g} x_i)")
+
+
+class VectorFunction:
+    """Your own function of a vector, for :class:`~fastgrad.DiagNormal`.
+
+    Parameters
+    ----------
+    f : numba.njit function
+        ``f(x) -> float`` for a 1-D float64 array ``x`` (do not modify ``x``).
+    grad_f : numba.njit function, optional
+        ``grad_f(x, out)`` writes the gradient of ``f`` at ``x`` into the
+        preallocated float64 array ``out`` (no allocation per draw). Needed
+        by the pathwise estimator.
+    name : str, optional
+    """
+
+    def __init__(self, f, grad_f=None, *, name=None):
+        _check_vector_function("f", f, (numba.float64[::1],))
+        if grad_f is not None:
+            _check_vector_function("grad_f", grad_f, (numba.float64[::1], numba.float64[::1]))
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a string; got {name!r}")
+        self.f = f
+        self.df = grad_f
+        self.name = name or f.__name__
+        self.builtin = None
+        self.params = ()
+
+    @property
+    def has_derivative(self):
+        """Whether ``grad_f`` is available (needed by the pathwise estimator)."""
+        return self.df is not None
+
+    param_vector = (0.0,)
+
+    @property
+    def formula(self):
+        """Human-readable label."""
+        return f"user function {self.name}"
+
+    def weights_for(self, dim):
+        """Return ones: user functions have no weights (the kernel ignores them)."""
+        return np.ones(dim)
+
+    def to_dict(self):
+        """JSON-ready description."""
+        return {"name": self.name, "builtin": False, "has_derivative": self.has_derivative}
+
+    def __repr__(self):
+        grad = f", grad_f={self.df.__name__}" if self.df is not None else ""
+        return f"VectorFunction({self.f.__name__}{grad})"
+
+
+def _check_vector_function(argument, func, signature):
+    if not is_jitted(func):
+        raise TypeError(f"{argument} must be a Numba @njit function; got {func!r}. Decorate it with @numba.njit.")
+    try:
+        func.compile(signature)
+    except Exception as error:  # Numba raises several error types while typing
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        wanted = "(x)" if len(signature) == 1 else "(x, out)"
+        raise TypeError(
+            f"{argument} must accept {wanted} with 1-D float64 arrays; compiling it failed: {first_line}"
+        ) from None

@@ -23,7 +23,7 @@ import numpy as np
 #: Normal quantile for the 95 % intervals.
 Z95 = 1.959963984540054
 
-__all__ = ["Comparison", "EstimatorResult", "VarianceCurve"]
+__all__ = ["Comparison", "EstimatorResult", "VarianceCurve", "VectorComparison", "VectorEstimatorResult"]
 
 
 def _json_float(value):
@@ -542,3 +542,212 @@ def _table(results, parameter):
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+# --- DiagNormal: one value per component ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VectorEstimatorResult:
+    """One estimator's per-component gradient estimates under a :class:`~fastgrad.DiagNormal`.
+
+    ``mean``, ``variance``, ``stderr``, ``variance_stderr`` and the analytic
+    values map each parameter (``"loc"``, ``"scale"``) to a float64 array of
+    length ``dim``. ``total_variance`` is their sum over components: the
+    trace of the per-draw gradient's covariance matrix.
+    """
+
+    estimator: str
+    wrt: tuple
+    dim: int
+    n: int
+    mean: dict
+    variance: dict
+    stderr: dict
+    variance_stderr: dict
+    total_variance: dict
+    analytic_mean: dict
+    analytic_variance: dict
+    analytic_total_variance: dict
+
+    def to_dict(self):
+        """JSON-ready dict (lists per component; inf and nan become None)."""
+
+        def lists(mapping):
+            if mapping is None:
+                return None
+            return {p: [_json_float(v) for v in values] for p, values in mapping.items()}
+
+        return {
+            "estimator": self.estimator,
+            "mean": lists(self.mean),
+            "variance": lists(self.variance),
+            "stderr": lists(self.stderr),
+            "variance_stderr": lists(self.variance_stderr),
+            "total_variance": _json_map(self.total_variance),
+            "analytic_mean": lists(self.analytic_mean),
+            "analytic_variance": lists(self.analytic_variance),
+            "analytic_total_variance": _json_map(self.analytic_total_variance),
+        }
+
+
+@dataclass(frozen=True)
+class VectorComparison:
+    """Score-function and pathwise estimates for every component of a :class:`~fastgrad.DiagNormal`.
+
+    Attributes
+    ----------
+    score, pathwise : VectorEstimatorResult
+    variance_ratio, variance_ratio_ci : dict
+        Per parameter: the per-component ratio of per-draw variances (array)
+        and its 95 % interval ``(low array, high array)``, as in :class:`Comparison`.
+    total_variance_ratio : dict
+        Per parameter: ratio of the total (trace) variances.
+    analytic_total_variance_ratio : dict or None
+    distribution, function, wrt, dim, n, n_omitted, seed, threads, seconds, draws_per_second
+        As in :class:`Comparison`; ``dim`` is the number of components.
+    """
+
+    score: VectorEstimatorResult
+    pathwise: VectorEstimatorResult
+    variance_ratio: dict
+    variance_ratio_ci: dict
+    total_variance_ratio: dict
+    analytic_total_variance_ratio: dict
+    distribution: object
+    function: object
+    wrt: tuple
+    dim: int
+    n: int
+    n_omitted: int
+    seed: int
+    threads: int
+    seconds: float
+    draws_per_second: float
+
+    def to_dict(self):
+        """JSON-ready dict."""
+        ci = {
+            p: [[_json_float(v) for v in low], [_json_float(v) for v in high]]
+            for p, (low, high) in self.variance_ratio_ci.items()
+        }
+        return {
+            "distribution": self.distribution.to_dict(),
+            "function": self.function.to_dict(),
+            "wrt": list(self.wrt),
+            "dim": self.dim,
+            "n": self.n,
+            "n_omitted": self.n_omitted,
+            "seed": self.seed,
+            "threads": self.threads,
+            "seconds": self.seconds,
+            "draws_per_second": self.draws_per_second,
+            "score": self.score.to_dict(),
+            "pathwise": self.pathwise.to_dict(),
+            "variance_ratio": {p: [_json_float(v) for v in r] for p, r in self.variance_ratio.items()},
+            "variance_ratio_ci95": ci,
+            "total_variance_ratio": _json_map(self.total_variance_ratio),
+            "analytic_total_variance_ratio": _json_map(self.analytic_total_variance_ratio),
+        }
+
+    def __str__(self):
+        lines = [
+            f"fastgrad.compare: {self.distribution!r}, {self.function.formula}\n"
+            f"D = {self.dim} components, n = {self.n:,} draws, seed {self.seed}, {self.threads} thread"
+            f"{'s' if self.threads != 1 else ''}, {self.seconds:.3g} s ({_rate(self.draws_per_second)})"
+        ]
+        shown = min(self.dim, 5)
+        for p in self.wrt:
+            lines.append("")
+            lines.append(f"d/d{p}_i E[f(x)]: total (trace) per-draw variance over the {self.dim} components")
+            for r in (self.score, self.pathwise):
+                truth = ""
+                if r.analytic_total_variance is not None:
+                    truth = f"   (analytic {_fmt(r.analytic_total_variance[p], 8)})"
+                lines.append(f"  {r.estimator:<9} {_fmt(r.total_variance[p], 6)}{truth}")
+            ratio = f"  total variance ratio score/pathwise: {_fmt(self.total_variance_ratio[p], 5)}"
+            if self.analytic_total_variance_ratio is not None:
+                ratio += f"  (analytic {_fmt(self.analytic_total_variance_ratio[p], 6)})"
+            lines.append(ratio)
+            lines.append(f"  first {shown} component{'s' if shown != 1 else ''}:")
+            rows = [("i", "estimator", "mean ± stderr", "per-draw variance ± stderr", "analytic var", "ratio [95% CI]")]
+            for i in range(shown):
+                for r in (self.score, self.pathwise):
+                    ratio_text = ""
+                    if r is self.score:
+                        low, high = self.variance_ratio_ci[p]
+                        ratio_text = f"{_fmt(self.variance_ratio[p][i], 4)} [{_fmt(low[i], 4)}, {_fmt(high[i], 4)}]"
+                    rows.append(
+                        (
+                            str(i) if r is self.score else "",
+                            r.estimator,
+                            _fmt_pm(r.mean[p][i], r.stderr[p][i]),
+                            _fmt_pm(r.variance[p][i], r.variance_stderr[p][i]),
+                            _fmt(r.analytic_variance[p][i], 6) if r.analytic_variance else "-",
+                            ratio_text,
+                        )
+                    )
+            widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+            for row in rows:
+                lines.append("    " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        return "\n".join(lines)
+
+
+def vector_comparison(record, layout, analytic, **context):
+    """VectorComparison from a merged record of the vector kernel (internal)."""
+    n = int(record[0])
+    dim = layout.dim
+    results = {}
+    for e in ("score", "pathwise"):
+        stats = {key: {} for key in ("mean", "variance", "stderr", "variance_stderr")}
+        for p in layout.wrt:
+            base = 2 + 4 * np.array([layout.row(e, p, i) for i in range(dim)])
+            mean, m2, m4 = record[base], record[base + 1], record[base + 3]
+            variance = m2 / (n - 1)
+            stats["mean"][p] = mean.copy()
+            stats["variance"][p] = variance
+            stats["stderr"][p] = np.sqrt(variance / n)
+            stats["variance_stderr"][p] = np.sqrt(np.maximum(m4 / n - (m2 / n) ** 2, 0.0) / n)
+        truth = analytic.get(e) if analytic else None
+        results[e] = VectorEstimatorResult(
+            estimator=e,
+            wrt=layout.wrt,
+            dim=dim,
+            n=n,
+            total_variance={p: float(np.sum(stats["variance"][p])) for p in layout.wrt},
+            analytic_mean={p: np.array(truth[p][0]) for p in layout.wrt} if truth else None,
+            analytic_variance={p: np.array(truth[p][1]) for p in layout.wrt} if truth else None,
+            analytic_total_variance={p: float(np.sum(truth[p][1])) for p in layout.wrt} if truth else None,
+            **stats,
+        )
+    ratios, intervals = {}, {}
+    for k, p in enumerate(layout.wrt):
+        values = [variance_ratio(record, layout, k * dim + i) for i in range(dim)]
+        ratios[p] = np.array([v for v, _ in values])
+        intervals[p] = (np.array([lo for _, (lo, _) in values]), np.array([hi for _, (_, hi) in values]))
+
+    def ratio(a, b):
+        if b == 0:
+            return math.inf if a > 0 else math.nan
+        return a / b
+
+    totals = {p: ratio(results["score"].total_variance[p], results["pathwise"].total_variance[p]) for p in layout.wrt}
+    analytic_totals = None
+    if analytic is not None:
+        analytic_totals = {
+            p: ratio(results["score"].analytic_total_variance[p], results["pathwise"].analytic_total_variance[p])
+            for p in layout.wrt
+        }
+    return VectorComparison(
+        score=results["score"],
+        pathwise=results["pathwise"],
+        variance_ratio=ratios,
+        variance_ratio_ci=intervals,
+        total_variance_ratio=totals,
+        analytic_total_variance_ratio=analytic_totals,
+        wrt=layout.wrt,
+        dim=dim,
+        n=n,
+        n_omitted=int(record[1]),
+        **context,
+    )
