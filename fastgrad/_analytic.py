@@ -272,6 +272,11 @@ def separable_moments(distribution, function, estimators, wrt):
             k = family.parameters.index(parameter)
             means, variances = [], []
             for h, params, mean_i, var_i, memo in parts:
+                done = memo.get(("result", estimator, k))
+                if done is not None:  # an equal component already has it
+                    means.append(done[0])
+                    variances.append(done[1])
+                    continue
                 score_factors, path_factors = family.analytic_factors(params)
                 if estimator == "score":
                     q = score_factors[k]
@@ -300,7 +305,8 @@ def separable_moments(distribution, function, estimators, wrt):
                             family.expectation(d * d, params, polynomial_product(q, q)),
                         )
                     first, second = memo[key]
-                means.append(float(first))
-                variances.append(float(second - first * first))
+                memo[("result", estimator, k)] = (float(first), float(second - first * first))
+                means.append(memo[("result", estimator, k)][0])
+                variances.append(memo[("result", estimator, k)][1])
             out[estimator][parameter] = (means, variances)
     return out
