@@ -244,23 +244,13 @@ def _compare_vector(distribution, function, n, seed, wrt, threads, nan_policy):
     from fastgrad import _vector
     from fastgrad._analytic import separable_moments
 
-    if isinstance(function, str):
-        raise TypeError(
-            "a DiagNormal needs a function of a vector: fastgrad.functions.sum_of_squares(), quadratic(diag), "
-            f"linear_form(weights), sum_cos(omega), or fastgrad.VectorFunction(f, grad_f); got {function!r}"
-        )
     if not isinstance(function, (SeparableFunction, VectorFunction)):
         raise TypeError(
             "a DiagNormal needs a function of a vector: fastgrad.functions.sum_of_squares(), quadratic(diag), "
             f"linear_form(weights), sum_cos(omega), or fastgrad.VectorFunction(f, grad_f); got {function!r}"
         )
     function.weights_for(distribution.dim)  # checks the number of weights
-    n = _check_n(n)
-    seed = _check_seed(seed)
-    wrt = _check_wrt(wrt, distribution.parameters)
-    threads = _check_threads(threads)
-    if not isinstance(nan_policy, str) or nan_policy not in NAN_POLICIES:
-        raise ValueError(f"nan_policy must be one of {list(NAN_POLICIES)}; got {nan_policy!r}")
+    n, seed, wrt, threads = _check_run(n, seed, wrt, threads, nan_policy, distribution.parameters)
     if not function.has_derivative:
         raise ValueError(
             f"the pathwise estimator needs the gradient of {function.name}: pass fastgrad.VectorFunction(f, grad_f)"
@@ -291,12 +281,7 @@ def _prepare(distribution, function, n, seed, wrt, threads, nan_policy, estimato
         accepted = ", ".join(f"fastgrad.{cls.__name__}" for cls in DISTRIBUTIONS)
         raise TypeError(f"distribution must be one of {accepted}; got {distribution!r}")
     function = resolve(function)
-    n = _check_n(n)
-    seed = _check_seed(seed)
-    wrt = _check_wrt(wrt, distribution.parameters)
-    threads = _check_threads(threads)
-    if not isinstance(nan_policy, str) or nan_policy not in NAN_POLICIES:
-        raise ValueError(f"nan_policy must be one of {list(NAN_POLICIES)}; got {nan_policy!r}")
+    n, seed, wrt, threads = _check_run(n, seed, wrt, threads, nan_policy, distribution.parameters)
     if "pathwise" in estimators and not distribution.family.pathwise:
         name = type(distribution).__name__
         raise ValueError(
@@ -317,6 +302,17 @@ def _prepare(distribution, function, n, seed, wrt, threads, nan_policy, estimato
         "nan_policy": nan_policy,
         "layout": layout(distribution.parameters, estimators, wrt),
     }
+
+
+def _check_run(n, seed, wrt, threads, nan_policy, parameters):
+    """Check what every run takes; return (n, seed, wrt, threads), normalised."""
+    n = _check_n(n)
+    seed = _check_seed(seed)
+    wrt = _check_wrt(wrt, parameters)
+    threads = _check_threads(threads)
+    if not isinstance(nan_policy, str) or nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {list(NAN_POLICIES)}; got {nan_policy!r}")
+    return n, seed, wrt, threads
 
 
 def _check_n(n):

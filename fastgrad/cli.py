@@ -207,6 +207,17 @@ def _common(parser):
     )
 
 
+def _draws(parser):
+    """Options of the commands that run ``n`` draws once (compare, estimate)."""
+    parser.add_argument("-n", type=_count, required=True, help="number of draws, e.g. 1e8 or 10**8 (required)")
+    parser.add_argument(
+        "--nan-policy",
+        choices=["raise", "omit"],
+        default="raise",
+        help="non-finite per-draw gradients: fail (raise, the default) or leave those draws out (omit)",
+    )
+
+
 def build_parser(prog="fastgrad"):
     """Build the argument parser (exposed for documentation and tests)."""
     from fastgrad import __version__
@@ -223,13 +234,7 @@ def build_parser(prog="fastgrad"):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(compare)
-    compare.add_argument("-n", type=_count, required=True, help="number of draws, e.g. 1e8 or 10**8 (required)")
-    compare.add_argument(
-        "--nan-policy",
-        choices=["raise", "omit"],
-        default="raise",
-        help="non-finite per-draw gradients: fail (raise, the default) or leave those draws out (omit)",
-    )
+    _draws(compare)
 
     estimate = commands.add_parser(
         "estimate",
@@ -239,14 +244,8 @@ def build_parser(prog="fastgrad"):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(estimate)
-    estimate.add_argument("-n", type=_count, required=True, help="number of draws, e.g. 1e8 or 10**8 (required)")
+    _draws(estimate)
     estimate.add_argument("--estimator", required=True, choices=["score", "pathwise"], help="which estimator")
-    estimate.add_argument(
-        "--nan-policy",
-        choices=["raise", "omit"],
-        default="raise",
-        help="non-finite per-draw gradients: fail (raise, the default) or leave those draws out (omit)",
-    )
 
     curve = commands.add_parser(
         "curve",
