@@ -87,7 +87,10 @@ def compare(distribution, function, n, *, seed=None, wrt=None, threads=None, nan
     True
     """
     if isinstance(distribution, DiagNormal):
-        return _compare_vector(distribution, function, n, seed, wrt, threads, nan_policy)
+        record, lay, analytic, context = _run_vector(
+            distribution, function, n, seed, wrt, threads, nan_policy, ESTIMATORS
+        )
+        return results.vector_comparison(record, lay, analytic, **context)
     run = _prepare(distribution, function, n, seed, wrt, threads, nan_policy, ESTIMATORS)
     record, context, analytic = _execute(run)
     score = results.estimator_result("score", record, run["layout"], context, analytic)
@@ -146,6 +149,11 @@ def estimate(distribution, function, n, *, estimator, seed=None, wrt=None, threa
     """
     if not isinstance(estimator, str) or estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {list(ESTIMATORS)}; got {estimator!r}")
+    if isinstance(distribution, DiagNormal):
+        record, lay, analytic, context = _run_vector(
+            distribution, function, n, seed, wrt, threads, nan_policy, (estimator,)
+        )
+        return results.vector_estimator_result(estimator, record, lay, analytic, context)
     run = _prepare(distribution, function, n, seed, wrt, threads, nan_policy, (estimator,))
     record, context, analytic = _execute(run)
     return results.estimator_result(estimator, record, run["layout"], context, analytic)
@@ -239,8 +247,8 @@ def variance_curve(
 # --- validation: everything is checked before any work starts ---------------------
 
 
-def _compare_vector(distribution, function, n, seed, wrt, threads, nan_policy):
-    """``compare`` for a DiagNormal: per-component results (see :class:`fastgrad.results.VectorComparison`)."""
+def _run_vector(distribution, function, n, seed, wrt, threads, nan_policy, estimators):
+    """Validate and run a DiagNormal; return (record, layout, analytic, context)."""
     from fastgrad import _vector
     from fastgrad._analytic import separable_moments
 
@@ -251,32 +259,30 @@ def _compare_vector(distribution, function, n, seed, wrt, threads, nan_policy):
         )
     function.weights_for(distribution.dim)  # checks the number of weights
     n, seed, wrt, threads = _check_run(n, seed, wrt, threads, nan_policy, distribution.parameters)
-    if not function.has_derivative:
+    if "pathwise" in estimators and not function.has_derivative:
         raise ValueError(
-            f"the pathwise estimator needs the gradient of {function.name}: pass fastgrad.VectorFunction(f, grad_f)"
+            f"the pathwise estimator needs the gradient of {function.name}: pass fastgrad.VectorFunction(f, grad_f), "
+            "or use estimator='score'"
         )
-    lay = _vector.VectorLayout(distribution.dim, ESTIMATORS, wrt)
+    lay = _vector.VectorLayout(distribution.dim, estimators, wrt)
     with _numba_threads(threads) as used:
         record, seconds = _vector.vector_run(distribution, function, lay, n, seed)
     if int(record[1]) and nan_policy == "raise":
         raise NonFiniteValuesError(int(record[1]), n)
-    analytic = separable_moments(distribution, function, ESTIMATORS, wrt)
-    return results.vector_comparison(
-        record,
-        lay,
-        analytic,
-        distribution=distribution,
-        function=function,
-        seed=seed,
-        threads=used,
-        seconds=seconds,
-        draws_per_second=n / seconds if seconds > 0 else math.inf,
-    )
+    context = {
+        "distribution": distribution,
+        "function": function,
+        "seed": seed,
+        "threads": used,
+        "seconds": seconds,
+        "draws_per_second": n / seconds if seconds > 0 else math.inf,
+    }
+    return record, lay, separable_moments(distribution, function, estimators, wrt), context
 
 
 def _prepare(distribution, function, n, seed, wrt, threads, nan_policy, estimators):
     if isinstance(distribution, DiagNormal):
-        raise TypeError("a DiagNormal works with fastgrad.compare only, so far (estimate and variance_curve: not yet)")
+        raise TypeError("a DiagNormal works with fastgrad.compare and fastgrad.estimate, not yet with variance_curve")
     if not isinstance(distribution, DISTRIBUTIONS):
         accepted = ", ".join(f"fastgrad.{cls.__name__}" for cls in DISTRIBUTIONS)
         raise TypeError(f"distribution must be one of {accepted}; got {distribution!r}")

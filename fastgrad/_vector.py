@@ -21,6 +21,7 @@ import time
 
 import numba
 import numpy as np
+from numba import types
 from numba.extending import overload, register_jitable
 
 from fastgrad._jit import SERIAL, UNCACHED
@@ -70,6 +71,12 @@ def _ol_vector_value(key, f, xs, weights, fparams):
 @overload(_vector_gradient, inline="always")
 def _ol_vector_gradient(key, df, xs, weights, fparams, out):
     if key.function == USER:
+        if isinstance(df, types.NoneType):
+
+            def missing(key, df, xs, weights, fparams, out):
+                out[:] = np.nan  # never called: no pathwise rows without a gradient
+
+            return missing
 
         def user(key, df, xs, weights, fparams, out):
             df(xs, out)

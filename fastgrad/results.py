@@ -569,6 +569,42 @@ class VectorEstimatorResult:
     analytic_mean: dict
     analytic_variance: dict
     analytic_total_variance: dict
+    n_omitted: int = 0
+    distribution: object = None
+    function: object = None
+    seed: int = None
+    threads: int = None
+    seconds: float = None
+    draws_per_second: float = None
+
+    def __str__(self):
+        lines = [
+            f"fastgrad.estimate ({self.estimator}): {self.distribution!r}, {self.function.formula}\n"
+            f"D = {self.dim} components, n = {self.n:,} draws, seed {self.seed}, {self.threads} thread"
+            f"{'s' if self.threads != 1 else ''}, {self.seconds:.3g} s ({_rate(self.draws_per_second)})"
+        ]
+        shown = min(self.dim, 5)
+        for p in self.wrt:
+            truth = ""
+            if self.analytic_total_variance is not None:
+                truth = f"   (analytic {_fmt(self.analytic_total_variance[p], 8)})"
+            lines.append("")
+            lines.append(f"d/d{p}_i E[f(x)]: total (trace) per-draw variance {_fmt(self.total_variance[p], 6)}{truth}")
+            rows = [("i", "mean ± stderr", "per-draw variance ± stderr", "analytic mean", "analytic var")]
+            for i in range(shown):
+                rows.append(
+                    (
+                        str(i),
+                        _fmt_pm(self.mean[p][i], self.stderr[p][i]),
+                        _fmt_pm(self.variance[p][i], self.variance_stderr[p][i]),
+                        _fmt(self.analytic_mean[p][i], 8) if self.analytic_mean else "-",
+                        _fmt(self.analytic_variance[p][i], 8) if self.analytic_variance else "-",
+                    )
+                )
+            widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+            for row in rows:
+                lines.append("    " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        return "\n".join(lines)
 
     def to_dict(self):
         """JSON-ready dict (lists per component; inf and nan become None)."""
@@ -578,7 +614,21 @@ class VectorEstimatorResult:
                 return None
             return {p: [_json_float(v) for v in values] for p, values in mapping.items()}
 
-        return {
+        out = {}
+        if self.distribution is not None:  # a result of its own (estimate), not part of a comparison
+            out = {
+                "distribution": self.distribution.to_dict(),
+                "function": self.function.to_dict(),
+                "wrt": list(self.wrt),
+                "dim": self.dim,
+                "n": self.n,
+                "n_omitted": self.n_omitted,
+                "seed": self.seed,
+                "threads": self.threads,
+                "seconds": self.seconds,
+                "draws_per_second": self.draws_per_second,
+            }
+        return out | {
             "estimator": self.estimator,
             "mean": lists(self.mean),
             "variance": lists(self.variance),
@@ -695,31 +745,8 @@ class VectorComparison:
 
 def vector_comparison(record, layout, analytic, **context):
     """VectorComparison from a merged record of the vector kernel (internal)."""
-    n = int(record[0])
     dim = layout.dim
-    results = {}
-    for e in ("score", "pathwise"):
-        stats = {key: {} for key in ("mean", "variance", "stderr", "variance_stderr")}
-        for p in layout.wrt:
-            base = 2 + 4 * np.array([layout.row(e, p, i) for i in range(dim)])
-            mean, m2, m4 = record[base], record[base + 1], record[base + 3]
-            variance = m2 / (n - 1)
-            stats["mean"][p] = mean.copy()
-            stats["variance"][p] = variance
-            stats["stderr"][p] = np.sqrt(variance / n)
-            stats["variance_stderr"][p] = np.sqrt(np.maximum(m4 / n - (m2 / n) ** 2, 0.0) / n)
-        truth = analytic.get(e) if analytic else None
-        results[e] = VectorEstimatorResult(
-            estimator=e,
-            wrt=layout.wrt,
-            dim=dim,
-            n=n,
-            total_variance={p: float(np.sum(stats["variance"][p])) for p in layout.wrt},
-            analytic_mean={p: np.array(truth[p][0]) for p in layout.wrt} if truth else None,
-            analytic_variance={p: np.array(truth[p][1]) for p in layout.wrt} if truth else None,
-            analytic_total_variance={p: float(np.sum(truth[p][1])) for p in layout.wrt} if truth else None,
-            **stats,
-        )
+    results = {e: _vector_estimator(e, record, layout, analytic) for e in ("score", "pathwise")}
     ratios, intervals = {}, {}
     for k, p in enumerate(layout.wrt):
         values = [variance_ratio(record, layout, k * dim + i) for i in range(dim)]
@@ -747,7 +774,39 @@ def vector_comparison(record, layout, analytic, **context):
         analytic_total_variance_ratio=analytic_totals,
         wrt=layout.wrt,
         dim=dim,
-        n=n,
+        n=int(record[0]),
         n_omitted=int(record[1]),
         **context,
     )
+
+
+def _vector_estimator(e, record, layout, analytic, **extra):
+    n = int(record[0])
+    dim = layout.dim
+    stats = {key: {} for key in ("mean", "variance", "stderr", "variance_stderr")}
+    for p in layout.wrt:
+        base = 2 + 4 * np.array([layout.row(e, p, i) for i in range(dim)])
+        mean, m2, m4 = record[base], record[base + 1], record[base + 3]
+        variance = m2 / (n - 1)
+        stats["mean"][p] = mean.copy()
+        stats["variance"][p] = variance
+        stats["stderr"][p] = np.sqrt(variance / n)
+        stats["variance_stderr"][p] = np.sqrt(np.maximum(m4 / n - (m2 / n) ** 2, 0.0) / n)
+    truth = analytic.get(e) if analytic else None
+    return VectorEstimatorResult(
+        estimator=e,
+        wrt=layout.wrt,
+        dim=dim,
+        n=n,
+        total_variance={p: float(np.sum(stats["variance"][p])) for p in layout.wrt},
+        analytic_mean={p: np.array(truth[p][0]) for p in layout.wrt} if truth else None,
+        analytic_variance={p: np.array(truth[p][1]) for p in layout.wrt} if truth else None,
+        analytic_total_variance={p: float(np.sum(truth[p][1])) for p in layout.wrt} if truth else None,
+        **stats,
+        **extra,
+    )
+
+
+def vector_estimator_result(estimator, record, layout, analytic, context):
+    """VectorEstimatorResult of a one-estimator DiagNormal run, with its run context (internal)."""
+    return _vector_estimator(estimator, record, layout, analytic, n_omitted=int(record[1]), **context)

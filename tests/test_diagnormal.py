@@ -159,6 +159,25 @@ def test_user_vector_function_matches_the_builtin_bit_for_bit():
             assert np.array_equal(getattr(user, estimator).mean[p], getattr(builtin, estimator).mean[p])
 
 
+@pytest.mark.parametrize("estimator", ["score", "pathwise"])
+def test_estimate_one_estimator(estimator):
+    g = fg.estimate(D3, FUNCTIONS["quadratic"], n=300_000, estimator=estimator, seed=12, wrt="scale")
+    assert g.wrt == ("scale",) and g.seed == 12 and g.n == 300_000
+    assert_within(g.mean["scale"], g.analytic_mean["scale"], g.stderr["scale"])
+    assert_within(g.variance["scale"], g.analytic_variance["scale"], g.variance_stderr["scale"])
+    data = json.loads(json.dumps(g.to_dict(), allow_nan=False))
+    assert data["dim"] == 3 and data["estimator"] == estimator and len(data["variance"]["scale"]) == 3
+    assert "fastgrad.estimate" in str(g) and "D = 3 components" in str(g)
+
+
+def test_score_only_user_function_needs_no_gradient():
+    g = fg.estimate(D3, fg.VectorFunction(user_sum_of_squares), n=200_000, estimator="score", seed=6)
+    truth = fg.estimate(D3, FUNCTIONS["sum_of_squares"], n=2, estimator="score", seed=0).analytic_mean
+    assert g.analytic_mean is None
+    for p in ("loc", "scale"):
+        assert_within(g.mean[p], truth[p], g.stderr[p])
+
+
 # --- output -----------------------------------------------------------------------------------
 
 
@@ -200,7 +219,9 @@ def test_bad_combinations():
         fg.compare(D3, fg.functions.quadratic([1.0, 2.0]), n=100)
     with pytest.raises(ValueError, match="needs the gradient"):
         fg.compare(D3, fg.VectorFunction(user_sum_of_squares), n=100)
-    with pytest.raises(TypeError, match="compare only"):
+    with pytest.raises(TypeError, match="not yet with variance_curve"):
         fg.variance_curve(D3, FUNCTIONS["sum_of_squares"], (10,), repeats=10)
+    with pytest.raises(ValueError, match="or use estimator='score'"):
+        fg.estimate(D3, fg.VectorFunction(user_sum_of_squares), n=100, estimator="pathwise")
     with pytest.raises(TypeError, match=r"must accept \(x, out\)"):
         fg.VectorFunction(user_sum_of_squares, user_sum_of_squares)
