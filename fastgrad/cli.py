@@ -27,6 +27,8 @@ examples:
   fastgrad compare --loc 2 --f square -n 1e8 --seed 0 --wrt loc,scale --threads 2 --json out.json
   fastgrad compare --loc 0.5 --scale 2 --f "cos(omega=1.5)" -n 10**7 --json -   # JSON to stdout
   fastgrad compare --dist exponential --rate 2 --f square -n 1e7 --seed 0
+  fastgrad compare --dist diagnormal --loc 2,1,0 --scale 1,1,2 --f sum_of_squares -n 1e7 --seed 0
+  fastgrad compare --dist diagnormal --loc 0 --dim 100 --f quadratic --weights 1,2,... -n 1e6
 """,
     "curve": """\
 examples:
@@ -93,6 +95,16 @@ def _real(text):
     return value
 
 
+def _reals(text):
+    """One real number, or a comma-separated list of them (for DiagNormal)."""
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        values = [float(part) for part in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a real number or comma-separated reals; got {text!r}") from None
+    return values if len(values) > 1 else values[0]
+
+
 def _seed(text):
     try:
         value = int(text.replace("_", ""), 0)
@@ -132,7 +144,35 @@ def _load_user_object(option, spec):
     return getattr(module, name)
 
 
-def parse_function(text, derivative=None):
+def _vector_function(match, text, weights):
+    from fastgrad import functions
+
+    names = ("sum_of_squares", "quadratic", "linear_form", "sum_cos")
+    if not match or match[1] not in names:
+        raise UsageError(
+            f"argument --f: with --dist diagnormal, expected one of {', '.join(names)} (or module:name); got {text!r}"
+        )
+    name, inside = match[1], (match[2] or "").strip()
+    if name in ("quadratic", "linear_form"):
+        if weights is None or inside:
+            raise UsageError(f"argument --f: {name} takes its weights from --weights w1,w2,...; got {text!r}")
+        return getattr(functions, name)(weights if isinstance(weights, list) else [weights])
+    if weights is not None:
+        raise UsageError(f"argument --weights: {name} takes no weights")
+    if name == "sum_cos":
+        key, _, value = inside.partition("=")
+        if inside and (key.strip() != "omega" or not value.strip()):
+            raise UsageError(f"argument --f: sum_cos takes omega=<real>; got {text!r}")
+        try:
+            return functions.sum_cos(float(value) if inside else 1.0)
+        except ValueError as error:
+            raise UsageError(f"argument --f: omega must be a finite real number; {error}") from None
+    if inside:
+        raise UsageError(f"argument --f: {name} takes no parameters; got {text!r}")
+    return functions.sum_of_squares()
+
+
+def parse_function(text, derivative=None, *, vector=False, weights=None):
     """Resolve ``--f`` (and ``--df``) to a :class:`~fastgrad.functions.Function`.
 
     ``"square"`` or ``"cos(omega=2)"``: a built-in. ``module:name`` or
@@ -145,12 +185,18 @@ def parse_function(text, derivative=None):
         f = _load_user_object("--f", text)
         df = _load_user_object("--df", derivative) if derivative else None
         try:
+            if vector:
+                return functions.VectorFunction(f, df, name=text.rpartition(":")[2])
             return functions.Function(f, df, name=text.rpartition(":")[2])
         except (TypeError, ValueError) as error:
             raise UsageError(f"argument --f/--df: {error}") from None
     if derivative:
         raise UsageError("argument --df: only with your own function (--f module:name); built-ins know theirs")
     match = re.fullmatch(r"\s*(\w+)\s*(?:\((.*)\))?\s*", text)
+    if vector:
+        return _vector_function(match, text, weights)
+    if weights is not None:
+        raise UsageError("argument --weights: only with --dist diagnormal and --f quadratic or linear_form")
     names = sorted(functions.BUILTINS)
     if not match or match[1] not in functions.BUILTINS:
         raise UsageError(f"argument --f: expected one of {', '.join(names)} (e.g. 'cos(omega=2)'); got {text!r}")
@@ -178,17 +224,38 @@ def _common(parser):
     group = parser.add_argument_group("distribution and function")
     families = _families()
     group.add_argument("--dist", default="normal", choices=list(families), help="family (default: normal)")
+    added = set()
     for name, cls in families.items():
         for parameter in cls.family.parameters:
+            if parameter in added:
+                continue
+            added.add(parameter)
+            users = [other for other, c in families.items() if parameter in c.family.parameters]
             default = cls.__dataclass_fields__[parameter].default
             group.add_argument(
-                f"--{parameter}", type=_real, default=None, help=f"{name}: {parameter} (default: {default:g})"
+                f"--{parameter}",
+                type=_reals,
+                default=None,
+                help=f"{', '.join(users)}: {parameter} (default: {default:g}); diagnormal: comma-separated, one per "
+                "component, or one number for all (with --dim)"
+                if "diagnormal" in users
+                else f"{name}: {parameter} (default: {default:g})",
             )
+    group.add_argument(
+        "--dim", type=int, default=None, help="diagnormal: number of components, when --loc/--scale are one number"
+    )
     group.add_argument(
         "--f",
         required=True,
         metavar="FUNCTION",
         help="built-in (square, cos(omega=2), ...) or your @njit function as module:name or file.py:name (required)",
+    )
+    group.add_argument(
+        "--weights",
+        type=_reals,
+        default=None,
+        metavar="W[,W...]",
+        help="diagnormal with --f quadratic or linear_form: the weights, one per component",
     )
     group.add_argument(
         "--df",
@@ -268,10 +335,10 @@ def build_parser(prog="fastgrad"):
 
 
 def _families():
-    """``--dist`` name -> distribution class, from the package's registry."""
-    from fastgrad.distributions import DISTRIBUTIONS
+    """``--dist`` name -> distribution class, from the package's registry (plus DiagNormal)."""
+    from fastgrad.distributions import DISTRIBUTIONS, DiagNormal
 
-    return {cls.family.name: cls for cls in DISTRIBUTIONS}
+    return {cls.family.name: cls for cls in (*DISTRIBUTIONS, DiagNormal)}
 
 
 def _distribution(args):
@@ -283,10 +350,34 @@ def _distribution(args):
             if option not in cls.family.parameters and getattr(args, option) is not None:
                 raise UsageError(f"argument --{option}: applies to --dist {name}, not --dist {args.dist}")
     values = {option: getattr(args, option) for option in cls.family.parameters if getattr(args, option) is not None}
+    if args.dist == "diagnormal":
+        values = _diag_values(values, args.dim)
+    else:
+        if args.dim is not None:
+            raise UsageError(f"argument --dim: applies to --dist diagnormal, not --dist {args.dist}")
+        for option, value in values.items():
+            if isinstance(value, list):
+                raise UsageError(f"argument --{option}: --dist {args.dist} takes one number; got {len(value)}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as error:
-        raise UsageError(f"argument --{str(error).split()[0]}: {error}") from None
+        raise UsageError(f"argument --{str(error).split()[0].split('[')[0]}: {error}") from None
+
+
+def _diag_values(values, dim):
+    """Make loc and scale lists of one length: given as lists, or numbers repeated ``--dim`` times."""
+    lengths = {len(v) for v in values.values() if isinstance(v, list)}
+    if dim is not None:
+        if dim < 1:
+            raise UsageError(f"argument --dim: expected a number of components >= 1; got {dim}")
+        lengths.add(dim)
+    if len(lengths) > 1:
+        raise UsageError(f"arguments --loc/--scale/--dim: lengths differ: {sorted(lengths)}")
+    size = lengths.pop() if lengths else 1
+    out = {"loc": [0.0] * size, "scale": [1.0] * size}
+    for option, value in values.items():
+        out[option] = value if isinstance(value, list) else [value] * size
+    return out
 
 
 def _output_path(option, value):
@@ -326,6 +417,8 @@ _OPTIONS = {"the pathwise estimator needs the derivative": "--df",
 
 def _with_option(message):
     """Prefix an API error with the option it is about: ``argument -n: n must be ...``."""
+    if "weights but the distribution has" in message:
+        return f"argument --weights: {message}"
     for name in sorted(_OPTIONS, key=len, reverse=True):
         if message.startswith(name + " "):
             return f"argument {_OPTIONS[name]}: {message}"
@@ -354,7 +447,8 @@ def _metadata(prog, argv, result, started, wall_seconds):
 def _run(args, prog, argv):
     import fastgrad as fg
 
-    function = parse_function(args.f, args.df)
+    vector = args.dist == "diagnormal"
+    function = parse_function(args.f, args.df, vector=vector, weights=args.weights)
     json_path = _output_path("--json", args.json)
     plot_path = _output_path("--plot", getattr(args, "plot", None))
     if plot_path is not None:

@@ -129,6 +129,60 @@ def error_of(capsys, *args):
             ("estimate", "--dist", "bernoulli", "--p", "1.5", "--f", "square", "-n", "100", "--estimator", "score"),
             "argument --p: p must be strictly between 0 and 1",
         ),
+        (
+            (
+                "compare",
+                "--dist",
+                "diagnormal",
+                "--loc",
+                "1,2",
+                "--scale",
+                "1,2,3",
+                "--f",
+                "sum_of_squares",
+                "-n",
+                "100",
+            ),
+            "lengths differ: [2, 3]",
+        ),
+        (
+            ("compare", "--dist", "diagnormal", "--f", "square", "-n", "100"),
+            "argument --f: with --dist diagnormal, expected one of sum_of_squares",
+        ),
+        (
+            ("compare", "--dist", "diagnormal", "--f", "quadratic", "-n", "100"),
+            "argument --f: quadratic takes its weights from --weights",
+        ),
+        (
+            ("compare", "--dist", "diagnormal", "--loc", "1,2", "--f", "quadratic", "--weights", "1", "-n", "100"),
+            "argument --weights: quadratic has 1 weights but the distribution has 2 components",
+        ),
+        (("compare", "--loc", "1,2", "--f", "square", "-n", "100"), "argument --loc: --dist normal takes one number"),
+        (("compare", "--dim", "3", "--f", "square", "-n", "100"), "argument --dim: applies to --dist diagnormal"),
+        (
+            (
+                "compare",
+                "--dist",
+                "diagnormal",
+                "--loc",
+                "1,2",
+                "--scale",
+                "1,-1",
+                "--f",
+                "sum_of_squares",
+                "-n",
+                "100",
+            ),
+            "argument --scale: scale[1] must be positive",
+        ),
+        (
+            ("compare", "--f", "square", "--weights", "1,2", "-n", "100"),
+            "argument --weights: only with --dist diagnormal",
+        ),
+        (
+            ("compare", "--dist", "diagnormal", "--loc", "x,1", "--f", "sum_of_squares", "-n", "100"),
+            "argument --loc: expected a real number or comma-separated reals",
+        ),
     ],
 )
 def test_bad_arguments(capsys, args, message):
@@ -219,3 +273,18 @@ def test_bad_user_functions(tmp_path, capsys, monkeypatch, f, df, message):
     monkeypatch.syspath_prepend(str(tmp_path))
     args = ["compare", "-n", "100", "--f", f] + (["--df", df] if df else [])
     assert message in error_of(capsys, *args)
+
+
+def test_diagnormal_from_the_command_line_matches_the_api(tmp_path, capsys):
+    out = tmp_path / "d.json"
+    status = cli.main(["compare", "--dist", "diagnormal", "--loc", "2,1,0", "--scale", "1,1,2", "--f", "sum_of_squares",
+                       "-n", "20000", "--seed", "4", "--json", str(out)])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    data = json.loads(out.read_text())
+    api = fg.compare(fg.DiagNormal([2, 1, 0], [1, 1, 2]), fg.functions.sum_of_squares(), n=20000, seed=4).to_dict()
+    assert data["score"] == api["score"] and data["total_variance_ratio"] == api["total_variance_ratio"]
+    capsys.readouterr()
+    status = cli.main(["estimate", "--dist", "diagnormal", "--loc", "0", "--dim", "4", "--f", "linear_form",
+                       "--weights", "1,2,3,4", "-n", "1000", "--estimator", "pathwise", "--seed", "1"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert status == 0 and "D = 4 components" in printed
