@@ -17,24 +17,22 @@ Modules: :mod:`fastgrad.rng` (random streams), :mod:`fastgrad.distributions`,
 :mod:`fastgrad.functions`, :mod:`fastgrad.estimators`, :mod:`fastgrad.results`.
 """
 
-from fastgrad import functions, rng
+from fastgrad import distributions, functions, rng
 from fastgrad._api import MAX_DRAWS, NonFiniteValuesError, compare, estimate, variance_curve
-from fastgrad.distributions import Bernoulli, DiagNormal, Exponential, Normal
+
+# Every distribution class, so that adding a family touches distributions.py only.
+from fastgrad.distributions import *  # noqa: F403
 from fastgrad.functions import Function, VectorFunction
 from fastgrad.results import Comparison, EstimatorResult, VarianceCurve
 
 __version__ = "0.1.0"
 
-__all__ = [
+__all__ = [  # and the distributions, added below
     "MAX_DRAWS",
-    "Bernoulli",
     "Comparison",
-    "DiagNormal",
     "EstimatorResult",
-    "Exponential",
     "Function",
     "NonFiniteValuesError",
-    "Normal",
     "VarianceCurve",
     "VectorFunction",
     "__version__",
@@ -44,3 +42,4 @@ __all__ = [
     "rng",
     "variance_curve",
 ]
+__all__ += [name for name in distributions.__all__ if name != "DISTRIBUTIONS"]
