@@ -614,20 +614,8 @@ class VectorEstimatorResult:
                 return None
             return {p: [_json_float(v) for v in values] for p, values in mapping.items()}
 
-        out = {}
-        if self.distribution is not None:  # a result of its own (estimate), not part of a comparison
-            out = {
-                "distribution": self.distribution.to_dict(),
-                "function": self.function.to_dict(),
-                "wrt": list(self.wrt),
-                "dim": self.dim,
-                "n": self.n,
-                "n_omitted": self.n_omitted,
-                "seed": self.seed,
-                "threads": self.threads,
-                "seconds": self.seconds,
-                "draws_per_second": self.draws_per_second,
-            }
+        # a result of its own (estimate) carries its run; inside a comparison the comparison does
+        out = _vector_run_dict(self) if self.distribution is not None else {}
         return out | {
             "estimator": self.estimator,
             "mean": lists(self.mean),
@@ -681,17 +669,7 @@ class VectorComparison:
             p: [[_json_float(v) for v in low], [_json_float(v) for v in high]]
             for p, (low, high) in self.variance_ratio_ci.items()
         }
-        return {
-            "distribution": self.distribution.to_dict(),
-            "function": self.function.to_dict(),
-            "wrt": list(self.wrt),
-            "dim": self.dim,
-            "n": self.n,
-            "n_omitted": self.n_omitted,
-            "seed": self.seed,
-            "threads": self.threads,
-            "seconds": self.seconds,
-            "draws_per_second": self.draws_per_second,
+        return _vector_run_dict(self) | {
             "score": self.score.to_dict(),
             "pathwise": self.pathwise.to_dict(),
             "variance_ratio": {p: [_json_float(v) for v in r] for p, r in self.variance_ratio.items()},
@@ -741,6 +719,22 @@ class VectorComparison:
             for row in rows:
                 lines.append("    " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         return "\n".join(lines)
+
+
+def _vector_run_dict(result):
+    """Describe the run, for both DiagNormal results' ``to_dict``."""
+    return {
+        "distribution": result.distribution.to_dict(),
+        "function": result.function.to_dict(),
+        "wrt": list(result.wrt),
+        "dim": result.dim,
+        "n": result.n,
+        "n_omitted": result.n_omitted,
+        "seed": result.seed,
+        "threads": result.threads,
+        "seconds": result.seconds,
+        "draws_per_second": result.draws_per_second,
+    }
 
 
 def vector_comparison(record, layout, analytic, **context):
