@@ -266,7 +266,7 @@ def _run_vector(distribution, function, n, seed, wrt, threads, nan_policy, estim
         )
     lay = _vector.VectorLayout(distribution.dim, estimators, wrt)
     with _numba_threads(threads) as used:
-        record, seconds = _vector.vector_run(distribution, function, lay, n, seed)
+        record, seconds, trace_sums = _vector.vector_run(distribution, function, lay, n, seed)
     if int(record[1]) and nan_policy == "raise":
         raise NonFiniteValuesError(int(record[1]), n)
     context = {
@@ -277,6 +277,8 @@ def _run_vector(distribution, function, n, seed, wrt, threads, nan_policy, estim
         "seconds": seconds,
         "draws_per_second": n / seconds if seconds > 0 else math.inf,
     }
+    if len(estimators) == 2:
+        context["trace_sums"] = trace_sums
     return record, lay, separable_moments(distribution, function, estimators, wrt), context
 
 

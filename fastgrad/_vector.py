@@ -166,7 +166,11 @@ def vector_layout_rows(dim, estimators, wrt):
 
 
 def vector_run(distribution, function, layout, n, seed):
-    """Run the vector kernel over ``n`` draws; return (record, run seconds)."""
+    """Run the vector kernel over ``n`` draws; return (record, run seconds, per-chunk trace sums).
+
+    The trace sums (see :func:`chunk_trace_sums`) give the total-variance
+    ratio its interval by batch means over chunks.
+    """
     builtin = function.builtin is not None
     key = KernelKey("diagnormal", function.builtin.name if builtin else USER)
     kernel = _cached_vector_kernel if builtin else _uncached_vector_kernel
@@ -197,12 +201,24 @@ def vector_run(distribution, function, layout, n, seed):
     warm.fold()
     n_chunks = math.ceil(n / per_chunk)
     per_batch = max(1, min(1024, MAX_BATCH_VALUES // tree.width))
+    totals = []
     started = time.perf_counter()
     for first in range(0, n_chunks, per_batch):
         records = np.empty((min(per_batch, n_chunks - first), tree.width))
         for_ranges(kernel, (*args[:4], np.int64(first), *args[5:], records), len(records))
         tree.push(first, records)
-    return tree.fold(), time.perf_counter() - started
+        totals.append(chunk_trace_sums(records, layout))
+    return tree.fold(), time.perf_counter() - started, np.concatenate(totals)
+
+
+def chunk_trace_sums(records, layout):
+    """Per chunk, estimator and parameter: the sum over components of M2, ``(chunks, estimators, parameters)``."""
+    out = np.zeros((len(records), len(layout.estimators), len(layout.wrt)))
+    for a, e in enumerate(layout.estimators):
+        for b, p in enumerate(layout.wrt):
+            columns = 2 + 4 * np.array([layout.row(e, p, i) for i in range(layout.dim)]) + 1
+            out[:, a, b] = records[:, columns].sum(axis=1)
+    return out
 
 
 class VectorLayout:

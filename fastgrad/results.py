@@ -641,6 +641,9 @@ class VectorComparison:
         and its 95 % interval ``(low array, high array)``, as in :class:`Comparison`.
     total_variance_ratio : dict
         Per parameter: ratio of the total (trace) variances.
+    total_variance_ratio_ci : dict
+        Per parameter: its 95 % interval by batch means over chunks (chunks
+        are independent), NaN with fewer than 10 chunks.
     analytic_total_variance_ratio : dict or None
     distribution, function, wrt, dim, n, n_omitted, seed, threads, seconds, draws_per_second
         As in :class:`Comparison`; ``dim`` is the number of components.
@@ -651,6 +654,7 @@ class VectorComparison:
     variance_ratio: dict
     variance_ratio_ci: dict
     total_variance_ratio: dict
+    total_variance_ratio_ci: dict
     analytic_total_variance_ratio: dict
     distribution: object
     function: object
@@ -675,6 +679,9 @@ class VectorComparison:
             "variance_ratio": {p: [_json_float(v) for v in r] for p, r in self.variance_ratio.items()},
             "variance_ratio_ci95": ci,
             "total_variance_ratio": _json_map(self.total_variance_ratio),
+            "total_variance_ratio_ci95": {
+                p: [_json_float(lo), _json_float(hi)] for p, (lo, hi) in self.total_variance_ratio_ci.items()
+            },
             "analytic_total_variance_ratio": _json_map(self.analytic_total_variance_ratio),
         }
 
@@ -694,6 +701,9 @@ class VectorComparison:
                     truth = f"   (analytic {_fmt(r.analytic_total_variance[p], 8)})"
                 lines.append(f"  {r.estimator:<9} {_fmt(r.total_variance[p], 6)}{truth}")
             ratio = f"  total variance ratio score/pathwise: {_fmt(self.total_variance_ratio[p], 5)}"
+            low, high = self.total_variance_ratio_ci[p]
+            if math.isfinite(low) and math.isfinite(high):
+                ratio += f", 95% CI [{_fmt(low, 5)}, {_fmt(high, 5)}]"
             if self.analytic_total_variance_ratio is not None:
                 ratio += f"  (analytic {_fmt(self.analytic_total_variance_ratio[p], 6)})"
             lines.append(ratio)
@@ -737,7 +747,39 @@ def _vector_run_dict(result):
     }
 
 
-def vector_comparison(record, layout, analytic, **context):
+#: Fewest chunks for a batch-means interval of the trace ratio.
+MIN_TRACE_CHUNKS = 10
+
+
+def _student_quantile(z, df):
+    """Student-t quantile from the normal one (Abramowitz & Stegun 26.7.5; 1e-3 accurate for df >= 9)."""
+    z3, z5 = z**3, z**5
+    return z + (z3 + z) / (4 * df) + (5 * z5 + 16 * z3 + 3 * z) / (96 * df * df)
+
+
+def trace_ratio_interval(ratio, score_sums, path_sums, confidence_z=Z95):
+    """95 % interval of the trace ratio by batch means over chunks (internal).
+
+    ``score_sums[c]``, ``path_sums[c]``: chunk ``c``'s sum over components of
+    the score and pathwise ``M2``. Chunks are independent, so the ratio of
+    sums has ``Var[R] ~ C / (C - 1) * sum_c (S_c - R P_c)**2 / (sum_c P_c)**2``;
+    the interval is on ``log R``, with a Student-t quantile on ``C - 1``
+    degrees of freedom. NaN with fewer than :data:`MIN_TRACE_CHUNKS`
+    chunks, or without a finite positive ratio.
+    """
+    count = len(score_sums)
+    if count < MIN_TRACE_CHUNKS or not (math.isfinite(ratio) and ratio > 0):
+        return (math.nan, math.nan)
+    total = float(np.sum(path_sums))
+    if total <= 0:
+        return (math.nan, math.nan)
+    residual = np.asarray(score_sums) - ratio * np.asarray(path_sums)
+    variance = count / (count - 1) * float(np.sum(residual * residual)) / (total * total)
+    half_width = _student_quantile(confidence_z, count - 1) * math.sqrt(variance) / ratio
+    return (ratio * math.exp(-half_width), ratio * math.exp(half_width))
+
+
+def vector_comparison(record, layout, analytic, trace_sums=None, **context):
     """VectorComparison from a merged record of the vector kernel (internal)."""
     dim = layout.dim
     results = {e: _vector_estimator(e, record, layout, analytic) for e in ("score", "pathwise")}
@@ -753,6 +795,12 @@ def vector_comparison(record, layout, analytic, **context):
         return a / b
 
     totals = {p: ratio(results["score"].total_variance[p], results["pathwise"].total_variance[p]) for p in layout.wrt}
+    total_intervals = {
+        p: trace_ratio_interval(totals[p], trace_sums[:, 0, b], trace_sums[:, 1, b])
+        if trace_sums is not None
+        else (math.nan, math.nan)
+        for b, p in enumerate(layout.wrt)
+    }
     analytic_totals = None
     if analytic is not None:
         analytic_totals = {
@@ -765,6 +813,7 @@ def vector_comparison(record, layout, analytic, **context):
         variance_ratio=ratios,
         variance_ratio_ci=intervals,
         total_variance_ratio=totals,
+        total_variance_ratio_ci=total_intervals,
         analytic_total_variance_ratio=analytic_totals,
         wrt=layout.wrt,
         dim=dim,
