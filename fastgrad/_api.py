@@ -264,7 +264,7 @@ def _run_vector(distribution, function, n, seed, wrt, threads, nan_policy, estim
             f"the pathwise estimator needs the gradient of {function.name}: pass fastgrad.VectorFunction(f, grad_f), "
             "or use estimator='score'"
         )
-    lay = _vector.VectorLayout(distribution.dim, estimators, wrt)
+    lay = _vector.VectorLayout.build(distribution.dim, estimators, wrt)
     with _numba_threads(threads) as used:
         record, seconds, trace_sums = _vector.vector_run(distribution, function, lay, n, seed)
     if int(record[1]) and nan_policy == "raise":

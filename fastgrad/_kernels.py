@@ -268,20 +268,36 @@ def run(distribution, function, layout, n, seed):
         layout.need_df,
     )
     started = time.perf_counter()
-    kernel(*args, np.empty((0, tree.width)), 0, 0)  # compile, or load from the cache, before timing
-    warm = MomentTree(layout)  # and the tree functions, so the clock sees only the run
-    warm.push(0, np.zeros((1, tree.width)))
-    warm.fold()
+    warm_up_records(kernel, args, layout)
     compile_seconds = time.perf_counter() - started
+    record, seconds = run_records(kernel, args, tree, math.ceil(n / CHUNK_SIZE), BATCH_CHUNKS)
+    return record, seconds, compile_seconds
 
-    n_chunks = math.ceil(n / CHUNK_SIZE)
+
+def warm_up_records(kernel, args, layout):
+    """Compile (or load) a record kernel and the tree functions, so that a clock started next sees only the run."""
+    width = MomentTree(layout).width
+    kernel(*args, np.empty((0, width)), 0, 0)
+    warm = MomentTree(layout)
+    warm.push(0, np.zeros((1, width)))
+    warm.fold()
+
+
+def run_records(kernel, args, tree, n_chunks, per_batch, on_batch=None):
+    """Run a record kernel over chunks ``[0, n_chunks)`` in batches, merging into ``tree``; return (record, seconds).
+
+    ``args`` are the kernel's arguments before ``records, lo, hi``, with the
+    first chunk at position 4 (replaced per batch). ``on_batch(records)``, if
+    given, sees each batch's chunk records before they are merged.
+    """
     started = time.perf_counter()
-    for first in range(0, n_chunks, BATCH_CHUNKS):
-        records = np.empty((min(BATCH_CHUNKS, n_chunks - first), tree.width))
+    for first in range(0, n_chunks, per_batch):
+        records = np.empty((min(per_batch, n_chunks - first), tree.width))
         for_ranges(kernel, (*args[:4], np.int64(first), *args[5:], records), len(records))
+        if on_batch is not None:
+            on_batch(records)
         tree.push(first, records)
-    record = tree.fold()
-    return record, time.perf_counter() - started, compile_seconds
+    return tree.fold(), time.perf_counter() - started
 
 
 # --- variance curves: many short estimates over the same streams ----------------

@@ -17,7 +17,7 @@ function's value is computed with the same operations, so
 """
 
 import math
-import time
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -25,9 +25,18 @@ from numba import types
 from numba.extending import overload, register_jitable
 
 from fastgrad._jit import SERIAL, UNCACHED
-from fastgrad._kernels import USER, KernelKey, _derivative, _sample_noise, _value
-from fastgrad._parallel import for_ranges
+from fastgrad._kernels import (
+    BATCH_CHUNKS,
+    USER,
+    KernelKey,
+    _derivative,
+    _sample_noise,
+    _value,
+    run_records,
+    warm_up_records,
+)
 from fastgrad._reduction import MomentTree, reduce_block
+from fastgrad.estimators import Layout
 from fastgrad.rng import CHUNK_SIZE, stream_state
 
 #: Values held per block (4 D rows x B draws), at most: 1 MiB. Larger blocks merge less often;
@@ -195,20 +204,13 @@ def vector_run(distribution, function, layout, n, seed):
         layout.need_f,
         layout.need_df,
     )
-    kernel(*args, np.empty((0, tree.width)), 0, 0)  # compile or load before timing
-    warm = MomentTree(layout)
-    warm.push(0, np.zeros((1, tree.width)))
-    warm.fold()
-    n_chunks = math.ceil(n / per_chunk)
-    per_batch = max(1, min(1024, MAX_BATCH_VALUES // tree.width))
+    warm_up_records(kernel, args, layout)
+    per_batch = max(1, min(BATCH_CHUNKS, MAX_BATCH_VALUES // tree.width))
     totals = []
-    started = time.perf_counter()
-    for first in range(0, n_chunks, per_batch):
-        records = np.empty((min(per_batch, n_chunks - first), tree.width))
-        for_ranges(kernel, (*args[:4], np.int64(first), *args[5:], records), len(records))
-        tree.push(first, records)
-        totals.append(chunk_trace_sums(records, layout))
-    return tree.fold(), time.perf_counter() - started, np.concatenate(totals)
+    record, seconds = run_records(
+        kernel, args, tree, math.ceil(n / per_chunk), per_batch, lambda r: totals.append(chunk_trace_sums(r, layout))
+    )
+    return record, seconds, np.concatenate(totals)
 
 
 def chunk_trace_sums(records, layout):
@@ -216,32 +218,22 @@ def chunk_trace_sums(records, layout):
     out = np.zeros((len(records), len(layout.estimators), len(layout.wrt)))
     for a, e in enumerate(layout.estimators):
         for b, p in enumerate(layout.wrt):
-            columns = 2 + 4 * np.array([layout.row(e, p, i) for i in range(layout.dim)]) + 1
+            columns = 2 + 4 * np.array([layout.component_row(e, p, i) for i in range(layout.dim)]) + 1
             out[:, a, b] = records[:, columns].sum(axis=1)
     return out
 
 
-class VectorLayout:
-    """Rows and pairs of a DiagNormal run (internal): like :class:`fastgrad.estimators.Layout`, per component."""
+@dataclass(frozen=True)
+class VectorLayout(Layout):
+    """Rows and pairs of a DiagNormal run (internal): a :class:`~fastgrad.estimators.Layout` per component."""
 
-    def __init__(self, dim, estimators, wrt):
-        self.dim = dim
-        self.estimators = tuple(estimators)
-        self.wrt = tuple(wrt)
-        self.rows, self.pair_x, self.pair_y = vector_layout_rows(dim, self.estimators, self.wrt)
+    dim: int = 1
 
-    @property
-    def n_rows(self):
-        return len(self.rows)
+    @classmethod
+    def build(cls, dim, estimators, wrt):
+        rows, pair_x, pair_y = vector_layout_rows(dim, tuple(estimators), tuple(wrt))
+        return cls(tuple(estimators), tuple(wrt), rows, pair_x, pair_y, dim)
 
-    @property
-    def need_f(self):
-        return "score" in self.estimators
-
-    @property
-    def need_df(self):
-        return "pathwise" in self.estimators
-
-    def row(self, estimator, parameter, component):
+    def component_row(self, estimator, parameter, component):
         """Position in :attr:`rows` of ``(estimator, parameter, component)``."""
-        return (self.estimators.index(estimator) * len(self.wrt) + self.wrt.index(parameter)) * self.dim + component
+        return self.row(estimator, parameter) * self.dim + component

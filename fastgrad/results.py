@@ -578,11 +578,7 @@ class VectorEstimatorResult:
     draws_per_second: float = None
 
     def __str__(self):
-        lines = [
-            f"fastgrad.estimate ({self.estimator}): {self.distribution!r}, {self.function.formula}\n"
-            f"D = {self.dim} components, n = {self.n:,} draws, seed {self.seed}, {self.threads} thread"
-            f"{'s' if self.threads != 1 else ''}, {self.seconds:.3g} s ({_rate(self.draws_per_second)})"
-        ]
+        lines = [_vector_header(f"fastgrad.estimate ({self.estimator})", self)]
         shown = min(self.dim, 5)
         for p in self.wrt:
             truth = ""
@@ -686,11 +682,7 @@ class VectorComparison:
         }
 
     def __str__(self):
-        lines = [
-            f"fastgrad.compare: {self.distribution!r}, {self.function.formula}\n"
-            f"D = {self.dim} components, n = {self.n:,} draws, seed {self.seed}, {self.threads} thread"
-            f"{'s' if self.threads != 1 else ''}, {self.seconds:.3g} s ({_rate(self.draws_per_second)})"
-        ]
+        lines = [_vector_header("fastgrad.compare", self)]
         shown = min(self.dim, 5)
         for p in self.wrt:
             lines.append("")
@@ -729,6 +721,14 @@ class VectorComparison:
             for row in rows:
                 lines.append("    " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         return "\n".join(lines)
+
+
+def _vector_header(title, result):
+    return (
+        f"{title}: {result.distribution!r}, {result.function.formula}\n"
+        f"D = {result.dim} components, n = {result.n:,} draws, seed {result.seed}, {result.threads} thread"
+        f"{'s' if result.threads != 1 else ''}, {result.seconds:.3g} s ({_rate(result.draws_per_second)})"
+    )
 
 
 def _vector_run_dict(result):
@@ -828,7 +828,7 @@ def _vector_estimator(e, record, layout, analytic, **extra):
     dim = layout.dim
     stats = {key: {} for key in ("mean", "variance", "stderr", "variance_stderr")}
     for p in layout.wrt:
-        base = 2 + 4 * np.array([layout.row(e, p, i) for i in range(dim)])
+        base = 2 + 4 * np.array([layout.component_row(e, p, i) for i in range(dim)])
         mean, m2, m4 = record[base], record[base + 1], record[base + 3]
         variance = m2 / (n - 1)
         stats["mean"][p] = mean.copy()
