@@ -17,13 +17,13 @@ Modules: :mod:`fastgrad.rng` (random streams), :mod:`fastgrad.distributions`,
 :mod:`fastgrad.functions`, :mod:`fastgrad.estimators`, :mod:`fastgrad.results`.
 """
 
-from fastgrad import distributions, functions, rng
+from fastgrad import distributions, estimators, functions, rng
 from fastgrad._api import MAX_DRAWS, NonFiniteValuesError, compare, estimate, variance_curve
 
 # Every distribution class, so that adding a family touches distributions.py only.
 from fastgrad.distributions import *  # noqa: F403
 from fastgrad.functions import Function, VectorFunction
-from fastgrad.results import Comparison, EstimatorResult, VarianceCurve
+from fastgrad.results import Comparison, EstimatorResult, VarianceCurve, VariantComparison, VariantResult
 
 __version__ = "0.1.0"
 
@@ -34,10 +34,13 @@ __all__ = [  # and the distributions, added below
     "Function",
     "NonFiniteValuesError",
     "VarianceCurve",
+    "VariantComparison",
+    "VariantResult",
     "VectorFunction",
     "__version__",
     "compare",
     "estimate",
+    "estimators",
     "functions",
     "rng",
     "variance_curve",

@@ -81,6 +81,27 @@ class ExpPoly:
                 out._add_term((j, w), c * 1j * w)
         return out
 
+    def reflect(self, center):
+        """``x -> self(center - x)``: the function at the mirrored draw of an antithetic pair."""
+        center = _exact(center)
+        out = ExpPoly()
+        for (j, w), c in self.terms.items():
+            phase = c if w == 0 else complex(c) * cmath.exp(1j * w * float(center))
+            for p in range(j + 1):
+                # (center - x)**j = sum_p C(j, p) center**(j-p) (-x)**p
+                scale = comb(j, p) * (center if w == 0 else float(center)) ** (j - p) * (-1) ** p
+                out._add_term((p, -w), phase * scale)
+        return out
+
+    def evaluate(self, x):
+        """Evaluate at an array of real ``x`` (quadrature nodes)."""
+        import numpy as np
+
+        total = np.zeros(np.shape(x), dtype=complex)
+        for (j, w), c in self.terms.items():
+            total += complex(c) * np.power(x, j) * np.exp(1j * w * x)
+        return total.real
+
     def __call__(self, x):
         """Evaluate at a real ``x`` (used to check the compiled cores)."""
         total = 0j
@@ -310,3 +331,179 @@ def separable_moments(distribution, function, estimators, wrt):
                 variances.append(memo[("result", estimator, k)][1])
             out[estimator][parameter] = (means, variances)
     return out
+
+
+# --- estimator variants (issue 6): exact means and per-draw variances -----------------
+#
+# Every variant but the measure-valued one is a sum of terms ``H_a(x) Q_a(eps)``,
+# an exponential polynomial of the draw times a polynomial of the noise, so
+# its first two moments are sums of the family's exact expectations:
+#
+#     E[v] = sum_a E[H_a Q_a],    E[v**2] = sum_a sum_b E[H_a H_b Q_a Q_b].
+#
+# The antithetic partner is the same draw mirrored, x' = 2 loc - x (Normal):
+# ``H.reflect(2 loc)`` and ``Q(-eps)``. The measure-valued sides follow
+# Rayleigh and Maxwell laws; their moments are computed by Gauss-Legendre
+# quadrature of the exact integrals (to about 1e-13 relative).
+
+
+def _poly_scale(q, factor):
+    return [_exact(c) * _exact(factor) for c in q]
+
+
+def _poly_reflect(q):
+    """Coefficients of ``q(-eps)``."""
+    return [c if k % 2 == 0 else -c for k, c in enumerate(q)]
+
+
+def _poly_add(p, q):
+    out = [0] * max(len(p), len(q))
+    for k, c in enumerate(p):
+        out[k] = out[k] + _exact(c)
+    for k, c in enumerate(q):
+        out[k] = out[k] + _exact(c)
+    return out
+
+
+def _terms_moments(family, params, terms):
+    """(mean, variance) of ``sum_a H_a(x) Q_a(eps)`` for terms ``[(H_a, Q_a), ...]``."""
+    mean = sum(family.expectation(h, params, q) for h, q in terms)
+    second = 0
+    for a, (ha, qa) in enumerate(terms):
+        for b, (hb, qb) in enumerate(terms):
+            if b < a:
+                continue
+            value = family.expectation(ha * hb, params, polynomial_product(qa, qb))
+            second = second + (value if a == b else 2 * value)
+    return float(mean), float(second - mean * mean)
+
+
+def _score_terms(h, q, control):
+    """Terms of ``h q - control`` (``control`` a polynomial of eps)."""
+    terms = [(h, q)]
+    if any(c != 0 for c in control):
+        terms.append((ExpPoly.polynomial([1]), _poly_scale(control, -1)))
+    return terms
+
+
+def variant_moments(distribution, function, specs, coefficients, wrt):
+    """Exact mean and per-draw variance of each specification, per parameter.
+
+    Returns a list (one entry per specification) of ``{parameter: (mean, variance)}``
+    or None where there is no exact form (user functions; a family without
+    exact expectations). "Per draw" is per unit of one draw of the noise:
+    an antithetic pair, a measure-valued pair of sides; a ``loo(K)`` group's
+    variance times K.
+    """
+    h = function.exact()
+    family = distribution.family
+    if h is None or family.analytic_factors is None or family.expectation is None:
+        return [None] * len(specs)
+    params = [getattr(distribution, name) for name in family.parameters]
+    score_factors, path_factors = family.analytic_factors(params)
+    n_params = len(family.parameters)
+    out = []
+    for s, spec in enumerate(specs):
+        result = {}
+        for parameter in wrt:
+            j = family.parameters.index(parameter)
+            if spec.base == "measure-valued":
+                result[parameter] = _weak_moments(distribution, h, j, spec.coupled)
+                continue
+            if spec.base == "pathwise":
+                d = h.derivative()
+                q = path_factors[j]
+                terms = [(d, q)]
+                if spec.antithetic:
+                    center = 2 * _exact(params[0])
+                    terms = [(d * Fraction(1, 2), q), (d.reflect(center) * Fraction(1, 2), _poly_reflect(q))]
+                result[parameter] = _terms_moments(family, params, terms)
+                continue
+            q = score_factors[j]
+            if spec.baseline == "loo":
+                result[parameter] = _loo_moments(family, params, h, q, spec.group)
+                continue
+            control = [0]
+            if coefficients[s] is not None:
+                for k in range(n_params):
+                    control = _poly_add(control, _poly_scale(score_factors[k], coefficients[s][j][k]))
+            terms = _score_terms(h, q, control)
+            if spec.antithetic:
+                center = 2 * _exact(params[0])
+                half = Fraction(1, 2)
+                mirrored = _score_terms(h.reflect(center), _poly_reflect(q), _poly_reflect(control))
+                terms = [(a * half, b) for a, b in terms] + [(a * half, b) for a, b in mirrored]
+            result[parameter] = _terms_moments(family, params, terms)
+        out.append(result)
+    return out
+
+
+def _loo_moments(family, params, h, q, group):
+    """Mean and K x variance of a leave-one-out group estimate: the within-group covariance of f and s.
+
+    For the unbiased sample covariance of K independent pairs (a, b)::
+
+        Var = mu22 / K - (K - 2) / (K (K - 1)) cov**2 + var_a var_b / (K (K - 1))
+
+    with ``mu22 = E[(a - E a)**2 (b - E b)**2]``; here ``a = f``, ``b = s`` and E[s] = 0.
+    """
+    one = ExpPoly.polynomial([1])
+    q2 = polynomial_product(q, q)
+    mean_f = family.expectation(h, params, (1,))
+    var_f = family.expectation(h * h, params, (1,)) - mean_f * mean_f
+    cov = family.expectation(h, params, q)
+    var_s = family.expectation(one, params, q2)
+    mu22 = (
+        family.expectation(h * h, params, q2) - 2 * mean_f * family.expectation(h, params, q2) + mean_f * mean_f * var_s
+    )
+    k = group
+    variance = mu22 - Fraction(k - 2, k - 1) * cov * cov + var_f * var_s / (k - 1)
+    return float(cov), float(variance)
+
+
+def _weak_moments(distribution, h, j, coupled):
+    """Mean and variance of one measure-valued draw (Normal), by quadrature of the exact integrals."""
+    import numpy as np
+
+    loc, scale = float(distribution.loc), float(distribution.scale)
+    nodes, weights = _legendre(0.0, 14.0)
+    if j == 0:
+        c = 1.0 / (scale * np.sqrt(2.0 * np.pi))
+        density = weights * nodes * np.exp(-0.5 * nodes * nodes)  # Rayleigh(1)
+        plus = h.evaluate(loc + scale * nodes)
+        minus = h.evaluate(loc - scale * nodes)
+        mean = c * np.sum(density * (plus - minus))
+        if coupled:
+            second = c * c * np.sum(density * (plus - minus) ** 2)
+            return float(mean), float(second - mean * mean)
+        var_plus = np.sum(density * plus**2) - np.sum(density * plus) ** 2
+        var_minus = np.sum(density * minus**2) - np.sum(density * minus) ** 2
+        return float(mean), float(c * c * (var_plus + var_minus))
+    c = 1.0 / scale
+    if not coupled:  # Maxwell expectations are E[z**2 g(z)] under N(0, 1): exact
+        plus_mean = h.normal_expectation(loc, scale, (0, 0, 1))
+        plus_second = (h * h).normal_expectation(loc, scale, (0, 0, 1))
+        minus_mean = h.normal_expectation(loc, scale)
+        minus_second = (h * h).normal_expectation(loc, scale)
+        mean = c * (plus_mean - minus_mean)
+        variance = c * c * ((plus_second - plus_mean**2) + (minus_second - minus_mean**2))
+        return float(mean), float(variance)
+    # (eps, M = sign(eps) rho): joint density rho exp(-rho**2 / 2) / sqrt(2 pi) on |eps| <= rho.
+    first = second = 0.0
+    inner, inner_weights = _legendre(0.0, 1.0, 64)
+    for rho, w in zip(nodes, weights, strict=True):
+        outer = w * rho * np.exp(-0.5 * rho * rho) / np.sqrt(2.0 * np.pi)
+        for sign in (1.0, -1.0):
+            eps = sign * rho * inner
+            v = c * (h.evaluate(loc + scale * sign * rho) - h.evaluate(loc + scale * eps))
+            first += outer * rho * np.sum(inner_weights * v)
+            second += outer * rho * np.sum(inner_weights * v * v)
+    return float(first), float(second - first * first)
+
+
+def _legendre(a, b, count=240):
+    """Gauss-Legendre nodes and weights on [a, b]."""
+    import numpy as np
+
+    x, w = np.polynomial.legendre.leggauss(count)
+    return a + (b - a) * (x + 1) / 2, w * (b - a) / 2

@@ -10,13 +10,17 @@ import numpy as np
 from fastgrad import _kernels, results
 from fastgrad._analytic import estimator_moments
 from fastgrad.distributions import DISTRIBUTIONS, DiagNormal
-from fastgrad.estimators import ESTIMATORS, layout
+from fastgrad.estimators import ESTIMATORS, layout, parse_estimator, parse_estimators
 from fastgrad.functions import SeparableFunction, VectorFunction, resolve
 
 #: Largest ``n``: counts are float64 in the moment records, exact up to 2**53.
 MAX_DRAWS = 2**53
 
 NAN_POLICIES = ("raise", "omit")
+
+#: Draws of the independent pilot stream that estimates optimal baselines and
+#: control-variate coefficients, by default.
+DEFAULT_PILOT = 100_000
 
 #: Sample sizes of :func:`variance_curve` by default: the seed article's.
 DEFAULT_SAMPLE_SIZES = (10, 100, 1_000, 10_000, 100_000)
@@ -36,7 +40,9 @@ class NonFiniteValuesError(ValueError):
         )
 
 
-def compare(distribution, function, n, *, seed=None, wrt=None, threads=None, nan_policy="raise"):
+def compare(
+    distribution, function, n, *, seed=None, wrt=None, threads=None, nan_policy="raise", estimators=None, pilot=None
+):
     """Score-function and pathwise gradient estimates from one fused pass over the same draws.
 
     Parameters
@@ -68,12 +74,24 @@ def compare(distribution, function, n, *, seed=None, wrt=None, threads=None, nan
         ``"raise"`` (default) raises :class:`NonFiniteValuesError` with their
         count; ``"omit"`` leaves them out of both estimators and reports
         ``n_omitted``.
+    estimators : list of str, optional
+        Estimator specifications to compare on the same draws, e.g.
+        ``["score", "score+optimal-baseline", "pathwise", "pathwise+antithetic",
+        "measure-valued"]`` (grammar: :func:`fastgrad.estimators.parse_estimator`;
+        ``docs/variance-reduction.md``). Returns a :class:`VariantComparison`.
+        Scalar families only. With ``score+loo(K)``, ``n`` must be a multiple of K.
+    pilot : int, optional
+        Draws of the independent pilot stream that estimates
+        ``optimal-baseline`` and ``cv`` coefficients (default 100 000).
 
     Returns
     -------
     Comparison
         ``score`` and ``pathwise`` results, ``variance_ratio`` with its 95 %
         confidence interval, and analytic values for built-in functions.
+        With ``estimators``: a :class:`VariantComparison`, one row per
+        estimator, with ratios to the pathwise estimator (the score function
+        where there is none).
 
     Examples
     --------
@@ -85,7 +103,15 @@ def compare(distribution, function, n, *, seed=None, wrt=None, threads=None, nan
     True
     >>> 20 < r.variance_ratio["loc"] < 23
     True
+    >>> t = fg.compare(fg.Normal(2.0, 1.0), "square", n=10**6, seed=0, wrt="loc",
+    ...                estimators=["score", "score+optimal-baseline", "pathwise+antithetic"])
+    >>> t["score"].analytic_variance["loc"], t["pathwise+antithetic"].analytic_variance["loc"]
+    (87.0, 0.0)
     """
+    if estimators is not None:
+        return _compare_variants(distribution, function, n, estimators, seed, wrt, threads, nan_policy, pilot)
+    if pilot is not None:
+        raise ValueError("pilot is used with estimators=[... 'score+optimal-baseline' or 'score+cv' ...] only")
     if isinstance(distribution, DiagNormal):
         record, lay, analytic, context = _run_vector(
             distribution, function, n, seed, wrt, threads, nan_policy, ESTIMATORS
@@ -168,6 +194,8 @@ def variance_curve(
     seed=None,
     wrt=None,
     threads=None,
+    estimators=None,
+    pilot=None,
 ):
     """How the variance of an ``n``-draw gradient estimate falls with ``n``, for both estimators.
 
@@ -193,6 +221,11 @@ def variance_curve(
         ``n_k`` (sizes sorted) takes the ``repeats * n_k`` draws after those
         of the smaller sizes, repeat ``i`` the ``n_k`` draws from
         ``i * n_k`` on.
+    estimators, pilot : optional
+        As in :func:`compare`: a curve for every listed estimator variant, on
+        the same draws, with each one's variance per evaluation over the
+        reference estimator's. With ``score+loo(K)`` every size must be a
+        multiple of K.
 
     Returns
     -------
@@ -212,20 +245,17 @@ def variance_curve(
     >>> all(lo < truth < hi for (lo, hi), truth in zip(c.variance_ci["score"]["loc"], (8.7, 0.087)))
     True
     """
+    if estimators is not None:
+        return _variant_curve(distribution, function, sample_sizes, repeats, seed, wrt, threads, estimators, pilot)
+    if pilot is not None:
+        raise ValueError("pilot is used with estimators=[... 'score+optimal-baseline' or 'score+cv' ...] only")
     run = _prepare(distribution, function, 2, seed, wrt, threads, "raise", ESTIMATORS)
     sizes = _check_sample_sizes(sample_sizes)
     repeats = _check_repeats(repeats, sizes)
     lay = run["layout"]
     with _numba_threads(run["threads"]) as used_threads:
         totals, seconds = _kernels.curve_run(run["distribution"], run["function"], lay, sizes, repeats, run["seed"])
-    bad = int(np.count_nonzero(~np.isfinite(totals).all(axis=0)))
-    if bad:
-        raise NonFiniteValuesError(
-            bad,
-            totals.shape[1],
-            f"{bad:,} of {totals.shape[1]:,} estimates were not finite (f or df returned nan/inf, or an overflow); "
-            "a variance curve has no nan_policy='omit': check the function",
-        )
+    _check_curve_totals(totals)
     draws = repeats * sum(sizes)
     analytic = estimator_moments(run["distribution"], run["function"], lay.estimators, lay.wrt)
     return results.variance_curve_result(
@@ -441,3 +471,236 @@ def _safe_ratio(a, b):
     if b == 0:
         return math.inf if a > 0 else math.nan
     return a / b
+
+
+# --- estimator variants ------------------------------------------------------------------
+
+
+def _prepare_variants(distribution, function, estimators, wrt, threads, pilot, seed):
+    """Validate a variant run; return (distribution, function, specs, reference, pilot, seed, wrt, threads)."""
+    if isinstance(distribution, DiagNormal):
+        raise TypeError(
+            "estimators=[...] (variance reduction, measure-valued) works with the scalar families "
+            "fastgrad.Normal, fastgrad.Exponential and fastgrad.Bernoulli, not yet with a DiagNormal"
+        )
+    if not isinstance(distribution, DISTRIBUTIONS):
+        accepted = ", ".join(f"fastgrad.{cls.__name__}" for cls in DISTRIBUTIONS)
+        raise TypeError(f"distribution must be one of {accepted}; got {distribution!r}")
+    function = resolve(function)
+    specs = list(parse_estimators(estimators))
+    family = distribution.family
+    name = type(distribution).__name__
+    for spec in specs:
+        if spec.base == "pathwise" and not family.pathwise:
+            raise ValueError(
+                f"estimators: {spec.name!r} needs a pathwise estimator, and {name} has none (its draws are "
+                f"discrete, so they do not move smoothly with {', '.join(family.parameters)}); use score variants"
+            )
+        if spec.base == "pathwise" and not function.has_derivative:
+            raise ValueError(
+                f"estimators: {spec.name!r} needs the derivative of {function.name}: pass fastgrad.Function(f, df)"
+            )
+        if spec.antithetic and not family.symmetric:
+            raise ValueError(
+                f"estimators: {spec.name!r} pairs each draw's noise eps with -eps, which needs noise "
+                f"symmetric about 0; {name}'s is not (antithetic pairs are implemented for fastgrad.Normal)"
+            )
+        if spec.base == "measure-valued" and family.weak_derivative is None:
+            raise ValueError(
+                f"estimators: {spec.name!r}: measure-valued gradients are implemented for fastgrad.Normal "
+                f"(loc and scale), not for {name}"
+            )
+    reference = parse_estimator("pathwise" if family.pathwise and function.has_derivative else "score")
+    if reference.name not in [spec.name for spec in specs]:
+        specs.append(reference)
+    reference_index = [spec.name for spec in specs].index(reference.name)
+    needs_pilot = any(spec.needs_pilot for spec in specs)
+    pilot = _check_pilot(pilot) if needs_pilot else 0
+    _, seed, wrt, threads = _check_run(2, seed, wrt, threads, "raise", distribution.parameters)
+    return distribution, function, tuple(specs), reference_index, pilot, seed, wrt, threads
+
+
+def _check_pilot(pilot):
+    accepted = "an integer number of pilot draws, 2 <= pilot <= 2**53"
+    if pilot is None:
+        return DEFAULT_PILOT
+    if isinstance(pilot, (bool, np.bool_)) or not isinstance(pilot, (int, np.integer)):
+        raise TypeError(f"pilot must be {accepted}; got {pilot!r}")
+    if not 2 <= pilot <= MAX_DRAWS:
+        raise ValueError(f"pilot must be {accepted}; got {pilot!r}")
+    return int(pilot)
+
+
+def _pilot_coefficients(distribution, function, specs, pilot, seed):
+    """Per specification, its coefficient matrix ``B`` (or None); optimal ones estimated on the pilot streams.
+
+    The pilot reads streams ``(seed, PILOT_STREAMS + c)``, independent of the
+    run's, so the baseline is independent of the draws it is used on and the
+    estimator stays unbiased. From the pilot's per-draw ``g_j = f s_j`` and
+    ``s_k``::
+
+        optimal baseline   b_j = E[f s_j**2] / E[s_j**2] = E[g_j s_j] / E[s_j**2]
+        control variate    C_j = Cov(s)^-1 Cov(s, g_j)
+    """
+    from fastgrad import _variants
+
+    n_params = len(distribution.parameters)
+    out = []
+    estimated = None
+    if pilot:
+        pilot_specs = (parse_estimator("score"), "control")
+        pair_x = [j for j in range(n_params) for _ in range(n_params)]
+        pair_y = [n_params + k for _ in range(n_params) for k in range(n_params)]
+        for j in range(n_params):
+            for k in range(j + 1, n_params):
+                pair_x.append(n_params + j)
+                pair_y.append(n_params + k)
+        lay = _variants.VariantLayout(
+            specs=pilot_specs,
+            parameters=distribution.parameters,
+            wrt=distribution.parameters,
+            reference=0,
+            rows=np.arange(2 * n_params, dtype=np.int64),
+            pair_x=np.array(pair_x, np.int64),
+            pair_y=np.array(pair_y, np.int64),
+            group=1,
+        )
+        record, _ = _variants.variant_run(
+            distribution, function, lay, pilot_specs, [None, None], pilot, seed, _variants.PILOT_STREAMS
+        )
+        if int(record[1]):
+            raise NonFiniteValuesError(
+                int(record[1]), pilot, f"{int(record[1]):,} of {pilot:,} pilot draws gave a non-finite f(x) * score: "
+                "the optimal baseline and control variate cannot be estimated; check the function"
+            )  # fmt: skip
+        estimated = _pilot_solve(record, n_params)
+    for spec in specs:
+        if spec.baseline is None or spec.baseline == "loo":
+            out.append(None)
+        elif spec.baseline == "optimal":
+            out.append(np.diag(estimated[0]))
+        elif spec.baseline == "cv":
+            out.append(estimated[1])
+        else:
+            out.append(np.eye(n_params) * spec.baseline)
+    return out
+
+
+def _pilot_solve(record, n_params):
+    """(optimal baselines, control-variate matrix) from a pilot record of rows g_j, s_k and their pairs."""
+    n = record[0]
+    rows = 2 * n_params
+
+    def mean(r):
+        return record[2 + 4 * r]
+
+    def m2(r):
+        return record[3 + 4 * r]
+
+    def c11(p):
+        return record[2 + 4 * rows + 4 * p]
+
+    baselines = np.empty(n_params)
+    for j in range(n_params):
+        gs = c11(j * n_params + j) / n + mean(j) * mean(n_params + j)
+        ss = m2(n_params + j) / n + mean(n_params + j) ** 2
+        baselines[j] = gs / ss
+    cov_s = np.empty((n_params, n_params))
+    p = n_params * n_params
+    for j in range(n_params):
+        cov_s[j, j] = m2(n_params + j) / (n - 1)
+        for k in range(j + 1, n_params):
+            cov_s[j, k] = cov_s[k, j] = c11(p) / (n - 1)
+            p += 1
+    cov_gs = np.array([[c11(j * n_params + k) / (n - 1) for k in range(n_params)] for j in range(n_params)])
+    try:
+        matrix = np.linalg.solve(cov_s, cov_gs.T).T
+    except np.linalg.LinAlgError:
+        raise ValueError("the pilot's score covariance is singular: the control variate is not defined") from None
+    return baselines, matrix
+
+
+def _compare_variants(distribution, function, n, estimators, seed, wrt, threads, nan_policy, pilot):
+    from fastgrad import _variants
+    from fastgrad._analytic import variant_moments
+
+    distribution, function, specs, reference, pilot, seed, wrt, threads = _prepare_variants(
+        distribution, function, estimators, wrt, threads, pilot, seed
+    )
+    n = _check_n(n)
+    if not isinstance(nan_policy, str) or nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {list(NAN_POLICIES)}; got {nan_policy!r}")
+    lay = _variants.VariantLayout.build(specs, distribution.parameters, wrt, reference)
+    if n % lay.group or n // lay.group < 2:
+        raise ValueError(
+            f"n must be a multiple of the leave-one-out group size {lay.group}, at least {2 * lay.group}; got {n:,}"
+        )
+    with _numba_threads(threads) as used:
+        coefficients = _pilot_coefficients(distribution, function, specs, pilot, seed)
+        record, seconds = _variants.variant_run(distribution, function, lay, specs, coefficients, n // lay.group, seed)
+    if int(record[1]) and nan_policy == "raise":
+        raise NonFiniteValuesError(int(record[1]) * lay.group, n)
+    analytic = variant_moments(distribution, function, specs, coefficients, wrt)
+    return results.variant_comparison(
+        record,
+        lay,
+        analytic,
+        coefficients,
+        pilot=pilot,
+        distribution=distribution,
+        function=function,
+        seed=seed,
+        threads=used,
+        seconds=seconds,
+        draws_per_second=n / seconds if seconds > 0 else math.inf,
+    )
+
+
+def _check_curve_totals(totals):
+    bad = int(np.count_nonzero(~np.isfinite(totals).all(axis=0)))
+    if bad:
+        raise NonFiniteValuesError(
+            bad,
+            totals.shape[1],
+            f"{bad:,} of {totals.shape[1]:,} estimates were not finite (f or df returned nan/inf, or an overflow); "
+            "a variance curve has no nan_policy='omit': check the function",
+        )
+
+
+def _variant_curve(distribution, function, sample_sizes, repeats, seed, wrt, threads, estimators, pilot):
+    from fastgrad import _variants
+    from fastgrad._analytic import variant_moments
+
+    distribution, function, specs, reference, pilot, seed, wrt, threads = _prepare_variants(
+        distribution, function, estimators, wrt, threads, pilot, seed
+    )
+    sizes = _check_sample_sizes(sample_sizes)
+    repeats = _check_repeats(repeats, sizes)
+    lay = _variants.VariantLayout.build(specs, distribution.parameters, wrt, reference)
+    if any(size % lay.group for size in sizes):
+        raise ValueError(
+            f"sample_sizes must be multiples of the leave-one-out group size {lay.group}; got {list(sizes)}"
+        )
+    unit_sizes = [size // lay.group for size in sizes]
+    with _numba_threads(threads) as used:
+        coefficients = _pilot_coefficients(distribution, function, specs, pilot, seed)
+        totals, seconds = _variants.variant_curve_run(
+            distribution, function, lay, specs, coefficients, unit_sizes, repeats, seed
+        )
+    _check_curve_totals(totals)
+    draws = repeats * sum(sizes)
+    return results.variant_curve_result(
+        totals,
+        lay,
+        unit_sizes,
+        repeats,
+        variant_moments(distribution, function, specs, coefficients, wrt),
+        distribution=distribution,
+        function=function,
+        seed=seed,
+        threads=used,
+        seconds=seconds,
+        draws=draws,
+        draws_per_second=draws / seconds if seconds > 0 else math.inf,
+        pilot=pilot,
+    )

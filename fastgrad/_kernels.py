@@ -321,13 +321,46 @@ def _repeat_at(offsets, sizes, repeats, position):
     return k * repeats + r, offsets[k] + (r + 1) * sizes[k]
 
 
+@register_jitable
+def _sum_pieces(values, rows, m, block_start, stop, piece, end, sums, owners, offsets, sizes, repeats):
+    """Add columns ``[0, m)`` of the kept value rows (positions ``block_start...``) into their repeat pieces.
+
+    ``piece`` is the current piece's slot and ``end`` the position after its
+    repeat; returns both, advanced past the repeats this block completes.
+    """
+    n_rows = rows.size
+    lo_ = 0
+    while lo_ < m:
+        hi_ = min(m, end - block_start)
+        if hi_ - lo_ < 16:  # block_sum of under 16 values is this sequential sum, with less overhead
+            for r in range(n_rows):
+                row = rows[r]
+                total = 0.0
+                for i in range(lo_, hi_):
+                    total += values[row, i]
+                sums[piece, r] += total
+        else:
+            for r in range(n_rows):
+                sums[piece, r] += block_sum(values[rows[r], lo_:], hi_ - lo_)
+        lo_ = hi_
+        if block_start + hi_ == end and end < stop:  # the repeat is complete; the next one starts here
+            piece += 1
+            owner, end = _repeat_at(offsets, sizes, repeats, end)
+            owners[piece] = owner
+            sums[piece, :] = 0.0
+    return piece, end
+
+
 @serial
-def curve_pieces(offsets, sizes, repeats, n_draws, first_chunk, n_chunks, first_piece):
-    """Fill ``first_piece[b]`` with the slot of chunk ``first_chunk + b``'s first piece; return the total."""
+def curve_pieces(offsets, sizes, repeats, n_draws, first_chunk, n_chunks, first_piece, chunk_size):
+    """Fill ``first_piece[b]`` with the slot of chunk ``first_chunk + b``'s first piece; return the total.
+
+    Chunks hold ``chunk_size`` positions (draws, or units of a variant run).
+    """
     total = 0
     for b in range(n_chunks):
-        start = (first_chunk + b) * CHUNK_SIZE
-        stop = min(n_draws, start + CHUNK_SIZE)
+        start = (first_chunk + b) * chunk_size
+        stop = min(n_draws, start + chunk_size)
         first_piece[b] = total
         position = start
         while True:
@@ -358,7 +391,6 @@ def _curve_chunks(
     each segment with :func:`~fastgrad._reduction.block_sum` (a fixed order),
     adding the segment sums left to right.
     """
-    n_rows = rows.size
     values = np.empty((2 * _n_params(key), BLOCK))
     for b in range(lo, hi):
         piece = first_piece[b]
@@ -369,25 +401,8 @@ def _curve_chunks(
         for block_start in range(start, stop, BLOCK):
             m = min(BLOCK, stop - block_start)
             _block_values(key, f, df, state, words, noise, scratch, m, theta, fparams, need_f, need_df, values)
-            lo_ = 0
-            while lo_ < m:
-                hi_ = min(m, end - block_start)
-                if hi_ - lo_ < 16:  # block_sum of under 16 values is this sequential sum, with less overhead
-                    for r in range(n_rows):
-                        row = rows[r]
-                        total = 0.0
-                        for i in range(lo_, hi_):
-                            total += values[row, i]
-                        sums[piece, r] += total
-                else:
-                    for r in range(n_rows):
-                        sums[piece, r] += block_sum(values[rows[r], lo_:], hi_ - lo_)
-                lo_ = hi_
-                if block_start + hi_ == end and end < stop:  # the repeat is complete; the next one starts here
-                    piece += 1
-                    owner, end = _repeat_at(offsets, sizes, repeats, end)
-                    owners[piece] = owner
-                    sums[piece, :] = 0.0
+            piece, end = _sum_pieces(values, rows, m, block_start, stop, piece, end, sums, owners, offsets, sizes,
+                                     repeats)  # fmt: skip
 
 
 _cached_curve_kernel = numba.njit(**SERIAL)(_curve_chunks)
@@ -427,7 +442,7 @@ def curve_run(distribution, function, layout, sizes, repeats, seed):
     n_rows = layout.n_rows
     # Compile (or load) everything before the clock starts.
     kernel(*args, np.empty(0, np.int64), np.empty((0, n_rows)), np.empty(0, np.int64), 0, 0)
-    curve_pieces(offsets, sizes, repeats, n, 0, 0, np.empty(0, np.int64))
+    curve_pieces(offsets, sizes, repeats, n, 0, 0, np.empty(0, np.int64), CHUNK_SIZE)
     curve_fold(np.empty((0, n_rows)), np.empty(0, np.int64), 0, np.empty((n_rows, 0)))
     totals = np.zeros((n_rows, sizes.size * repeats))
     n_chunks = math.ceil(n / CHUNK_SIZE)
@@ -436,7 +451,7 @@ def curve_run(distribution, function, layout, sizes, repeats, seed):
     for first in range(0, n_chunks, per_batch):
         count = min(per_batch, n_chunks - first)
         first_piece = np.empty(count, np.int64)
-        pieces = curve_pieces(offsets, sizes, repeats, n, first, count, first_piece)
+        pieces = curve_pieces(offsets, sizes, repeats, n, first, count, first_piece, CHUNK_SIZE)
         sums = np.empty((pieces, n_rows))
         owners = np.empty(pieces, np.int64)
         for_ranges(kernel, (*args[:4], np.int64(first), *args[5:], first_piece, sums, owners), count)

@@ -66,6 +66,15 @@ class Family:
         Whether the pathwise estimator exists. ``False`` for discrete
         families, whose draws do not move smoothly with the parameters;
         ``path_factor`` is then never called.
+    symmetric : bool
+        Whether the noise law is symmetric (``-eps`` has the law of ``eps``), so
+        that antithetic pairs ``(eps, -eps)`` are draws of ``q_theta``.
+    weak_derivative : njit core, optional
+        ``(j, eps, x, u1, u2, u3, eps2, theta) -> (c, x_plus, x_coupled, x_decoupled)``:
+        the measure-valued gradient ``d E[f] / d theta_j = c (E[f(x+)] - E[f(x-)])``
+        from one draw's noise ``eps`` (and ``x``), three uniforms on (0, 1] and
+        one more normal ``eps2``: the positive side, and the negative side
+        coupled to it and independent of it. None: not implemented.
     """
 
     name: str
@@ -77,6 +86,8 @@ class Family:
     analytic_factors: object = field(default=None, compare=False)
     expectation: object = field(default=None, compare=False)
     pathwise: bool = True
+    symmetric: bool = False
+    weak_derivative: object = field(default=None, compare=False)
 
 
 @serial  # compiled once and cached: it does not depend on the function (see _kernels)
@@ -109,6 +120,26 @@ def _normal_path_factor(j, eps, x, theta):
     return eps
 
 
+# Weak derivatives of N(loc, scale**2) (Pflug 1996; Mohamed et al. 2020, section 6):
+#   d/dloc   E[f] = 1 / (scale sqrt(2 pi)) (E[f(loc + scale R)] - E[f(loc - scale R')]),  R, R' ~ Rayleigh(1)
+#   d/dscale E[f] = 1 / scale (E[f(loc + scale M)] - E[f(loc + scale eps)]),  M ~ double-sided Maxwell
+# R = sqrt(-2 log u) (inversion). M = sign(eps) sqrt(eps**2 - 2 log u): |M| is chi with 3 degrees of
+# freedom (chi2_1 + chi2_2), its sign independent of |M|, so M has density z**2 phi(z). Coupled, the
+# loc sides share R and the scale sides share eps; decoupled, the negative sides use u2 and eps2.
+
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@core
+def _normal_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
+    if j == 0:
+        r1 = math.sqrt(-2.0 * math.log(u1))
+        r2 = math.sqrt(-2.0 * math.log(u2))
+        return theta[2] * _INV_SQRT_2PI, theta[0] + theta[1] * r1, theta[0] - theta[1] * r1, theta[0] - theta[1] * r2
+    maxwell = math.copysign(math.sqrt(eps * eps - 2.0 * math.log(u3)), eps)
+    return theta[2], theta[0] + theta[1] * maxwell, x, theta[0] + theta[1] * eps2
+
+
 def _normal_analytic_factors(theta):
     _, scale = theta
     score = ([0.0, 1.0 / scale], [-1.0 / scale, 0.0, 1.0 / scale])
@@ -125,6 +156,8 @@ NORMAL = Family(
     path_factor=_normal_path_factor,
     analytic_factors=_normal_analytic_factors,
     expectation=lambda h, theta, q: h.normal_expectation(theta[0], theta[1], q),
+    symmetric=True,
+    weak_derivative=_normal_weak_derivative,
 )
 
 # --- Exponential(rate): x = eps / rate, eps ~ Exp(1) ------------------------------

@@ -23,7 +23,15 @@ import numpy as np
 #: Normal quantile for the 95 % intervals.
 Z95 = 1.959963984540054
 
-__all__ = ["Comparison", "EstimatorResult", "VarianceCurve", "VectorComparison", "VectorEstimatorResult"]
+__all__ = [
+    "Comparison",
+    "EstimatorResult",
+    "VarianceCurve",
+    "VariantComparison",
+    "VariantResult",
+    "VectorComparison",
+    "VectorEstimatorResult",
+]
 
 
 def _json_float(value):
@@ -239,6 +247,11 @@ class VarianceCurve:
         :class:`Comparison`).
     analytic_variance_ratio : dict or None
         Per parameter: the true ratio (the same at every ``n``).
+    reference, ratio_to_reference, ratio_to_reference_ci, analytic_ratio_to_reference
+        Curves of estimator variants (``estimators=[...]``) only, where
+        ``variance_ratio`` and its siblings are None: per estimator and
+        parameter, the variance per function evaluation over the reference
+        estimator's, per size, with its 95 % interval, and the true ratio.
     distribution, function, wrt, seed, threads, seconds
         As in :class:`Comparison`.
     draws : int
@@ -266,6 +279,11 @@ class VarianceCurve:
     seconds: float
     draws: int
     draws_per_second: float
+    reference: str = None
+    ratio_to_reference: dict = None
+    ratio_to_reference_ci: dict = None
+    analytic_ratio_to_reference: dict = None
+    pilot: int = 0
 
     def to_dict(self):
         """JSON-ready dict (inf and nan become None): one entry per sample size under ``"points"``."""
@@ -285,13 +303,20 @@ class VarianceCurve:
                     }
                     for p in self.wrt
                 }
-            point["variance_ratio"] = {
-                p: {
-                    "value": _json_float(self.variance_ratio[p][i]),
-                    "ci95": [_json_float(v) for v in self.variance_ratio_ci[p][i]],
+                if self.reference is not None:
+                    for p in self.wrt:
+                        point[e][p]["ratio_to_reference"] = _json_float(self.ratio_to_reference[e][p][i])
+                        point[e][p]["ratio_to_reference_ci95"] = [
+                            _json_float(v) for v in self.ratio_to_reference_ci[e][p][i]
+                        ]
+            if self.reference is None:
+                point["variance_ratio"] = {
+                    p: {
+                        "value": _json_float(self.variance_ratio[p][i]),
+                        "ci95": [_json_float(v) for v in self.variance_ratio_ci[p][i]],
+                    }
+                    for p in self.wrt
                 }
-                for p in self.wrt
-            }
             points.append(point)
         return {
             "kind": "variance_curve",
@@ -308,6 +333,11 @@ class VarianceCurve:
             "draws_per_second": self.draws_per_second,
             "analytic_gradient": _json_map(self.analytic_gradient),
             "analytic_variance_ratio": _json_map(self.analytic_variance_ratio),
+            "reference": self.reference,
+            "pilot": self.pilot,
+            "analytic_ratio_to_reference": None
+            if self.analytic_ratio_to_reference is None
+            else {e: _json_map(by_p) for e, by_p in self.analytic_ratio_to_reference.items()},
             "points": points,
         }
 
@@ -334,25 +364,37 @@ class VarianceCurve:
             lines.append("")
             lines.append(_gradient_line(p, self.analytic_gradient))
             rows = [("n", "estimator", "mean ± stderr", "variance [95% CI]", "analytic", "n × variance")]
+            if self.reference is not None:
+                rows[0] += (f"ratio to {self.reference} per eval [95% CI]", "analytic")
             for i, n in enumerate(self.sample_sizes):
                 for e in self.estimators:
                     lo, hi = self.variance_ci[e][p][i]
                     v = self.variance[e][p][i]
                     truth = _fmt(self.analytic_variance[e][p][i], 6) if self.analytic_variance else "-"
-                    rows.append(
-                        (
-                            f"{n:,}" if e == self.estimators[0] else "",
-                            e,
-                            _fmt_pm(self.mean[e][p][i], self.mean_stderr[e][p][i]),
-                            f"{_fmt(v, 4)} [{_fmt(lo, 4)}, {_fmt(hi, 4)}]",
-                            truth,
-                            _fmt(n * v, 4),
-                        )
+                    row = (
+                        f"{n:,}" if e == self.estimators[0] else "",
+                        e,
+                        _fmt_pm(self.mean[e][p][i], self.mean_stderr[e][p][i]),
+                        f"{_fmt(v, 4)} [{_fmt(lo, 4)}, {_fmt(hi, 4)}]",
+                        truth,
+                        _fmt(n * v, 4),
                     )
+                    if self.reference is not None:
+                        r_lo, r_hi = self.ratio_to_reference_ci[e][p][i]
+                        interval = f" [{_fmt(r_lo, 4)}, {_fmt(r_hi, 4)}]" if math.isfinite(r_lo) else ""
+                        analytic = self.analytic_ratio_to_reference
+                        row += (
+                            _fmt(self.ratio_to_reference[e][p][i], 4) + interval,
+                            _fmt(analytic[e][p], 5) if analytic and analytic[e] else "-",
+                        )
+                    rows.append(row)
+                if self.reference is not None:
+                    continue
                 lo, hi = self.variance_ratio_ci[p][i]
                 truth = _fmt(self.analytic_variance_ratio[p], 6) if self.analytic_variance_ratio else "-"
                 rows.append(("", "ratio", "", f"{_fmt(self.variance_ratio[p][i], 4)} [{_fmt(lo, 4)}, {_fmt(hi, 4)}]",
                              truth, ""))  # fmt: skip
+            rows = [row + ("",) * (len(rows[0]) - len(row)) for row in rows]
             widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
             for row in rows:
                 cells = [row[0].rjust(widths[0])] + [cell.ljust(w) for cell, w in zip(row[1:], widths[1:], strict=True)]
@@ -853,3 +895,345 @@ def _vector_estimator(e, record, layout, analytic, **extra):
 def vector_estimator_result(estimator, record, layout, analytic, context):
     """VectorEstimatorResult of a one-estimator DiagNormal run, with its run context (internal)."""
     return _vector_estimator(estimator, record, layout, analytic, n_omitted=int(record[1]), **context)
+
+
+# --- estimator variants (fastgrad.compare(..., estimators=[...])) ------------------------
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """One estimator variant's estimate in a :class:`VariantComparison`, per parameter.
+
+    Attributes
+    ----------
+    estimator : str
+        Canonical specification, e.g. ``"score+optimal-baseline"``.
+    evaluations_per_draw : int
+        Evaluations of ``f`` (or ``f'``) per draw of the noise, for one
+        parameter: 2 for antithetic pairs and measure-valued estimators, else 1.
+    mean, stderr : dict
+        The gradient estimate and its standard error.
+    variance, variance_stderr : dict
+        Variance per draw of the noise: ``n`` times the variance of the
+        ``n``-draw estimate (for an antithetic pair, the variance of the pair's
+        average; for ``loo(K)``, K times the variance of a group's estimate).
+    variance_per_evaluation : dict
+        ``variance * evaluations_per_draw``: what an equal budget of function
+        evaluations buys. Ratios compare this.
+    ratio, ratio_ci : dict
+        ``variance_per_evaluation`` over the reference estimator's, with its
+        95 % interval (delta method with the co-moments of the two on the same
+        draws). The reference's own ratio is 1 with no interval.
+    analytic_mean, analytic_variance, analytic_ratio : dict or None
+        Exact values for built-in functions (at the baseline or coefficients
+        actually used).
+    coefficients : dict or None
+        Per parameter, the baseline ``b`` (``baseline``, ``optimal-baseline``)
+        or the control-variate coefficients on the score vector (``cv``, a list
+        over the distribution's parameters) used.
+    """
+
+    estimator: str
+    evaluations_per_draw: int
+    mean: dict
+    stderr: dict
+    variance: dict
+    variance_stderr: dict
+    variance_per_evaluation: dict
+    ratio: dict
+    ratio_ci: dict
+    analytic_mean: dict
+    analytic_variance: dict
+    analytic_ratio: dict
+    coefficients: dict
+
+    def to_dict(self):
+        """JSON-ready dict (inf and nan become None)."""
+        return {
+            "estimator": self.estimator,
+            "evaluations_per_draw": self.evaluations_per_draw,
+            "mean": _json_map(self.mean),
+            "stderr": _json_map(self.stderr),
+            "variance": _json_map(self.variance),
+            "variance_stderr": _json_map(self.variance_stderr),
+            "variance_per_evaluation": _json_map(self.variance_per_evaluation),
+            "ratio": _json_map(self.ratio),
+            "ratio_ci95": {p: [_json_float(v) for v in ci] for p, ci in self.ratio_ci.items()},
+            "analytic_mean": _json_map(self.analytic_mean),
+            "analytic_variance": _json_map(self.analytic_variance),
+            "analytic_ratio": _json_map(self.analytic_ratio),
+            "coefficients": self.coefficients,
+        }
+
+
+@dataclass(frozen=True)
+class VariantComparison:
+    """Several gradient estimators on the same draws, in one table (see :func:`fastgrad.compare`).
+
+    Attributes
+    ----------
+    results : tuple of VariantResult
+        In the order asked for (the reference appended if it was not asked for).
+    reference : str
+        The estimator ratios are taken against: ``"pathwise"`` when the family
+        and function have one, else ``"score"``.
+    group : int
+        Draws per leave-one-out group (1 without ``loo``); ``n`` is a multiple of it.
+    pilot : int
+        Draws of the independent pilot stream that estimated the baselines and
+        control-variate coefficients (0 when none was needed).
+    distribution, function, wrt, n, n_omitted, seed, threads, seconds, draws_per_second
+        As in :class:`Comparison`: one fused pass computed every estimator.
+    """
+
+    results: tuple
+    reference: str
+    group: int
+    pilot: int
+    distribution: object
+    function: object
+    wrt: tuple
+    n: int
+    n_omitted: int
+    seed: int
+    threads: int
+    seconds: float
+    draws_per_second: float
+
+    @property
+    def estimators(self):
+        """Canonical names of the estimators, in table order."""
+        return tuple(r.estimator for r in self.results)
+
+    @property
+    def analytic_gradient(self):
+        """The true gradient per parameter, or None for user functions."""
+        return self.results[0].analytic_mean
+
+    def __getitem__(self, estimator):
+        """Return one estimator's result, by its specification (``c["score+cv"]``)."""
+        from fastgrad.estimators import parse_estimator
+
+        name = parse_estimator(estimator).name
+        for result in self.results:
+            if result.estimator == name:
+                return result
+        raise KeyError(f"{estimator!r} is not in this comparison; it has {list(self.estimators)}")
+
+    def to_dict(self):
+        """JSON-ready dict (inf and nan become None)."""
+        return {
+            "kind": "estimator_comparison",
+            "distribution": self.distribution.to_dict(),
+            "function": self.function.to_dict(),
+            "wrt": list(self.wrt),
+            "n": self.n,
+            "n_omitted": self.n_omitted,
+            "group": self.group,
+            "pilot": self.pilot,
+            "reference": self.reference,
+            "seed": self.seed,
+            "threads": self.threads,
+            "seconds": self.seconds,
+            "draws_per_second": self.draws_per_second,
+            "estimators": [r.to_dict() for r in self.results],
+        }
+
+    def __str__(self):
+        pilot = f"; baselines from an independent pilot of {self.pilot:,} draws" if self.pilot else ""
+        group = f"; loo groups of {self.group}" if self.group > 1 else ""
+        lines = [
+            _header("fastgrad.compare", self) + ", every estimator in one pass over the same draws" + pilot + group
+        ]
+        for p in self.wrt:
+            lines.append("")
+            lines.append(_gradient_line(p, self.analytic_gradient))
+            head = (
+                "estimator", "evals", "mean ± stderr", "variance/draw ± stderr", "analytic",
+                "variance/eval", f"ratio to {self.reference} [95% CI]", "analytic", "draws/s",
+            )  # fmt: skip
+            rows = [head]
+            for r in self.results:
+                low, high = r.ratio_ci[p]
+                interval = f" [{_fmt(low, 4)}, {_fmt(high, 4)}]" if math.isfinite(low) and math.isfinite(high) else ""
+                rows.append(
+                    (
+                        r.estimator,
+                        str(r.evaluations_per_draw),
+                        _fmt_pm(r.mean[p], r.stderr[p]),
+                        _fmt_pm(r.variance[p], r.variance_stderr[p]),
+                        _fmt(r.analytic_variance[p], 6) if r.analytic_variance else "-",
+                        _fmt(r.variance_per_evaluation[p], 5),
+                        _fmt(r.ratio[p], 4) + interval,
+                        _fmt(r.analytic_ratio[p], 5) if r.analytic_ratio else "-",
+                        _rate(self.draws_per_second),
+                    )
+                )
+            widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+            lines.extend(
+                "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+            )
+            for r in self.results:
+                if r.coefficients is not None:
+                    value = r.coefficients[p]
+                    text = (
+                        _fmt(value, 6)
+                        if not isinstance(value, list)
+                        else "[" + ", ".join(_fmt(v, 6) for v in value) + "]"
+                    )
+                    lines.append(f"  {r.estimator}: {'coefficients' if isinstance(value, list) else 'baseline'} {text}")
+        return "\n".join(lines)
+
+
+def variant_comparison(record, layout, analytic, coefficients, **context):
+    """VariantComparison from a merged record over units (internal)."""
+    group = layout.group
+    units = int(record[0])
+    ref_spec = layout.specs[layout.reference]
+    per_eval = {}
+    results = []
+    truth_ref = analytic[layout.reference]
+    for s, spec in enumerate(layout.specs):
+        stats = {key: {} for key in ("mean", "se", "var", "var_se", "per_eval", "ratio", "ci")}
+        for p in layout.wrt:
+            k = 2 + 4 * layout.row(s, p)
+            mean, m2, _, m4 = (float(v) for v in record[k : k + 4])
+            unit_var = m2 / (units - 1)
+            stats["mean"][p] = mean
+            stats["se"][p] = math.sqrt(unit_var / units)
+            stats["var"][p] = unit_var * group
+            central2 = m2 / units
+            stats["var_se"][p] = group * math.sqrt(max(m4 / units - central2 * central2, 0.0) / units)
+            stats["per_eval"][p] = stats["var"][p] * spec.evaluations
+            pair = layout.pair(s, p)
+            if pair is None:
+                stats["ratio"][p], stats["ci"][p] = 1.0, (math.nan, math.nan)
+            else:
+                scale = spec.evaluations / ref_spec.evaluations
+                ratio, (low, high) = variance_ratio(record, layout, pair)
+                stats["ratio"][p], stats["ci"][p] = ratio * scale, (low * scale, high * scale)
+        per_eval[s] = stats["per_eval"]
+        truth = analytic[s]
+        analytic_ratio = None
+        if truth is not None and truth_ref is not None:
+            analytic_ratio = {
+                p: _ratio_or_inf(truth[p][1] * spec.evaluations, truth_ref[p][1] * ref_spec.evaluations)
+                for p in layout.wrt
+            }
+        results.append(
+            VariantResult(
+                estimator=spec.name,
+                evaluations_per_draw=spec.evaluations,
+                mean=stats["mean"],
+                stderr=stats["se"],
+                variance=stats["var"],
+                variance_stderr=stats["var_se"],
+                variance_per_evaluation=stats["per_eval"],
+                ratio=stats["ratio"],
+                ratio_ci=stats["ci"],
+                analytic_mean={p: truth[p][0] for p in layout.wrt} if truth else None,
+                analytic_variance={p: truth[p][1] for p in layout.wrt} if truth else None,
+                analytic_ratio=analytic_ratio,
+                coefficients=_coefficient_dict(coefficients[s], layout, spec.baseline == "cv"),
+            )
+        )
+    return VariantComparison(
+        results=tuple(results),
+        reference=ref_spec.name,
+        group=group,
+        n=units * group,
+        n_omitted=int(record[1]) * group,
+        wrt=layout.wrt,
+        **context,
+    )
+
+
+def _coefficient_dict(matrix, layout, full):
+    """Per parameter: the baseline (a number), or with ``full`` the coefficients on every score component."""
+    if matrix is None:
+        return None
+    out = {}
+    for p in layout.wrt:
+        j = layout.parameters.index(p)
+        out[p] = [float(v) for v in matrix[j]] if full else float(matrix[j][j])
+    return out
+
+
+def _ratio_or_inf(a, b):
+    if b == 0:
+        return math.inf if a > 0 else math.nan
+    return a / b
+
+
+def variant_curve_result(totals, layout, unit_sizes, repeats, analytic, **context):
+    """VarianceCurve of estimator variants from per-repeat sums over units (internal).
+
+    ``analytic[s][p] = (mean, per-draw variance)``; the variance of an
+    ``n``-draw estimate is per-draw variance / n.
+    """
+    from fastgrad._reduction import columns_record, record_width
+
+    group = layout.group
+    names = tuple(spec.name for spec in layout.specs)
+    ref = layout.specs[layout.reference]
+    per = {key: {e: {p: [] for p in layout.wrt} for e in names} for key in ("mean", "se", "var", "ci", "ratio", "rci")}
+    record = np.empty(record_width(layout.n_rows, len(layout.pair_x)))
+    for k, units in enumerate(unit_sizes):
+        estimates = np.ascontiguousarray(totals[:, k * repeats : (k + 1) * repeats]) / units
+        columns_record(estimates, layout.pair_x, layout.pair_y, record)
+        for s, e in enumerate(names):
+            for p in layout.wrt:
+                base = 2 + 4 * layout.row(s, p)
+                mean, m2, _, m4 = (float(v) for v in record[base : base + 4])
+                variance = m2 / (repeats - 1)
+                per["mean"][e][p].append(mean)
+                per["se"][e][p].append(math.sqrt(variance / repeats))
+                per["var"][e][p].append(variance)
+                per["ci"][e][p].append(_log_interval(variance, m2 / repeats, m4 / repeats, repeats))
+                pair = layout.pair(s, p)
+                if pair is None:
+                    per["ratio"][e][p].append(1.0)
+                    per["rci"][e][p].append((math.nan, math.nan))
+                else:
+                    scale = layout.specs[s].evaluations / ref.evaluations
+                    value, (low, high) = variance_ratio(record, layout, pair)
+                    per["ratio"][e][p].append(value * scale)
+                    per["rci"][e][p].append((low * scale, high * scale))
+
+    def freeze(table):
+        return {e: {p: tuple(v) for p, v in by_p.items()} for e, by_p in table.items()}
+
+    sizes = [units * group for units in unit_sizes]
+    analytic_variance = analytic_ratio = gradient = None
+    if all(a is not None for a in analytic):
+        analytic_variance = {e: {p: tuple(analytic[s][p][1] / n for n in sizes) for p in layout.wrt}
+                             for s, e in enumerate(names)}  # fmt: skip
+        gradient = {p: analytic[0][p][0] for p in layout.wrt}
+        truth_ref = analytic[layout.reference]
+        analytic_ratio = {
+            e: {
+                p: _ratio_or_inf(analytic[s][p][1] * layout.specs[s].evaluations, truth_ref[p][1] * ref.evaluations)
+                for p in layout.wrt
+            }
+            for s, e in enumerate(names)
+        }
+    return VarianceCurve(
+        wrt=layout.wrt,
+        estimators=names,
+        sample_sizes=tuple(sizes),
+        repeats=repeats,
+        mean=freeze(per["mean"]),
+        mean_stderr=freeze(per["se"]),
+        variance=freeze(per["var"]),
+        variance_ci=freeze(per["ci"]),
+        analytic_gradient=gradient,
+        analytic_variance=analytic_variance,
+        variance_ratio=None,
+        variance_ratio_ci=None,
+        analytic_variance_ratio=None,
+        reference=ref.name,
+        ratio_to_reference=freeze(per["ratio"]),
+        ratio_to_reference_ci=freeze(per["rci"]),
+        analytic_ratio_to_reference=analytic_ratio,
+        **context,
+    )
