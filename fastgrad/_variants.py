@@ -79,8 +79,11 @@ PILOT_STREAMS = 1 << 63
 # Kinds of value rows.
 SCORE, PATHWISE, LOO, MEASURE_VALUED, CONTROL = 0, 1, 2, 3, 4
 
+#: Stream numbers of the auxiliary normals (decoupled measure-valued scale side) start here.
+AUX_NORMAL_STREAMS = AUX_STREAMS + (1 << 61)
+
 # Flags: which per-draw quantities a run needs.
-F_F, F_SCORE, F_DF, F_MIRROR, F_WEAK, F_LOO = range(6)
+F_F, F_SCORE, F_DF, F_MIRROR, F_WEAK, F_LOO, F_WEAK_COUPLED, F_WEAK_DECOUPLED = range(8)
 
 
 def _weak_points(key, j, eps, x, u1, u2, u3, eps2, theta):
@@ -97,104 +100,137 @@ def _ol_weak_points(key, j, eps, x, u1, u2, u3, eps2, theta):
 
 @register_jitable
 def _variant_block(
-    key, f, df, state, aux, words, noise, scratch, aux_words, aux_noise, m_units, group, theta, fparams,
-    kinds, mirror, coupled, coef, has_coef, flags, values, work,
+    key, f, df, state, aux, aux_normal, words, noise, scratch, aux_words, aux_noise, m_units, group, theta, fparams,
+    kinds, mirror, coupled, coef, has_coef, flags, active, values, q, tmp,
 ):  # fmt: skip
-    """Fill columns ``[0, m_units)`` of the value rows (row ``s * P + j``: specification ``s``, parameter ``j``)."""
+    """Fill columns ``[0, m_units)`` of the value rows (row ``s * P + j``: specification ``s``, parameter ``j``).
+
+    Two passes over the block, so that each inner loop does one thing and
+    LLVM can vectorise it: first the per-draw quantities into the rows of
+    ``q`` (see :func:`_q_rows`), then each specification's values from them.
+    Only the parameters in ``active`` (the run's ``wrt``) get values; every
+    score factor is computed, since a control variate uses all of them.
+    """
     n_params = _n_params(key)
-    n_specs = kinds.size
     m = m_units * group
     _sample_noise(key, state, words, noise, scratch, m)
     if flags[F_WEAK]:
         take_words(aux, aux_words, 3 * m)
-        _sample_noise(key, aux, words, aux_noise, scratch, m)
-    # work rows: 0 score factors, 1 mirrored score factors, 2 path factors, 3 mirrored path
-    # factors, 4 coupled weak-derivative values, 5 decoupled ones, 6 loo sums of s, 7 loo sums of f s
-    for u in range(m_units):
-        for r in range(n_specs * n_params):
-            values[r, u] = 0.0
-        loo_f = 0.0
-        if flags[F_LOO]:
+        if flags[F_WEAK_DECOUPLED]:
+            _sample_noise(key, aux_normal, words, aux_noise, scratch, m)
+    s0, sb0, p0, pb0, w0, wd0 = _q_rows(n_params)
+    # pass 1: per-draw quantities, one simple loop per quantity
+    for i in range(m):
+        q[Q_X, i] = _transform(key, noise[i], theta)
+    if flags[F_F]:
+        for i in range(m):
+            q[Q_F, i] = _value(key, f, q[Q_X, i], fparams)
+    if flags[F_SCORE]:
+        for j in range(n_params):
+            for i in range(m):
+                q[s0 + j, i] = _score_factor(key, j, noise[i], q[Q_X, i], theta)
+    if flags[F_DF]:
+        for i in range(m):
+            q[Q_DF, i] = _derivative(key, df, q[Q_X, i], fparams)
+        for j in active:
+            for i in range(m):
+                q[p0 + j, i] = _path_factor(key, j, noise[i], q[Q_X, i], theta)
+    if flags[F_MIRROR]:
+        for i in range(m):
+            q[Q_XB, i] = _transform(key, -noise[i], theta)
+        if flags[F_F]:
+            for i in range(m):
+                q[Q_FB, i] = _value(key, f, q[Q_XB, i], fparams)
             for j in range(n_params):
-                work[6, j] = 0.0
-                work[7, j] = 0.0
-        for t in range(group):
-            i = u * group + t
-            eps = noise[i]
-            x = _transform(key, eps, theta)
-            fx = 0.0
-            dfx = 0.0
-            fxb = 0.0
-            dfxb = 0.0
-            if flags[F_F]:
-                fx = _value(key, f, x, fparams)
-            if flags[F_SCORE]:
-                for j in range(n_params):
-                    work[0, j] = _score_factor(key, j, eps, x, theta)
-            if flags[F_DF]:
-                dfx = _derivative(key, df, x, fparams)
-                for j in range(n_params):
-                    work[2, j] = _path_factor(key, j, eps, x, theta)
-            if flags[F_MIRROR]:
-                epsb = -eps
-                xb = _transform(key, epsb, theta)
-                if flags[F_F]:
-                    fxb = _value(key, f, xb, fparams)
-                    for j in range(n_params):
-                        work[1, j] = _score_factor(key, j, epsb, xb, theta)
-                if flags[F_DF]:
-                    dfxb = _derivative(key, df, xb, fparams)
-                    for j in range(n_params):
-                        work[3, j] = _path_factor(key, j, epsb, xb, theta)
-            if flags[F_WEAK]:
+                for i in range(m):
+                    q[sb0 + j, i] = _score_factor(key, j, -noise[i], q[Q_XB, i], theta)
+        if flags[F_DF]:
+            for i in range(m):
+                q[Q_DFB, i] = _derivative(key, df, q[Q_XB, i], fparams)
+            for j in active:
+                for i in range(m):
+                    q[pb0 + j, i] = _path_factor(key, j, -noise[i], q[Q_XB, i], theta)
+    if flags[F_WEAK]:
+        for j in active:
+            for i in range(m):
                 u1 = unit_open_closed(aux_words[3 * i])
                 u2 = unit_open_closed(aux_words[3 * i + 1])
                 u3 = unit_open_closed(aux_words[3 * i + 2])
-                for j in range(n_params):
-                    c, x_plus, x_coupled, x_decoupled = _weak_points(key, j, eps, x, u1, u2, u3, aux_noise[i], theta)
-                    f_plus = _value(key, f, x_plus, fparams)
-                    work[4, j] = c * (f_plus - _value(key, f, x_coupled, fparams))
-                    work[5, j] = c * (f_plus - _value(key, f, x_decoupled, fparams))
-            if flags[F_LOO]:
-                loo_f += fx
-                for j in range(n_params):
-                    work[6, j] += work[0, j]
-                    work[7, j] += fx * work[0, j]
-            for s in range(n_specs):
-                kind = kinds[s]
-                for j in range(n_params):
-                    if kind == SCORE:
-                        v = fx * work[0, j]
+                eps2 = aux_noise[i] if flags[F_WEAK_DECOUPLED] else 0.0
+                c, x_plus, x_coupled, x_decoupled = _weak_points(key, j, noise[i], q[Q_X, i], u1, u2, u3, eps2, theta)
+                f_plus = _value(key, f, x_plus, fparams)
+                if flags[F_WEAK_COUPLED]:
+                    q[w0 + j, i] = c * (f_plus - _value(key, f, x_coupled, fparams))
+                if flags[F_WEAK_DECOUPLED]:
+                    q[wd0 + j, i] = c * (f_plus - _value(key, f, x_decoupled, fparams))
+    # pass 2: each specification's values, one row at a time
+    scale = 1.0 / group
+    pairs = 1.0 / (group * (group - 1.0)) if group > 1 else 0.0
+    for s in range(kinds.size):
+        kind = kinds[s]
+        for j in active:
+            r = s * n_params + j
+            if kind == LOO:
+                for u in range(m_units):
+                    sum_f = 0.0
+                    sum_s = 0.0
+                    sum_fs = 0.0
+                    for i in range(u * group, (u + 1) * group):
+                        sum_f += q[Q_F, i]
+                        sum_s += q[s0 + j, i]
+                        sum_fs += q[Q_F, i] * q[s0 + j, i]
+                    values[r, u] = (group * sum_fs - sum_f * sum_s) * pairs
+                continue
+            if kind == SCORE:
+                for i in range(m):
+                    tmp[i] = q[Q_F, i] * q[s0 + j, i]
+                if has_coef[s]:
+                    for k in range(n_params):
+                        c = coef[s, j, k]
+                        for i in range(m):
+                            tmp[i] -= c * q[s0 + k, i]
+                if mirror[s]:
+                    for i in range(m):
+                        w = q[Q_FB, i] * q[sb0 + j, i]
                         if has_coef[s]:
                             for k in range(n_params):
-                                v -= coef[s, j, k] * work[0, k]
-                        if mirror[s]:
-                            w = fxb * work[1, j]
-                            if has_coef[s]:
-                                for k in range(n_params):
-                                    w -= coef[s, j, k] * work[1, k]
-                            v = 0.5 * (v + w)
-                    elif kind == PATHWISE:
-                        v = dfx * work[2, j]
-                        if mirror[s]:
-                            v = 0.5 * (v + dfxb * work[3, j])
-                    elif kind == MEASURE_VALUED:
-                        v = work[4, j] if coupled[s] else work[5, j]
-                    elif kind == CONTROL:
-                        v = work[0, j]
-                    else:
-                        continue
-                    values[s * n_params + j, u] += v
-        if group > 1:
-            scale = 1.0 / group
-            pairs = 1.0 / (group * (group - 1.0))
-            for s in range(n_specs):
-                for j in range(n_params):
-                    r = s * n_params + j
-                    if kinds[s] == LOO:
-                        values[r, u] = (group * work[7, j] - loo_f * work[6, j]) * pairs
-                    else:
-                        values[r, u] *= scale
+                                w -= coef[s, j, k] * q[sb0 + k, i]
+                        tmp[i] = 0.5 * (tmp[i] + w)
+            elif kind == PATHWISE:
+                for i in range(m):
+                    tmp[i] = q[Q_DF, i] * q[p0 + j, i]
+                if mirror[s]:
+                    for i in range(m):
+                        tmp[i] = 0.5 * (tmp[i] + q[Q_DFB, i] * q[pb0 + j, i])
+            elif kind == MEASURE_VALUED:
+                row = w0 + j if coupled[s] else wd0 + j
+                for i in range(m):
+                    tmp[i] = q[row, i]
+            else:  # CONTROL
+                for i in range(m):
+                    tmp[i] = q[s0 + j, i]
+            if group == 1:
+                for i in range(m):
+                    values[r, i] = tmp[i]
+            else:
+                for u in range(m_units):
+                    total = 0.0
+                    for i in range(u * group, (u + 1) * group):
+                        total += tmp[i]
+                    values[r, u] = total * scale
+
+
+# Rows of the per-draw quantities ``q``: f, f at the mirror, f', f' at the mirror, x, the mirror of x,
+# then per parameter
+# (P rows each) the score factors, mirrored score factors, path factors, mirrored path factors, and the
+# coupled and decoupled measure-valued values.
+Q_F, Q_FB, Q_DF, Q_DFB, Q_X, Q_XB = 0, 1, 2, 3, 4, 5
+
+
+@register_jitable
+def _q_rows(n_params):
+    """First row of each per-parameter group of ``q``; the total is ``6 + 6 P``."""
+    return 6, 6 + n_params, 6 + 2 * n_params, 6 + 3 * n_params, 6 + 4 * n_params, 6 + 5 * n_params
 
 
 @register_jitable
@@ -207,21 +243,25 @@ def _chunk_setup(seed, stream_base, chunk, n_units, group):
     draws = units_per_block * group
     state = stream_state(seed, stream_base + np.uint64(chunk))
     aux = stream_state(seed, stream_base + np.uint64(AUX_STREAMS) + np.uint64(chunk))
-    return start, stop, units_per_block, draws, state, aux
+    aux_normal = stream_state(seed, stream_base + np.uint64(AUX_NORMAL_STREAMS) + np.uint64(chunk))
+    return start, stop, units_per_block, draws, state, aux, aux_normal
 
 
 def _variant_records(
     key, f, df, seed, first_chunk, stream_base, n_units, group, theta, fparams, kinds, mirror, coupled, coef,
-    has_coef, flags, rows, pair_x, pair_y, records, lo, hi,
+    has_coef, flags, active, rows, pair_x, pair_y, records, lo, hi,
 ):  # fmt: skip
     """Fill ``records[b]`` with the moment record (over units) of chunk ``first_chunk + b``, ``b`` in ``[lo, hi)``."""
     n_params = _n_params(key)
     n_rows = rows.size
     block = np.empty(records.shape[1])
     means = np.empty(n_rows)
-    work = np.zeros((8, n_params))
+    q = np.zeros((6 + 6 * n_params, max(BLOCK, group)))
+    tmp = np.empty(max(BLOCK, group))
     for b in range(lo, hi):
-        start, stop, per_block, draws, state, aux = _chunk_setup(seed, stream_base, first_chunk + b, n_units, group)
+        start, stop, per_block, draws, state, aux, aux_normal = _chunk_setup(
+            seed, stream_base, first_chunk + b, n_units, group
+        )
         words = np.empty(draws, np.uint64)
         noise = np.empty(draws)
         aux_noise = np.empty(draws)
@@ -232,21 +272,25 @@ def _variant_records(
         acc[:] = 0.0
         for block_start in range(start, stop, per_block):
             m = min(per_block, stop - block_start)
-            _variant_block(key, f, df, state, aux, words, noise, scratch, aux_words, aux_noise, m, group, theta,
-                           fparams, kinds, mirror, coupled, coef, has_coef, flags, values, work)  # fmt: skip
+            _variant_block(key, f, df, state, aux, aux_normal, words, noise, scratch, aux_words, aux_noise, m,
+                           group, theta, fparams, kinds, mirror, coupled, coef, has_coef, flags, active, values, q,
+                           tmp)  # fmt: skip
             reduce_block(values, rows, pair_x, pair_y, m, block, means, acc)
 
 
 def _variant_curve(
     key, f, df, seed, first_chunk, stream_base, n_units, group, theta, fparams, kinds, mirror, coupled, coef,
-    has_coef, flags, rows, offsets, sizes, repeats, first_piece, sums, owners, lo, hi,
+    has_coef, flags, active, rows, offsets, sizes, repeats, first_piece, sums, owners, lo, hi,
 ):  # fmt: skip
     """Per-repeat piece sums of the value rows, over units (see ``fastgrad._kernels._curve_chunks``)."""
     n_params = _n_params(key)
-    work = np.zeros((8, n_params))
+    q = np.zeros((6 + 6 * n_params, max(BLOCK, group)))
+    tmp = np.empty(max(BLOCK, group))
     for b in range(lo, hi):
         piece = first_piece[b]
-        start, stop, per_block, draws, state, aux = _chunk_setup(seed, stream_base, first_chunk + b, n_units, group)
+        start, stop, per_block, draws, state, aux, aux_normal = _chunk_setup(
+            seed, stream_base, first_chunk + b, n_units, group
+        )
         words = np.empty(draws, np.uint64)
         noise = np.empty(draws)
         aux_noise = np.empty(draws)
@@ -258,8 +302,9 @@ def _variant_curve(
         sums[piece, :] = 0.0
         for block_start in range(start, stop, per_block):
             m = min(per_block, stop - block_start)
-            _variant_block(key, f, df, state, aux, words, noise, scratch, aux_words, aux_noise, m, group, theta,
-                           fparams, kinds, mirror, coupled, coef, has_coef, flags, values, work)  # fmt: skip
+            _variant_block(key, f, df, state, aux, aux_normal, words, noise, scratch, aux_words, aux_noise, m,
+                           group, theta, fparams, kinds, mirror, coupled, coef, has_coef, flags, active, values, q,
+                           tmp)  # fmt: skip
             piece, end = _sum_pieces(values, rows, m, block_start, stop, piece, end, sums, owners, offsets, sizes,
                                      repeats)  # fmt: skip
 
@@ -343,7 +388,7 @@ def kernel_arguments(specs, n_params, coefficients):
     coupled = np.zeros(n_specs, np.int64)
     coef = np.zeros((n_specs, n_params, n_params))
     has_coef = np.zeros(n_specs, np.int64)
-    flags = np.zeros(6, np.int64)
+    flags = np.zeros(8, np.int64)
     for s, spec in enumerate(specs):
         if spec == "control":
             kinds[s] = CONTROL
@@ -364,10 +409,15 @@ def kernel_arguments(specs, n_params, coefficients):
             kinds[s] = MEASURE_VALUED
             coupled[s] = spec.coupled
             flags[F_WEAK] = 1
+            flags[F_WEAK_COUPLED if spec.coupled else F_WEAK_DECOUPLED] = 1
         flags[F_MIRROR] |= spec.antithetic
     if flags[F_MIRROR] and not flags[F_DF] and not flags[F_F]:
         flags[F_MIRROR] = 0
     return kinds, mirror, coupled, coef, has_coef, flags
+
+
+def _active(layout):
+    return np.array([layout.parameters.index(p) for p in layout.wrt], np.int64)
 
 
 def _kernel_and_key(distribution, function, cached, uncached):
@@ -384,7 +434,8 @@ def variant_run(distribution, function, layout, specs, coefficients, n_units, se
     arrays = kernel_arguments(specs, len(layout.parameters), coefficients)
     args = (
         key, f, df, np.uint64(seed), np.int64(0), np.uint64(stream_base), np.int64(n_units), np.int64(layout.group),
-        distribution.theta, function.param_vector, *arrays, layout.rows, layout.pair_x, layout.pair_y,
+        distribution.theta, function.param_vector, *arrays, _active(layout), layout.rows, layout.pair_x,
+        layout.pair_y,
     )  # fmt: skip
     warm_up_records(kernel, args, layout)
     n_chunks = math.ceil(n_units / (CHUNK_SIZE // layout.group))
@@ -402,7 +453,8 @@ def variant_curve_run(distribution, function, layout, specs, coefficients, unit_
     per_chunk = CHUNK_SIZE // layout.group
     args = (
         key, f, df, np.uint64(seed), np.int64(0), np.uint64(0), np.int64(n_units), np.int64(layout.group),
-        distribution.theta, function.param_vector, *arrays, layout.rows, offsets, sizes, np.int64(repeats),
+        distribution.theta, function.param_vector, *arrays, _active(layout), layout.rows, offsets, sizes,
+        np.int64(repeats),
     )  # fmt: skip
     n_rows = layout.n_rows
     kernel(*args, np.empty(0, np.int64), np.empty((0, n_rows)), np.empty(0, np.int64), 0, 0)
