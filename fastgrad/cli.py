@@ -29,12 +29,16 @@ examples:
   fastgrad compare --dist exponential --rate 2 --f square -n 1e7 --seed 0
   fastgrad compare --dist diagnormal --loc 2,1,0 --scale 1,1,2 --f sum_of_squares -n 1e7 --seed 0
   fastgrad compare --dist diagnormal --loc 0 --dim 100 --f quadratic --weights 1,2,... -n 1e6
+  fastgrad compare --loc 2 --f square -n 1e7 --seed 0 --wrt loc \
+                   --estimators score,score+optimal-baseline,pathwise,pathwise+antithetic,measure-valued
 """,
     "curve": """\
 examples:
   fastgrad curve --loc 2 --f square --sizes 10,100,1000,10000,100000 --repeats 1000 --seed 0
   fastgrad curve --loc 2 --f square --sizes 10,100,1000,10000,100000 --repeats 1000 --seed 0 \\
                  --wrt loc --plot curve.png --json curve.json
+  fastgrad curve --loc 2 --f square --sizes 16,160,1600 --seed 0 --wrt loc \
+                 --estimators score,score+loo(8),pathwise,measure-valued --plot variants.png
 """,
 }
 
@@ -285,6 +289,36 @@ def _draws(parser):
     )
 
 
+def _estimator_list(text):
+    from fastgrad.estimators import parse_estimators
+
+    try:
+        return [spec.name for spec in parse_estimators(text)]
+    except (TypeError, ValueError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _variant_options(parser):
+    """Options of the commands that take estimator variants (compare, curve)."""
+    group = parser.add_argument_group("estimator variants (docs/variance-reduction.md)")
+    group.add_argument(
+        "--estimators",
+        type=_estimator_list,
+        default=None,
+        metavar="E[,E...]",
+        help="estimators to compare on the same draws, in one table: score[+baseline(B)|+optimal-baseline|+cv|"
+        "+loo(K)][+antithetic], pathwise[+antithetic], measure-valued[+coupled|+decoupled] "
+        "(default: score,pathwise)",
+    )
+    group.add_argument(
+        "--pilot",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="draws of the independent pilot stream for optimal-baseline and cv (default: 100000)",
+    )
+
+
 def build_parser(prog="fastgrad"):
     """Build the argument parser (exposed for documentation and tests)."""
     from fastgrad import __version__
@@ -302,6 +336,7 @@ def build_parser(prog="fastgrad"):
     )
     _common(compare)
     _draws(compare)
+    _variant_options(compare)
 
     estimate = commands.add_parser(
         "estimate",
@@ -331,6 +366,7 @@ def build_parser(prog="fastgrad"):
     )
     curve.add_argument("--repeats", type=_count, default=1000, help="estimates per size (default: 1000)")
     curve.add_argument("--plot", default=None, metavar="PNG", help="write a log-log plot to this PNG file")
+    _variant_options(curve)
     return parser
 
 
@@ -412,7 +448,8 @@ def _write_atomically(path, text):
 #: API argument names and the options that set them, for error messages.
 _OPTIONS = {"the pathwise estimator needs the derivative": "--df",
             "n": "-n", "sample_sizes": "--sizes", "repeats": "--repeats", "seed": "--seed", "wrt": "--wrt",
-            "threads": "--threads", "repeats * sum(sample_sizes)": "--repeats/--sizes"}  # fmt: skip
+            "threads": "--threads", "repeats * sum(sample_sizes)": "--repeats/--sizes", "estimators:": "--estimators",
+            "pilot": "--pilot"}  # fmt: skip
 
 
 def _with_option(message):
@@ -421,7 +458,8 @@ def _with_option(message):
         return f"argument --weights: {message}"
     for name in sorted(_OPTIONS, key=len, reverse=True):
         if message.startswith(name + " "):
-            return f"argument {_OPTIONS[name]}: {message}"
+            text = message[len(name) + 1 :] if name.endswith(":") else message
+            return f"argument {_OPTIONS[name]}: {text}"
     return message
 
 
@@ -472,6 +510,8 @@ def _run(args, prog, argv):
                 wrt=args.wrt,
                 threads=args.threads,
                 nan_policy=args.nan_policy,
+                estimators=args.estimators,
+                pilot=args.pilot,
             )
         elif args.command == "estimate":
             result = fg.estimate(
@@ -493,6 +533,8 @@ def _run(args, prog, argv):
                 seed=args.seed,
                 wrt=args.wrt,
                 threads=args.threads,
+                estimators=args.estimators,
+                pilot=args.pilot,
             )
     except fg.NonFiniteValuesError:
         raise

@@ -11,8 +11,10 @@ from pathlib import Path
 
 __all__ = ["PlottingUnavailableError", "plot_curve"]
 
-#: Colour per estimator (matplotlib's default cycle, fixed so plots agree).
+#: Colour per estimator (matplotlib's default cycle, fixed so plots agree); other estimators take
+#: the rest of the cycle in order.
 _COLOURS = {"score": "#d62728", "pathwise": "#1f77b4"}
+_OTHERS = ("#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 
 class PlottingUnavailableError(ImportError):
@@ -39,10 +41,16 @@ def plot_curve(curve, path, *, dpi=150):
     figure = figure_class(figsize=(5.2 * panels, 4.2), layout="constrained")
     axes = figure.subplots(1, panels, squeeze=False)[0]
     for ax, parameter in zip(axes, curve.wrt, strict=True):
+        others = iter(_OTHERS * (1 + len(curve.estimators) // len(_OTHERS)))
+        many = len(curve.estimators) > 2  # one legend entry per estimator, and one for the dashed lines
         for estimator in curve.estimators:
-            colour = _COLOURS.get(estimator)
-            variance = curve.variance[estimator][parameter]
+            colour = _COLOURS.get(estimator) or next(others)
+            # a zero variance (an estimator exact for this function) has no place on a log axis
+            variance = [v if v > 0 else math.nan for v in curve.variance[estimator][parameter]]
             intervals = curve.variance_ci[estimator][parameter]
+            if all(math.isnan(v) for v in variance):
+                ax.plot([], [], " ", label=f"{estimator}: variance 0 (not drawn)")
+                continue
             low = [v - lo if math.isfinite(lo) else 0.0 for v, (lo, _) in zip(variance, intervals, strict=True)]
             high = [hi - v if math.isfinite(hi) else 0.0 for v, (_, hi) in zip(variance, intervals, strict=True)]
             ax.errorbar(
@@ -52,7 +60,7 @@ def plot_curve(curve, path, *, dpi=150):
                 fmt="o",
                 color=colour,
                 capsize=3,
-                label=f"{estimator}: variance of {curve.repeats:,} estimates (95% CI)",
+                label=estimator if many else f"{estimator}: variance of {curve.repeats:,} estimates (95% CI)",
             )
             if curve.analytic_variance is not None:
                 per_draw = curve.analytic_variance[estimator][parameter][0] * sizes[0]
@@ -62,8 +70,10 @@ def plot_curve(curve, path, *, dpi=150):
                     "--",
                     color=colour,
                     alpha=0.7,
-                    label=f"{estimator}: analytic {per_draw:.4g} / n",
+                    label=None if many else f"{estimator}: analytic {per_draw:.4g} / n",
                 )
+        if many:
+            ax.plot([], [], "k--", alpha=0.7, label="analytic: per-draw variance / n")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("draws per estimate, n")
