@@ -94,6 +94,10 @@ def pytest_terminal_summary(terminalreporter):
                 if "components_per_second" in m:
                     ratio += f"  {m['components_per_second'] / 1e6:8.1f} M components/s"
                 write(f"    {name:<40} {m['draws_per_second'] / 1e6:9.3f} M draws/s{ratio}")
+        if group == "variants":
+            speedup = _ratio("variants: all ten", "variants: NumPy vectorised, all ten")
+            if speedup:
+                write(f"    all ten estimators: fastgrad (2 threads) vs NumPy vectorised: {speedup:.1f}x")
         if group == "diagnormal":
             for dim in sorted({m["dim"] for m in MEASURED.values() if m["group"] == group}):
                 speedup = _ratio(f"fastgrad compare, 2 threads, D = {dim}", f"NumPy vectorised, D = {dim}")

@@ -38,11 +38,12 @@ def plot_curve(curve, path, *, dpi=150):
     path = Path(path)
     sizes = curve.sample_sizes
     panels = len(curve.wrt)
-    figure = figure_class(figsize=(5.2 * panels, 4.2), layout="constrained")
+    many = len(curve.estimators) > 2  # one legend entry per estimator, and one for the dashed lines
+    rows_of_legend = math.ceil((len(curve.estimators) + 1) / 4) if many else 0
+    figure = figure_class(figsize=(5.2 * panels, 4.2 + 0.25 * rows_of_legend), layout="constrained")
     axes = figure.subplots(1, panels, squeeze=False)[0]
     for ax, parameter in zip(axes, curve.wrt, strict=True):
         others = iter(_OTHERS * (1 + len(curve.estimators) // len(_OTHERS)))
-        many = len(curve.estimators) > 2  # one legend entry per estimator, and one for the dashed lines
         for estimator in curve.estimators:
             colour = _COLOURS.get(estimator) or next(others)
             # a zero variance (an estimator exact for this function) has no place on a log axis
@@ -80,7 +81,18 @@ def plot_curve(curve, path, *, dpi=150):
         ax.set_ylabel(f"variance of the d/d{parameter} estimate")
         ax.set_title(f"d/d{parameter} E[f(x)]", fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=8)
+        if not many:
+            ax.legend(fontsize=8)
+    if many:  # one legend for all panels, below them
+        entries = {}
+        for ax in axes:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                if label.endswith("(not drawn)") and label.split(":")[0] in {k.split(":")[0] for k in entries}:
+                    continue
+                entries.setdefault(label, handle)
+        drawn = {label.split(":")[0] for label in entries if not label.endswith("(not drawn)")}
+        entries = {k: v for k, v in entries.items() if not (k.endswith("(not drawn)") and k.split(":")[0] in drawn)}
+        figure.legend(list(entries.values()), list(entries), loc="outside lower center", ncols=4, fontsize=8)
     figure.suptitle(f"{curve.function.formula} under {curve.distribution!r}, seed {curve.seed}", fontsize=10)
     figure.savefig(path, dpi=dpi, format="png")
     return path
