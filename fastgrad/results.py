@@ -1073,6 +1073,11 @@ class VariantComparison:
             lines.extend(
                 "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
             )
+            if any(r.evaluations_per_draw == 2 for r in self.results):
+                lines.append(
+                    "  (antithetic: a draw is a pair (eps, -eps); measure-valued: a pair of sides; "
+                    "ratios compare variance per evaluation)"
+                )
             for r in self.results:
                 if r.coefficients is not None:
                     value = r.coefficients[p]
