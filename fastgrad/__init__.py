@@ -18,7 +18,8 @@ Modules: :mod:`fastgrad.rng` (random streams), :mod:`fastgrad.distributions`,
 """
 
 from fastgrad import distributions, estimators, functions, rng
-from fastgrad._api import MAX_DRAWS, NonFiniteValuesError, compare, estimate, variance_curve
+from fastgrad._api import MAX_DRAWS, NonFiniteValuesError, compare, estimate, merge, variance_curve
+from fastgrad._jobs import Partial, PartialError
 
 # Every distribution class, so that adding a family touches distributions.py only.
 from fastgrad.distributions import *  # noqa: F403
@@ -33,6 +34,8 @@ __all__ = [  # and the distributions, added below
     "EstimatorResult",
     "Function",
     "NonFiniteValuesError",
+    "Partial",
+    "PartialError",
     "VarianceCurve",
     "VariantComparison",
     "VariantResult",
@@ -42,6 +45,7 @@ __all__ = [  # and the distributions, added below
     "estimate",
     "estimators",
     "functions",
+    "merge",
     "rng",
     "variance_curve",
 ]

@@ -41,7 +41,21 @@ class NonFiniteValuesError(ValueError):
 
 
 def compare(
-    distribution, function, n, *, seed=None, wrt=None, threads=None, nan_policy="raise", estimators=None, pilot=None
+    distribution,
+    function,
+    n,
+    *,
+    seed=None,
+    wrt=None,
+    threads=None,
+    nan_policy="raise",
+    estimators=None,
+    pilot=None,
+    progress=None,
+    checkpoint=None,
+    checkpoint_every=60.0,
+    shard=None,
+    comm=None,
 ):
     """Score-function and pathwise gradient estimates from one fused pass over the same draws.
 
@@ -92,6 +106,30 @@ def compare(
         With ``estimators``: a :class:`VariantComparison`, one row per
         estimator, with ratios to the pathwise estimator (the score function
         where there is none).
+        A run stopped early (Ctrl-C, SIGTERM) returns the chunks it finished,
+        with ``interrupted`` set; a ``shard`` run returns a :class:`Partial`;
+        under ``comm``, ranks other than 0 return None.
+
+    Other Parameters
+    ----------------
+    progress : bool, optional
+        Show draws done, draws/s and the time left on stderr. Default: when
+        stderr is a terminal.
+    checkpoint : path, optional
+        Save the run's partial moments here (atomically) at most every
+        ``checkpoint_every`` seconds, on Ctrl-C, on SIGTERM and at the end;
+        if the file exists, resume from it (bit-identical to an uninterrupted
+        run). A file from another run, another fastgrad version or a corrupted
+        one is refused, never overwritten. See ``docs/hpc.md``.
+    checkpoint_every : float
+        Seconds between checkpoint writes (default 60).
+    shard : (int, int), optional
+        ``(i, K)``: run only shard ``i`` (0-based) of ``K`` and return a
+        :class:`Partial`; :func:`merge` combines the K partials into the
+        result, bit-identical to a single run.
+    comm : mpi4py communicator, optional
+        Split the chunks across the communicator's ranks and merge on rank 0
+        (bit-identical to a single process).
 
     Examples
     --------
@@ -108,17 +146,27 @@ def compare(
     >>> t["score"].analytic_variance["loc"], t["pathwise+antithetic"].analytic_variance["loc"]
     (87.0, 0.0)
     """
+    options = _check_job_options(progress, checkpoint, checkpoint_every, shard, comm)
     if estimators is not None:
-        return _compare_variants(distribution, function, n, estimators, seed, wrt, threads, nan_policy, pilot)
+        return _compare_variants(distribution, function, n, estimators, seed, wrt, threads, nan_policy, pilot, options)
     if pilot is not None:
         raise ValueError("pilot is used with estimators=[... 'score+optimal-baseline' or 'score+cv' ...] only")
     if isinstance(distribution, DiagNormal):
+        _no_job_options(options, "a DiagNormal")
         record, lay, analytic, context = _run_vector(
             distribution, function, n, seed, wrt, threads, nan_policy, ESTIMATORS
         )
         return results.vector_comparison(record, lay, analytic, **context)
     run = _prepare(distribution, function, n, seed, wrt, threads, nan_policy, ESTIMATORS)
-    record, context, analytic = _execute(run)
+    done = _execute(run, "compare", options)
+    if not isinstance(done, tuple):
+        return done  # a shard's Partial, or None on MPI ranks other than 0
+    return _comparison(run["layout"], *done)
+
+
+def _comparison(layout, record, context, analytic):
+    """Comparison from a merged record (also used by :func:`merge`)."""
+    run = {"layout": layout}
     score = results.estimator_result("score", record, run["layout"], context, analytic)
     pathwise = results.estimator_result("pathwise", record, run["layout"], context, analytic)
     ratios, intervals = {}, {}
@@ -139,10 +187,27 @@ def compare(
         wrt=run["layout"].wrt,
         n=score.n,
         n_omitted=score.n_omitted,
+        interrupted=context.get("interrupted"),
+        n_requested=context.get("n_requested"),
     )
 
 
-def estimate(distribution, function, n, *, estimator, seed=None, wrt=None, threads=None, nan_policy="raise"):
+def estimate(
+    distribution,
+    function,
+    n,
+    *,
+    estimator,
+    seed=None,
+    wrt=None,
+    threads=None,
+    nan_policy="raise",
+    progress=None,
+    checkpoint=None,
+    checkpoint_every=60.0,
+    shard=None,
+    comm=None,
+):
     """One estimator's gradient estimate.
 
     Parameters
@@ -150,6 +215,8 @@ def estimate(distribution, function, n, *, estimator, seed=None, wrt=None, threa
     distribution, function, n, seed, wrt, threads, nan_policy
         As in :func:`compare`. With ``estimator="score"`` a user function
         needs no derivative.
+    progress, checkpoint, checkpoint_every, shard, comm
+        As in :func:`compare`.
     estimator : {"score", "pathwise"}
         ``"score"``: ``f(x) * d log q(x) / d theta``;
         ``"pathwise"``: ``f'(x) * d x / d theta`` (needs ``df``).
@@ -175,13 +242,18 @@ def estimate(distribution, function, n, *, estimator, seed=None, wrt=None, threa
     """
     if not isinstance(estimator, str) or estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {list(ESTIMATORS)}; got {estimator!r}")
+    options = _check_job_options(progress, checkpoint, checkpoint_every, shard, comm)
     if isinstance(distribution, DiagNormal):
+        _no_job_options(options, "a DiagNormal")
         record, lay, analytic, context = _run_vector(
             distribution, function, n, seed, wrt, threads, nan_policy, (estimator,)
         )
         return results.vector_estimator_result(estimator, record, lay, analytic, context)
     run = _prepare(distribution, function, n, seed, wrt, threads, nan_policy, (estimator,))
-    record, context, analytic = _execute(run)
+    done = _execute(run, "estimate", options)
+    if not isinstance(done, tuple):
+        return done
+    record, context, analytic = done
     return results.estimator_result(estimator, record, run["layout"], context, analytic)
 
 
@@ -434,10 +506,29 @@ def _check_threads(threads):
     return int(threads)
 
 
+def default_threads():
+    """Threads a run uses when none are given, and where that number comes from.
+
+    ``NUMBA_NUM_THREADS`` if set; else ``SLURM_CPUS_PER_TASK`` (a SLURM job's
+    allocation, capped at the cores Numba sees); else all cores.
+    """
+    import os
+
+    available = numba.config.NUMBA_NUM_THREADS
+    if os.environ.get("NUMBA_NUM_THREADS"):
+        return numba.get_num_threads(), "NUMBA_NUM_THREADS"
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) >= 1:
+        return min(int(slurm), available), "SLURM_CPUS_PER_TASK"
+    return numba.get_num_threads(), "all cores"
+
+
 @contextmanager
 def _numba_threads(threads):
-    """Use ``threads`` for the block, then restore Numba's previous setting."""
+    """Use ``threads`` for the block (default: :func:`default_threads`), then restore Numba's previous setting."""
     previous = numba.get_num_threads()
+    if threads is None:
+        threads = default_threads()[0]
     if threads is not None:
         numba.set_num_threads(threads)
     try:
@@ -449,22 +540,145 @@ def _numba_threads(threads):
 # --- running ---------------------------------------------------------------------
 
 
-def _execute(run):
+def _execute(run, kind, options):
+    """Run a classic (score/pathwise) job; return (record, context, analytic), a shard's Partial, or None."""
+    lay = run["layout"]
+    n = run["n"]
+    fingerprint = _jobs_fingerprint(kind, run["distribution"], run["function"], n, run["seed"], lay.wrt, lay.estimators)
+    job = _make_job(fingerprint, math.ceil(n / _kernels.CHUNK_SIZE), _draws_in(n, _kernels.CHUNK_SIZE), options, lay)
     with _numba_threads(run["threads"]) as threads:
-        record, seconds, _ = _kernels.run(run["distribution"], run["function"], run["layout"], run["n"], run["seed"])
-    n_omitted = int(record[1])
-    if n_omitted and run["nan_policy"] == "raise":
-        raise NonFiniteValuesError(n_omitted, run["n"])
+        tree, seconds, _ = _kernels.run(run["distribution"], run["function"], lay, n, run["seed"], job=job)
+    done = _finish_job(job, tree, seconds, threads, run, lay)
+    if not isinstance(done, tuple):
+        return done
+    record, context = done
+    if int(record[1]) and run["nan_policy"] == "raise":
+        raise NonFiniteValuesError(int(record[1]), n)
+    return record, context, estimator_moments(run["distribution"], run["function"], lay.estimators, lay.wrt)
+
+
+def _finish_job(job, tree, seconds, threads, run, lay, draws_per_unit=1):
+    """Turn a finished (or stopped) job's tree into (record, context), a shard's Partial, or None."""
+    from fastgrad import _jobs
+
+    if job.shard is not None:
+        return job.partial(tree, seconds, threads)
+    if job.comm is not None:
+        parts = job.comm.gather(_jobs.Part.of(tree, job.first, job.stop, seconds, threads), root=0)
+        if job.rank != 0:
+            return None
+        record = _jobs.merge_parts(parts, lay, job.n_chunks, allow_gaps=True)
+        done_all = all(part.done for part in parts)
+        seconds = max(part.seconds for part in parts)
+        threads = sum(part.threads for part in parts)
+    else:
+        record = tree.fold()
+        done_all = tree.next_chunk == job.stop
+    n = run["n"]
+    draws = (int(record[0]) + int(record[1])) * draws_per_unit
     context = {
         "distribution": run["distribution"],
         "function": run["function"],
         "seed": run["seed"],
         "threads": threads,
         "seconds": seconds,
-        "draws_per_second": run["n"] / seconds if seconds > 0 else math.inf,
+        "draws_per_second": draws / seconds if seconds > 0 else math.inf,
     }
-    analytic = estimator_moments(run["distribution"], run["function"], run["layout"].estimators, run["layout"].wrt)
-    return record, context, analytic
+    if not done_all:
+        context["interrupted"] = job.stop_reason or "stopped"
+        context["n_requested"] = n
+    return record, context
+
+
+def _draws_in(n, per_chunk):
+    """``draws_between(a, b)``: draws in chunks ``[a, b)`` of a run of ``n`` draws, ``per_chunk`` a chunk."""
+    return lambda a, b: max(0, min(n, b * per_chunk) - a * per_chunk)
+
+
+def _jobs_fingerprint(kind, distribution, function, n, seed, wrt, estimators, **extra):
+    """Everything that determines a run's numbers: a checkpoint or partial from another run is refused."""
+    from fastgrad import __version__
+    from fastgrad._jobs import RECORD_LAYOUT_VERSION
+    from fastgrad.rng import CHUNK_SIZE, STREAM_LAYOUT_VERSION
+
+    return {
+        "kind": kind,
+        "distribution": distribution.to_dict(),
+        "function": function.to_dict(),
+        "n": n,
+        "seed": seed,
+        "wrt": list(wrt),
+        "estimators": list(estimators),
+        **extra,
+        "fastgrad": __version__,
+        "stream_layout": STREAM_LAYOUT_VERSION,
+        "record_layout": RECORD_LAYOUT_VERSION,
+        "chunk_size": CHUNK_SIZE,
+    }
+
+
+def _make_job(fingerprint, n_chunks, draws_between, options, layout):
+    """Build a Job; any checkpoint is loaded and checked now, before the kernels compile."""
+    from fastgrad._jobs import Job
+
+    job = Job(fingerprint, n_chunks, draws_between, **options)
+    job.prepare(layout)
+    return job
+
+
+def _check_job_options(progress, checkpoint, checkpoint_every, shard, comm):
+    """Validate the long-run options; return them as Job keyword arguments."""
+    import os
+    from pathlib import Path
+
+    if progress is not None and not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be None (on when stderr is a terminal), True or False; got {progress!r}")
+    if checkpoint is not None:
+        if not isinstance(checkpoint, (str, os.PathLike)):
+            raise TypeError(f"checkpoint must be a file path; got {checkpoint!r}")
+        path = Path(checkpoint)
+        if path.is_dir():
+            raise ValueError(f"checkpoint must be a file path; {str(path)!r} is a directory")
+        if not path.parent.is_dir():
+            raise ValueError(f"checkpoint: directory {str(path.parent)!r} does not exist")
+        if not os.access(path.parent, os.W_OK):
+            raise ValueError(f"checkpoint: cannot write in directory {str(path.parent)!r}")
+    if (
+        isinstance(checkpoint_every, (bool, np.bool_))
+        or not isinstance(checkpoint_every, (int, float, np.integer, np.floating))
+        or not (math.isfinite(checkpoint_every) and checkpoint_every >= 0)
+    ):
+        raise ValueError(f"checkpoint_every must be a number of seconds >= 0; got {checkpoint_every!r}")
+    if shard is not None:
+        accepted = "a pair (i, K) of integers with 0 <= i < K, e.g. (0, 4)"
+        try:
+            index, count = shard
+        except (TypeError, ValueError):
+            raise TypeError(f"shard must be {accepted}; got {shard!r}") from None
+        for value in (index, count):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"shard must be {accepted}; got {shard!r}")
+        if not 0 <= index < count:
+            raise ValueError(f"shard must be {accepted}; got {shard!r}")
+        shard = (int(index), int(count))
+    if comm is not None:
+        if not (hasattr(comm, "Get_rank") and hasattr(comm, "Get_size") and hasattr(comm, "gather")):
+            raise TypeError(f"comm must be an mpi4py communicator (e.g. mpi4py.MPI.COMM_WORLD); got {comm!r}")
+        if shard is not None:
+            raise ValueError("give shard or comm, not both: under MPI every rank is a shard already")
+    return {
+        "progress": None if progress is None else bool(progress),
+        "checkpoint": checkpoint,
+        "checkpoint_every": float(checkpoint_every),
+        "shard": shard,
+        "comm": comm,
+    }
+
+
+def _no_job_options(options, what):
+    for name in ("checkpoint", "shard", "comm"):
+        if options[name] is not None:
+            raise ValueError(f"{name} is not yet supported for {what}; run it in one process")
 
 
 def _safe_ratio(a, b):
@@ -620,9 +834,8 @@ def _pilot_solve(record, n_params):
     return baselines, matrix
 
 
-def _compare_variants(distribution, function, n, estimators, seed, wrt, threads, nan_policy, pilot):
+def _compare_variants(distribution, function, n, estimators, seed, wrt, threads, nan_policy, pilot, options):
     from fastgrad import _variants
-    from fastgrad._analytic import variant_moments
 
     distribution, function, specs, reference, pilot, seed, wrt, threads = _prepare_variants(
         distribution, function, estimators, wrt, threads, pilot, seed
@@ -635,25 +848,30 @@ def _compare_variants(distribution, function, n, estimators, seed, wrt, threads,
         raise ValueError(
             f"n must be a multiple of the leave-one-out group size {lay.group}, at least {2 * lay.group}; got {n:,}"
         )
+    names = [spec.name for spec in specs]
+    fingerprint = _jobs_fingerprint("compare", distribution, function, n, seed, wrt, names, pilot=pilot)
+    units = n // lay.group
+    per_chunk = _kernels.CHUNK_SIZE // lay.group
+    draws_in = _draws_in(units, per_chunk)
+    job = _make_job(fingerprint, math.ceil(units / per_chunk), lambda a, b: draws_in(a, b) * lay.group, options, lay)
     with _numba_threads(threads) as used:
         coefficients = _pilot_coefficients(distribution, function, specs, pilot, seed)
-        record, seconds = _variants.variant_run(distribution, function, lay, specs, coefficients, n // lay.group, seed)
+        tree, seconds = _variants.variant_run(distribution, function, lay, specs, coefficients, units, seed, job=job)
+    run = {"distribution": distribution, "function": function, "seed": seed, "n": n}
+    done = _finish_job(job, tree, seconds, used, run, lay, draws_per_unit=lay.group)
+    if not isinstance(done, tuple):
+        return done
+    record, context = done
     if int(record[1]) and nan_policy == "raise":
         raise NonFiniteValuesError(int(record[1]) * lay.group, n)
-    analytic = variant_moments(distribution, function, specs, coefficients, wrt)
-    return results.variant_comparison(
-        record,
-        lay,
-        analytic,
-        coefficients,
-        pilot=pilot,
-        distribution=distribution,
-        function=function,
-        seed=seed,
-        threads=used,
-        seconds=seconds,
-        draws_per_second=n / seconds if seconds > 0 else math.inf,
-    )
+    return _variant_result(record, lay, specs, coefficients, wrt, pilot, context)
+
+
+def _variant_result(record, lay, specs, coefficients, wrt, pilot, context):
+    from fastgrad._analytic import variant_moments
+
+    analytic = variant_moments(context["distribution"], context["function"], specs, coefficients, wrt)
+    return results.variant_comparison(record, lay, analytic, coefficients, pilot=pilot, **context)
 
 
 def _check_curve_totals(totals):
@@ -704,3 +922,127 @@ def _variant_curve(distribution, function, sample_sizes, repeats, seed, wrt, thr
         draws_per_second=draws / seconds if seconds > 0 else math.inf,
         pilot=pilot,
     )
+
+
+# --- merging shards ------------------------------------------------------------------------
+
+
+def merge(partials):
+    """Combine the partial results of shards into the full result, bit-identical to a single run.
+
+    Parameters
+    ----------
+    partials : sequence of paths or Partial
+        The partial results of ``compare(..., shard=(i, K))`` (or ``fastgrad
+        compare --shard i/K --json part_i.json``) for every ``i`` of one run.
+
+    Returns
+    -------
+    Comparison, EstimatorResult or VariantComparison
+        What the run would have returned in one process. Its ``seconds`` is
+        the sum over the shards, ``threads`` the most any shard used.
+
+    Raises
+    ------
+    fastgrad.PartialError
+        A file is corrupted, from another run (parameters, seed or fastgrad
+        version), or the shards overlap, leave chunks out, or are unfinished.
+    """
+    from fastgrad import _jobs
+
+    if isinstance(partials, (str, bytes)) or not hasattr(partials, "__iter__"):
+        raise TypeError(f"partials must be a sequence of paths or fastgrad.Partial objects; got {partials!r}")
+    loaded = []
+    for item in partials:
+        if isinstance(item, _jobs.Partial):
+            loaded.append((item, "a partial"))
+        elif isinstance(item, (str, bytes)) or hasattr(item, "__fspath__"):
+            loaded.append((_jobs.Partial.load(item), str(item)))
+        else:
+            raise TypeError(f"partials must be paths or fastgrad.Partial objects; got {item!r}")
+    if not loaded:
+        raise ValueError("partials must name at least one partial result")
+    reference, _ = loaded[0]
+    for partial, source in loaded[1:]:
+        partial.check_fingerprint(reference.fingerprint, source)
+    fingerprint = reference.fingerprint
+    parts = [part for partial, _ in loaded for part in partial.parts]
+    distribution = _distribution_from(fingerprint["distribution"])
+    function = _function_from(fingerprint["function"])
+    seconds = sum(part.seconds for part in parts)
+    draws = fingerprint["n"]
+    context = {
+        "distribution": distribution,
+        "function": function,
+        "seed": fingerprint["seed"],
+        "threads": max(part.threads for part in parts),
+        "seconds": seconds,
+        "draws_per_second": draws / seconds if seconds > 0 else math.inf,
+    }
+    wrt = tuple(fingerprint["wrt"])
+    if "pilot" in fingerprint:  # estimator variants
+        from fastgrad import _variants
+
+        if function.builtin is None:
+            raise _jobs.PartialError(
+                "merging estimator variants of a user function needs the function to recompute the pilot's "
+                "coefficients; run it in one process or under MPI instead"
+            )
+        specs = parse_estimators(fingerprint["estimators"])
+        names = [spec.name for spec in specs]
+        family = distribution.family
+        reference_name = "pathwise" if family.pathwise and function.has_derivative else "score"
+        lay = _variants.VariantLayout.build(specs, distribution.parameters, wrt, names.index(reference_name))
+        record = _jobs.merge_parts(parts, lay, reference.n_chunks)
+        coefficients = _pilot_coefficients(distribution, function, specs, fingerprint["pilot"], fingerprint["seed"])
+        return _variant_result(record, lay, specs, coefficients, wrt, fingerprint["pilot"], context)
+    estimators = tuple(fingerprint["estimators"])
+    lay = layout(distribution.parameters, estimators, wrt)
+    record = _jobs.merge_parts(parts, lay, reference.n_chunks)
+    analytic = estimator_moments(distribution, function, estimators, wrt)
+    if fingerprint["kind"] == "estimate":
+        return results.estimator_result(estimators[0], record, lay, context, analytic)
+    return _comparison(lay, record, context, analytic)
+
+
+def _distribution_from(data):
+    classes = {cls.__name__: cls for cls in DISTRIBUTIONS}
+    data = dict(data)
+    name = data.pop("family", None)
+    if name not in classes:
+        from fastgrad._jobs import PartialError
+
+        raise PartialError(f"partial result for an unknown distribution family {name!r}")
+    return classes[name](**data)
+
+
+class _RecordedFunction:
+    """A user's function as a partial result records it: its name, not its code (no exact values)."""
+
+    builtin = None
+
+    def __init__(self, data):
+        self.name = data["name"]
+        self.has_derivative = bool(data.get("has_derivative"))
+        self._data = dict(data)
+
+    @property
+    def formula(self):
+        return f"user function {self.name}"
+
+    def exact(self):
+        return None
+
+    def to_dict(self):
+        return dict(self._data)
+
+    def __repr__(self):
+        return f"<user function {self.name} (from a partial result)>"
+
+
+def _function_from(data):
+    from fastgrad import functions
+
+    if not data.get("builtin"):
+        return _RecordedFunction(data)
+    return resolve(getattr(functions, data["name"])(**data.get("parameters", {})))

@@ -241,9 +241,11 @@ _cached_kernel = numba.njit(**SERIAL)(_chunk_records)
 _uncached_kernel = numba.njit(**UNCACHED)(_chunk_records)
 
 
-def run(distribution, function, layout, n, seed):
-    """Run the fused kernel over ``n`` draws; return (record, run seconds, compile seconds).
+def run(distribution, function, layout, n, seed, job=None):
+    """Run the fused kernel over ``n`` draws; return (tree, run seconds, compile seconds).
 
+    ``job`` (a :class:`fastgrad._jobs.Job`) says which chunks to run and how
+    (progress, checkpoints, stopping early); by default all of them, quietly.
     Thread count is whatever Numba is set to; the caller manages it.
     """
     builtin = function.builtin is not None
@@ -270,8 +272,11 @@ def run(distribution, function, layout, n, seed):
     started = time.perf_counter()
     warm_up_records(kernel, args, layout)
     compile_seconds = time.perf_counter() - started
-    record, seconds = run_records(kernel, args, tree, math.ceil(n / CHUNK_SIZE), BATCH_CHUNKS)
-    return record, seconds, compile_seconds
+    if job is None:
+        record, seconds = run_records(kernel, args, tree, math.ceil(n / CHUNK_SIZE), BATCH_CHUNKS)
+        return record, seconds, compile_seconds
+    tree, seconds = job.run(kernel, args, layout)
+    return tree, seconds, compile_seconds
 
 
 def warm_up_records(kernel, args, layout):

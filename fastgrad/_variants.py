@@ -428,8 +428,11 @@ def _kernel_and_key(distribution, function, cached, uncached):
     return key, uncached, function.f, function.df
 
 
-def variant_run(distribution, function, layout, specs, coefficients, n_units, seed, stream_base=0):
-    """Run the variant kernel over ``n_units`` units; return (record over units, seconds)."""
+def variant_run(distribution, function, layout, specs, coefficients, n_units, seed, stream_base=0, job=None):
+    """Run the variant kernel over ``n_units`` units; return (record over units, seconds).
+
+    With a ``job`` (:class:`fastgrad._jobs.Job`): return (tree, seconds) of the job's chunks.
+    """
     key, kernel, f, df = _kernel_and_key(distribution, function, _cached_records, _uncached_records)
     arrays = kernel_arguments(specs, len(layout.parameters), coefficients)
     args = (
@@ -438,6 +441,8 @@ def variant_run(distribution, function, layout, specs, coefficients, n_units, se
         layout.pair_y,
     )  # fmt: skip
     warm_up_records(kernel, args, layout)
+    if job is not None:
+        return job.run(kernel, args, layout)
     n_chunks = math.ceil(n_units / (CHUNK_SIZE // layout.group))
     return run_records(kernel, args, MomentTree(layout), n_chunks, BATCH_CHUNKS)
 

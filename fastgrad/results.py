@@ -81,6 +81,11 @@ class EstimatorResult:
     draws_per_second : float
         ``n / seconds``. In a :class:`Comparison`, both estimators come from one
         fused pass, so this is the fused rate.
+    interrupted : str or None
+        ``"SIGINT"`` (Ctrl-C) or ``"SIGTERM"`` when the run stopped early: the
+        figures then cover the ``n`` draws finished, of ``n_requested``.
+    n_requested : int or None
+        The ``n`` asked for, when the run was interrupted.
     """
 
     estimator: str
@@ -101,6 +106,8 @@ class EstimatorResult:
     threads: int
     seconds: float
     draws_per_second: float
+    interrupted: str = None
+    n_requested: int = None
 
     def z_scores(self):
         """Per parameter, ``(mean - analytic) / stderr``; None without an analytic value."""
@@ -129,6 +136,8 @@ class EstimatorResult:
             "threads": self.threads,
             "seconds": self.seconds,
             "draws_per_second": self.draws_per_second,
+            "interrupted": self.interrupted,
+            "n_requested": self.n_requested,
         }
 
     def __str__(self):
@@ -173,6 +182,8 @@ class Comparison:
     threads: int
     seconds: float
     draws_per_second: float
+    interrupted: str = None
+    n_requested: int = None
 
     @property
     def analytic_gradient(self):
@@ -192,6 +203,8 @@ class Comparison:
             "threads": self.threads,
             "seconds": self.seconds,
             "draws_per_second": self.draws_per_second,
+            "interrupted": self.interrupted,
+            "n_requested": self.n_requested,
             "score": self.score.to_dict(),
             "pathwise": self.pathwise.to_dict(),
             "variance_ratio": _json_map(self.variance_ratio),
@@ -557,8 +570,14 @@ def _rate(draws_per_second):
 
 def _header(title, result):
     omitted = f" ({result.n_omitted:,} omitted: non-finite)" if result.n_omitted else ""
+    stopped = ""
+    if getattr(result, "interrupted", None):
+        stopped = (
+            f"INTERRUPTED ({result.interrupted}) after {result.n + result.n_omitted:,} of "
+            f"{result.n_requested:,} draws: a partial result\n"
+        )
     return (
-        f"{title}: {result.distribution!r}, {result.function.formula}\n"
+        stopped + f"{title}: {result.distribution!r}, {result.function.formula}\n"
         f"n = {result.n:,} draws{omitted}, seed {result.seed}, {result.threads} thread"
         f"{'s' if result.threads != 1 else ''}, {result.seconds:.3g} s ({_rate(result.draws_per_second)})"
     )
@@ -999,6 +1018,8 @@ class VariantComparison:
     threads: int
     seconds: float
     draws_per_second: float
+    interrupted: str = None
+    n_requested: int = None
 
     @property
     def estimators(self):
@@ -1032,6 +1053,8 @@ class VariantComparison:
             "group": self.group,
             "pilot": self.pilot,
             "reference": self.reference,
+            "interrupted": self.interrupted,
+            "n_requested": self.n_requested,
             "seed": self.seed,
             "threads": self.threads,
             "seconds": self.seconds,
