@@ -151,6 +151,7 @@ class Partial:
     parts: list
     shard: tuple = None  # (i, K) of a --shard run
     ranks: int = 1  # MPI ranks that wrote it (one part each)
+    interrupted: str = None  # "SIGINT"/"SIGTERM" when the shard stopped early (not saved)
 
     def body(self):
         return {
@@ -450,7 +451,8 @@ class Job:
     def partial(self, tree, seconds, threads=1):
         """Return the :class:`Partial` of a shard (finished, or stopped early)."""
         part = Part.of(tree, self.first, self.stop, seconds, threads)
-        return Partial(self.fingerprint, self.n_chunks, [part], shard=self.shard)
+        stopped = None if part.done else (self.stop_reason or "stopped")
+        return Partial(self.fingerprint, self.n_chunks, [part], shard=self.shard, interrupted=stopped)
 
     # -- progress ---------------------------------------------------------------------------
 

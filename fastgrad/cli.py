@@ -289,6 +289,62 @@ def _draws(parser):
     )
 
 
+def _shard(text):
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not int(match[1]) < int(match[2]):
+        raise argparse.ArgumentTypeError(
+            f"expected I/K with 0 <= I < K, e.g. 0/4 (shards are numbered from 0); got {text!r}"
+        )
+    return int(match[1]), int(match[2])
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0; got {text!r}")
+    return value
+
+
+def _long_run_options(parser):
+    """Options of the commands that run n draws (compare, estimate): progress, checkpoints, shards, MPI."""
+    group = parser.add_argument_group("long runs and clusters (docs/hpc.md)")
+    group.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="draws done, draws/s and time left on stderr (default: when stderr is a terminal)",
+    )
+    group.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="FILE",
+        help="save partial moments to FILE (atomically, on Ctrl-C and SIGTERM too); rerunning the same "
+        "command resumes from it, bit-identically",
+    )
+    group.add_argument(
+        "--checkpoint-every",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds between checkpoint writes (default: 60)",
+    )
+    group.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="I/K",
+        help="run only shard I of K (0-based) and write a partial result to --json; combine with 'fastgrad merge'",
+    )
+    group.add_argument(
+        "--mpi",
+        action="store_true",
+        help="split the chunks across MPI ranks (mpiexec -n P ...; needs fastgrad[mpi]); rank 0 writes the output",
+    )
+
+
 def _estimator_list(text):
     from fastgrad.estimators import parse_estimators
 
@@ -325,7 +381,7 @@ def build_parser(prog="fastgrad"):
 
     parser = _Parser(prog=prog, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"fastgrad {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{compare,estimate,curve}", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="{compare,estimate,curve,merge}", parser_class=_Parser)
 
     compare = commands.add_parser(
         "compare",
@@ -337,6 +393,7 @@ def build_parser(prog="fastgrad"):
     _common(compare)
     _draws(compare)
     _variant_options(compare)
+    _long_run_options(compare)
 
     estimate = commands.add_parser(
         "estimate",
@@ -347,6 +404,7 @@ def build_parser(prog="fastgrad"):
     )
     _common(estimate)
     _draws(estimate)
+    _long_run_options(estimate)
     estimate.add_argument("--estimator", required=True, choices=["score", "pathwise"], help="which estimator")
 
     curve = commands.add_parser(
@@ -367,6 +425,19 @@ def build_parser(prog="fastgrad"):
     curve.add_argument("--repeats", type=_count, default=1000, help="estimates per size (default: 1000)")
     curve.add_argument("--plot", default=None, metavar="PNG", help="write a log-log plot to this PNG file")
     _variant_options(curve)
+
+    merge = commands.add_parser(
+        "merge",
+        help="combine the partial results of --shard runs into the full result (bit-identical to one run)",
+        description="Combine the partial results written by 'fastgrad compare/estimate --shard I/K --json PART' "
+        "into the result of the whole run, bit-identical to a single process with the same seed.",
+        epilog="examples:\n  fastgrad merge part-*.json\n  fastgrad merge part-*.json --json result.json\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    merge.add_argument("parts", nargs="+", metavar="PART", help="partial results (JSON) of every shard of one run")
+    merge.add_argument(
+        "--json", default=None, metavar="PATH", help="write the result and run metadata as JSON to PATH ('-': stdout)"
+    )
     return parser
 
 
@@ -463,7 +534,7 @@ def _with_option(message):
     return message
 
 
-def _metadata(prog, argv, result, started, wall_seconds):
+def _metadata(prog, argv, result, started, wall_seconds, threads_source="argument", ranks=1):
     import numba
     import numpy as np
 
@@ -475,6 +546,8 @@ def _metadata(prog, argv, result, started, wall_seconds):
         "numpy": np.__version__,
         "python": platform.python_version(),
         "threads": result.threads,
+        "threads_source": threads_source,
+        "mpi_ranks": ranks,
         "seed": result.seed,
         "wall_seconds": wall_seconds,
         "started_utc": started,
@@ -483,8 +556,16 @@ def _metadata(prog, argv, result, started, wall_seconds):
 
 
 def _run(args, prog, argv):
+    """Run a command; return its exit status (0, or 130/143 for a run stopped by SIGINT/SIGTERM)."""
     import fastgrad as fg
 
+    if args.command == "merge":
+        return _merge(args, prog, argv)
+    comm = None
+    if getattr(args, "mpi", False):
+        comm = _mpi_world()
+    if getattr(args, "shard", None) is not None and (args.json is None or args.json == "-"):
+        raise UsageError("argument --shard: a shard writes a partial result: give --json PATH for it")
     vector = args.dist == "diagnormal"
     function = parse_function(args.f, args.df, vector=vector, weights=args.weights)
     json_path = _output_path("--json", args.json)
@@ -512,6 +593,7 @@ def _run(args, prog, argv):
                 nan_policy=args.nan_policy,
                 estimators=args.estimators,
                 pilot=args.pilot,
+                **_job_arguments(args, comm),
             )
         elif args.command == "estimate":
             result = fg.estimate(
@@ -523,6 +605,7 @@ def _run(args, prog, argv):
                 wrt=args.wrt,
                 threads=args.threads,
                 nan_policy=args.nan_policy,
+                **_job_arguments(args, comm),
             )
         else:
             result = fg.variance_curve(
@@ -538,15 +621,36 @@ def _run(args, prog, argv):
             )
     except fg.NonFiniteValuesError:
         raise
+    except fg.PartialError as error:
+        raise UsageError(f"argument --checkpoint: {error}") from None
     except (TypeError, ValueError) as error:  # argument checks run before any draw
         raise UsageError(_with_option(str(error))) from None
     wall_seconds = time.perf_counter() - clock
 
+    if result is None:  # an MPI rank other than 0: rank 0 writes everything
+        return 0
+    if isinstance(result, fg.Partial):
+        _write_atomically(json_path, result.dumps())
+        part = result.parts[0]
+        i, k = result.shard
+        print(f"shard {i}/{k}: chunks [{part.first}, {part.next}) of {result.n_chunks} done; wrote {json_path}")
+        if not part.done:
+            print(f"{prog}: interrupted ({result.interrupted}); rerun to finish the shard", file=sys.stderr)
+            return 143 if result.interrupted == "SIGTERM" else 130
+        return 0
     if plot_path is not None:
         result.plot(plot_path)
-    document = dict(result.to_dict(), run=_metadata(prog, argv, result, started, wall_seconds))
+    threads_source = "--threads" if args.threads is not None else _threads_source()
+    ranks = comm.Get_size() if comm is not None else 1
+    metadata = _metadata(prog, argv, result, started, wall_seconds, threads_source, ranks)
+    return _emit(result, metadata, args.json, json_path, plot_path, prog)
+
+
+def _emit(result, metadata, json_option, json_path, plot_path, prog):
+    """Print the result and write its JSON; return the exit status (130/143 when the run was interrupted)."""
+    document = dict(result.to_dict(), run=metadata)
     text = json.dumps(document, indent=2, allow_nan=False) + "\n"
-    if args.json == "-":
+    if json_option == "-":
         sys.stdout.write(text)
     else:
         print(result)
@@ -555,6 +659,53 @@ def _run(args, prog, argv):
             print(f"\nwrote {json_path}")
         if plot_path is not None:
             print(f"wrote {plot_path}")
+    interrupted = getattr(result, "interrupted", None)
+    if interrupted:
+        done = result.n + result.n_omitted
+        print(f"{prog}: interrupted ({interrupted}) after {done:,} of {result.n_requested:,} draws", file=sys.stderr)
+        return 143 if interrupted == "SIGTERM" else 130
+    return 0
+
+
+def _threads_source():
+    from fastgrad._api import default_threads
+
+    return default_threads()[1]
+
+
+def _job_arguments(args, comm):
+    return {
+        "progress": args.progress,
+        "checkpoint": args.checkpoint,
+        "checkpoint_every": args.checkpoint_every,
+        "shard": args.shard,
+        "comm": comm,
+    }
+
+
+def _mpi_world():
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise UsageError(
+            "argument --mpi: needs mpi4py and an MPI library: pip install 'fastgrad[mpi]' (mpi4py and mpich)"
+        ) from None
+    return MPI.COMM_WORLD
+
+
+def _merge(args, prog, argv):
+    import fastgrad as fg
+
+    json_path = _output_path("--json", args.json)
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    clock = time.perf_counter()
+    try:
+        result = fg.merge(args.parts)
+    except fg.PartialError as error:
+        raise UsageError(str(error)) from None
+    metadata = _metadata(prog, argv, result, started, time.perf_counter() - clock, "shards", 1)
+    metadata["parts"] = list(args.parts)
+    return _emit(result, metadata, args.json, json_path, None, prog)
 
 
 def main(argv=None, prog="fastgrad"):
@@ -566,10 +717,10 @@ def main(argv=None, prog="fastgrad"):
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            raise UsageError(f"choose a command: compare, estimate or curve (see '{prog} --help')")
-        _run(args, prog, argv)
+            raise UsageError(f"choose a command: compare, estimate, curve or merge (see '{prog} --help')")
+        return _run(args, prog, argv)
     except UsageError as error:
-        command = f"{prog} {argv[0]}" if argv and argv[0] in ("compare", "estimate", "curve") else prog
+        command = f"{prog} {argv[0]}" if argv and argv[0] in ("compare", "estimate", "curve", "merge") else prog
         print(f"{command}: error: {error}", file=sys.stderr)
         return 2
     except NonFiniteValuesError as error:
