@@ -1,0 +1,352 @@
+"""Long runs: interruption, checkpoints (killed for real, then resumed), shards and merge, MPI, threads.
+
+Every "identical" here is bit for bit: the JSON of the results, timing left out.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+
+import pytest
+
+import fastgrad as fg
+from fastgrad import _jobs, cli
+
+from conftest import ROOT
+
+NORMAL = fg.Normal(2.0, 1.0)
+TIMING = ("seconds", "draws_per_second", "threads")
+
+
+def numbers(result, drop=()):
+    """A result's JSON without timing and thread counts (and ``drop``): what must agree bit for bit."""
+    document = result.to_dict() if not isinstance(result, dict) else dict(result)
+    for key in (*TIMING, "run", *drop):
+        document.pop(key, None)
+    for value in [*document.values(), *document.get("estimators", [])]:
+        if isinstance(value, dict):
+            for key in (*TIMING, *drop):
+                value.pop(key, None)
+    return document
+
+
+# --- shards and merge -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7])
+def test_shards_merge_bit_identically(count):
+    n = 40 * 65536 + 777  # 41 chunks, the last one short
+    single = fg.compare(NORMAL, "square", n, seed=8)
+    parts = [fg.compare(NORMAL, "square", n, seed=8, shard=(i, count)) for i in range(count)]
+    assert all(isinstance(part, fg.Partial) for part in parts)
+    merged = fg.merge(list(reversed(parts)))  # any order
+    assert numbers(merged) == numbers(single)
+
+
+def test_more_shards_than_chunks_and_estimate_and_variants(tmp_path):
+    n = 3 * 65536
+    single = fg.estimate(NORMAL, "cos", n, estimator="score", seed=2)
+    paths = []
+    for i in range(5):  # two of the five shards are empty
+        path = tmp_path / f"part{i}.json"
+        fg.estimate(NORMAL, "cos", n, estimator="score", seed=2, shard=(i, 5)).save(path)
+        paths.append(path)
+    assert numbers(fg.merge(paths)) == numbers(single)
+    specs = ["score+cv", "score+loo(8)", "pathwise+antithetic", "measure-valued"]
+    table = fg.compare(NORMAL, "square", 8 * 65536 * 3, seed=2, estimators=specs)
+    parts = [fg.compare(NORMAL, "square", 8 * 65536 * 3, seed=2, estimators=specs, shard=(i, 2)) for i in range(2)]
+    assert numbers(fg.merge(parts)) == numbers(table)
+
+
+def _save_shards(tmp_path, count, seed=8, n=10 * 65536):
+    paths = []
+    for i in range(count):
+        path = tmp_path / f"s{seed}-{i}of{count}.json"
+        fg.compare(NORMAL, "square", n, seed=seed, shard=(i, count)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_merge_refuses_missing_overlapping_and_mismatched_shards(tmp_path):
+    paths = _save_shards(tmp_path, 3)
+    with pytest.raises(fg.PartialError, match=r"chunks \[3, 6\) are missing"):
+        fg.merge([paths[0], paths[2]])
+    with pytest.raises(fg.PartialError, match="given twice"):
+        fg.merge([*paths, paths[1]])
+    other = _save_shards(tmp_path, 3, seed=9)
+    with pytest.raises(fg.PartialError, match="seed is 9 there and 8 here"):
+        fg.merge([paths[0], paths[1], other[2]])
+    two = _save_shards(tmp_path, 2)
+    with pytest.raises(fg.PartialError, match=r"given twice|missing"):
+        fg.merge([paths[0], two[1], paths[2]])
+
+
+def test_merge_refuses_corrupted_files(tmp_path):
+    paths = _save_shards(tmp_path, 2)
+    text = paths[1].read_text()
+    paths[1].write_text(text[: len(text) // 2])
+    with pytest.raises(fg.PartialError, match="not JSON"):
+        fg.merge(paths)
+    data = json.loads(text)
+    data["parts"][0]["next"] -= 1  # an edit without a new checksum
+    paths[1].write_text(json.dumps(data))
+    with pytest.raises(fg.PartialError, match="checksum"):
+        fg.merge(paths)
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+RUN = """
+import sys
+import fastgrad as fg
+r = fg.compare(fg.Normal(2.0, 1.0), "square", {n}, seed=5, checkpoint=sys.argv[1], checkpoint_every=0.05,
+               progress=False)
+print(repr(r.score.variance["loc"]), repr(r.pathwise.variance["scale"]), r.interrupted, r.n)
+"""
+LONG = 2 * 10**9  # about 5 s here: long enough to be killed mid-run
+LONG_CHUNKS = -(-LONG // 65536)
+
+
+def _checkpoint_next(path):
+    return json.loads(path.read_text())["parts"][0]["next"]
+
+
+def _wait_for(predicate, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.subprocess
+def test_killed_run_resumes_bit_identically_and_sigterm_flushes_a_checkpoint(tmp_path):
+    checkpoint = tmp_path / "run.ckpt"
+    code = RUN.format(n=LONG)
+    run = [sys.executable, "-c", code, str(checkpoint)]
+    killed = subprocess.Popen(run, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: checkpoint.exists() and _checkpoint_next(checkpoint) > 2000)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate()
+    at_kill = _checkpoint_next(checkpoint)
+    assert 0 < at_kill < LONG_CHUNKS
+
+    terminated = subprocess.Popen(run, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: _checkpoint_next(checkpoint) > at_kill + 1000)
+    terminated.send_signal(signal.SIGTERM)
+    out, err = terminated.communicate()
+    assert terminated.returncode == 0, err
+    assert out.split()[2] == "SIGTERM"  # a partial result, flagged
+    flushed = _checkpoint_next(checkpoint)
+    assert flushed * 65536 == int(out.split()[3])  # the checkpoint holds exactly the draws reported
+
+    resumed = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, check=True)
+    clean = subprocess.run(
+        [sys.executable, "-c", code.replace("checkpoint=sys.argv[1], ", "")],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert resumed.stdout == clean.stdout
+    assert resumed.stdout.split()[2] == "None"
+
+
+def test_a_finished_checkpoint_gives_the_result_again(tmp_path):
+    checkpoint = tmp_path / "done.ckpt"
+    first = fg.compare(NORMAL, "square", 5 * 65536, seed=1, checkpoint=checkpoint, checkpoint_every=0)
+    again = fg.compare(NORMAL, "square", 5 * 65536, seed=1, checkpoint=checkpoint)
+    assert numbers(first) == numbers(again) == numbers(fg.compare(NORMAL, "square", 5 * 65536, seed=1))
+
+
+def test_checkpoints_from_elsewhere_are_refused_and_left_untouched(tmp_path):
+    checkpoint = tmp_path / "run.ckpt"
+    fg.compare(NORMAL, "square", 5 * 65536, seed=1, checkpoint=checkpoint)
+    original = checkpoint.read_bytes()
+    with pytest.raises(fg.PartialError, match="n is 327680 there and 327681 here"):
+        fg.compare(NORMAL, "square", 5 * 65536 + 1, seed=1, checkpoint=checkpoint)
+    with pytest.raises(fg.PartialError, match="function"):
+        fg.compare(NORMAL, "cos", 5 * 65536, seed=1, checkpoint=checkpoint)
+    assert checkpoint.read_bytes() == original
+
+    data = json.loads(original)
+    data.pop("sha256")
+    data["fingerprint"]["stream_layout"] += 1  # a checkpoint written by a fastgrad with another stream layout
+    other = tmp_path / "other-version.ckpt"
+    other.write_text(json.dumps({"sha256": _jobs._digest(data), **data}))
+    with pytest.raises(fg.PartialError, match="stream_layout is 2 there and 1 here"):
+        fg.compare(NORMAL, "square", 5 * 65536, seed=1, checkpoint=other)
+
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(original[: len(original) // 3])
+    flipped = tmp_path / "flipped.ckpt"
+    position = original.index(b'"records": "') + 20
+    flipped.write_bytes(original[:position] + bytes([original[position] ^ 0x01]) + original[position + 1 :])
+    for bad, message in ((truncated, "not JSON"), (flipped, "checksum")):
+        before = bad.read_bytes()
+        with pytest.raises(fg.PartialError, match=message):
+            fg.compare(NORMAL, "square", 5 * 65536, seed=1, checkpoint=bad)
+        assert bad.read_bytes() == before
+
+
+# --- interruption ------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_returns_a_flagged_partial_result():
+    fg.compare(NORMAL, "square", 10**6, seed=0)  # compiled before the clock
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    result = fg.compare(NORMAL, "square", 10**11, seed=0, progress=False)
+    timer.join()
+    assert result.interrupted == "SIGINT" and result.n_requested == 10**11
+    assert 0 < result.n < 10**11 and result.n % 65536 == 0
+    assert "INTERRUPTED (SIGINT) after" in str(result)
+    # the partial result is the first chunks of the full run: the same as a run of that many draws
+    flags = ("interrupted", "n_requested")
+    assert numbers(result, drop=flags) == numbers(fg.compare(NORMAL, "square", result.n, seed=0), drop=flags)
+
+
+@pytest.mark.subprocess
+def test_cli_ctrl_c_exits_130_with_the_partial_json(tmp_path):
+    out = tmp_path / "partial.json"
+    command = [sys.executable, "-m", "fastgrad", "compare", "--loc", "2", "--f", "square", "-n", "1e11",
+               "--seed", "0", "--json", str(out), "--progress"]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: process.stderr.readable() and _progress_started(process))
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate()
+    assert process.returncode == 130, err
+    data = json.loads(out.read_text())
+    assert data["interrupted"] == "SIGINT" and data["n_requested"] == 10**11 and 0 < data["n"] < 10**11
+    assert f"interrupted (SIGINT) after {data['n']:,} of 100,000,000,000 draws" in err
+
+
+def _progress_started(process):
+    line = process.stderr.read(10)  # progress lines start with "\rfastgrad:"
+    return "fastgrad" in line
+
+
+def test_no_progress_unless_asked_when_not_a_terminal(capsys):
+    fg.compare(NORMAL, "square", 2 * 65536, seed=0)
+    assert capsys.readouterr().err == ""
+    fg.compare(NORMAL, "square", 2 * 65536, seed=0, progress=True)
+    err = capsys.readouterr().err
+    assert "of 131,072 draws (100.0%)" in err and "M draws/s" in err and "ETA" in err
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"shard": (2, 2)}, ValueError, "shard must be"),
+        ({"shard": 3}, TypeError, "shard must be"),
+        ({"checkpoint_every": -1}, ValueError, "checkpoint_every must be"),
+        ({"checkpoint": "no-such-directory/x.ckpt"}, ValueError, "does not exist"),
+        ({"progress": "yes"}, TypeError, "progress must be"),
+        ({"comm": object()}, TypeError, "mpi4py communicator"),
+    ],
+)
+def test_bad_long_run_options(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        fg.compare(NORMAL, "square", 1000, seed=0, **kwargs)
+
+
+def test_diagnormal_says_checkpoints_are_not_supported_yet(tmp_path):
+    with pytest.raises(ValueError, match="checkpoint is not yet supported for a DiagNormal"):
+        fg.compare(fg.DiagNormal([0.0], [1.0]), fg.functions.sum_of_squares(), 100, checkpoint=tmp_path / "x")
+
+
+# --- threads ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.subprocess
+def test_threads_come_from_slurm_when_numba_is_not_told(python_runner):
+    code = "import fastgrad as fg; print(fg.compare(fg.Normal(), 'square', 1000, seed=0).threads)"
+    environment = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=environment | {"SLURM_CPUS_PER_TASK": "1"},
+        capture_output=True, text=True, cwd=ROOT, check=True,
+    )  # fmt: skip
+    assert run.stdout.strip() == "1"
+    assert python_runner(code, NUMBA_NUM_THREADS=2, SLURM_CPUS_PER_TASK=1).strip() == "2"
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+
+def test_cli_shards_and_merge(tmp_path, capsys):
+    n = str(6 * 65536 + 5)
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"part-{i}.json"
+        assert (
+            cli.main(["compare", "--f", "square", "-n", n, "--seed", "4", "--shard", f"{i}/3", "--json", str(path)])
+            == 0
+        )
+        paths.append(str(path))
+    merged = tmp_path / "merged.json"
+    assert cli.main(["merge", *paths, "--json", str(merged)]) == 0
+    single = tmp_path / "single.json"
+    assert cli.main(["compare", "--f", "square", "-n", n, "--seed", "4", "--json", str(single)]) == 0
+    assert numbers(json.loads(merged.read_text())) == numbers(json.loads(single.read_text()))
+    capsys.readouterr()
+    assert cli.main(["merge", paths[0], paths[2]]) == 2
+    assert "are missing" in capsys.readouterr().err
+    assert cli.main(["compare", "--f", "square", "-n", n, "--shard", "0/3"]) == 2
+    assert "give --json PATH" in capsys.readouterr().err
+
+
+# --- MPI ---------------------------------------------------------------------------------------------------
+
+
+def _mpiexec():
+    found = shutil.which("mpiexec", path=sysconfig.get_path("scripts")) or shutil.which("mpiexec")
+    if found is None:
+        pytest.fail("mpiexec not found: the test extra installs mpi4py and mpich (pip install -e '.[test]')")
+    return found
+
+
+@pytest.mark.subprocess
+def test_mpi_two_ranks_agree_with_one_process_bit_for_bit(tmp_path):
+    n = str(9 * 65536 + 3)
+    out = tmp_path / "mpi.json"
+    checkpoint = tmp_path / "mpi.ckpt"
+    command = [_mpiexec(), "-n", "2", sys.executable, "-m", "fastgrad", "compare", "--f", "square", "-n", n,
+               "--seed", "6", "--threads", "1", "--mpi", "--json", str(out),
+               "--checkpoint", str(checkpoint)]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("fastgrad.compare") == 1  # rank 0 prints, rank 1 does not
+    data = json.loads(out.read_text())
+    assert data["run"]["mpi_ranks"] == 2
+    assert json.loads(checkpoint.read_text())["ranks"] == 2
+    single = fg.compare(fg.Normal(), "square", int(n), seed=6)  # the command line's defaults: loc 0, scale 1
+    assert numbers(data) == numbers(single)
+    # the 2-rank checkpoint resumes under 2 ranks (already finished: the same numbers) ...
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert numbers(json.loads(out.read_text())) == numbers(single)
+    # ... and a single process refuses it
+    with pytest.raises(fg.PartialError, match="same number of MPI ranks"):
+        fg.compare(fg.Normal(), "square", int(n), seed=6, checkpoint=checkpoint)
+
+
+@pytest.mark.subprocess
+def test_mpi_api_takes_a_communicator(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(
+        "from mpi4py import MPI\n"
+        "import fastgrad as fg\n"
+        "r = fg.estimate(fg.Exponential(2.0), 'quartic', 500_000, estimator='pathwise', seed=3, threads=1,\n"
+        "                comm=MPI.COMM_WORLD)\n"
+        "print(MPI.COMM_WORLD.Get_rank(), repr(r.variance['rate']) if r is not None else None)\n"
+    )
+    done = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(script)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = sorted(done.stdout.split("\n"))
+    single = fg.estimate(fg.Exponential(2.0), "quartic", 500_000, estimator="pathwise", seed=3)
+    assert lines[-2:] == [f"0 {single.variance['rate']!r}", "1 None"]
