@@ -94,6 +94,14 @@ def pytest_terminal_summary(terminalreporter):
                 if "components_per_second" in m:
                     ratio += f"  {m['components_per_second'] / 1e6:8.1f} M components/s"
                 write(f"    {name:<40} {m['draws_per_second'] / 1e6:9.3f} M draws/s{ratio}")
+        if group == "dispatch":
+            for m in MEASURED.values():
+                if "dispatch_overhead" in m:
+                    write(
+                        f"    median {m['batched_median_seconds']:.4f} s in batches vs "
+                        f"{m['single_batch_median_seconds']:.4f} s as one batch: dispatch overhead "
+                        f"{100 * m['dispatch_overhead']:+.2f} % (target < 2 %)"
+                    )
         if group == "variants":
             speedup = _ratio("variants: all ten", "variants: NumPy vectorised, all ten")
             if speedup:

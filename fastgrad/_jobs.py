@@ -57,6 +57,9 @@ TARGET_BATCH_SECONDS = 0.5
 #: Most chunks in one batch (and its records), whatever the speed.
 MAX_BATCH_CHUNKS = 8192
 
+#: Chunks in the first batch, which measures the speed (None: 4 per core).
+FIRST_BATCH_CHUNKS = None
+
 #: Chunks per batch under MPI: every rank runs the same number of batches.
 MPI_BATCH_CHUNKS = 1024
 
@@ -385,7 +388,7 @@ class Job:
         tree.push(lo, records)
 
     def _run_local(self, kernel, args, tree, on_batch, started, earlier):
-        per_batch = 4 * max(1, min(os.cpu_count() or 1, 64))  # a short first batch measures the speed
+        per_batch = FIRST_BATCH_CHUNKS or 4 * max(1, min(os.cpu_count() or 1, 64))  # a short batch measures the speed
         lo = tree.next_chunk
         while lo < self.stop and self.stop_reason is None:
             hi = min(self.stop, lo + per_batch)
