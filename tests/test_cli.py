@@ -41,9 +41,10 @@ def test_compare_end_to_end_json_matches_the_api(tmp_path):
             data[estimator].pop(key), api[estimator].pop(key)
     run = data.pop("run")
     assert data == api
-    assert set(run) == {"fastgrad", "numba", "numpy", "python", "threads", "seed", "wall_seconds",
-                        "started_utc", "command"}  # fmt: skip
+    assert set(run) == {"fastgrad", "numba", "numpy", "python", "threads", "threads_source", "mpi_ranks", "seed",
+                        "wall_seconds", "started_utc", "command"}  # fmt: skip
     assert run["fastgrad"] == fg.__version__ and run["seed"] == 0 and run["threads"] == 2
+    assert run["threads_source"] == "--threads" and run["mpi_ranks"] == 1
     assert run["command"][:2] == ["fastgrad", "compare"]
     assert not list(tmp_path.glob(".out.json.*"))  # no temporary file left behind
 
@@ -118,7 +119,7 @@ def error_of(capsys, *args):
         (("curve", "--f", "square", "--repeats", "1"), "argument --repeats: repeats must be an integer >= 2"),
         (("curve", "--f", "square", "--bogus"), "unrecognized arguments: --bogus"),
         (("frobnicate",), "invalid choice: 'frobnicate'"),
-        ((), "choose a command: compare, estimate or curve"),
+        ((), "choose a command: compare, estimate, curve or merge"),
         (("estimate", "--f", "square", "-n", "100"), "the following arguments are required: --estimator"),
         (("compare", "--dist", "bernoulli", "--f", "square", "-n", "100"), "Bernoulli has no pathwise"),
         (
