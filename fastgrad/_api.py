@@ -152,10 +152,10 @@ def compare(
     if pilot is not None:
         raise ValueError("pilot is used with estimators=[... 'score+optimal-baseline' or 'score+cv' ...] only")
     if isinstance(distribution, DiagNormal):
-        _no_job_options(options, "a DiagNormal")
-        record, lay, analytic, context = _run_vector(
-            distribution, function, n, seed, wrt, threads, nan_policy, ESTIMATORS
-        )
+        done = _run_vector(distribution, function, n, seed, wrt, threads, nan_policy, ESTIMATORS, options, "compare")
+        if not isinstance(done, tuple):
+            return done
+        record, lay, analytic, context = done
         return results.vector_comparison(record, lay, analytic, **context)
     run = _prepare(distribution, function, n, seed, wrt, threads, nan_policy, ESTIMATORS)
     done = _execute(run, "compare", options)
@@ -244,10 +244,10 @@ def estimate(
         raise ValueError(f"estimator must be one of {list(ESTIMATORS)}; got {estimator!r}")
     options = _check_job_options(progress, checkpoint, checkpoint_every, shard, comm)
     if isinstance(distribution, DiagNormal):
-        _no_job_options(options, "a DiagNormal")
-        record, lay, analytic, context = _run_vector(
-            distribution, function, n, seed, wrt, threads, nan_policy, (estimator,)
-        )
+        done = _run_vector(distribution, function, n, seed, wrt, threads, nan_policy, (estimator,), options, "estimate")
+        if not isinstance(done, tuple):
+            return done
+        record, lay, analytic, context = done
         return results.vector_estimator_result(estimator, record, lay, analytic, context)
     run = _prepare(distribution, function, n, seed, wrt, threads, nan_policy, (estimator,))
     done = _execute(run, "estimate", options)
@@ -349,10 +349,9 @@ def variance_curve(
 # --- validation: everything is checked before any work starts ---------------------
 
 
-def _run_vector(distribution, function, n, seed, wrt, threads, nan_policy, estimators):
-    """Validate and run a DiagNormal; return (record, layout, analytic, context)."""
+def _run_vector(distribution, function, n, seed, wrt, threads, nan_policy, estimators, options, kind):
+    """Validate and run a DiagNormal; return (record, layout, analytic, context), a shard's Partial, or None."""
     from fastgrad import _vector
-    from fastgrad._analytic import separable_moments
 
     if not isinstance(function, (SeparableFunction, VectorFunction)):
         raise TypeError(
@@ -367,21 +366,29 @@ def _run_vector(distribution, function, n, seed, wrt, threads, nan_policy, estim
             "or use estimator='score'"
         )
     lay = _vector.VectorLayout.build(distribution.dim, estimators, wrt)
+    fingerprint = _jobs_fingerprint(kind, distribution, function, n, seed, wrt, estimators)
+    per_chunk = _vector.draws_per_chunk(distribution.dim)
+    job = _make_job(fingerprint, math.ceil(n / per_chunk), _draws_in(n, per_chunk), options, lay)
     with _numba_threads(threads) as used:
-        record, seconds, trace_sums = _vector.vector_run(distribution, function, lay, n, seed)
+        tree, seconds, _ = _vector.vector_run(distribution, function, lay, n, seed, job=job)
+    run = {"distribution": distribution, "function": function, "seed": seed, "n": n}
+    done = _finish_job(job, tree, seconds, used, run, lay)
+    if not isinstance(done, tuple):
+        return done
+    record, context, extra = done
     if int(record[1]) and nan_policy == "raise":
         raise NonFiniteValuesError(int(record[1]), n)
-    context = {
-        "distribution": distribution,
-        "function": function,
-        "seed": seed,
-        "threads": used,
-        "seconds": seconds,
-        "draws_per_second": n / seconds if seconds > 0 else math.inf,
-    }
-    if len(estimators) == 2:
-        context["trace_sums"] = trace_sums
-    return record, lay, separable_moments(distribution, function, estimators, wrt), context
+    return _vector_parts(record, lay, extra, context)
+
+
+def _vector_parts(record, lay, extra, context):
+    """(record, layout, analytic, context) of a DiagNormal run, the trace sums (per chunk) in the context."""
+    from fastgrad._analytic import separable_moments
+
+    if len(lay.estimators) == 2 and extra is not None:
+        context["trace_sums"] = extra.reshape(len(extra), len(lay.estimators), len(lay.wrt))
+    analytic = separable_moments(context["distribution"], context["function"], lay.estimators, lay.wrt)
+    return record, lay, analytic, context
 
 
 def _prepare(distribution, function, n, seed, wrt, threads, nan_policy, estimators):
@@ -551,28 +558,31 @@ def _execute(run, kind, options):
     done = _finish_job(job, tree, seconds, threads, run, lay)
     if not isinstance(done, tuple):
         return done
-    record, context = done
+    record, context, _ = done
     if int(record[1]) and run["nan_policy"] == "raise":
         raise NonFiniteValuesError(int(record[1]), n)
     return record, context, estimator_moments(run["distribution"], run["function"], lay.estimators, lay.wrt)
 
 
 def _finish_job(job, tree, seconds, threads, run, lay, draws_per_unit=1):
-    """Turn a finished (or stopped) job's tree into (record, context), a shard's Partial, or None."""
+    """Turn a finished (or stopped) job's tree into (record, context, extra values), a shard's Partial, or None."""
     from fastgrad import _jobs
 
     if job.shard is not None:
         return job.partial(tree, seconds, threads)
     if job.comm is not None:
-        parts = job.comm.gather(_jobs.Part.of(tree, job.first, job.stop, seconds, threads), root=0)
+        part = _jobs.Part.of(tree, job.first, job.stop, seconds, threads, job.extra_values())
+        parts = job.comm.gather(part, root=0)
         if job.rank != 0:
             return None
         record = _jobs.merge_parts(parts, lay, job.n_chunks, allow_gaps=True)
+        extra = _jobs.merge_extra(parts)
         done_all = all(part.done for part in parts)
         seconds = max(part.seconds for part in parts)
         threads = sum(part.threads for part in parts)
     else:
         record = tree.fold()
+        extra = job.extra_values()
         done_all = tree.next_chunk == job.stop
     n = run["n"]
     draws = (int(record[0]) + int(record[1])) * draws_per_unit
@@ -587,7 +597,7 @@ def _finish_job(job, tree, seconds, threads, run, lay, draws_per_unit=1):
     if not done_all:
         context["interrupted"] = job.stop_reason or "stopped"
         context["n_requested"] = n
-    return record, context
+    return record, context, extra
 
 
 def _draws_in(n, per_chunk):
@@ -861,7 +871,7 @@ def _compare_variants(distribution, function, n, estimators, seed, wrt, threads,
     done = _finish_job(job, tree, seconds, used, run, lay, draws_per_unit=lay.group)
     if not isinstance(done, tuple):
         return done
-    record, context = done
+    record, context, _ = done
     if int(record[1]) and nan_policy == "raise":
         raise NonFiniteValuesError(int(record[1]) * lay.group, n)
     return _variant_result(record, lay, specs, coefficients, wrt, pilot, context)
@@ -980,6 +990,16 @@ def merge(partials):
         "draws_per_second": draws / seconds if seconds > 0 else math.inf,
     }
     wrt = tuple(fingerprint["wrt"])
+    if isinstance(distribution, DiagNormal):
+        from fastgrad import _vector
+
+        estimators = tuple(fingerprint["estimators"])
+        lay = _vector.VectorLayout.build(distribution.dim, estimators, wrt)
+        record = _jobs.merge_parts(parts, lay, reference.n_chunks)
+        record, lay, analytic, context = _vector_parts(record, lay, _jobs.merge_extra(parts), context)
+        if fingerprint["kind"] == "estimate":
+            return results.vector_estimator_result(estimators[0], record, lay, analytic, context)
+        return results.vector_comparison(record, lay, analytic, **context)
     if "pilot" in fingerprint:  # estimator variants
         from fastgrad import _variants
 
@@ -1006,7 +1026,7 @@ def merge(partials):
 
 
 def _distribution_from(data):
-    classes = {cls.__name__: cls for cls in DISTRIBUTIONS}
+    classes = {cls.__name__: cls for cls in (*DISTRIBUTIONS, DiagNormal)}
     data = dict(data)
     name = data.pop("family", None)
     if name not in classes:
@@ -1045,4 +1065,9 @@ def _function_from(data):
 
     if not data.get("builtin"):
         return _RecordedFunction(data)
+    if "component" in data:  # a separable function of a vector
+        name, weights = data["name"], data.get("weights")
+        if name == "sum_cos":
+            return functions.sum_cos(**data["component"].get("parameters", {}))
+        return getattr(functions, name)(weights) if weights is not None else getattr(functions, name)()
     return resolve(getattr(functions, data["name"])(**data.get("parameters", {})))

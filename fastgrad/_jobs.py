@@ -83,9 +83,10 @@ class Part:
     records: np.ndarray  # (depth, width)
     seconds: float = 0.0
     threads: int = 1
+    extra: np.ndarray = None  # per chunk done, values a run keeps beside the tree (DiagNormal: trace sums)
 
     @classmethod
-    def of(cls, tree, first, stop, seconds, threads=1):
+    def of(cls, tree, first, stop, seconds, threads=1, extra=None):
         depth = tree.depth
         return cls(
             first=first,
@@ -96,6 +97,7 @@ class Part:
             records=tree.records[:depth].copy(),
             seconds=seconds,
             threads=threads,
+            extra=extra,
         )
 
     @property
@@ -122,17 +124,21 @@ class Part:
             "next": self.next,
             "levels": [int(v) for v in self.levels],
             "indices": [int(v) for v in self.indices],
-            "records": base64.b64encode(np.ascontiguousarray(self.records, dtype="<f8").tobytes()).decode("ascii"),
+            "records": _encode(self.records),
             "width": int(self.records.shape[1]) if self.records.ndim == 2 else 0,
             "seconds": self.seconds,
             "threads": self.threads,
+            "extra": None if self.extra is None else _encode(self.extra),
+            "extra_shape": None if self.extra is None else list(self.extra.shape),
         }
 
     @classmethod
     def from_dict(cls, data):
-        raw = base64.b64decode(data["records"].encode("ascii"), validate=True)
         depth = len(data["levels"])
-        records = np.frombuffer(raw, dtype="<f8").astype(np.float64).reshape(depth, data["width"])
+        records = _decode(data["records"]).reshape(depth, data["width"])
+        extra = None
+        if data.get("extra") is not None:
+            extra = _decode(data["extra"]).reshape(data["extra_shape"])
         return cls(
             first=int(data["first"]),
             stop=int(data["stop"]),
@@ -142,7 +148,16 @@ class Part:
             records=records,
             seconds=float(data["seconds"]),
             threads=int(data.get("threads", 1)),
+            extra=extra,
         )
+
+
+def _encode(array):
+    return base64.b64encode(np.ascontiguousarray(array, dtype="<f8").tobytes()).decode("ascii")
+
+
+def _decode(text):
+    return np.frombuffer(base64.b64decode(text.encode("ascii"), validate=True), dtype="<f8").astype(np.float64)
 
 
 @dataclass
@@ -284,6 +299,13 @@ def merge_parts(parts, layout, n_chunks, source="the partial results", allow_gap
     return tree.fold()
 
 
+def merge_extra(parts):
+    """Return the parts' per-chunk extra values, in chunk order (None if they keep none)."""
+    parts = sorted(parts, key=lambda part: (part.first, part.stop))
+    arrays = [part.extra for part in parts if part.extra is not None]
+    return np.concatenate(arrays) if arrays else None
+
+
 # --- running a range of chunks in batches ------------------------------------------------------
 
 
@@ -331,6 +353,8 @@ class Job:
         self.resumed_from = None
         self.dispatch_seconds = 0.0  # time between batches spent outside the kernels
         self._prepared = None
+        self._extras = []  # per-chunk extra values, in chunk order
+        self.max_chunks = MAX_BATCH_CHUNKS
         self._last_checkpoint = time.monotonic()
         self._shown = False
 
@@ -360,12 +384,21 @@ class Job:
         if (part.first, part.stop) != (self.first, self.stop):
             raise PartialError(f"{source!r} covers chunks [{part.first}, {part.stop}), not [{self.first}, {self.stop})")
         self.resumed_from = part.next
+        if part.extra is not None:
+            self._extras = [part.extra]
         return part.tree(layout), part.seconds
 
     # -- the batch loop ---------------------------------------------------------------------
 
-    def run(self, kernel, args, layout, on_batch=None):
-        """Run the job's chunks; return (tree, seconds of this run and any resumed one)."""
+    def run(self, kernel, args, layout, extra=None, max_chunks=MAX_BATCH_CHUNKS):
+        """Run the job's chunks; return (tree, seconds of this run and any resumed one).
+
+        ``extra(records)``, if given, maps a batch's chunk records to per-chunk
+        values the run keeps beside the tree (checkpointed, shipped and merged
+        with it): :meth:`extra_values` returns them in chunk order.
+        """
+        on_batch = None if extra is None else (lambda records: self._extras.append(extra(records)))
+        self.max_chunks = max_chunks
         tree, earlier = self._prepared if self._prepared is not None else self.resume(layout)
         self._prepared = None
         started = time.perf_counter()
@@ -398,6 +431,7 @@ class Job:
             between = time.perf_counter()
             if took > 0:  # aim the next batch at TARGET_BATCH_SECONDS
                 per_batch = int(min(MAX_BATCH_CHUNKS, max(1, (hi - lo) * TARGET_BATCH_SECONDS / took)))
+            per_batch = min(per_batch, self.max_chunks)
             lo = hi
             self._between_batches(tree, lo, started, earlier)
             self.dispatch_seconds += time.perf_counter() - between
@@ -407,7 +441,7 @@ class Job:
 
         size = self.stop - self.first
         longest = self.n_chunks // self.ranks + 1
-        n_batches = max(1, math.ceil(longest / MPI_BATCH_CHUNKS))
+        n_batches = max(1, math.ceil(longest / min(MPI_BATCH_CHUNKS, self.max_chunks)))
         for k in range(n_batches):
             lo = self.first + size * k // n_batches
             hi = self.first + size * (k + 1) // n_batches
@@ -439,8 +473,12 @@ class Job:
 
     # -- checkpoints ------------------------------------------------------------------------
 
+    def extra_values(self):
+        """Return the per-chunk extra values of the chunks done, in chunk order (None without ``extra``)."""
+        return np.concatenate(self._extras) if self._extras else None
+
     def _save(self, tree, seconds):
-        part = Part.of(tree, self.first, self.stop, seconds)
+        part = Part.of(tree, self.first, self.stop, seconds, extra=self.extra_values())
         if self.comm is not None:
             parts = self.comm.gather(part, root=0)
             if self.rank != 0:
@@ -453,7 +491,7 @@ class Job:
 
     def partial(self, tree, seconds, threads=1):
         """Return the :class:`Partial` of a shard (finished, or stopped early)."""
-        part = Part.of(tree, self.first, self.stop, seconds, threads)
+        part = Part.of(tree, self.first, self.stop, seconds, threads, self.extra_values())
         stopped = None if part.done else (self.stop_reason or "stopped")
         return Partial(self.fingerprint, self.n_chunks, [part], shard=self.shard, interrupted=stopped)
 

@@ -174,8 +174,11 @@ def vector_layout_rows(dim, estimators, wrt):
     return np.array(rows, np.int64), np.array(pair_x, np.int64), np.array(pair_y, np.int64)
 
 
-def vector_run(distribution, function, layout, n, seed):
+def vector_run(distribution, function, layout, n, seed, job=None):
     """Run the vector kernel over ``n`` draws; return (record, run seconds, per-chunk trace sums).
+
+    With a ``job`` (:class:`fastgrad._jobs.Job`): return (tree, seconds, None);
+    the job keeps the trace sums, flattened per chunk (``job.extra_values()``).
 
     The trace sums (see :func:`chunk_trace_sums`) give the total-variance
     ratio its interval by batch means over chunks.
@@ -206,6 +209,11 @@ def vector_run(distribution, function, layout, n, seed):
     )
     warm_up_records(kernel, args, layout)
     per_batch = max(1, min(BATCH_CHUNKS, MAX_BATCH_VALUES // tree.width))
+    if job is not None:
+        tree, seconds = job.run(
+            kernel, args, layout, extra=lambda r: chunk_trace_sums(r, layout).reshape(len(r), -1), max_chunks=per_batch
+        )
+        return tree, seconds, None
     totals = []
     record, seconds = run_records(
         kernel, args, tree, math.ceil(n / per_chunk), per_batch, lambda r: totals.append(chunk_trace_sums(r, layout))
