@@ -444,19 +444,29 @@ def curve_run(distribution, function, layout, sizes, repeats, seed):
         sizes,
         np.int64(repeats),
     )
-    n_rows = layout.n_rows
+    return curve_batches(kernel, args, offsets, sizes, repeats, CHUNK_SIZE, layout.n_rows)
+
+
+def curve_batches(kernel, args, offsets, sizes, repeats, per_chunk, n_rows):
+    """Run a curve kernel over every chunk in batches; return (per-repeat sums, seconds).
+
+    Positions (draws, or units of a variant run) go ``per_chunk`` to a chunk;
+    ``args`` are the kernel's arguments before ``first_piece, sums, owners, lo, hi``,
+    with the first chunk at position 4.
+    """
+    n = int(offsets[-1])
     # Compile (or load) everything before the clock starts.
     kernel(*args, np.empty(0, np.int64), np.empty((0, n_rows)), np.empty(0, np.int64), 0, 0)
-    curve_pieces(offsets, sizes, repeats, n, 0, 0, np.empty(0, np.int64), CHUNK_SIZE)
+    curve_pieces(offsets, sizes, repeats, n, 0, 0, np.empty(0, np.int64), per_chunk)
     curve_fold(np.empty((0, n_rows)), np.empty(0, np.int64), 0, np.empty((n_rows, 0)))
     totals = np.zeros((n_rows, sizes.size * repeats))
-    n_chunks = math.ceil(n / CHUNK_SIZE)
-    per_batch = max(1, min(BATCH_CHUNKS, MAX_BATCH_PIECES // (CHUNK_SIZE // int(sizes.min()) + 2)))
+    n_chunks = math.ceil(n / per_chunk)
+    per_batch = max(1, min(BATCH_CHUNKS, MAX_BATCH_PIECES // (per_chunk // int(sizes.min()) + 2)))
     started = time.perf_counter()
     for first in range(0, n_chunks, per_batch):
         count = min(per_batch, n_chunks - first)
         first_piece = np.empty(count, np.int64)
-        pieces = curve_pieces(offsets, sizes, repeats, n, first, count, first_piece, CHUNK_SIZE)
+        pieces = curve_pieces(offsets, sizes, repeats, n, first, count, first_piece, per_chunk)
         sums = np.empty((pieces, n_rows))
         owners = np.empty(pieces, np.int64)
         for_ranges(kernel, (*args[:4], np.int64(first), *args[5:], first_piece, sums, owners), count)

@@ -38,7 +38,6 @@ numbers below 2**37, so the three families of streams never meet
 """
 
 import math
-import time
 from dataclasses import dataclass
 
 import numba
@@ -49,7 +48,6 @@ from fastgrad._jit import SERIAL, UNCACHED
 from fastgrad._kernels import (
     BATCH_CHUNKS,
     BLOCK,
-    MAX_BATCH_PIECES,
     USER,
     KernelKey,
     _derivative,
@@ -61,12 +59,10 @@ from fastgrad._kernels import (
     _sum_pieces,
     _transform,
     _value,
-    curve_fold,
-    curve_pieces,
+    curve_batches,
     run_records,
     warm_up_records,
 )
-from fastgrad._parallel import for_ranges
 from fastgrad._reduction import MomentTree, reduce_block
 from fastgrad.distributions import FAMILIES
 from fastgrad.rng import CHUNK_SIZE, stream_state, take_words, unit_open_closed
@@ -239,12 +235,25 @@ def _chunk_setup(seed, stream_base, chunk, n_units, group):
     per_chunk = CHUNK_SIZE // group
     start = chunk * per_chunk
     stop = min(n_units, start + per_chunk)
-    units_per_block = max(1, BLOCK // group)
-    draws = units_per_block * group
     state = stream_state(seed, stream_base + np.uint64(chunk))
     aux = stream_state(seed, stream_base + np.uint64(AUX_STREAMS) + np.uint64(chunk))
     aux_normal = stream_state(seed, stream_base + np.uint64(AUX_NORMAL_STREAMS) + np.uint64(chunk))
-    return start, stop, units_per_block, draws, state, aux, aux_normal
+    return start, stop, max(1, BLOCK // group), state, aux, aux_normal
+
+
+@register_jitable
+def _block_buffers(group, n_values):
+    """Scratch of one block of ``max(1, BLOCK // group)`` units: words, noise, auxiliary draws, value rows."""
+    units_per_block = max(1, BLOCK // group)
+    draws = units_per_block * group
+    return (
+        np.empty(draws, np.uint64),
+        np.empty(draws),
+        np.empty(draws),
+        np.empty(draws, np.int64),
+        np.empty(3 * draws, np.uint64),
+        np.empty((n_values, units_per_block)),
+    )
 
 
 def _variant_records(
@@ -258,16 +267,11 @@ def _variant_records(
     means = np.empty(n_rows)
     q = np.zeros((6 + 6 * n_params, max(BLOCK, group)))
     tmp = np.empty(max(BLOCK, group))
+    words, noise, aux_noise, scratch, aux_words, values = _block_buffers(group, kinds.size * n_params)
     for b in range(lo, hi):
-        start, stop, per_block, draws, state, aux, aux_normal = _chunk_setup(
+        start, stop, per_block, state, aux, aux_normal = _chunk_setup(
             seed, stream_base, first_chunk + b, n_units, group
         )
-        words = np.empty(draws, np.uint64)
-        noise = np.empty(draws)
-        aux_noise = np.empty(draws)
-        scratch = np.empty(draws, np.int64)
-        aux_words = np.empty(3 * draws, np.uint64)
-        values = np.empty((kinds.size * n_params, per_block))
         acc = records[b]
         acc[:] = 0.0
         for block_start in range(start, stop, per_block):
@@ -286,17 +290,12 @@ def _variant_curve(
     n_params = _n_params(key)
     q = np.zeros((6 + 6 * n_params, max(BLOCK, group)))
     tmp = np.empty(max(BLOCK, group))
+    words, noise, aux_noise, scratch, aux_words, values = _block_buffers(group, kinds.size * n_params)
     for b in range(lo, hi):
         piece = first_piece[b]
-        start, stop, per_block, draws, state, aux, aux_normal = _chunk_setup(
+        start, stop, per_block, state, aux, aux_normal = _chunk_setup(
             seed, stream_base, first_chunk + b, n_units, group
         )
-        words = np.empty(draws, np.uint64)
-        noise = np.empty(draws)
-        aux_noise = np.empty(draws)
-        scratch = np.empty(draws, np.int64)
-        aux_words = np.empty(3 * draws, np.uint64)
-        values = np.empty((kinds.size * n_params, per_block))
         owner, end = _repeat_at(offsets, sizes, repeats, start)
         owners[piece] = owner
         sums[piece, :] = 0.0
@@ -461,20 +460,4 @@ def variant_curve_run(distribution, function, layout, specs, coefficients, unit_
         distribution.theta, function.param_vector, *arrays, _active(layout), layout.rows, offsets, sizes,
         np.int64(repeats),
     )  # fmt: skip
-    n_rows = layout.n_rows
-    kernel(*args, np.empty(0, np.int64), np.empty((0, n_rows)), np.empty(0, np.int64), 0, 0)
-    curve_pieces(offsets, sizes, repeats, n_units, 0, 0, np.empty(0, np.int64), per_chunk)
-    curve_fold(np.empty((0, n_rows)), np.empty(0, np.int64), 0, np.empty((n_rows, 0)))
-    totals = np.zeros((n_rows, sizes.size * repeats))
-    n_chunks = math.ceil(n_units / per_chunk)
-    per_batch = max(1, min(BATCH_CHUNKS, MAX_BATCH_PIECES // (per_chunk // int(sizes.min()) + 2)))
-    started = time.perf_counter()
-    for first in range(0, n_chunks, per_batch):
-        count = min(per_batch, n_chunks - first)
-        first_piece = np.empty(count, np.int64)
-        pieces = curve_pieces(offsets, sizes, repeats, n_units, first, count, first_piece, per_chunk)
-        sums = np.empty((pieces, n_rows))
-        owners = np.empty(pieces, np.int64)
-        for_ranges(kernel, (*args[:4], np.int64(first), *args[5:], first_piece, sums, owners), count)
-        curve_fold(sums, owners, pieces, totals)
-    return totals, time.perf_counter() - started
+    return curve_batches(kernel, args, offsets, sizes, repeats, per_chunk, layout.n_rows)

@@ -16,7 +16,6 @@ import os
 import platform
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -504,16 +503,9 @@ def _output_path(option, value):
 
 def _write_atomically(path, text):
     """Write ``text`` to ``path`` through a temporary file and a rename: never a half-written file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    from fastgrad._jobs import write_atomically
+
+    write_atomically(path, text)
 
 
 #: API argument names and the options that set them, for error messages.
