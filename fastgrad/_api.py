@@ -268,6 +268,9 @@ def variance_curve(
     threads=None,
     estimators=None,
     pilot=None,
+    progress=None,
+    checkpoint=None,
+    checkpoint_every=60.0,
 ):
     """How the variance of an ``n``-draw gradient estimate falls with ``n``, for both estimators.
 
@@ -298,6 +301,10 @@ def variance_curve(
         the same draws, with each one's variance per evaluation over the
         reference estimator's. With ``score+loo(K)`` every size must be a
         multiple of K.
+    progress, checkpoint, checkpoint_every : optional
+        As in :func:`compare` (one process: a curve has no shards or MPI). A
+        curve stopped early (Ctrl-C, SIGTERM) returns the sample sizes it
+        finished, with ``interrupted`` set.
 
     Returns
     -------
@@ -317,23 +324,31 @@ def variance_curve(
     >>> all(lo < truth < hi for (lo, hi), truth in zip(c.variance_ci["score"]["loc"], (8.7, 0.087)))
     True
     """
+    options = _check_job_options(progress, checkpoint, checkpoint_every, None, None)
     if estimators is not None:
-        return _variant_curve(distribution, function, sample_sizes, repeats, seed, wrt, threads, estimators, pilot)
+        return _variant_curve(
+            distribution, function, sample_sizes, repeats, seed, wrt, threads, estimators, pilot, options
+        )
     if pilot is not None:
         raise ValueError("pilot is used with estimators=[... 'score+optimal-baseline' or 'score+cv' ...] only")
     run = _prepare(distribution, function, 2, seed, wrt, threads, "raise", ESTIMATORS)
     sizes = _check_sample_sizes(sample_sizes)
     repeats = _check_repeats(repeats, sizes)
     lay = run["layout"]
+    job = _curve_job(run, lay.estimators, sizes, repeats, _kernels.CHUNK_SIZE, 1, options, lay)
     with _numba_threads(run["threads"]) as used_threads:
-        totals, seconds = _kernels.curve_run(run["distribution"], run["function"], lay, sizes, repeats, run["seed"])
+        totals, seconds, done = _kernels.curve_run(
+            run["distribution"], run["function"], lay, sizes, repeats, run["seed"], job=job
+        )
+    finished, context = _curve_finished(job, done, sizes, repeats, _kernels.CHUNK_SIZE, 1)
+    totals = totals[:, : len(finished) * repeats]
     _check_curve_totals(totals)
-    draws = repeats * sum(sizes)
+    draws = repeats * sum(finished)
     analytic = estimator_moments(run["distribution"], run["function"], lay.estimators, lay.wrt)
     return results.variance_curve_result(
         totals,
         lay,
-        sizes,
+        finished,
         repeats,
         analytic,
         distribution=run["distribution"],
@@ -343,7 +358,43 @@ def variance_curve(
         seconds=seconds,
         draws=draws,
         draws_per_second=draws / seconds if seconds > 0 else math.inf,
+        **context,
     )
+
+
+def _curve_job(run, estimators, sizes, repeats, per_chunk, group, options, lay, **extra):
+    """Build the Job of a curve: positions are draws (or loo groups), ``per_chunk`` to a chunk."""
+    positions = repeats * sum(sizes) // group
+    fingerprint = _jobs_fingerprint(
+        "curve", run["distribution"], run["function"], positions * group, run["seed"], lay.wrt, estimators,
+        sample_sizes=list(sizes), repeats=repeats, **extra,
+    )  # fmt: skip
+    draws_in = _draws_in(positions, per_chunk)
+    return _make_curve_job(fingerprint, math.ceil(positions / per_chunk), lambda a, b: draws_in(a, b) * group, options)
+
+
+def _make_curve_job(fingerprint, n_chunks, draws_between, options):
+    """Build a curve's Job; an existing checkpoint is checked now, before the kernels compile."""
+    from fastgrad._jobs import Job, Partial
+
+    job = Job(fingerprint, n_chunks, draws_between, **options)
+    if job.checkpoint is not None and job.checkpoint.exists():
+        Partial.load(job.checkpoint).check_fingerprint(fingerprint, str(job.checkpoint))
+    return job
+
+
+def _curve_finished(job, done_chunks, sizes, repeats, per_chunk, group):
+    """Return the sample sizes whose repeats all finished, and the interruption context if some did not."""
+    done = done_chunks * per_chunk * group
+    finished, end = [], 0
+    for size in sizes:
+        end += repeats * size
+        if end > done:
+            break
+        finished.append(size)
+    if len(finished) == len(sizes):
+        return tuple(finished), {}
+    return tuple(finished), {"interrupted": job.stop_reason or "stopped", "sample_sizes_requested": tuple(sizes)}
 
 
 # --- validation: everything is checked before any work starts ---------------------
@@ -895,7 +946,7 @@ def _check_curve_totals(totals):
         )
 
 
-def _variant_curve(distribution, function, sample_sizes, repeats, seed, wrt, threads, estimators, pilot):
+def _variant_curve(distribution, function, sample_sizes, repeats, seed, wrt, threads, estimators, pilot, options):
     from fastgrad import _variants
     from fastgrad._analytic import variant_moments
 
@@ -910,17 +961,23 @@ def _variant_curve(distribution, function, sample_sizes, repeats, seed, wrt, thr
             f"sample_sizes must be multiples of the leave-one-out group size {lay.group}; got {list(sizes)}"
         )
     unit_sizes = [size // lay.group for size in sizes]
+    run = {"distribution": distribution, "function": function, "seed": seed}
+    names = [spec.name for spec in specs]
+    per_chunk = _kernels.CHUNK_SIZE // lay.group
+    job = _curve_job(run, names, sizes, repeats, per_chunk, lay.group, options, lay, pilot=pilot)
     with _numba_threads(threads) as used:
         coefficients = _pilot_coefficients(distribution, function, specs, pilot, seed)
-        totals, seconds = _variants.variant_curve_run(
-            distribution, function, lay, specs, coefficients, unit_sizes, repeats, seed
+        totals, seconds, done = _variants.variant_curve_run(
+            distribution, function, lay, specs, coefficients, unit_sizes, repeats, seed, job=job
         )
+    finished, context = _curve_finished(job, done, sizes, repeats, per_chunk, lay.group)
+    totals = totals[:, : len(finished) * repeats]
     _check_curve_totals(totals)
-    draws = repeats * sum(sizes)
+    draws = repeats * sum(finished)
     return results.variant_curve_result(
         totals,
         lay,
-        unit_sizes,
+        [size // lay.group for size in finished],
         repeats,
         variant_moments(distribution, function, specs, coefficients, wrt),
         distribution=distribution,
@@ -931,6 +988,7 @@ def _variant_curve(distribution, function, sample_sizes, repeats, seed, wrt, thr
         draws=draws,
         draws_per_second=draws / seconds if seconds > 0 else math.inf,
         pilot=pilot,
+        **context,
     )
 
 

@@ -473,6 +473,56 @@ class Job:
 
     # -- checkpoints ------------------------------------------------------------------------
 
+    # -- variance curves: the state is the per-repeat sums, not a tree ----------------------
+
+    def run_curve(self, step, shape, max_chunks):
+        """Run a curve's chunks: ``step(lo, hi, totals)`` adds chunks ``[lo, hi)`` into the per-repeat sums.
+
+        Single process only. Pieces are added in chunk order whatever the
+        batches, so a resumed curve is bit-identical. Returns (totals, seconds
+        of this run and any resumed one, chunks done).
+        """
+        totals, lo, earlier = self._resume_curve(shape)
+        started = time.perf_counter()
+        per_batch = min(max_chunks, FIRST_BATCH_CHUNKS or 4 * max(1, min(os.cpu_count() or 1, 64)))
+        with self._signals():
+            while lo < self.stop and self.stop_reason is None:
+                hi = min(self.stop, lo + per_batch)
+                begun = time.perf_counter()
+                step(lo, hi, totals)
+                took = time.perf_counter() - begun
+                if took > 0:
+                    per_batch = int(min(max_chunks, max(1, (hi - lo) * TARGET_BATCH_SECONDS / took)))
+                lo = hi
+                self._show(lo, started, earlier)
+                if self.checkpoint is not None and time.monotonic() - self._last_checkpoint >= self.checkpoint_every:
+                    self._save_curve(totals, lo, earlier + time.perf_counter() - started)
+        self._end_progress()
+        seconds = earlier + time.perf_counter() - started
+        if self.checkpoint is not None:
+            self._save_curve(totals, lo, seconds)
+        return totals, seconds, lo
+
+    def _resume_curve(self, shape):
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return np.zeros(shape), self.first, 0.0
+        partial = Partial.load(self.checkpoint)
+        source = str(self.checkpoint)
+        partial.check_fingerprint(self.fingerprint, source)
+        part = partial.parts[0]
+        if partial.n_chunks != self.n_chunks or part.extra is None or part.extra.shape != tuple(shape):
+            raise PartialError(f"{source!r} does not hold this curve's per-repeat sums")
+        self.resumed_from = part.next
+        return part.extra.copy(), part.next, part.seconds
+
+    def _save_curve(self, totals, next_chunk, seconds):
+        part = Part(
+            first=self.first, stop=self.stop, next=next_chunk, levels=np.zeros(0, np.int64),
+            indices=np.zeros(0, np.int64), records=np.zeros((0, 0)), seconds=seconds, extra=totals,
+        )  # fmt: skip
+        Partial(self.fingerprint, self.n_chunks, [part]).save(self.checkpoint)
+        self._last_checkpoint = time.monotonic()
+
     def extra_values(self):
         """Return the per-chunk extra values of the chunks done, in chunk order (None without ``extra``)."""
         return np.concatenate(self._extras) if self._extras else None

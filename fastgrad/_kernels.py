@@ -414,8 +414,8 @@ _cached_curve_kernel = numba.njit(**SERIAL)(_curve_chunks)
 _uncached_curve_kernel = numba.njit(**UNCACHED)(_curve_chunks)
 
 
-def curve_run(distribution, function, layout, sizes, repeats, seed):
-    """Run the estimates of a variance curve; return (sums, run seconds).
+def curve_run(distribution, function, layout, sizes, repeats, seed, job=None):
+    """Run the estimates of a variance curve; return (sums, run seconds, chunks done).
 
     ``sums[r, k * repeats + i]`` is the sum of value row ``layout.rows[r]``
     over the draws of repeat ``i`` of size ``sizes[k]``. Memory: the sums
@@ -444,15 +444,16 @@ def curve_run(distribution, function, layout, sizes, repeats, seed):
         sizes,
         np.int64(repeats),
     )
-    return curve_batches(kernel, args, offsets, sizes, repeats, CHUNK_SIZE, layout.n_rows)
+    return curve_batches(kernel, args, offsets, sizes, repeats, CHUNK_SIZE, layout.n_rows, job)
 
 
-def curve_batches(kernel, args, offsets, sizes, repeats, per_chunk, n_rows):
-    """Run a curve kernel over every chunk in batches; return (per-repeat sums, seconds).
+def curve_batches(kernel, args, offsets, sizes, repeats, per_chunk, n_rows, job=None):
+    """Run a curve kernel over every chunk in batches; return (per-repeat sums, seconds, chunks done).
 
     Positions (draws, or units of a variant run) go ``per_chunk`` to a chunk;
     ``args`` are the kernel's arguments before ``first_piece, sums, owners, lo, hi``,
-    with the first chunk at position 4.
+    with the first chunk at position 4. A ``job`` (:class:`fastgrad._jobs.Job`)
+    adds progress, stopping early and checkpoints.
     """
     n = int(offsets[-1])
     # Compile (or load) everything before the clock starts.
@@ -462,16 +463,22 @@ def curve_batches(kernel, args, offsets, sizes, repeats, per_chunk, n_rows):
     totals = np.zeros((n_rows, sizes.size * repeats))
     n_chunks = math.ceil(n / per_chunk)
     per_batch = max(1, min(BATCH_CHUNKS, MAX_BATCH_PIECES // (per_chunk // int(sizes.min()) + 2)))
-    started = time.perf_counter()
-    for first in range(0, n_chunks, per_batch):
-        count = min(per_batch, n_chunks - first)
+
+    def step(first, stop, totals):
+        count = stop - first
         first_piece = np.empty(count, np.int64)
         pieces = curve_pieces(offsets, sizes, repeats, n, first, count, first_piece, per_chunk)
         sums = np.empty((pieces, n_rows))
         owners = np.empty(pieces, np.int64)
         for_ranges(kernel, (*args[:4], np.int64(first), *args[5:], first_piece, sums, owners), count)
         curve_fold(sums, owners, pieces, totals)
-    return totals, time.perf_counter() - started
+
+    if job is not None:
+        return job.run_curve(step, totals.shape, per_batch)
+    started = time.perf_counter()
+    for first in range(0, n_chunks, per_batch):
+        step(first, min(n_chunks, first + per_batch), totals)
+    return totals, time.perf_counter() - started, n_chunks
 
 
 # --- the normals-only bound --------------------------------------------------------

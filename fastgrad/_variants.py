@@ -446,7 +446,7 @@ def variant_run(distribution, function, layout, specs, coefficients, n_units, se
     return run_records(kernel, args, MomentTree(layout), n_chunks, BATCH_CHUNKS)
 
 
-def variant_curve_run(distribution, function, layout, specs, coefficients, unit_sizes, repeats, seed):
+def variant_curve_run(distribution, function, layout, specs, coefficients, unit_sizes, repeats, seed, job=None):
     """Per-repeat sums of the kept rows over units; return (sums, seconds). Sizes are in units."""
     key, kernel, f, df = _kernel_and_key(distribution, function, _cached_curve, _uncached_curve)
     arrays = kernel_arguments(specs, len(layout.parameters), coefficients)
@@ -460,4 +460,4 @@ def variant_curve_run(distribution, function, layout, specs, coefficients, unit_
         distribution.theta, function.param_vector, *arrays, _active(layout), layout.rows, offsets, sizes,
         np.int64(repeats),
     )  # fmt: skip
-    return curve_batches(kernel, args, offsets, sizes, repeats, per_chunk, layout.n_rows)
+    return curve_batches(kernel, args, offsets, sizes, repeats, per_chunk, layout.n_rows, job)

@@ -307,8 +307,8 @@ def _seconds(text):
     return value
 
 
-def _long_run_options(parser):
-    """Options of the commands that run n draws (compare, estimate): progress, checkpoints, shards, MPI."""
+def _long_run_options(parser, cluster=True):
+    """Options of long runs: progress and checkpoints; with ``cluster``, shards and MPI (compare, estimate)."""
     group = parser.add_argument_group("long runs and clusters (docs/hpc.md)")
     group.add_argument(
         "--progress",
@@ -330,6 +330,8 @@ def _long_run_options(parser):
         metavar="SECONDS",
         help="seconds between checkpoint writes (default: 60)",
     )
+    if not cluster:
+        return
     group.add_argument(
         "--shard",
         type=_shard,
@@ -424,6 +426,7 @@ def build_parser(prog="fastgrad"):
     curve.add_argument("--repeats", type=_count, default=1000, help="estimates per size (default: 1000)")
     curve.add_argument("--plot", default=None, metavar="PNG", help="write a log-log plot to this PNG file")
     _variant_options(curve)
+    _long_run_options(curve, cluster=False)
 
     merge = commands.add_parser(
         "merge",
@@ -610,6 +613,9 @@ def _run(args, prog, argv):
                 threads=args.threads,
                 estimators=args.estimators,
                 pilot=args.pilot,
+                progress=args.progress,
+                checkpoint=args.checkpoint,
+                checkpoint_every=args.checkpoint_every,
             )
     except fg.NonFiniteValuesError:
         raise
@@ -630,6 +636,9 @@ def _run(args, prog, argv):
             print(f"{prog}: interrupted ({result.interrupted}); rerun to finish the shard", file=sys.stderr)
             return 143 if result.interrupted == "SIGTERM" else 130
         return 0
+    if plot_path is not None and not result.sample_sizes:
+        print(f"{prog}: no sample size finished: no plot written", file=sys.stderr)
+        plot_path = None
     if plot_path is not None:
         result.plot(plot_path)
     threads_source = "--threads" if args.threads is not None else _threads_source()
@@ -653,8 +662,11 @@ def _emit(result, metadata, json_option, json_path, plot_path, prog):
             print(f"wrote {plot_path}")
     interrupted = getattr(result, "interrupted", None)
     if interrupted:
-        done = result.n + result.n_omitted
-        print(f"{prog}: interrupted ({interrupted}) after {done:,} of {result.n_requested:,} draws", file=sys.stderr)
+        if hasattr(result, "sample_sizes_requested"):
+            done = f"{len(result.sample_sizes)} of {len(result.sample_sizes_requested)} sample sizes finished"
+        else:
+            done = f"after {result.n + result.n_omitted:,} of {result.n_requested:,} draws"
+        print(f"{prog}: interrupted ({interrupted}) {done}", file=sys.stderr)
         return 143 if interrupted == "SIGTERM" else 130
     return 0
 

@@ -297,6 +297,8 @@ class VarianceCurve:
     ratio_to_reference_ci: dict = None
     analytic_ratio_to_reference: dict = None
     pilot: int = 0
+    interrupted: str = None
+    sample_sizes_requested: tuple = None
 
     def to_dict(self):
         """JSON-ready dict (inf and nan become None): one entry per sample size under ``"points"``."""
@@ -348,6 +350,10 @@ class VarianceCurve:
             "analytic_variance_ratio": _json_map(self.analytic_variance_ratio),
             "reference": self.reference,
             "pilot": self.pilot,
+            "interrupted": self.interrupted,
+            "sample_sizes_requested": None
+            if self.sample_sizes_requested is None
+            else list(self.sample_sizes_requested),
             "analytic_ratio_to_reference": None
             if self.analytic_ratio_to_reference is None
             else {e: _json_map(by_p) for e, by_p in self.analytic_ratio_to_reference.items()},
@@ -366,9 +372,15 @@ class VarianceCurve:
         return plot_curve(self, path, dpi=dpi)
 
     def __str__(self):
-        sizes = ", ".join(f"{n:,}" for n in self.sample_sizes)
+        sizes = ", ".join(f"{n:,}" for n in self.sample_sizes) or "none"
+        stopped = ""
+        if self.interrupted:
+            stopped = (
+                f"INTERRUPTED ({self.interrupted}): {len(self.sample_sizes)} of {len(self.sample_sizes_requested)} "
+                "sample sizes finished; the others are left out\n"
+            )
         lines = [
-            f"fastgrad.variance_curve: {self.distribution!r}, {self.function.formula}\n"
+            stopped + f"fastgrad.variance_curve: {self.distribution!r}, {self.function.formula}\n"
             f"n = {sizes}; {self.repeats:,} estimates per n, seed {self.seed}, {self.threads} thread"
             f"{'s' if self.threads != 1 else ''}, {self.draws:,} draws in {self.seconds:.3g} s "
             f"({_rate(self.draws_per_second)})"

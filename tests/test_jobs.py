@@ -267,6 +267,33 @@ def test_diagnormal_shards_and_checkpoints_keep_the_trace_interval(tmp_path):
     assert numbers(again) == numbers(fg.estimate(d, f, n, estimator="score", seed=4))
 
 
+def test_curves_resume_from_checkpoints_and_stop_with_the_sizes_finished(tmp_path):
+    sizes = [10, 1000]
+    plain = fg.variance_curve(NORMAL, "square", sizes, 300, seed=1)
+    checkpoint = tmp_path / "curve.ckpt"
+    fg.variance_curve(NORMAL, "square", sizes, 300, seed=1, checkpoint=checkpoint, checkpoint_every=0)
+    resumed = fg.variance_curve(NORMAL, "square", sizes, 300, seed=1, checkpoint=checkpoint)
+    assert numbers(resumed) == numbers(plain) and resumed.interrupted is None
+    with pytest.raises(fg.PartialError, match="from a different run: n is 303000 there and 304010 here"):
+        fg.variance_curve(NORMAL, "square", sizes, 301, seed=1, checkpoint=checkpoint)
+    specs = ["score+loo(8)", "measure-valued"]
+    variants = fg.variance_curve(NORMAL, "square", [16, 800], 200, seed=1, estimators=specs)
+    checkpoint = tmp_path / "variants.ckpt"
+    fg.variance_curve(NORMAL, "square", [16, 800], 200, seed=1, estimators=specs, checkpoint=checkpoint)
+    again = fg.variance_curve(NORMAL, "square", [16, 800], 200, seed=1, estimators=specs, checkpoint=checkpoint)
+    assert numbers(again) == numbers(variants)
+
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    stopped = fg.variance_curve(NORMAL, "square", [10, 100, 10**7, 10**8], 1000, seed=1, progress=False)
+    timer.join()
+    assert stopped.interrupted == "SIGINT" and stopped.sample_sizes_requested == (10, 100, 10**7, 10**8)
+    assert stopped.sample_sizes == (10, 100)  # sizes 10 and 100 take the first 110 000 draws: one batch
+    full = fg.variance_curve(NORMAL, "square", [10, 100], 1000, seed=1)
+    assert stopped.variance == full.variance and stopped.variance_ratio_ci == full.variance_ratio_ci
+    assert "INTERRUPTED (SIGINT): 2 of 4 sample sizes finished" in str(stopped)
+
+
 # --- threads ----------------------------------------------------------------------------------------
 
 
