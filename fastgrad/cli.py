@@ -733,7 +733,10 @@ def main(argv=None, prog="fastgrad"):
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    except BrokenPipeError:  # e.g. "fastgrad compare ... | head": the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 def main_exit():
