@@ -89,7 +89,7 @@ def test_repeat_sums_are_exactly_the_documented_draws_and_order():
     distribution = fg.Normal(2.0, 1.0)
     sizes, repeats = (3, 16, 700, 70_000), 3
     lay = layout(distribution.parameters, ("score", "pathwise"), ("loc",))
-    totals, _ = _kernels.curve_run(distribution, resolve("square"), lay, sizes, repeats, 5)
+    totals, _, _ = _kernels.curve_run(distribution, resolve("square"), lay, sizes, repeats, 5)
     expected = reference_totals(distribution, sizes, repeats, 5)
     assert totals.shape == expected.shape
     assert [v.hex() for v in totals.ravel()] == [v.hex() for v in expected.ravel()]
@@ -99,9 +99,9 @@ def test_tiny_sizes_use_small_batches_with_the_same_bits(monkeypatch):
     distribution = fg.Normal(2.0, 1.0)
     lay = layout(distribution.parameters, ("score", "pathwise"), ("loc", "scale"))
     args = (distribution, resolve("square"), lay, (1, 2, 5), 30_000, 4)
-    reference, _ = _kernels.curve_run(*args)
+    reference, _, _ = _kernels.curve_run(*args)
     monkeypatch.setattr(_kernels, "MAX_BATCH_PIECES", 10)  # one chunk per batch
-    again, _ = _kernels.curve_run(*args)
+    again, _, _ = _kernels.curve_run(*args)
     assert np.array_equal(reference, again)
 
 
