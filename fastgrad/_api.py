@@ -271,6 +271,8 @@ def variance_curve(
     progress=None,
     checkpoint=None,
     checkpoint_every=60.0,
+    shard=None,
+    comm=None,
 ):
     """How the variance of an ``n``-draw gradient estimate falls with ``n``, for both estimators.
 
@@ -301,10 +303,11 @@ def variance_curve(
         the same draws, with each one's variance per evaluation over the
         reference estimator's. With ``score+loo(K)`` every size must be a
         multiple of K.
-    progress, checkpoint, checkpoint_every : optional
-        As in :func:`compare` (one process: a curve has no shards or MPI). A
-        curve stopped early (Ctrl-C, SIGTERM) returns the sample sizes it
-        finished, with ``interrupted`` set.
+    progress, checkpoint, checkpoint_every, shard, comm : optional
+        As in :func:`compare`: shards merge (:func:`merge`) and MPI ranks
+        combine into the single-process curve, bit for bit. A curve stopped
+        early (Ctrl-C, SIGTERM) returns the sample sizes it finished, with
+        ``interrupted`` set.
 
     Returns
     -------
@@ -324,7 +327,7 @@ def variance_curve(
     >>> all(lo < truth < hi for (lo, hi), truth in zip(c.variance_ci["score"]["loc"], (8.7, 0.087)))
     True
     """
-    options = _check_job_options(progress, checkpoint, checkpoint_every, None, None)
+    options = _check_job_options(progress, checkpoint, checkpoint_every, shard, comm)
     if estimators is not None:
         return _variant_curve(
             distribution, function, sample_sizes, repeats, seed, wrt, threads, estimators, pilot, options
@@ -337,9 +340,11 @@ def variance_curve(
     lay = run["layout"]
     job = _curve_job(run, lay.estimators, sizes, repeats, _kernels.CHUNK_SIZE, 1, options, lay)
     with _numba_threads(run["threads"]) as used_threads:
-        totals, seconds, done = _kernels.curve_run(
-            run["distribution"], run["function"], lay, sizes, repeats, run["seed"], job=job
-        )
+        part = _kernels.curve_run(run["distribution"], run["function"], lay, sizes, repeats, run["seed"], job=job)
+    done = _curve_parts_done(job, part, sizes, repeats, 1, used_threads)
+    if not isinstance(done, tuple):
+        return done  # a shard's Partial, or None on MPI ranks other than 0
+    totals, seconds, done, used_threads = done
     finished, context = _curve_finished(job, done, sizes, repeats, _kernels.CHUNK_SIZE, 1)
     totals = totals[:, : len(finished) * repeats]
     _check_curve_totals(totals)
@@ -381,6 +386,33 @@ def _make_curve_job(fingerprint, n_chunks, draws_between, options):
     if job.checkpoint is not None and job.checkpoint.exists():
         Partial.load(job.checkpoint).check_fingerprint(fingerprint, str(job.checkpoint))
     return job
+
+
+def _curve_parts_done(job, part, unit_sizes, repeats, group, threads):
+    """Return a curve job's (totals, seconds, chunks done, threads), a shard's Partial, or None off MPI rank 0."""
+    from fastgrad import _jobs
+
+    part.threads = threads
+    if job.shard is not None:
+        stopped = None if part.done else (job.stop_reason or "stopped")
+        return _jobs.Partial(job.fingerprint, job.n_chunks, [part], shard=job.shard, interrupted=stopped)
+    if job.comm is None:
+        return part.extra, part.seconds, part.next, threads
+    parts = job.comm.gather(part, root=0)
+    if job.rank != 0:
+        return None
+    sizes = np.asarray(unit_sizes, dtype=np.int64)
+    offsets = np.zeros(sizes.size + 1, np.int64)
+    offsets[1:] = np.cumsum(sizes * repeats)
+    starts = _jobs.repeat_starts(offsets, sizes, repeats)
+    per_chunk = _kernels.CHUNK_SIZE // group
+    totals = _jobs.merge_curve_parts(parts, job.n_chunks, starts, per_chunk, part.extra.shape, allow_gaps=True)
+    done = job.n_chunks
+    for other in sorted(parts, key=lambda p: p.first):
+        if not other.done:  # the curve is good up to the first rank that stopped early
+            done = other.next
+            break
+    return totals, max(p.seconds for p in parts), done, sum(p.threads for p in parts)
 
 
 def _curve_finished(job, done_chunks, sizes, repeats, per_chunk, group):
@@ -967,9 +999,13 @@ def _variant_curve(distribution, function, sample_sizes, repeats, seed, wrt, thr
     job = _curve_job(run, names, sizes, repeats, per_chunk, lay.group, options, lay, pilot=pilot)
     with _numba_threads(threads) as used:
         coefficients = _pilot_coefficients(distribution, function, specs, pilot, seed)
-        totals, seconds, done = _variants.variant_curve_run(
+        part = _variants.variant_curve_run(
             distribution, function, lay, specs, coefficients, unit_sizes, repeats, seed, job=job
         )
+    done = _curve_parts_done(job, part, unit_sizes, repeats, lay.group, used)
+    if not isinstance(done, tuple):
+        return done
+    totals, seconds, done, used = done
     finished, context = _curve_finished(job, done, sizes, repeats, per_chunk, lay.group)
     totals = totals[:, : len(finished) * repeats]
     _check_curve_totals(totals)
@@ -1048,6 +1084,8 @@ def merge(partials):
         "draws_per_second": draws / seconds if seconds > 0 else math.inf,
     }
     wrt = tuple(fingerprint["wrt"])
+    if fingerprint["kind"] == "curve":
+        return _merge_curve(fingerprint, reference.n_chunks, parts, distribution, function, wrt, context)
     if isinstance(distribution, DiagNormal):
         from fastgrad import _vector
 
@@ -1081,6 +1119,44 @@ def merge(partials):
     if fingerprint["kind"] == "estimate":
         return results.estimator_result(estimators[0], record, lay, context, analytic)
     return _comparison(lay, record, context, analytic)
+
+
+def _merge_curve(fingerprint, n_chunks, parts, distribution, function, wrt, context):
+    """Return the VarianceCurve of merged curve shards (classic or estimator variants)."""
+    from fastgrad import _jobs
+
+    sizes = tuple(fingerprint["sample_sizes"])
+    repeats = fingerprint["repeats"]
+    context = dict(context, draws=repeats * sum(sizes))
+    context["draws_per_second"] = context["draws"] / context["seconds"] if context["seconds"] > 0 else math.inf
+    if "pilot" in fingerprint:
+        from fastgrad import _variants
+        from fastgrad._analytic import variant_moments
+
+        specs = parse_estimators(fingerprint["estimators"])
+        names = [spec.name for spec in specs]
+        reference_name = "pathwise" if distribution.family.pathwise and function.has_derivative else "score"
+        lay = _variants.VariantLayout.build(specs, distribution.parameters, wrt, names.index(reference_name))
+    else:
+        lay = layout(distribution.parameters, tuple(fingerprint["estimators"]), wrt)
+    group = getattr(lay, "group", 1)
+    unit_sizes = np.array([size // group for size in sizes], dtype=np.int64)
+    offsets = np.zeros(unit_sizes.size + 1, np.int64)
+    offsets[1:] = np.cumsum(unit_sizes * repeats)
+    starts = _jobs.repeat_starts(offsets, unit_sizes, repeats)
+    shape = (lay.n_rows, len(sizes) * repeats)
+    totals = _jobs.merge_curve_parts(parts, n_chunks, starts, _kernels.CHUNK_SIZE // group, shape)
+    _check_curve_totals(totals)
+    if "pilot" in fingerprint:
+        if function.builtin is None:
+            raise _jobs.PartialError("merging estimator variants of a user function needs the function itself")
+        coefficients = _pilot_coefficients(distribution, function, specs, fingerprint["pilot"], fingerprint["seed"])
+        analytic = variant_moments(distribution, function, specs, coefficients, wrt)
+        return results.variant_curve_result(
+            totals, lay, list(unit_sizes), repeats, analytic, pilot=fingerprint["pilot"], **context
+        )
+    analytic = estimator_moments(distribution, function, lay.estimators, wrt)
+    return results.variance_curve_result(totals, lay, sizes, repeats, analytic, **context)
 
 
 def _distribution_from(data):

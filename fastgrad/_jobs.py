@@ -84,6 +84,8 @@ class Part:
     seconds: float = 0.0
     threads: int = 1
     extra: np.ndarray = None  # per chunk done, values a run keeps beside the tree (DiagNormal: trace sums)
+    lead_owner: int = -1  # curves: the repeat that began before this part ...
+    lead: np.ndarray = None  # ... and this part's piece sums of it, in order (pieces, rows)
 
     @classmethod
     def of(cls, tree, first, stop, seconds, threads=1, extra=None):
@@ -130,15 +132,20 @@ class Part:
             "threads": self.threads,
             "extra": None if self.extra is None else _encode(self.extra),
             "extra_shape": None if self.extra is None else list(self.extra.shape),
+            "lead_owner": self.lead_owner,
+            "lead": None if self.lead is None else _encode(self.lead),
+            "lead_shape": None if self.lead is None else list(self.lead.shape),
         }
 
     @classmethod
     def from_dict(cls, data):
         depth = len(data["levels"])
         records = _decode(data["records"]).reshape(depth, data["width"])
-        extra = None
+        extra = lead = None
         if data.get("extra") is not None:
             extra = _decode(data["extra"]).reshape(data["extra_shape"])
+        if data.get("lead") is not None:
+            lead = _decode(data["lead"]).reshape(data["lead_shape"])
         return cls(
             first=int(data["first"]),
             stop=int(data["stop"]),
@@ -149,6 +156,8 @@ class Part:
             seconds=float(data["seconds"]),
             threads=int(data.get("threads", 1)),
             extra=extra,
+            lead_owner=int(data.get("lead_owner", -1)),
+            lead=lead,
         )
 
 
@@ -271,6 +280,20 @@ def merge_parts(parts, layout, n_chunks, source="the partial results", allow_gap
     With ``allow_gaps`` (an MPI run stopped early), unfinished parts are
     merged as they are: the record then holds the moments of the chunks done.
     """
+    parts = check_coverage(parts, n_chunks, source, allow_gaps)
+    tree = MomentTree(layout)
+    for part in parts:
+        for level, index, record in zip(part.levels, part.indices, part.records, strict=True):
+            tree.depth = tree_push_node(
+                tree.levels, tree.indices, tree.records, tree.depth, level, index, record,
+                layout.n_rows, layout.pair_x, layout.pair_y,
+            )  # fmt: skip
+    tree.next_chunk = n_chunks
+    return tree.fold()
+
+
+def check_coverage(parts, n_chunks, source, allow_gaps=False):
+    """Return the parts in chunk order, after checking they are finished and cover ``[0, n_chunks)`` once."""
     parts = sorted(parts, key=lambda part: (part.first, part.stop))
     position = 0
     for part in parts:
@@ -288,15 +311,30 @@ def merge_parts(parts, layout, n_chunks, source="the partial results", allow_gap
         position = part.stop
     if position != n_chunks and not allow_gaps:
         raise PartialError(f"{source}: chunks [{position}, {n_chunks}) are missing (a shard was not given)")
-    tree = MomentTree(layout)
+    return parts
+
+
+def repeat_starts(offsets, sizes, repeats):
+    """Position where each repeat of a curve starts, in the order of its per-repeat sums."""
+    return np.concatenate([offsets[k] + np.arange(repeats) * size for k, size in enumerate(sizes)])
+
+
+def merge_curve_parts(parts, n_chunks, starts, per_chunk, shape, source="the partial results", allow_gaps=False):
+    """Per-repeat sums of a curve from its parts, bit-identical to one process.
+
+    Each repeat's sum is taken from the part where the repeat starts; the
+    pieces later parts hold of it (their *lead*) are then added in chunk
+    order, as one process adds them.
+    """
+    parts = check_coverage(parts, n_chunks, source, allow_gaps)
+    totals = np.zeros(shape)
     for part in parts:
-        for level, index, record in zip(part.levels, part.indices, part.records, strict=True):
-            tree.depth = tree_push_node(
-                tree.levels, tree.indices, tree.records, tree.depth, level, index, record,
-                layout.n_rows, layout.pair_x, layout.pair_y,
-            )  # fmt: skip
-    tree.next_chunk = n_chunks
-    return tree.fold()
+        own = (starts >= part.first * per_chunk) & (starts < part.stop * per_chunk)
+        totals[:, own] = part.extra[:, own]
+        if part.lead is not None:
+            for piece in part.lead:
+                totals[:, part.lead_owner] += piece
+    return totals
 
 
 def merge_extra(parts):
@@ -475,52 +513,107 @@ class Job:
 
     # -- variance curves: the state is the per-repeat sums, not a tree ----------------------
 
-    def run_curve(self, step, shape, max_chunks):
-        """Run a curve's chunks: ``step(lo, hi, totals)`` adds chunks ``[lo, hi)`` into the per-repeat sums.
+    def run_curve(self, step, shape, max_chunks, lead_owner=-1):
+        """Run a curve's chunks: ``step(lo, hi, totals, lead)`` adds chunks ``[lo, hi)`` into the per-repeat sums.
 
-        Single process only. Pieces are added in chunk order whatever the
-        batches, so a resumed curve is bit-identical. Returns (totals, seconds
-        of this run and any resumed one, chunks done).
+        Pieces are added in chunk order whatever the batches, so a resumed
+        curve is bit-identical. A shard or rank that starts inside a repeat
+        (``lead_owner``) keeps that repeat's pieces apart, in ``lead``, for
+        :func:`merge_curve_parts`. Returns a finished or stopped :class:`Part`.
         """
-        totals, lo, earlier = self._resume_curve(shape)
+        totals, lead, lo, earlier = self._resume_curve(shape)
         started = time.perf_counter()
-        per_batch = min(max_chunks, FIRST_BATCH_CHUNKS or 4 * max(1, min(os.cpu_count() or 1, 64)))
+        if self.comm is None:
+            per_batch = min(max_chunks, FIRST_BATCH_CHUNKS or 4 * max(1, min(os.cpu_count() or 1, 64)))
+            batches = None
+        else:
+            longest = self.n_chunks // self.ranks + 1
+            n_batches = max(1, math.ceil(longest / min(MPI_BATCH_CHUNKS, max_chunks)))
+            size = self.stop - self.first
+            batches = [(self.first + size * k // n_batches, self.first + size * (k + 1) // n_batches)
+                       for k in range(n_batches)]  # fmt: skip
         with self._signals():
-            while lo < self.stop and self.stop_reason is None:
-                hi = min(self.stop, lo + per_batch)
+            k = 0
+            while True:
+                if batches is None:
+                    if lo >= self.stop or self.stop_reason is not None:
+                        break
+                    hi = min(self.stop, lo + per_batch)
+                else:
+                    if k == len(batches):
+                        break
+                    if batches[k][1] <= lo:  # done before a resume
+                        k += 1
+                        continue
+                    hi = batches[k][1]
+                    k += 1
                 begun = time.perf_counter()
-                step(lo, hi, totals)
+                if hi > lo:
+                    step(lo, hi, totals, lead)
                 took = time.perf_counter() - begun
-                if took > 0:
+                if batches is None and took > 0:
                     per_batch = int(min(max_chunks, max(1, (hi - lo) * TARGET_BATCH_SECONDS / took)))
-                lo = hi
-                self._show(lo, started, earlier)
-                if self.checkpoint is not None and time.monotonic() - self._last_checkpoint >= self.checkpoint_every:
-                    self._save_curve(totals, lo, earlier + time.perf_counter() - started)
+                lo = max(lo, hi)
+                seconds = earlier + time.perf_counter() - started
+                if self.rank == 0:
+                    self._show(lo, started, earlier)
+                due = self.checkpoint is not None and time.monotonic() - self._last_checkpoint >= self.checkpoint_every
+                if batches is not None:
+                    from mpi4py import MPI
+
+                    flags = np.array([self.stop_reason is not None, due], dtype=np.int64)
+                    self.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+                    if flags[0]:
+                        self.stop_reason = self.stop_reason or "SIGTERM"
+                    due = bool(flags[0] or flags[1]) and self.checkpoint is not None
+                    if flags[0]:
+                        if due:
+                            self._save_curve(totals, lead, lo, seconds, lead_owner)
+                        break
+                if due:
+                    self._save_curve(totals, lead, lo, seconds, lead_owner)
         self._end_progress()
         seconds = earlier + time.perf_counter() - started
         if self.checkpoint is not None:
-            self._save_curve(totals, lo, seconds)
-        return totals, seconds, lo
+            self._save_curve(totals, lead, lo, seconds, lead_owner)
+        return self._curve_part(totals, lead, lo, seconds, lead_owner)
+
+    def _curve_part(self, totals, lead, next_chunk, seconds, lead_owner, threads=1):
+        return Part(
+            first=self.first, stop=self.stop, next=next_chunk, levels=np.zeros(0, np.int64),
+            indices=np.zeros(0, np.int64), records=np.zeros((0, 0)), seconds=seconds, threads=threads,
+            extra=totals, lead_owner=lead_owner, lead=np.array(lead).reshape(len(lead), totals.shape[0]),
+        )  # fmt: skip
 
     def _resume_curve(self, shape):
         if self.checkpoint is None or not self.checkpoint.exists():
-            return np.zeros(shape), self.first, 0.0
+            return np.zeros(shape), [], self.first, 0.0
         partial = Partial.load(self.checkpoint)
         source = str(self.checkpoint)
         partial.check_fingerprint(self.fingerprint, source)
-        part = partial.parts[0]
-        if partial.n_chunks != self.n_chunks or part.extra is None or part.extra.shape != tuple(shape):
+        if partial.n_chunks != self.n_chunks or partial.ranks != self.ranks or len(partial.parts) != self.ranks:
+            raise PartialError(
+                f"{source!r} was written by a run on {partial.ranks} process(es); this one has {self.ranks}: "
+                "resume with the same number of MPI ranks"
+            )
+        if (partial.shard and tuple(partial.shard)) != (self.shard and tuple(self.shard)):
+            raise PartialError(f"{source!r} is for shard {partial.shard}, not {self.shard}")
+        part = partial.parts[self.rank]
+        if part.extra is None or part.extra.shape != tuple(shape) or (part.first, part.stop) != (self.first, self.stop):
             raise PartialError(f"{source!r} does not hold this curve's per-repeat sums")
         self.resumed_from = part.next
-        return part.extra.copy(), part.next, part.seconds
+        lead = [] if part.lead is None else list(part.lead)
+        return part.extra.copy(), lead, part.next, part.seconds
 
-    def _save_curve(self, totals, next_chunk, seconds):
-        part = Part(
-            first=self.first, stop=self.stop, next=next_chunk, levels=np.zeros(0, np.int64),
-            indices=np.zeros(0, np.int64), records=np.zeros((0, 0)), seconds=seconds, extra=totals,
-        )  # fmt: skip
-        Partial(self.fingerprint, self.n_chunks, [part]).save(self.checkpoint)
+    def _save_curve(self, totals, lead, next_chunk, seconds, lead_owner):
+        part = self._curve_part(totals, lead, next_chunk, seconds, lead_owner)
+        parts = [part]
+        if self.comm is not None:
+            parts = self.comm.gather(part, root=0)
+            if self.rank != 0:
+                self._last_checkpoint = time.monotonic()
+                return
+        Partial(self.fingerprint, self.n_chunks, parts, shard=self.shard, ranks=self.ranks).save(self.checkpoint)
         self._last_checkpoint = time.monotonic()
 
     def extra_values(self):

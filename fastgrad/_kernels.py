@@ -450,6 +450,8 @@ def curve_run(distribution, function, layout, sizes, repeats, seed, job=None):
 def curve_batches(kernel, args, offsets, sizes, repeats, per_chunk, n_rows, job=None):
     """Run a curve kernel over every chunk in batches; return (per-repeat sums, seconds, chunks done).
 
+    With a ``job``, return the job's :class:`~fastgrad._jobs.Part` instead (sums in ``extra``).
+
     Positions (draws, or units of a variant run) go ``per_chunk`` to a chunk;
     ``args`` are the kernel's arguments before ``first_piece, sums, owners, lo, hi``,
     with the first chunk at position 4. A ``job`` (:class:`fastgrad._jobs.Job`)
@@ -464,17 +466,30 @@ def curve_batches(kernel, args, offsets, sizes, repeats, per_chunk, n_rows, job=
     n_chunks = math.ceil(n / per_chunk)
     per_batch = max(1, min(BATCH_CHUNKS, MAX_BATCH_PIECES // (per_chunk // int(sizes.min()) + 2)))
 
-    def step(first, stop, totals):
+    lead_owner = -1  # the repeat a shard or rank starts inside, if any: its pieces are kept apart
+    if job is not None and 0 < job.first * per_chunk < n:
+        position = job.first * per_chunk
+        owner, _ = _repeat_at(offsets, sizes, repeats, position)
+        k = int(np.searchsorted(offsets, position, side="right")) - 1
+        if offsets[k] + (position - offsets[k]) // sizes[k] * sizes[k] < position:
+            lead_owner = int(owner)
+
+    def step(first, stop, totals, lead=None):
         count = stop - first
         first_piece = np.empty(count, np.int64)
         pieces = curve_pieces(offsets, sizes, repeats, n, first, count, first_piece, per_chunk)
         sums = np.empty((pieces, n_rows))
         owners = np.empty(pieces, np.int64)
         for_ranges(kernel, (*args[:4], np.int64(first), *args[5:], first_piece, sums, owners), count)
+        if lead_owner >= 0:
+            kept = owners != lead_owner
+            if not kept.all():
+                lead.extend(sums[~kept])  # in piece order
+                sums, owners, pieces = np.ascontiguousarray(sums[kept]), owners[kept], int(kept.sum())
         curve_fold(sums, owners, pieces, totals)
 
     if job is not None:
-        return job.run_curve(step, totals.shape, per_batch)
+        return job.run_curve(step, totals.shape, per_batch, lead_owner)
     started = time.perf_counter()
     for first in range(0, n_chunks, per_batch):
         step(first, min(n_chunks, first + per_batch), totals)

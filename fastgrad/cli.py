@@ -426,7 +426,7 @@ def build_parser(prog="fastgrad"):
     curve.add_argument("--repeats", type=_count, default=1000, help="estimates per size (default: 1000)")
     curve.add_argument("--plot", default=None, metavar="PNG", help="write a log-log plot to this PNG file")
     _variant_options(curve)
-    _long_run_options(curve, cluster=False)
+    _long_run_options(curve)
 
     merge = commands.add_parser(
         "merge",
@@ -613,9 +613,7 @@ def _run(args, prog, argv):
                 threads=args.threads,
                 estimators=args.estimators,
                 pilot=args.pilot,
-                progress=args.progress,
-                checkpoint=args.checkpoint,
-                checkpoint_every=args.checkpoint_every,
+                **_job_arguments(args, comm),
             )
     except fg.NonFiniteValuesError:
         raise

@@ -267,6 +267,24 @@ def test_diagnormal_shards_and_checkpoints_keep_the_trace_interval(tmp_path):
     assert numbers(again) == numbers(fg.estimate(d, f, n, estimator="score", seed=4))
 
 
+@pytest.mark.parametrize(
+    ("sizes", "repeats", "count"),
+    [([10, 1000], 300, 3), ([7, 70_000, 300_000], 50, 7)],  # the last: repeats of 2 to 5 chunks cut by shards
+)
+def test_curve_shards_merge_bit_identically(sizes, repeats, count, tmp_path):
+    single = fg.variance_curve(NORMAL, "square", sizes, repeats, seed=2)
+    paths = []
+    for i in range(count):
+        paths.append(tmp_path / f"curve-{i}.json")
+        fg.variance_curve(NORMAL, "square", sizes, repeats, seed=2, shard=(i, count)).save(paths[-1])
+    assert numbers(fg.merge(paths[::-1])) == numbers(single)
+    specs = ["score+loo(8)", "measure-valued"]
+    variants = fg.variance_curve(NORMAL, "square", [16, 160_000], 60, seed=2, estimators=specs)
+    shards = [fg.variance_curve(NORMAL, "square", [16, 160_000], 60, seed=2, estimators=specs, shard=(i, 3))
+              for i in range(3)]  # fmt: skip
+    assert numbers(fg.merge(shards)) == numbers(variants)
+
+
 def test_curves_resume_from_checkpoints_and_stop_with_the_sizes_finished(tmp_path):
     sizes = [10, 1000]
     plain = fg.variance_curve(NORMAL, "square", sizes, 300, seed=1)
@@ -378,10 +396,16 @@ def test_mpi_api_takes_a_communicator(tmp_path):
         "r = fg.estimate(fg.Exponential(2.0), 'quartic', 500_000, estimator='pathwise', seed=3, threads=1,\n"
         "                comm=MPI.COMM_WORLD)\n"
         "print(MPI.COMM_WORLD.Get_rank(), repr(r.variance['rate']) if r is not None else None)\n"
+        "c = fg.variance_curve(fg.Normal(2.0, 1.0), 'square', [7, 70_000, 300_000], 50, seed=2, threads=1,\n"
+        "                      comm=MPI.COMM_WORLD)\n"
+        "if c is not None:\n"
+        "    print('curve', repr(c.variance['score']['loc']), repr(c.variance_ratio_ci['scale']))\n"
     )
     done = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(script)], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = sorted(done.stdout.split("\n"))
     single = fg.estimate(fg.Exponential(2.0), "quartic", 500_000, estimator="pathwise", seed=3)
-    assert lines[-2:] == [f"0 {single.variance['rate']!r}", "1 None"]
+    assert lines[-3:-1] == [f"0 {single.variance['rate']!r}", "1 None"]
+    curve = fg.variance_curve(fg.Normal(2.0, 1.0), "square", [7, 70_000, 300_000], 50, seed=2)
+    assert lines[-1] == f"curve {curve.variance['score']['loc']!r} {curve.variance_ratio_ci['scale']!r}"
