@@ -392,7 +392,6 @@ class Job:
         self.dispatch_seconds = 0.0  # time between batches spent outside the kernels
         self._prepared = None
         self._extras = []  # per-chunk extra values, in chunk order
-        self.max_chunks = MAX_BATCH_CHUNKS
         self._last_checkpoint = time.monotonic()
         self._shown = False
 
@@ -428,86 +427,90 @@ class Job:
 
     # -- the batch loop ---------------------------------------------------------------------
 
-    def run(self, kernel, args, layout, extra=None, max_chunks=MAX_BATCH_CHUNKS):
+    def run(self, kernel, args, layout, extra=None, max_chunks=None):
         """Run the job's chunks; return (tree, seconds of this run and any resumed one).
 
         ``extra(records)``, if given, maps a batch's chunk records to per-chunk
         values the run keeps beside the tree (checkpointed, shipped and merged
-        with it): :meth:`extra_values` returns them in chunk order.
+        with it): :meth:`extra_values` returns them in chunk order. Batches
+        hold at most ``max_chunks`` chunks (default :data:`MAX_BATCH_CHUNKS`).
         """
-        on_batch = None if extra is None else (lambda records: self._extras.append(extra(records)))
-        self.max_chunks = max_chunks
+        max_chunks = MAX_BATCH_CHUNKS if max_chunks is None else min(max_chunks, MAX_BATCH_CHUNKS)
         tree, earlier = self._prepared if self._prepared is not None else self.resume(layout)
         self._prepared = None
+
+        def step(lo, hi):
+            records = np.empty((hi - lo, tree.width))
+            for_ranges(kernel, (*args[:4], np.int64(lo), *args[5:], records), hi - lo)
+            if extra is not None:
+                self._extras.append(extra(records))
+            tree.push(lo, records)
+
+        _, seconds = self._loop(
+            step, lambda lo, seconds: self._save(tree, seconds), tree.next_chunk, max_chunks, earlier
+        )
+        return tree, seconds
+
+    def _loop(self, step, save, lo, max_chunks, earlier):
+        """Run chunks ``[lo, stop)`` in batches with ``step(lo, hi)``; return (next chunk, seconds so far in all).
+
+        Between batches: progress, ``save(next chunk, seconds)`` when a
+        checkpoint is due, and stopping when asked. One process sizes its
+        batches to :data:`TARGET_BATCH_SECONDS`; MPI ranks run the same number
+        of batches and agree after each, with one ``Allreduce``, whether to
+        stop and whether to save, so every rank does both together.
+        """
         started = time.perf_counter()
+        if self.comm is None:
+            per_batch = min(max_chunks, FIRST_BATCH_CHUNKS or 4 * max(1, min(os.cpu_count() or 1, 64)))
+        else:
+            from mpi4py import MPI
+
+            size = self.stop - self.first
+            n_batches = max(1, math.ceil((self.n_chunks // self.ranks + 1) / min(MPI_BATCH_CHUNKS, max_chunks)))
+            bounds = [self.first + size * k // n_batches for k in range(n_batches + 1)]
         with self._signals():
-            if self.comm is None:
-                self._run_local(kernel, args, tree, on_batch, started, earlier)
-            else:
-                self._run_mpi(kernel, args, tree, on_batch, started, earlier)
+            k = 0
+            while True:
+                if self.comm is None:
+                    if lo >= self.stop or self.stop_reason is not None:
+                        break
+                    hi = min(self.stop, lo + per_batch)
+                else:
+                    if k == n_batches:
+                        break
+                    k += 1
+                    hi = bounds[k]
+                begun = time.perf_counter()
+                if hi > lo:  # (under MPI, batches finished before a resume are skipped)
+                    step(lo, hi)
+                took = time.perf_counter() - begun
+                between = time.perf_counter()
+                count, lo = hi - lo, max(lo, hi)
+                due = self.checkpoint is not None and time.monotonic() - self._last_checkpoint >= self.checkpoint_every
+                stop = False
+                if self.comm is None:
+                    if took > 0:  # aim the next batch at TARGET_BATCH_SECONDS
+                        per_batch = int(min(max_chunks, max(1, count * TARGET_BATCH_SECONDS / took)))
+                else:
+                    flags = np.array([self.stop_reason is not None, due], dtype=np.int64)
+                    self.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+                    stop, due = bool(flags[0]), bool(flags[1])
+                    if stop:
+                        self.stop_reason = self.stop_reason or "SIGTERM"
+                        due = self.checkpoint is not None
+                if self.rank == 0:
+                    self._show(lo, started, earlier)
+                if due:
+                    save(lo, earlier + time.perf_counter() - started)
+                self.dispatch_seconds += time.perf_counter() - between
+                if stop:
+                    break
         self._end_progress()
         seconds = earlier + time.perf_counter() - started
         if self.checkpoint is not None:
-            self._save(tree, seconds)
-        return tree, seconds
-
-    def _batch(self, kernel, args, tree, lo, hi, on_batch):
-        records = np.empty((hi - lo, tree.width))
-        for_ranges(kernel, (*args[:4], np.int64(lo), *args[5:], records), hi - lo)
-        if on_batch is not None:
-            on_batch(records)
-        tree.push(lo, records)
-
-    def _run_local(self, kernel, args, tree, on_batch, started, earlier):
-        per_batch = FIRST_BATCH_CHUNKS or 4 * max(1, min(os.cpu_count() or 1, 64))  # a short batch measures the speed
-        lo = tree.next_chunk
-        while lo < self.stop and self.stop_reason is None:
-            hi = min(self.stop, lo + per_batch)
-            begun = time.perf_counter()
-            self._batch(kernel, args, tree, lo, hi, on_batch)
-            took = time.perf_counter() - begun
-            between = time.perf_counter()
-            if took > 0:  # aim the next batch at TARGET_BATCH_SECONDS
-                per_batch = int(min(MAX_BATCH_CHUNKS, max(1, (hi - lo) * TARGET_BATCH_SECONDS / took)))
-            per_batch = min(per_batch, self.max_chunks)
-            lo = hi
-            self._between_batches(tree, lo, started, earlier)
-            self.dispatch_seconds += time.perf_counter() - between
-
-    def _run_mpi(self, kernel, args, tree, on_batch, started, earlier):
-        from mpi4py import MPI
-
-        size = self.stop - self.first
-        longest = self.n_chunks // self.ranks + 1
-        n_batches = max(1, math.ceil(longest / min(MPI_BATCH_CHUNKS, self.max_chunks)))
-        for k in range(n_batches):
-            lo = self.first + size * k // n_batches
-            hi = self.first + size * (k + 1) // n_batches
-            if lo >= tree.next_chunk and hi > lo:
-                self._batch(kernel, args, tree, lo, hi, on_batch)
-            between = time.perf_counter()
-            flags = np.array(
-                [
-                    self.stop_reason is not None,
-                    self.checkpoint is not None and time.monotonic() - self._last_checkpoint >= self.checkpoint_every,
-                ],
-                dtype=np.int64,
-            )
-            self.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)  # every rank stops and saves together
-            stop, due = int(flags[0]), int(flags[1])
-            if self.rank == 0:
-                self._show(tree.next_chunk, started, earlier)
-            if due or stop:
-                self._save(tree, earlier + time.perf_counter() - started)
-            if stop:
-                self.stop_reason = self.stop_reason or "SIGTERM"
-                break
-            self.dispatch_seconds += time.perf_counter() - between
-
-    def _between_batches(self, tree, next_chunk, started, earlier):
-        self._show(next_chunk, started, earlier)
-        if self.checkpoint is not None and time.monotonic() - self._last_checkpoint >= self.checkpoint_every:
-            self._save(tree, earlier + time.perf_counter() - started)
+            save(lo, seconds)
+        return lo, seconds
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -522,60 +525,13 @@ class Job:
         :func:`merge_curve_parts`. Returns a finished or stopped :class:`Part`.
         """
         totals, lead, lo, earlier = self._resume_curve(shape)
-        started = time.perf_counter()
-        if self.comm is None:
-            per_batch = min(max_chunks, FIRST_BATCH_CHUNKS or 4 * max(1, min(os.cpu_count() or 1, 64)))
-            batches = None
-        else:
-            longest = self.n_chunks // self.ranks + 1
-            n_batches = max(1, math.ceil(longest / min(MPI_BATCH_CHUNKS, max_chunks)))
-            size = self.stop - self.first
-            batches = [(self.first + size * k // n_batches, self.first + size * (k + 1) // n_batches)
-                       for k in range(n_batches)]  # fmt: skip
-        with self._signals():
-            k = 0
-            while True:
-                if batches is None:
-                    if lo >= self.stop or self.stop_reason is not None:
-                        break
-                    hi = min(self.stop, lo + per_batch)
-                else:
-                    if k == len(batches):
-                        break
-                    if batches[k][1] <= lo:  # done before a resume
-                        k += 1
-                        continue
-                    hi = batches[k][1]
-                    k += 1
-                begun = time.perf_counter()
-                if hi > lo:
-                    step(lo, hi, totals, lead)
-                took = time.perf_counter() - begun
-                if batches is None and took > 0:
-                    per_batch = int(min(max_chunks, max(1, (hi - lo) * TARGET_BATCH_SECONDS / took)))
-                lo = max(lo, hi)
-                seconds = earlier + time.perf_counter() - started
-                if self.rank == 0:
-                    self._show(lo, started, earlier)
-                due = self.checkpoint is not None and time.monotonic() - self._last_checkpoint >= self.checkpoint_every
-                if batches is not None:
-                    from mpi4py import MPI
-
-                    flags = np.array([self.stop_reason is not None, due], dtype=np.int64)
-                    self.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
-                    if flags[0]:
-                        self.stop_reason = self.stop_reason or "SIGTERM"
-                    due = bool(flags[0] or flags[1]) and self.checkpoint is not None
-                    if flags[0]:
-                        if due:
-                            self._save_curve(totals, lead, lo, seconds, lead_owner)
-                        break
-                if due:
-                    self._save_curve(totals, lead, lo, seconds, lead_owner)
-        self._end_progress()
-        seconds = earlier + time.perf_counter() - started
-        if self.checkpoint is not None:
-            self._save_curve(totals, lead, lo, seconds, lead_owner)
+        lo, seconds = self._loop(
+            lambda lo, hi: step(lo, hi, totals, lead),
+            lambda lo, seconds: self._save_curve(totals, lead, lo, seconds, lead_owner),
+            lo,
+            max_chunks,
+            earlier,
+        )
         return self._curve_part(totals, lead, lo, seconds, lead_owner)
 
     def _curve_part(self, totals, lead, next_chunk, seconds, lead_owner, threads=1):

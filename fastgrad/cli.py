@@ -576,45 +576,22 @@ def _run(args, prog, argv):
 
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     clock = time.perf_counter()
+    common = {"seed": args.seed, "wrt": args.wrt, "threads": args.threads, **_job_arguments(args, comm)}
     try:
         if args.command == "compare":
             result = fg.compare(
-                distribution,
-                function,
-                args.n,
-                seed=args.seed,
-                wrt=args.wrt,
-                threads=args.threads,
-                nan_policy=args.nan_policy,
-                estimators=args.estimators,
-                pilot=args.pilot,
-                **_job_arguments(args, comm),
-            )
+                distribution, function, args.n, nan_policy=args.nan_policy, estimators=args.estimators,
+                pilot=args.pilot, **common,
+            )  # fmt: skip
         elif args.command == "estimate":
             result = fg.estimate(
-                distribution,
-                function,
-                args.n,
-                estimator=args.estimator,
-                seed=args.seed,
-                wrt=args.wrt,
-                threads=args.threads,
-                nan_policy=args.nan_policy,
-                **_job_arguments(args, comm),
+                distribution, function, args.n, estimator=args.estimator, nan_policy=args.nan_policy, **common
             )
         else:
             result = fg.variance_curve(
-                distribution,
-                function,
-                args.sizes,
-                args.repeats,
-                seed=args.seed,
-                wrt=args.wrt,
-                threads=args.threads,
-                estimators=args.estimators,
-                pilot=args.pilot,
-                **_job_arguments(args, comm),
-            )
+                distribution, function, args.sizes, args.repeats, estimators=args.estimators, pilot=args.pilot,
+                **common,
+            )  # fmt: skip
     except fg.NonFiniteValuesError:
         raise
     except fg.PartialError as error:
