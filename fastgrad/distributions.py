@@ -29,6 +29,7 @@ import numpy as np
 
 from fastgrad._analytic import bernoulli_expectation, exponential_expectation
 from fastgrad._jit import core, serial
+from fastgrad._simd import like
 from fastgrad.rng import normals_from_words, take_words, unit_closed_open, unit_open_closed
 
 __all__ = ["DISTRIBUTIONS", "Bernoulli", "DiagNormal", "Exponential", "Normal"]
@@ -75,6 +76,11 @@ class Family:
         from one draw's noise ``eps`` (and ``x``), three uniforms on (0, 1] and
         one more normal ``eps2``: the positive side, and the negative side
         coupled to it and independent of it. None: not implemented.
+    simd : bool
+        Whether ``transform``, ``score_factor`` and ``path_factor`` use only
+        ``+ - * /`` (and branches on ``j``), so that the kernels can run them
+        on four draws at once (:mod:`fastgrad._simd` vectors), with the same
+        operations, and so the same bits, as one draw at a time.
     """
 
     name: str
@@ -88,6 +94,7 @@ class Family:
     pathwise: bool = True
     symmetric: bool = False
     weak_derivative: object = field(default=None, compare=False)
+    simd: bool = False
 
 
 @serial  # compiled once and cached: it does not depend on the function (see _kernels)
@@ -116,7 +123,7 @@ def _normal_score_factor(j, eps, x, theta):
 @core
 def _normal_path_factor(j, eps, x, theta):
     if j == 0:
-        return 1.0
+        return like(1.0, eps)  # 1.0, or four of it when the kernel runs four draws at once
     return eps
 
 
@@ -158,6 +165,7 @@ NORMAL = Family(
     expectation=lambda h, theta, q: h.normal_expectation(theta[0], theta[1], q),
     symmetric=True,
     weak_derivative=_normal_weak_derivative,
+    simd=True,
 )
 
 # --- Exponential(rate): x = eps / rate, eps ~ Exp(1) ------------------------------
@@ -204,6 +212,7 @@ EXPONENTIAL = Family(
     path_factor=_exponential_path_factor,
     analytic_factors=_exponential_analytic_factors,
     expectation=lambda h, theta, q: exponential_expectation(h, theta[0], q),
+    simd=True,
 )
 
 

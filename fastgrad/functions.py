@@ -57,6 +57,7 @@ class Builtin:
     parameters: tuple = ()
     defaults: tuple = ()
     exact: object = None  # params -> ExpPoly
+    simd: bool = False  # value and derivative use only + - * /: kernels may run them on 4-lane vectors
 
 
 @core
@@ -114,8 +115,10 @@ def _quartic_derivative(x, p):
 BUILTINS = {
     b.name: b
     for b in (
-        Builtin("linear", "x", _linear, _linear_derivative, exact=lambda p: ExpPoly.polynomial([0, 1])),
-        Builtin("square", "x**2", _square, _square_derivative, exact=lambda p: ExpPoly.polynomial([0, 0, 1])),
+        Builtin("linear", "x", _linear, _linear_derivative, exact=lambda p: ExpPoly.polynomial([0, 1]), simd=True),
+        Builtin(
+            "square", "x**2", _square, _square_derivative, exact=lambda p: ExpPoly.polynomial([0, 0, 1]), simd=True
+        ),
         Builtin(
             "shifted_square",
             "(x - k)**2",
@@ -124,6 +127,7 @@ BUILTINS = {
             parameters=("k",),
             defaults=(0.0,),
             exact=lambda p: ExpPoly.polynomial([p[0] * p[0], -2 * p[0], 1]),
+            simd=True,
         ),
         Builtin(
             "cos",
@@ -134,7 +138,14 @@ BUILTINS = {
             defaults=(1.0,),
             exact=lambda p: ExpPoly.cos(p[0]),
         ),
-        Builtin("quartic", "x**4", _quartic, _quartic_derivative, exact=lambda p: ExpPoly.polynomial([0, 0, 0, 0, 1])),
+        Builtin(
+            "quartic",
+            "x**4",
+            _quartic,
+            _quartic_derivative,
+            exact=lambda p: ExpPoly.polynomial([0, 0, 0, 0, 1]),
+            simd=True,
+        ),
     )
 }
 

@@ -1,0 +1,112 @@
+"""Four-lane vectors (fastgrad._simd) and the vector value loop: the same bits as scalar code."""
+
+import numba
+import numpy as np
+import pytest
+
+import fastgrad as fg
+from fastgrad import _kernels
+from fastgrad._simd import lane, like, load4, splat4, store4
+from fastgrad.distributions import FAMILIES
+from fastgrad.functions import BUILTINS
+
+
+@numba.njit
+def _lanes(v):
+    return np.array([lane(v, 0), lane(v, 1), lane(v, 2), lane(v, 3)])
+
+
+@numba.njit
+def _operators(a, b, s, k):
+    x = load4(a, 0)
+    y = load4(b, 0)
+    out = np.empty((12, 4))
+    out[0] = _lanes(x + y)
+    out[1] = _lanes(x - y)
+    out[2] = _lanes(x * y)
+    out[3] = _lanes(x / y)
+    out[4] = _lanes(-x)
+    out[5] = _lanes(s + x)
+    out[6] = _lanes(x - s)
+    out[7] = _lanes(s * x)
+    out[8] = _lanes(s / x)
+    out[9] = _lanes(k * x)  # an integer operand is converted as scalar code converts it
+    out[10] = _lanes(x - k)
+    out[11] = _lanes(like(1.5, x) * x)
+    return out
+
+
+def test_vector_operators_round_each_lane_as_scalar_code_does():
+    generator = np.random.default_rng(3)
+    a = generator.normal(size=4) * 1e3
+    b = generator.normal(size=4) * 1e-3
+    a[3] = -0.0
+    s, k = 0.1, 3
+    got = _operators(a, b, s, k)
+    with np.errstate(divide="ignore"):  # s / -0.0 is -inf, in both
+        expected = [a + b, a - b, a * b, a / b, -a, s + a, a - s, s * a, s / a, k * a, a - k, 1.5 * a]
+    for row, want in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(row.view(np.uint64), np.asarray(want, dtype=np.float64).view(np.uint64))
+
+
+@numba.njit
+def _store(values, row, i, number):
+    store4(values, row, i, splat4(2.5))
+    store4(values, row + 1, i + 1, number)
+
+
+def test_store4_writes_four_places_of_one_row():
+    values = np.zeros((3, 8))
+    _store(values, 1, 2, 7)
+    expected = np.zeros((3, 8))
+    expected[1, 2:6] = 2.5
+    expected[2, 3:7] = 7.0
+    np.testing.assert_array_equal(values, expected)
+
+
+def test_like_gives_a_number_for_a_number():
+    assert numba.njit(lambda x: like(1.0, x))(3.0) == 1.0
+
+
+@numba.njit
+def _both_value_loops(key, theta, fparams, noise, m):
+    n_rows = 2 * _kernels._n_params(key)
+    keep = np.ones(n_rows, np.bool_)
+    scalar = np.full((n_rows, m), np.nan)
+    vector = np.full((n_rows, m), np.nan)
+    _kernels._values_scalar(key, None, None, theta, fparams, True, True, noise, scalar, 0, m)
+    _kernels._values_simd(key, None, None, theta, fparams, True, True, keep, noise, vector, m)
+    return scalar, vector
+
+
+CASES = [
+    ("normal", fg.Normal(2.0, 1.0), "square", ()),
+    ("normal", fg.Normal(-0.7, 3.1), "quartic", ()),
+    ("normal", fg.Normal(0.3, 0.2), "linear", ()),
+    ("normal", fg.Normal(1.1, 0.9), "shifted_square", (0.75,)),
+    ("exponential", fg.Exponential(1.7), "square", ()),
+    ("exponential", fg.Exponential(0.4), "shifted_square", (-2.0,)),
+]
+
+
+@pytest.mark.parametrize(("family", "distribution", "function", "params"), CASES)
+def test_vector_value_loop_matches_the_scalar_one_bit_for_bit(family, distribution, function, params):
+    # 509 draws: 127 groups of four and a scalar tail of one.
+    noise = np.random.default_rng(11).normal(size=509) * 2
+    noise[:3] = (0.0, -0.0, 1e300)
+    key = _kernels.KernelKey(family, function)
+    fparams = tuple(float(p) for p in params) or (0.0,)
+    scalar, vector = _both_value_loops(key, distribution.theta, fparams, noise, noise.size)
+    np.testing.assert_array_equal(vector.view(np.uint64), scalar.view(np.uint64))
+
+
+def test_vector_cores_are_chosen_only_where_family_and_function_allow_them():
+    def key(family, function):
+        return _kernels.KernelKeyType(family, function, "")
+
+    assert _kernels._simd_cores(key("normal", "square"))
+    assert not _kernels._simd_cores(key("normal", "cos"))  # math.cos has no vector form here
+    assert not _kernels._simd_cores(key("bernoulli", "square"))  # a branch on the draw
+    assert not _kernels._simd_cores(key("normal", _kernels.USER))
+    assert {name for name, b in BUILTINS.items() if b.simd} == {"linear", "square", "shifted_square", "quartic"}
+    assert {name for name, f in FAMILIES.items() if f.simd} == {"normal", "exponential"}
