@@ -1,5 +1,6 @@
 """Random streams: reference values, layout, consistency, independence, exact normals."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -210,6 +211,52 @@ def test_ziggurat_layers_have_equal_area():
     # the fast-accept bound never admits a point outside the covered part
     for i in range(2, 256):
         assert int(tables.K[i]) * x[i] <= x[i - 1] * 2.0**53 * (1 + 1e-15)
+
+
+def _wedges():
+    """(layer, lower |x|, upper |x|) of every wedge a slow-path candidate can fall in."""
+    x = tables.W * 2.0**53
+    return [(i, float(tables.K[i]) * tables.W[i], x[i]) for i in range(1, 256)]
+
+
+def test_squeeze_bounds_hold_on_every_wedge():
+    # F[i-1] * (1 - d + d^2/2 - d^3/6) <= exp(-x^2/2) <= F[i-1] * (1 - d + d^2/2), d = x^2/2 - Z[i] >= 0,
+    # checked in binary64 on a dense grid of each wedge and a little beyond its ends (rounding of x).
+    for i, lo, hi in _wedges():
+        t = np.concatenate([np.linspace(lo, hi, 2001), [lo * (1 - 4e-16), hi * (1 + 4e-16)]])
+        d = 0.5 * t * t - tables.Z[i]
+        upper = tables.F[i - 1] * (1.0 - d + 0.5 * d * d)
+        lower = tables.F[i - 1] * (1.0 - d + 0.5 * d * d - d**3 / 6.0)
+        f = np.exp(-0.5 * t * t)
+        margin = rng._SQUEEZE_MARGIN
+        assert np.all(lower - margin < f), i
+        assert np.all(f < upper + margin), i
+
+
+def test_squeeze_decides_exactly_as_exp_would():
+    # Candidates spread over every wedge, plus y placed within a few ulps of exp(-x^2/2)
+    # and of each squeeze bound, where a sloppy bound would flip the answer.
+    generator = np.random.default_rng(7)
+    checked = 0
+    undecided = 0  # random candidates the squeeze leaves to exp (weighted by how often the layer rejects)
+    for i, lo, hi in _wedges():
+        t = generator.uniform(lo, hi, 400)
+        x = np.where(generator.random(400) < 0.5, -t, t)
+        y = tables.F[i] + generator.random(400) * (tables.F[i - 1] - tables.F[i])
+        f = np.exp(-0.5 * x * x)
+        d = 0.5 * x * x - tables.Z[i]
+        upper = tables.F[i - 1] * (1.0 - d + 0.5 * d * d)
+        lower = upper - tables.F[i - 1] * d * d * d * (1.0 / 6.0)
+        band = (y < upper + rng._SQUEEZE_MARGIN) & (y >= lower - rng._SQUEEZE_MARGIN)
+        undecided += band.mean() * (1 - tables.K[i] / 2.0**53)
+        near = [f, np.nextafter(f, 0), np.nextafter(f, 2), upper + rng._SQUEEZE_MARGIN, lower - rng._SQUEEZE_MARGIN]
+        for xs, ys in [(x, y)] + [(x, v) for v in near]:
+            for xv, yv in zip(xs, ys, strict=True):
+                assert rng._wedge_accepts(i, xv, yv) == (yv < math.exp(-0.5 * xv * xv)), (i, xv, yv)
+                checked += 1
+    assert checked == 255 * 400 * 6
+    weights = sum(1 - tables.K[i] / 2.0**53 for i in range(1, 256))
+    assert undecided / weights < 0.005  # about 0.07 %: exp is called for almost no wedge candidate
 
 
 # --- bad input -------------------------------------------------------------

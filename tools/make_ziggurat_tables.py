@@ -21,6 +21,12 @@ Candidates are signed odd integers ``u`` in ``(-2**53, 2**53)`` (see
 ``fastgrad/rng.py``), so a candidate is ``x = u * w[i]`` with
 ``w[i] = x[i] / 2**53`` and it lies inside the layer's fully covered part iff
 ``|u| < k[i] = floor(2**53 * x[i-1] / x[i])``.
+
+For the slow path, ``z[i] = x[i-1]**2 / 2`` (``x[0] = 0``): a candidate
+rejected by layer ``i >= 1`` has ``|x| >= x[i-1]``, so with
+``d = x**2 / 2 - z[i] >= 0``, ``f(x) = f(x[i-1]) * exp(-d)`` lies between
+``f(x[i-1])`` times the Taylor polynomials ``1 - d + d**2/2 - d**3/6`` and
+``1 - d + d**2/2`` (see ``fastgrad/rng.py``).
 """
 
 from decimal import Decimal, getcontext
@@ -100,10 +106,13 @@ def main():
     k[0] = int((SCALE * r / q).to_integral_value(rounding="ROUND_FLOOR"))
     w[0] = float(q / SCALE)
     fx[0] = 1.0
+    z = [0.0] * N
     k[1] = 0
     for i in range(1, N):
         w[i] = float(x[i] / SCALE)
         fx[i] = float(f(x[i]))
+        if i >= 2:
+            z[i] = float(x[i - 1] * x[i - 1] / 2)
         if i >= 2:
             k[i] = int((SCALE * x[i - 1] / x[i]).to_integral_value(rounding="ROUND_FLOOR"))
 
@@ -111,6 +120,7 @@ def main():
     print()
     print("256 layers of equal area V for f(x) = exp(-x**2/2); R is the base-strip edge.")
     print("K[i]: fast-accept bound on |u|; W[i]: x[i] / 2**53; F[i]: f(x[i]), F[0] = f(0).")
+    print("Z[i]: x[i-1]**2 / 2 for i >= 1 (x[0] = 0), where layer i's wedge starts; Z[0] = 0.")
     print('"""')
     print()
     print("import numpy as np")
@@ -122,7 +132,7 @@ def main():
     for i in range(0, N, 4):
         print("    " + " ".join(f"{k[j]}," for j in range(i, i + 4)))
     print("], dtype=np.int64)")
-    for name, values in (("W", w), ("F", fx)):
+    for name, values in (("W", w), ("F", fx), ("Z", z)):
         print()
         print(f"{name} = np.array([float.fromhex(h) for h in (")
         for i in range(0, N, 3):
