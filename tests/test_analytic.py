@@ -98,3 +98,18 @@ def test_user_functions_have_no_analytic_values():
 
     f = numba.njit(lambda x: math.sin(x))
     assert estimator_moments(fg.Normal(), fg.Function(f), ("score",), ("loc",)) is None
+
+
+def test_remembered_moments_are_the_computed_ones_and_cannot_be_altered():
+    from fastgrad import _analytic
+
+    distribution, function = fg.Normal(1.5, 0.5), fg.functions.shifted_square(k=0.25)
+    key_args = (distribution, function, ("score", "pathwise"), ("loc", "scale"))
+    fresh = _analytic._estimator_moments(*key_args)
+    first = estimator_moments(*key_args)
+    first["score"]["loc"] = (0.0, 0.0)  # a caller changing its copy
+    assert estimator_moments(*key_args) == fresh
+    # a different parameter of the same built-in is a different entry
+    other = estimator_moments(distribution, fg.functions.shifted_square(k=1.0), ("score",), ("loc",))
+    assert other["score"]["loc"] != fresh["score"]["loc"]
+    assert len(_analytic._MOMENTS) <= 64
