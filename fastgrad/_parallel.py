@@ -18,9 +18,15 @@ from itertools import pairwise
 
 import numba
 
-#: Ranges per thread: a little slack, so a thread slowed by other load on a
-#: shared machine does not hold up the others for a whole share.
+#: Ranges per thread when ranges are equal (``GUIDED = False``): a little slack,
+#: so a thread slowed by other load on a shared machine does not hold up the
+#: others for a whole share.
 RANGES_PER_THREAD = 16
+
+#: Guided ranges: each range is ``1 / (2 * threads)`` of what is left (at
+#: least one item), so ranges shrink towards the end and the last one to
+#: finish is one item long instead of ``1 / (16 * threads)`` of the work.
+GUIDED = True
 
 _pools = {}
 _lock = threading.Lock()
@@ -34,6 +40,21 @@ def _pool(threads):
         return pool
 
 
+def _ranges(count, threads):
+    """Contiguous ranges covering ``[0, count)``, in the order threads take them."""
+    if not GUIDED:
+        parts = min(count, threads * RANGES_PER_THREAD)
+        bounds = [count * i // parts for i in range(parts + 1)]
+        return [(lo, hi) for lo, hi in pairwise(bounds) if hi > lo]
+    ranges = []
+    lo = 0
+    while lo < count:
+        size = max(1, -(-(count - lo) // (2 * threads)))
+        ranges.append((lo, lo + size))
+        lo += size
+    return ranges
+
+
 def for_ranges(function, args, count):
     """Call ``function(*args, lo, hi)`` on contiguous ranges covering ``[0, count)``; return when all are done.
 
@@ -41,12 +62,10 @@ def for_ranges(function, args, count):
     ``threads - 1`` pool threads, so ``threads`` calls run at a time.
     """
     threads = numba.get_num_threads()
-    parts = min(count, threads * RANGES_PER_THREAD) if threads > 1 else 1
-    if parts <= 1:
+    if threads <= 1 or count <= 1:
         function(*args, 0, count)
         return
-    bounds = [count * i // parts for i in range(parts + 1)]
-    ranges = [(lo, hi) for lo, hi in pairwise(bounds) if hi > lo]
+    ranges = _ranges(count, threads)
     position = [0]
     lock = threading.Lock()
 
