@@ -289,14 +289,15 @@ def _chunk_records(
     keep = _kept_rows(2 * _n_params(key), rows)
     block = np.empty(records.shape[1])
     means = np.empty(n_rows)
+    acc = np.empty(records.shape[1])  # this thread's own: records' rows share cache lines with other threads'
     for b in range(lo, hi):
         start, stop, state, words, noise, scratch = _chunk_start(seed, first_chunk + b, n_draws)
-        acc = records[b]
         acc[:] = 0.0
         for block_start in range(start, stop, BLOCK):
             m = min(BLOCK, stop - block_start)
             _block_values(key, f, df, state, words, noise, scratch, m, theta, fparams, need_f, need_df, keep, values)
             reduce_block(values, rows, pair_x, pair_y, m, block, means, acc)
+        records[b] = acc
 
 
 # One compiled function per (family, function): built-ins cached on disk,
