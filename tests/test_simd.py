@@ -79,12 +79,13 @@ def _both_value_loops(key, theta, fparams, noise, m):
     return scalar, vector
 
 
+# Each case compiles its own loops (~2.5 s), so four cover the vector forms: the seed case, a longer
+# product chain, a constant derivative (a number times a vector), and the other family (negation) with
+# a function parameter.
 CASES = [
     ("normal", fg.Normal(2.0, 1.0), "square", ()),
     ("normal", fg.Normal(-0.7, 3.1), "quartic", ()),
     ("normal", fg.Normal(0.3, 0.2), "linear", ()),
-    ("normal", fg.Normal(1.1, 0.9), "shifted_square", (0.75,)),
-    ("exponential", fg.Exponential(1.7), "square", ()),
     ("exponential", fg.Exponential(0.4), "shifted_square", (-2.0,)),
 ]
 
