@@ -401,12 +401,8 @@ class Job:
         """Load and check any checkpoint now (before compiling), and keep the tree to start from."""
         self._prepared = self.resume(layout)
 
-    def resume(self, layout):
-        """Return the tree to start from (restored from the checkpoint if one exists, else empty) and its seconds."""
-        if self.checkpoint is None or not self.checkpoint.exists():
-            tree = MomentTree(layout)
-            tree.next_chunk = self.first
-            return tree, 0.0
+    def _checkpoint_part(self):
+        """Load and check the checkpoint (same work, ranks and shard); return (its name, this rank's part)."""
         partial = Partial.load(self.checkpoint)
         source = str(self.checkpoint)
         partial.check_fingerprint(self.fingerprint, source)
@@ -417,7 +413,15 @@ class Job:
             )
         if (partial.shard and tuple(partial.shard)) != (self.shard and tuple(self.shard)):
             raise PartialError(f"{source!r} is for shard {partial.shard}, not {self.shard}")
-        part = partial.parts[self.rank]
+        return source, partial.parts[self.rank]
+
+    def resume(self, layout):
+        """Return the tree to start from (restored from the checkpoint if one exists, else empty) and its seconds."""
+        if self.checkpoint is None or not self.checkpoint.exists():
+            tree = MomentTree(layout)
+            tree.next_chunk = self.first
+            return tree, 0.0
+        source, part = self._checkpoint_part()
         if (part.first, part.stop) != (self.first, self.stop):
             raise PartialError(f"{source!r} covers chunks [{part.first}, {part.stop}), not [{self.first}, {self.stop})")
         self.resumed_from = part.next
@@ -544,17 +548,7 @@ class Job:
     def _resume_curve(self, shape):
         if self.checkpoint is None or not self.checkpoint.exists():
             return np.zeros(shape), [], self.first, 0.0
-        partial = Partial.load(self.checkpoint)
-        source = str(self.checkpoint)
-        partial.check_fingerprint(self.fingerprint, source)
-        if partial.n_chunks != self.n_chunks or partial.ranks != self.ranks or len(partial.parts) != self.ranks:
-            raise PartialError(
-                f"{source!r} was written by a run on {partial.ranks} process(es); this one has {self.ranks}: "
-                "resume with the same number of MPI ranks"
-            )
-        if (partial.shard and tuple(partial.shard)) != (self.shard and tuple(self.shard)):
-            raise PartialError(f"{source!r} is for shard {partial.shard}, not {self.shard}")
-        part = partial.parts[self.rank]
+        source, part = self._checkpoint_part()
         if part.extra is None or part.extra.shape != tuple(shape) or (part.first, part.stop) != (self.first, self.stop):
             raise PartialError(f"{source!r} does not hold this curve's per-repeat sums")
         self.resumed_from = part.next
