@@ -11,7 +11,7 @@ from fastgrad import _ziggurat_tables as tables
 MASK = (1 << 64) - 1
 LANES = 16
 SLOW_LANE = 16
-LAYOUT_TAG = 0x6661737467726164 + 1  # "fastgrad" + layout version 1
+LAYOUT_TAG = 0x6661737467726164 + 2  # "fastgrad" + layout version 2
 GOLDEN = 0x9E3779B97F4A7C15
 
 
@@ -61,7 +61,7 @@ def _signed(word):
 
 
 def _decode(word):
-    idx = word & 0xFF
+    idx = word & (tables.N - 1)
     u = (_signed(word) >> 10) | 1
     return idx, u, u * float(tables.W[idx])
 

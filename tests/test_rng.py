@@ -54,7 +54,7 @@ def test_normals_match_reference_including_slow_path_and_tail():
     # 40 000 normals hit the wedge test ~600 times; scan streams until the tail is exercised too.
     for stream in range(50):
         words = rng.random_words(3, stream, 40_000)
-        idx = (words & np.uint64(0xFF)).astype(np.int64)
+        idx = (words & np.uint64(tables.N - 1)).astype(np.int64)
         u = (words.view(np.int64) >> 10) | 1
         if np.any((idx == 0) & (np.abs(u) >= tables.K[0])):
             break
@@ -209,14 +209,14 @@ def test_ziggurat_layers_have_equal_area():
     base = tables.R * f(tables.R) + np.sqrt(2 * np.pi) * stats.norm.sf(tables.R)  # rectangle + tail
     assert base == pytest.approx(tables.V, rel=1e-12)
     # the fast-accept bound never admits a point outside the covered part
-    for i in range(2, 256):
+    for i in range(2, tables.N):
         assert int(tables.K[i]) * x[i] <= x[i - 1] * 2.0**53 * (1 + 1e-15)
 
 
 def _wedges():
     """(layer, lower |x|, upper |x|) of every wedge a slow-path candidate can fall in."""
     x = tables.W * 2.0**53
-    return [(i, float(tables.K[i]) * tables.W[i], x[i]) for i in range(1, 256)]
+    return [(i, float(tables.K[i]) * tables.W[i], x[i]) for i in range(1, tables.N)]
 
 
 def test_squeeze_bounds_hold_on_every_wedge():
@@ -239,10 +239,11 @@ def test_squeeze_decides_exactly_as_exp_would():
     generator = np.random.default_rng(7)
     checked = 0
     undecided = 0  # random candidates the squeeze leaves to exp (weighted by how often the layer rejects)
+    per_wedge = 100  # x 1023 wedges x 6 placements: ~600 000 decisions
     for i, lo, hi in _wedges():
-        t = generator.uniform(lo, hi, 400)
-        x = np.where(generator.random(400) < 0.5, -t, t)
-        y = tables.F[i] + generator.random(400) * (tables.F[i - 1] - tables.F[i])
+        t = generator.uniform(lo, hi, per_wedge)
+        x = np.where(generator.random(per_wedge) < 0.5, -t, t)
+        y = tables.F[i] + generator.random(per_wedge) * (tables.F[i - 1] - tables.F[i])
         f = np.exp(-0.5 * x * x)
         d = 0.5 * x * x - tables.Z[i]
         upper = tables.F[i - 1] * (1.0 - d + 0.5 * d * d)
@@ -254,9 +255,9 @@ def test_squeeze_decides_exactly_as_exp_would():
             for xv, yv in zip(xs, ys, strict=True):
                 assert rng._wedge_accepts(i, xv, yv) == (yv < math.exp(-0.5 * xv * xv)), (i, xv, yv)
                 checked += 1
-    assert checked == 255 * 400 * 6
-    weights = sum(1 - tables.K[i] / 2.0**53 for i in range(1, 256))
-    assert undecided / weights < 0.005  # about 0.07 %: exp is called for almost no wedge candidate
+    assert checked == (tables.N - 1) * per_wedge * 6
+    weights = sum(1 - tables.K[i] / 2.0**53 for i in range(1, tables.N))
+    assert undecided / weights < 0.005  # about 0.04 %: exp is called for almost no wedge candidate
 
 
 # --- bad input -------------------------------------------------------------

@@ -128,7 +128,10 @@ def test_the_seed_table_prints_every_estimator_with_its_ratio(tables):
     assert seed.reference == "pathwise" and seed.group == 8 and seed.n == N
     ratio = seed["score"].ratio["loc"]
     low, high = seed["score"].ratio_ci["loc"]
-    assert low < ratio < high and low < 21.75 < high
+    assert low < ratio < high
+    # A 95 % interval misses on 1 seed in 20, so one seed is held to the usual 5 standard errors
+    # (half-width / 1.96); coverage itself is tested over 40 seeds in test_estimators.py.
+    assert abs(ratio - 21.75) < 5 * (high - low) / (2 * 1.96)
     # antithetic and measure-valued estimators cost two evaluations a draw: their ratio is per evaluation
     anti = seed["score+antithetic"]
     reference = seed["pathwise"].variance["loc"]
