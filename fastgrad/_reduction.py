@@ -384,7 +384,7 @@ def _merge_pair(c11, c21, c12, c22, m2x, m2y, n, sx, sy):
 def reduce_block(values, rows, pair_x, pair_y, m, block, means, acc):
     """Summarise a block of values and merge it into the chunk record ``acc``.
 
-    Compiled once and shared by every kernel (called once per block of 256
+    Compiled once and shared by every kernel (called once per block of 512
     draws): specialising it per function would only repeat identical code and
     cost each new kernel several seconds of compilation.
     """

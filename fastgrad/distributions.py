@@ -47,7 +47,7 @@ class Family:
         Parameter names, in the order of the parameter vector.
     sample_noise : compiled function ``(state, words, noise, scratch, m)``
         Fill ``noise[:m]`` with base noise from a stream. Called once per
-        block of 256 draws; compiled once and shared by every kernel.
+        block of up to 512 draws; compiled once and shared by every kernel.
     transform : njit core ``(eps, theta) -> x``
     score_factor : njit core ``(j, eps, x, theta) -> d log q / d theta_j``
         ``theta`` here is the distribution's *kernel parameter vector*: the
