@@ -129,6 +129,11 @@ def pytest_terminal_summary(terminalreporter):
                 write(f"    {label:<66} {value:>8.2f}x   (reference)")
             else:
                 _target(write, label, value, goal, unit="%" if goal < 1 else "x")
+            low, high = interleaved["spread"][label]
+            if goal is not None and goal < 1:
+                write(f"      round by round: {100 * low:.0f}-{100 * high:.0f} %")
+            else:
+                write(f"      round by round: {low:.2f}x-{high:.2f}x")
     fused2, fused1 = "fastgrad compare, 2 threads", "fastgrad compare, 1 thread"
     bound2, bound1 = "fastgrad normals-only, 2 threads", "fastgrad normals-only, 1 thread"
     write("  [targets, from the per-implementation benchmarks above (each baseline undisturbed)]")

@@ -109,8 +109,14 @@ def test_targets_interleaved(benchmark, record):
     benchmark.pedantic(rounds, rounds=1, iterations=1)
     rate = {name: N / float(np.median(times)) for name, times in seconds.items()}
     ratios = {label: rate[a] / rate[b] for label, a, b, _ in TARGETS}
+    # The same ratio round by round: how far this machine's noise moves it.
+    spread = {}
+    for label, a, b, _ in TARGETS:
+        per_round = [tb / ta for ta, tb in zip(seconds[a], seconds[b], strict=True)]
+        spread[label] = (min(per_round), max(per_round))
     benchmark.extra_info["draws_per_second"] = {name: r for name, r in rate.items() if "compute" not in name}
     benchmark.extra_info["ratios"] = ratios
     benchmark.extra_info["goals"] = {label: goal for label, _, _, goal in TARGETS}
+    benchmark.extra_info["per_round_min_max"] = spread
     benchmark.extra_info["seconds_per_round"] = seconds
-    record("interleaved targets", N, interleaved=True, ratios=ratios, rates=rate)
+    record("interleaved targets", N, interleaved=True, ratios=ratios, rates=rate, spread=spread)
