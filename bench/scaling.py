@@ -23,6 +23,7 @@ import time
 
 import numba
 import numpy as np
+from _threads import on_threads
 from test_normals import fastgrad_normals
 from test_seed_comparison import fastgrad_compare
 from test_targets import _busy_compute
@@ -52,12 +53,7 @@ def _draws(text):
 
 def ceiling(threads):
     def run(n):
-        previous = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            _busy_compute(256, max(1, n // 256))
-        finally:
-            numba.set_num_threads(previous)
+        on_threads(threads, _busy_compute, 256, max(1, n // 256))
 
     return run
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _threads import on_threads
 
 from fastgrad import _kernels
 
@@ -18,14 +19,7 @@ def numpy_standard_normal(n):
 
 def fastgrad_normals(threads):
     def run(n):
-        import numba
-
-        previous = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            _kernels.normal_sum(n, seed=0)
-        finally:
-            numba.set_num_threads(previous)
+        on_threads(threads, _kernels.normal_sum, n, 0)
         return n
 
     return run

@@ -17,6 +17,7 @@ import time
 import numba
 import numpy as np
 import pytest
+from _threads import on_threads
 from test_normals import fastgrad_normals
 from test_seed_comparison import fastgrad_compare
 
@@ -58,15 +59,10 @@ def pure_compute(threads, busy=False):
     """
 
     def run(_):
-        previous = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            if busy:
-                _busy_compute(64, 100_000)
-            else:
-                _pure_compute(64, 500_000)
-        finally:
-            numba.set_num_threads(previous)
+        if busy:
+            on_threads(threads, _busy_compute, 64, 100_000)
+        else:
+            on_threads(threads, _pure_compute, 64, 500_000)
 
     return run
 
