@@ -40,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fastgrad._parallel import for_ranges
 from fastgrad._reduction import MomentTree, tree_push_node
 
 PARTIAL_FORMAT = "fastgrad-partial"
@@ -431,9 +430,10 @@ class Job:
 
     # -- the batch loop ---------------------------------------------------------------------
 
-    def run(self, kernel, args, layout, extra=None, max_chunks=None):
+    def run(self, batch, layout, extra=None, max_chunks=None):
         """Run the job's chunks; return (tree, seconds of this run and any resumed one).
 
+        ``batch(lo, hi)`` returns the moment records of chunks ``[lo, hi)``.
         ``extra(records)``, if given, maps a batch's chunk records to per-chunk
         values the run keeps beside the tree (checkpointed, shipped and merged
         with it): :meth:`extra_values` returns them in chunk order. Batches
@@ -444,8 +444,7 @@ class Job:
         self._prepared = None
 
         def step(lo, hi):
-            records = np.empty((hi - lo, tree.width))
-            for_ranges(kernel, (*args[:4], np.int64(lo), *args[5:], records), hi - lo)
+            records = batch(lo, hi)
             if extra is not None:
                 self._extras.append(extra(records))
             tree.push(lo, records)

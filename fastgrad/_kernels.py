@@ -1,88 +1,156 @@
-"""The fused chunk kernel: stream -> noise -> draw -> per-draw gradients -> chunk moments.
+"""The one chunk kernel: stream -> noise -> draws -> per-draw values -> a sink.
 
-One kernel body serves every distribution family, function and estimator
-set. What varies is resolved at compile time through a *kernel key*, a small
-Numba type that names the family and the built-in function (or "user"):
-overloads read the key while typing and return the matching scalar cores,
-so the compiled loop contains exactly one family's and one function's code,
-inlined.
+Every run fastgrad makes (``compare``, ``estimate``, ``variance_curve``, any
+family, any dimension, any estimator list, the pilot, the normals-only bound)
+runs one chunk body, :func:`_chunks`, written once below. What varies is
+chosen at compile time through a *kernel key*, a small Numba type naming
 
-* Built-in functions are passed by name in the key, so the kernel's
-  signature holds only stable types and Numba's on-disk cache finds it again
-  in the next process (the key also carries the package's source digest, so
-  editing any module can never load a stale kernel).
-* User functions are passed as Numba dispatchers; such signatures cannot be
-  cached on disk across processes, so they go to an uncached twin of the
-  same kernel. Numba still keeps one compiled kernel per user function for
-  the life of the process.
+* the **family** and the **function** (a built-in's name, or "user"):
+  overloads read them while typing and splice in that family's and that
+  function's scalar cores, so the compiled loop holds exactly one family's
+  and one function's code, inlined;
+* the **filler**, which turns a block of noise into value rows:
 
-Estimator and parameter selection (which value rows are kept) are run-time
-arguments: they change which rows are reduced, not the compiled code, so the
-number of compiled kernels is one per (family, function).
+  ``plain``    score and pathwise rows only, one component (four draws at a
+               time on :mod:`fastgrad._simd` vectors when the family's and
+               the function's cores use only ``+ - * /``; one at a time else);
+  ``general``  any list of estimator specifications (baselines, control
+               variates, leave-one-out, antithetic, measure-valued), one
+               component: per-draw quantities once per block, then each
+               specification's rows;
+  ``vector``   score and pathwise rows of a family with ``D > 1``
+               independent components, the family's cores applied per
+               component;
+  ``noise``    the noise itself (the normals-only throughput bound);
 
-What is specialised is kept small. Noise sampling (per family) and the
-block reduction are compiled once, cached, and called once per block of 512
-draws; only the per-draw loop is compiled per function. Measured here
-against a fully inlined kernel: bit-identical records, the same 2-thread
-throughput, and half the compile time of each new kernel, which is what a
-user's own function costs on its first call in a process (about 2.6 s).
+* the **sink**, which consumes a block's rows: ``moments`` (block moments
+  merged into one record per chunk), ``curve`` (per-repeat sums of a
+  variance curve) or ``sum`` (a plain sum per chunk).
+
+Built-in functions are passed by name in the key, so the kernel's signature
+holds only stable types and Numba's on-disk cache finds it again in the next
+process (the key also carries the package's source digest, so editing any
+module can never load a stale kernel). User functions are Numba
+dispatchers; such signatures cannot be cached across processes, so they go
+to an uncached twin of the same body.
+
+Which specifications, parameters and rows a run keeps are run-time
+arguments (:class:`Run`), so one compiled kernel per (family, function,
+filler, sink) serves them all. Noise sampling (per family) and the block
+reduction are compiled once, cached, and called once per block; only the
+per-draw loop is compiled per function, which keeps a new kernel's compile
+time near 2.6 s.
 
 Kernels are serial functions over a range of chunks; threads run them on
 disjoint ranges (:mod:`fastgrad._parallel`).
+
+**Units.** Chunks and blocks count *units*: ``group`` consecutive draws (a
+leave-one-out group; 1 otherwise), each of ``dim`` components. Chunk ``c``
+holds :func:`units_per_chunk` units and reads stream ``(seed, base + c)``;
+a block holds :func:`units_per_block` units. At ``group = dim = 1`` both
+are those of every earlier fastgrad (65 536 and 512 draws), so plain
+``score``/``pathwise`` rows are bit-identical whichever filler made them.
+
+**Streams.** The measure-valued sides need randomness beyond ``eps``: three
+uniforms and one normal per draw, from the auxiliary streams
+``(seed, base + AUX_STREAMS + c)`` and ``(seed, base + AUX_NORMAL_STREAMS + c)``.
+A pilot reads ``base = PILOT_STREAMS``. Run chunks use stream numbers below
+2**37, so the three families of streams never meet (``docs/random-streams.md``).
 """
 
 import math
 import time
+from typing import NamedTuple
 
 import numba
 import numpy as np
 from numba import types
 from numba.extending import NativeValue, models, overload, register_jitable, register_model, typeof_impl, unbox
 
-from fastgrad._jit import SERIAL, SOURCE_DIGEST, UNCACHED, core, serial
+from fastgrad._jit import SERIAL, SOURCE_DIGEST, UNCACHED, serial
 from fastgrad._parallel import for_ranges
 from fastgrad._reduction import MomentTree, block_sum, reduce_block
 from fastgrad._simd import load4, store4
-from fastgrad.distributions import FAMILIES, NORMAL
+from fastgrad.distributions import FAMILIES
 from fastgrad.functions import BUILTINS
-from fastgrad.rng import CHUNK_SIZE, stream_state
+from fastgrad.rng import CHUNK_SIZE, stream_state, take_words, unit_open_closed
 
-_normal_noise = NORMAL.sample_noise
-
-#: Draws per block: noise, values and block moments live in arrays of this length.
+#: Draws per block at one component: noise, values and block moments live in arrays of this length.
 #: 512 keeps a block's arrays in L1 and measured 4 % faster than 256 here (1024: no better).
 BLOCK = 512
+
+#: Values held per block of a ``D``-component family (4 D rows x B draws), at most: 1 MiB. Larger
+#: blocks merge less often; measured at D = 1000: 79 M components/s with 2**17, 58 M with 2**15.
+BLOCK_VALUES = 2**17
 
 #: Chunks per kernel call. One call covers 2**26 draws; between calls the driver
 #: merges the chunk records, so memory stays flat whatever ``n`` is.
 BATCH_CHUNKS = 1024
 
-USER = "<user>"
+#: Largest batch of chunk records, in float64s (32 MiB).
+MAX_BATCH_VALUES = 2**22
 
 #: Most repeat pieces one variance-curve batch may hold (8 bytes per piece and
 #: row): with tiny sample sizes a batch takes fewer chunks instead.
 MAX_BATCH_PIECES = 2**20
 
+USER = "<user>"
+
+#: Stream numbers of the auxiliary (measure-valued) streams start here, above the run's chunks.
+AUX_STREAMS = 1 << 62
+#: Stream numbers of the auxiliary normals (decoupled measure-valued scale side) start here.
+AUX_NORMAL_STREAMS = AUX_STREAMS + (1 << 61)
+#: Stream numbers of pilot runs start here.
+PILOT_STREAMS = 1 << 63
+
+# Kinds of value rows.
+SCORE, PATHWISE, LOO, MEASURE_VALUED, CONTROL = 0, 1, 2, 3, 4
+
+# Flags: which per-draw quantities a run needs.
+F_F, F_SCORE, F_DF, F_MIRROR, F_WEAK, F_LOO, F_WEAK_COUPLED, F_WEAK_DECOUPLED = range(8)
+
+FILLERS = ("plain", "general", "vector", "noise")
+SINKS = ("moments", "curve", "sum")
+
+
+def units_per_chunk(dim, group):
+    """Units (of ``group`` draws of ``dim`` components) per chunk: ``max(1, (CHUNK_SIZE // dim) // group)``."""
+    return max(1, (CHUNK_SIZE // dim) // group)
+
+
+def units_per_block(dim, group):
+    """Units per block: ``max(1, clamp(2**17 // (4 dim), 8, 512) // group)``."""
+    return max(1, min(BLOCK, max(8, BLOCK_VALUES // (4 * dim))) // group)
+
+
+# --- the kernel key ----------------------------------------------------------------
+
 
 class KernelKey:
-    """Compile-time identity of a kernel: family, function, package digest."""
+    """Compile-time identity of a kernel: family, function, filler, sink (and the package digest)."""
 
-    def __init__(self, family, function):
+    def __init__(self, family, function, filler="plain", sink="moments"):
+        if filler not in FILLERS or sink not in SINKS:
+            raise ValueError(f"unknown filler {filler!r} or sink {sink!r}")
         self.family = family
         self.function = function
+        self.filler = filler
+        self.sink = sink
 
 
 class KernelKeyType(types.Type):
-    def __init__(self, family, function, digest):
+    def __init__(self, family, function, digest, filler="plain", sink="moments"):
         self.family = family
         self.function = function
         self.digest = digest
-        super().__init__(name=f"fastgrad.KernelKey({family}, {function}, {digest})")
+        self.filler = filler
+        self.sink = sink
+        super().__init__(name=f"fastgrad.KernelKey({family}, {function}, {filler}, {sink}, {digest})")
 
 
 @typeof_impl.register(KernelKey)
 def _typeof_key(value, context):
-    return KernelKeyType(value.family, value.function, SOURCE_DIGEST)
+    return KernelKeyType(value.family, value.function, SOURCE_DIGEST, value.filler, value.sink)
 
 
 register_model(KernelKeyType)(models.OpaqueModel)
@@ -91,6 +159,58 @@ register_model(KernelKeyType)(models.OpaqueModel)
 @unbox(KernelKeyType)
 def _unbox_key(typ, obj, context):
     return NativeValue(context.context.get_dummy_value())
+
+
+# --- kernel arguments: named, not positional ---------------------------------------
+
+
+class Run(NamedTuple):
+    """What every chunk of a run reads (the kernel's run-time arguments).
+
+    ``theta`` is the family's kernel parameter vector, a tuple of floats
+    (passed by value it stays in registers; array elements had to be
+    reloaded in loops that store to other arrays, 20 % slower), or for
+    ``D > 1`` components a tuple of arrays, one per kernel parameter.
+    Row ``(s * P + j) * D + i`` of the value rows is specification ``s``,
+    parameter ``j``, component ``i``; ``rows`` lists the kept ones.
+    """
+
+    seed: np.uint64
+    first_chunk: np.int64
+    stream_base: np.uint64
+    n_units: np.int64
+    per_chunk: np.int64
+    per_block: np.int64
+    group: np.int64
+    dim: np.int64
+    theta: tuple
+    fparams: tuple
+    weights: np.ndarray
+    kinds: np.ndarray
+    mirror: np.ndarray
+    coupled: np.ndarray
+    coef: np.ndarray
+    has_coef: np.ndarray
+    flags: np.ndarray
+    active: np.ndarray
+    rows: np.ndarray
+
+
+class MomentSink(NamedTuple):
+    """Pairs of kept rows whose co-moments a record holds (positions in ``rows``)."""
+
+    pair_x: np.ndarray
+    pair_y: np.ndarray
+
+
+class CurveSink(NamedTuple):
+    """Where each chunk's repeat pieces go (see the variance-curve section below)."""
+
+    offsets: np.ndarray
+    sizes: np.ndarray
+    repeats: np.int64
+    first_piece: np.ndarray
+    owners: np.ndarray
 
 
 # --- compile-time dispatch on the key --------------------------------------
@@ -123,12 +243,20 @@ def _path_factor(key, j, eps, x, theta):
     _kernel_only("_path_factor")
 
 
+def _weak_points(key, j, eps, x, u1, u2, u3, eps2, theta):
+    _kernel_only("_weak_points")
+
+
 def _value(key, f, x, fparams):
     _kernel_only("_value")
 
 
 def _derivative(key, df, x, fparams):
     _kernel_only("_derivative")
+
+
+def _component(theta, i):
+    _kernel_only("_component")
 
 
 @overload(_n_params, inline="always")
@@ -161,6 +289,14 @@ def _ol_path_factor(key, j, eps, x, theta):
     return lambda key, j, eps, x, theta: impl(j, eps, x, theta)
 
 
+@overload(_weak_points, inline="always")
+def _ol_weak_points(key, j, eps, x, u1, u2, u3, eps2, theta):
+    impl = FAMILIES[key.family].weak_derivative
+    if impl is None:
+        return lambda key, j, eps, x, u1, u2, u3, eps2, theta: (np.nan, np.nan, np.nan, np.nan)
+    return lambda key, j, eps, x, u1, u2, u3, eps2, theta: impl(j, eps, x, u1, u2, u3, eps2, theta)
+
+
 @overload(_value, inline="always")
 def _ol_value(key, f, x, fparams):
     if key.function == USER:
@@ -179,92 +315,293 @@ def _ol_derivative(key, df, x, fparams):
     return lambda key, df, x, fparams: impl(x, fparams)
 
 
-@core
-def _chunk_start(seed, chunk, n_draws):
-    """Draw range, stream and block scratch of a chunk: ``(start, stop, state, words, noise, scratch)``."""
-    start = chunk * CHUNK_SIZE
-    stop = min(n_draws, start + CHUNK_SIZE)
-    words = np.empty(BLOCK, np.uint64)
-    noise = np.empty(BLOCK)
-    scratch = np.empty(BLOCK, np.int64)
-    return start, stop, stream_state(seed, chunk), words, noise, scratch
-
-
-def _block_values(key, f, df, state, words, noise, scratch, m, theta, fparams, need_f, need_df, keep, values):
-    """Draw the next ``m`` noise values of a stream and fill columns ``[0, m)`` of the value rows.
-
-    Row ``j`` gets the score values for parameter ``j``, row ``P + j`` the
-    pathwise ones. Compiled into each kernel that calls it (and cached with
-    it), so LLVM sees one loop per (family, function). Two versions, chosen
-    when the kernel is compiled:
-
-    * family and function written with ``+ - * /`` only (``simd`` set on
-      both, e.g. the Normal with ``square``): four draws at a time on
-      :mod:`fastgrad._simd` vectors, the same operations lane by lane, so the
-      same bits as one draw at a time; only rows with ``keep[row]`` are
-      filled. LLVM does not vectorise the scalar loop by itself (it cannot
-      rule out that the value rows overlap the noise).
-    * anything else (a user's function, ``cos``, Bernoulli): one draw at a
-      time, every score row if ``need_f``, every pathwise row if ``need_df``.
-    """
-    _kernel_only("_block_values")
+@overload(_component, inline="always")
+def _ol_component(theta, i):
+    """Component ``i``'s kernel parameters as a tuple of floats, from one array per parameter."""
+    if isinstance(theta, types.BaseTuple) and len(theta) and all(isinstance(t, types.Array) for t in theta):
+        source = f"def impl(theta, i):\n    return ({''.join(f'theta[{t}][i], ' for t in range(len(theta)))})\n"
+        namespace = {}
+        exec(source, namespace)
+        return namespace["impl"]
+    return lambda theta, i: theta
 
 
 def _simd_cores(key):
+    """Whether the plain filler can run four draws at once: family and function use only ``+ - * /``."""
     return key.function != USER and FAMILIES[key.family].simd and BUILTINS[key.function].simd
 
 
-@register_jitable
-def _values_scalar(key, f, df, theta, fparams, need_f, need_df, noise, values, lo, hi):
-    n_params = _n_params(key)
-    for i in range(lo, hi):
-        eps = noise[i]
-        x = _transform(key, eps, theta)
-        if need_f:
-            fx = _value(key, f, x, fparams)
-            for j in range(n_params):
-                values[j, i] = fx * _score_factor(key, j, eps, x, theta)
-        if need_df:
-            dfx = _derivative(key, df, x, fparams)
-            for j in range(n_params):
-                values[n_params + j, i] = dfx * _path_factor(key, j, eps, x, theta)
+# --- the one chunk body ---------------------------------------------------------------
+
+
+def _chunks(key, f, df, run, sink, out, lo, hi):
+    """Fill the outputs of chunks ``run.first_chunk + b``, ``b`` in ``[lo, hi)``.
+
+    Chunk ``c`` covers units ``[c * per_chunk, min(n_units, (c + 1) * per_chunk))``
+    and reads stream ``(seed, stream_base + c)`` (and its auxiliary streams);
+    nothing depends on which thread runs it. The filler and the sink are
+    those the key names.
+    """
+    buffers = _buffers(key, run)
+    scratch = _sink_scratch(key, run, sink, out)
+    for b in range(lo, hi):
+        chunk = run.first_chunk + b
+        start = chunk * run.per_chunk
+        stop = min(run.n_units, start + run.per_chunk)
+        streams = _streams(key, run, chunk)
+        state = _sink_begin(key, run, sink, out, b, start, scratch)
+        for block_start in range(start, stop, run.per_block):
+            m = min(run.per_block, stop - block_start)
+            values = _fill(key, f, df, run, streams, m, buffers)
+            state = _sink_block(key, run, sink, out, values, m, block_start, stop, state, scratch)
+        _sink_end(key, sink, out, b, state, scratch)
+
+
+def _buffers(key, run):
+    _kernel_only("_buffers")
+
+
+def _streams(key, run, chunk):
+    _kernel_only("_streams")
+
+
+def _fill(key, f, df, run, streams, m, buffers):
+    _kernel_only("_fill")
+
+
+@overload(_streams)
+def _ol_streams(key, run, chunk):
+    if key.filler == "general":
+
+        def with_aux(key, run, chunk):
+            base = run.stream_base + np.uint64(chunk)
+            return (
+                stream_state(run.seed, base),
+                stream_state(run.seed, base + np.uint64(AUX_STREAMS)),
+                stream_state(run.seed, base + np.uint64(AUX_NORMAL_STREAMS)),
+            )
+
+        return with_aux
+
+    def run_only(key, run, chunk):
+        state = stream_state(run.seed, run.stream_base + np.uint64(chunk))
+        return state, state, state
+
+    return run_only
+
+
+@overload(_buffers)
+def _ol_buffers(key, run):
+    """Scratch of one block, allocated once per kernel call: ``(values, words, noise, scratch, ...)``."""
+    if key.filler == "general":
+
+        def general(key, run):
+            n_params = _n_params(key)
+            draws = run.per_block * run.group
+            return (
+                np.empty((run.kinds.size * n_params, run.per_block)),
+                np.empty(draws, np.uint64),
+                np.empty(draws),
+                np.empty(draws, np.int64),
+                np.empty(draws),
+                np.empty(3 * draws, np.uint64),
+                np.zeros((6 + 6 * n_params, draws)),
+                np.empty(draws),
+            )
+
+        return general
+    if key.filler == "vector":
+
+        def vector(key, run):
+            values = run.per_block * run.dim
+            return (
+                np.empty((run.kinds.size * _n_params(key) * run.dim, run.per_block)),
+                np.empty(values, np.uint64),
+                np.empty(values),
+                np.empty(values, np.int64),
+                np.empty(run.dim),
+                np.empty(run.dim),
+            )
+
+        return vector
+    if key.filler == "noise":
+
+        def noise(key, run):
+            values = np.empty((1, run.per_block))
+            return values, np.empty(run.per_block, np.uint64), values[0], np.empty(run.per_block, np.int64)
+
+        return noise
+
+    def plain(key, run):
+        return (
+            np.empty((run.kinds.size * _n_params(key), run.per_block)),
+            np.empty(run.per_block, np.uint64),
+            np.empty(run.per_block),
+            np.empty(run.per_block, np.int64),
+            _kept_rows(run.kinds.size * _n_params(key), run.rows),
+        )
+
+    return plain
+
+
+@overload(_fill)
+def _ol_fill(key, f, df, run, streams, m, buffers):
+    """Draw the next block's noise and fill columns ``[0, m)`` of the value rows; return the rows."""
+    if key.filler == "general":
+
+        def general(key, f, df, run, streams, m, buffers):
+            values, words, noise, scratch, aux_noise, aux_words, q, tmp = buffers
+            _general_block(key, f, df, streams[0], streams[1], streams[2], words, noise, scratch, aux_words,
+                           aux_noise, m, run.group, run.theta, run.fparams, run.kinds, run.mirror, run.coupled,
+                           run.coef, run.has_coef, run.flags, run.active, values, q, tmp)  # fmt: skip
+            return values
+
+        return general
+    if key.filler == "vector":
+
+        def vector(key, f, df, run, streams, m, buffers):
+            values, words, noise, scratch, xs, grads = buffers
+            _sample_noise(key, streams[0], words, noise, scratch, m * run.dim)
+            score_row, path_row = _plain_rows(key, run)
+            _vector_block(key, f, df, noise, m, run.dim, run.theta, run.weights, run.fparams, score_row, path_row,
+                          xs, grads, values)  # fmt: skip
+            return values
+
+        return vector
+    if key.filler == "noise":
+
+        def noise(key, f, df, run, streams, m, buffers):
+            values, words, normals, scratch = buffers
+            _sample_noise(key, streams[0], words, normals, scratch, m)
+            return values
+
+        return noise
+    simd = _simd_cores(key)
+
+    def plain(key, f, df, run, streams, m, buffers):
+        values, words, noise, scratch, keep = buffers
+        _sample_noise(key, streams[0], words, noise, scratch, m)
+        score_row, path_row = _plain_rows(key, run)
+        if simd:
+            _values_simd(key, f, df, run.theta, run.fparams, score_row, path_row, keep, noise, values, m)
+        else:
+            _values_scalar(key, f, df, run.theta, run.fparams, score_row, path_row, noise, values, 0, m)
+        return values
+
+    return plain
+
+
+# --- sinks -------------------------------------------------------------------------
+
+
+def _sink_scratch(key, run, sink, out):
+    _kernel_only("_sink_scratch")
+
+
+def _sink_begin(key, run, sink, out, b, start, scratch):
+    _kernel_only("_sink_begin")
+
+
+def _sink_block(key, run, sink, out, values, m, block_start, stop, state, scratch):
+    _kernel_only("_sink_block")
+
+
+def _sink_end(key, sink, out, b, state, scratch):
+    _kernel_only("_sink_end")
+
+
+@overload(_sink_scratch)
+def _ol_sink_scratch(key, run, sink, out):
+    if key.sink == "moments":
+        # acc is this thread's own: the records' rows share cache lines with other threads'
+        return lambda key, run, sink, out: (np.empty(out.shape[1]), np.empty(run.rows.size), np.empty(out.shape[1]))
+    return lambda key, run, sink, out: (np.zeros(1), np.zeros(1), np.zeros(1))
+
+
+@overload(_sink_begin)
+def _ol_sink_begin(key, run, sink, out, b, start, scratch):
+    if key.sink == "moments":
+
+        def moments(key, run, sink, out, b, start, scratch):
+            scratch[2][:] = 0.0
+            return np.int64(0), np.int64(0)
+
+        return moments
+    if key.sink == "curve":
+
+        def curve(key, run, sink, out, b, start, scratch):
+            piece = sink.first_piece[b]
+            owner, end = _repeat_at(sink.offsets, sink.sizes, sink.repeats, start)
+            sink.owners[piece] = owner
+            out[piece, :] = 0.0
+            return np.int64(piece), np.int64(end)
+
+        return curve
+
+    def total(key, run, sink, out, b, start, scratch):
+        scratch[0][0] = 0.0
+        return np.int64(0), np.int64(0)
+
+    return total
+
+
+@overload(_sink_block)
+def _ol_sink_block(key, run, sink, out, values, m, block_start, stop, state, scratch):
+    if key.sink == "moments":
+
+        def moments(key, run, sink, out, values, m, block_start, stop, state, scratch):
+            reduce_block(values, run.rows, sink.pair_x, sink.pair_y, m, scratch[0], scratch[1], scratch[2])
+            return state
+
+        return moments
+    if key.sink == "curve":
+
+        def curve(key, run, sink, out, values, m, block_start, stop, state, scratch):
+            return _sum_pieces(values, run.rows, m, block_start, stop, state[0], state[1], out, sink.owners,
+                               sink.offsets, sink.sizes, sink.repeats)  # fmt: skip
+
+        return curve
+
+    def total(key, run, sink, out, values, m, block_start, stop, state, scratch):
+        scratch[0][0] += block_sum(values[0], m)
+        return state
+
+    return total
+
+
+@overload(_sink_end)
+def _ol_sink_end(key, sink, out, b, state, scratch):
+    if key.sink == "moments":
+
+        def moments(key, sink, out, b, state, scratch):
+            acc = scratch[2]
+            for k in range(acc.size):  # (an array assignment would compile a shape check's error text: 3.7 s)
+                out[b, k] = acc[k]
+
+        return moments
+    if key.sink == "curve":
+        return lambda key, sink, out, b, state, scratch: None
+
+    def total(key, sink, out, b, state, scratch):
+        out[b] = scratch[0][0]
+
+    return total
+
+
+# --- the plain filler: score and pathwise rows, one component ------------------------
 
 
 @register_jitable
-def _values_simd(key, f, df, theta, fparams, need_f, need_df, keep, noise, values, m):
-    n_params = _n_params(key)
-    m4 = m - m % 4
-    for i in range(0, m4, 4):
-        eps = load4(noise, i)
-        x = _transform(key, eps, theta)
-        if need_f:
-            fx = _value(key, f, x, fparams)
-            for j in range(n_params):
-                if keep[j]:
-                    store4(values, j, i, fx * _score_factor(key, j, eps, x, theta))
-        if need_df:
-            dfx = _derivative(key, df, x, fparams)
-            for j in range(n_params):
-                if keep[n_params + j]:
-                    store4(values, n_params + j, i, dfx * _path_factor(key, j, eps, x, theta))
-    _values_scalar(key, f, df, theta, fparams, need_f, need_df, noise, values, m4, m)
-
-
-@overload(_block_values, inline="always")
-def _ol_block_values(key, f, df, state, words, noise, scratch, m, theta, fparams, need_f, need_df, keep, values):
-    if _simd_cores(key):
-
-        def vector_impl(key, f, df, state, words, noise, scratch, m, theta, fparams, need_f, need_df, keep, values):
-            _sample_noise(key, state, words, noise, scratch, m)
-            _values_simd(key, f, df, theta, fparams, need_f, need_df, keep, noise, values, m)
-
-        return vector_impl
-
-    def scalar_impl(key, f, df, state, words, noise, scratch, m, theta, fparams, need_f, need_df, keep, values):
-        _sample_noise(key, state, words, noise, scratch, m)
-        _values_scalar(key, f, df, theta, fparams, need_f, need_df, noise, values, 0, m)
-
-    return scalar_impl
+def _plain_rows(key, run):
+    """First value row of the plain score specification and of the plain pathwise one (-1: none)."""
+    score_row = -1
+    path_row = -1
+    for s in range(run.kinds.size):
+        if run.kinds[s] == SCORE:
+            score_row = s * _n_params(key) * run.dim
+        elif run.kinds[s] == PATHWISE:
+            path_row = s * _n_params(key) * run.dim
+    return score_row, path_row
 
 
 @register_jitable
@@ -276,108 +613,284 @@ def _kept_rows(n_value_rows, rows):
     return keep
 
 
-def _chunk_records(
-    key, f, df, seed, first_chunk, n_draws, theta, fparams, rows, pair_x, pair_y, need_f, need_df, records, lo, hi
-):
-    """Fill ``records[b]`` with the moment record of chunk ``first_chunk + b``, for ``b`` in ``[lo, hi)``.
+@register_jitable
+def _values_scalar(key, f, df, theta, fparams, score_row, path_row, noise, values, lo, hi):
+    """Columns ``[lo, hi)``, one draw at a time: every score row, then every pathwise row, of each draw."""
+    n_params = _n_params(key)
+    for i in range(lo, hi):
+        eps = noise[i]
+        x = _transform(key, eps, theta)
+        if score_row >= 0:
+            fx = _value(key, f, x, fparams)
+            for j in range(n_params):
+                values[score_row + j, i] = fx * _score_factor(key, j, eps, x, theta)
+        if path_row >= 0:
+            dfx = _derivative(key, df, x, fparams)
+            for j in range(n_params):
+                values[path_row + j, i] = dfx * _path_factor(key, j, eps, x, theta)
 
-    Chunk ``c`` covers draws ``[c * CHUNK_SIZE, min(n_draws, (c+1) * CHUNK_SIZE))``
-    and reads stream ``(seed, c)``; nothing depends on which thread runs it.
+
+@register_jitable
+def _values_simd(key, f, df, theta, fparams, score_row, path_row, keep, noise, values, m):
+    """The same values four draws at a time (the same operations lane by lane, so the same bits).
+
+    Only kept rows are filled. LLVM does not vectorise the scalar loop by
+    itself: it cannot rule out that the value rows overlap the noise.
     """
-    n_rows = rows.size
-    values = np.empty((2 * _n_params(key), BLOCK))
-    keep = _kept_rows(2 * _n_params(key), rows)
-    block = np.empty(records.shape[1])
-    means = np.empty(n_rows)
-    acc = np.empty(records.shape[1])  # this thread's own: records' rows share cache lines with other threads'
-    for b in range(lo, hi):
-        start, stop, state, words, noise, scratch = _chunk_start(seed, first_chunk + b, n_draws)
-        acc[:] = 0.0
-        for block_start in range(start, stop, BLOCK):
-            m = min(BLOCK, stop - block_start)
-            _block_values(key, f, df, state, words, noise, scratch, m, theta, fparams, need_f, need_df, keep, values)
-            reduce_block(values, rows, pair_x, pair_y, m, block, means, acc)
-        records[b] = acc
+    n_params = _n_params(key)
+    m4 = m - m % 4
+    for i in range(0, m4, 4):
+        eps = load4(noise, i)
+        x = _transform(key, eps, theta)
+        if score_row >= 0:
+            fx = _value(key, f, x, fparams)
+            for j in range(n_params):
+                if keep[score_row + j]:
+                    store4(values, score_row + j, i, fx * _score_factor(key, j, eps, x, theta))
+        if path_row >= 0:
+            dfx = _derivative(key, df, x, fparams)
+            for j in range(n_params):
+                if keep[path_row + j]:
+                    store4(values, path_row + j, i, dfx * _path_factor(key, j, eps, x, theta))
+    _values_scalar(key, f, df, theta, fparams, score_row, path_row, noise, values, m4, m)
 
 
-# One compiled function per (family, function): built-ins cached on disk,
-# user functions in an uncached twin (see the module docstring). Threads run
-# them on disjoint chunk ranges (fastgrad._parallel).
-_cached_kernel = numba.njit(**SERIAL)(_chunk_records)
-_uncached_kernel = numba.njit(**UNCACHED)(_chunk_records)
+# --- the vector filler: D independent components ------------------------------------
 
 
-def run(distribution, function, layout, n, seed, job=None):
-    """Run the fused kernel over ``n`` draws; return (tree, run seconds, compile seconds).
+def _vector_value(key, f, xs, weights, fparams):
+    _kernel_only("_vector_value")
 
-    ``job`` (a :class:`fastgrad._jobs.Job`) says which chunks to run and how
-    (progress, checkpoints, stopping early); by default all of them, quietly.
-    Thread count is whatever Numba is set to; the caller manages it.
+
+def _vector_gradient(key, df, xs, weights, fparams, out):
+    _kernel_only("_vector_gradient")
+
+
+@overload(_vector_value, inline="always")
+def _ol_vector_value(key, f, xs, weights, fparams):
+    if key.function == USER:
+        return lambda key, f, xs, weights, fparams: np.float64(f(xs))
+
+    def impl(key, f, xs, weights, fparams):
+        # sum_i w_i h(x_i), left to right, starting from the first term (exact at D = 1 with w = 1)
+        total = weights[0] * _value(key, f, xs[0], fparams)
+        for i in range(1, xs.size):
+            total += weights[i] * _value(key, f, xs[i], fparams)
+        return total
+
+    return impl
+
+
+@overload(_vector_gradient, inline="always")
+def _ol_vector_gradient(key, df, xs, weights, fparams, out):
+    if key.function == USER:
+        if isinstance(df, types.NoneType):
+
+            def missing(key, df, xs, weights, fparams, out):
+                out[:] = np.nan  # never called: no pathwise rows without a gradient
+
+            return missing
+
+        def user(key, df, xs, weights, fparams, out):
+            df(xs, out)
+
+        return user
+
+    def impl(key, df, xs, weights, fparams, out):
+        for i in range(xs.size):
+            out[i] = weights[i] * _derivative(key, df, xs[i], fparams)
+
+    return impl
+
+
+@register_jitable
+def _vector_block(key, f, df, noise, m, dim, theta, weights, fparams, score_row, path_row, xs, grads, values):
+    """Fill columns ``[0, m)`` of the value rows from ``m * dim`` noise values (draw ``v``: ``v * dim`` on).
+
+    Row ``row0 + j * dim + i`` is parameter ``j``, component ``i``; each
+    component's factors are the family's scalar cores at its parameters.
     """
-    builtin = function.builtin is not None
-    key = KernelKey(distribution.family.name, function.name if builtin else USER)
-    kernel = _cached_kernel if builtin else _uncached_kernel
-    f = None if builtin else function.f
-    df = None if builtin else function.df
-    tree = MomentTree(layout)
-    args = (
-        key,
-        f,
-        df,
-        np.uint64(seed),
-        0,
-        np.int64(n),
-        distribution.theta,
-        function.param_vector,
-        layout.rows,
-        layout.pair_x,
-        layout.pair_y,
-        layout.need_f,
-        layout.need_df,
-    )
-    started = time.perf_counter()
-    warm_up_records(kernel, args, layout)
-    compile_seconds = time.perf_counter() - started
-    if job is None:
-        record, seconds = run_records(kernel, args, tree, math.ceil(n / CHUNK_SIZE), BATCH_CHUNKS)
-        return record, seconds, compile_seconds
-    tree, seconds = job.run(kernel, args, layout)
-    return tree, seconds, compile_seconds
+    n_params = _n_params(key)
+    for v in range(m):
+        base = v * dim
+        for i in range(dim):
+            xs[i] = _transform(key, noise[base + i], _component(theta, i))
+        if score_row >= 0:
+            fx = _vector_value(key, f, xs, weights, fparams)
+            for i in range(dim):
+                eps = noise[base + i]
+                component = _component(theta, i)
+                for j in range(n_params):
+                    values[score_row + j * dim + i, v] = fx * _score_factor(key, j, eps, xs[i], component)
+        if path_row >= 0:
+            _vector_gradient(key, df, xs, weights, fparams, grads)
+            for i in range(dim):
+                eps = noise[base + i]
+                component = _component(theta, i)
+                for j in range(n_params):
+                    values[path_row + j * dim + i, v] = grads[i] * _path_factor(key, j, eps, xs[i], component)
 
 
-def warm_up_records(kernel, args, layout):
-    """Compile (or load) a record kernel and the tree functions, so that a clock started next sees only the run."""
-    width = MomentTree(layout).width
-    kernel(*args, np.empty((0, width)), 0, 0)
-    warm = MomentTree(layout)
-    warm.push(0, np.zeros((1, width)))
-    warm.fold()
+# --- the general filler: any list of estimator specifications ------------------------
+#
+# The per-draw quantities every specification is built from are computed once
+# per draw: f(x), the score factors s_j, f'(x) and the path factors p_j; at the
+# mirrored draw -eps when one is antithetic; and the weak-derivative sides when
+# one is measure-valued. Each specification then turns them into one value per
+# parameter:
+#
+#   score (+ coefficients)  f s_j - sum_k B_jk s_k  (B = 0, diag(b) or the control-variate
+#                           matrix; antithetic: the mean of this at eps and at -eps)
+#   pathwise                f' p_j (antithetic: mean at eps and -eps)
+#   loo (groups of K)       (K sum f s_j - sum f sum s_j) / (K (K - 1)) per group:
+#                           the within-group sample covariance of f and s_j
+#   measure-valued          c_j (f(x+) - f(x-)), the two sides of the weak derivative
+#   control (pilot only)    s_j
+#
+# Moments are taken over units of ``group`` draws: a unit's value is the mean of
+# its draws' values (a loo group's value is its covariance).
+
+# Rows of the per-draw quantities ``q``: f, f at the mirror, f', f' at the mirror, x, the mirror of x,
+# then per parameter (P rows each) the score factors, mirrored score factors, path factors, mirrored path
+# factors, and the coupled and decoupled measure-valued values.
+Q_F, Q_FB, Q_DF, Q_DFB, Q_X, Q_XB = 0, 1, 2, 3, 4, 5
 
 
-def run_records(kernel, args, tree, n_chunks, per_batch, on_batch=None):
-    """Run a record kernel over chunks ``[0, n_chunks)`` in batches, merging into ``tree``; return (record, seconds).
+@register_jitable
+def _q_rows(n_params):
+    """First row of each per-parameter group of ``q``; the total is ``6 + 6 P``."""
+    return 6, 6 + n_params, 6 + 2 * n_params, 6 + 3 * n_params, 6 + 4 * n_params, 6 + 5 * n_params
 
-    ``args`` are the kernel's arguments before ``records, lo, hi``, with the
-    first chunk at position 4 (replaced per batch). ``on_batch(records)``, if
-    given, sees each batch's chunk records before they are merged.
+
+@register_jitable
+def _general_block(
+    key, f, df, state, aux, aux_normal, words, noise, scratch, aux_words, aux_noise, m_units, group, theta, fparams,
+    kinds, mirror, coupled, coef, has_coef, flags, active, values, q, tmp,
+):  # fmt: skip
+    """Fill columns ``[0, m_units)`` of the value rows (row ``s * P + j``: specification ``s``, parameter ``j``).
+
+    Two passes over the block, so that each inner loop does one thing and
+    LLVM can vectorise it: first the per-draw quantities into the rows of
+    ``q`` (see :func:`_q_rows`), then each specification's values from them.
+    Only the parameters in ``active`` (the run's ``wrt``) get values; every
+    score factor is computed, since a control variate uses all of them.
     """
-    started = time.perf_counter()
-    for first in range(0, n_chunks, per_batch):
-        records = np.empty((min(per_batch, n_chunks - first), tree.width))
-        for_ranges(kernel, (*args[:4], np.int64(first), *args[5:], records), len(records))
-        if on_batch is not None:
-            on_batch(records)
-        tree.push(first, records)
-    return tree.fold(), time.perf_counter() - started
+    n_params = _n_params(key)
+    m = m_units * group
+    _sample_noise(key, state, words, noise, scratch, m)
+    if flags[F_WEAK]:
+        take_words(aux, aux_words, 3 * m)
+        if flags[F_WEAK_DECOUPLED]:
+            _sample_noise(key, aux_normal, words, aux_noise, scratch, m)
+    s0, sb0, p0, pb0, w0, wd0 = _q_rows(n_params)
+    # pass 1: per-draw quantities, one simple loop per quantity
+    for i in range(m):
+        q[Q_X, i] = _transform(key, noise[i], theta)
+    if flags[F_F]:
+        for i in range(m):
+            q[Q_F, i] = _value(key, f, q[Q_X, i], fparams)
+    if flags[F_SCORE]:
+        for j in range(n_params):
+            for i in range(m):
+                q[s0 + j, i] = _score_factor(key, j, noise[i], q[Q_X, i], theta)
+    if flags[F_DF]:
+        for i in range(m):
+            q[Q_DF, i] = _derivative(key, df, q[Q_X, i], fparams)
+        for j in active:
+            for i in range(m):
+                q[p0 + j, i] = _path_factor(key, j, noise[i], q[Q_X, i], theta)
+    if flags[F_MIRROR]:
+        for i in range(m):
+            q[Q_XB, i] = _transform(key, -noise[i], theta)
+        if flags[F_F]:
+            for i in range(m):
+                q[Q_FB, i] = _value(key, f, q[Q_XB, i], fparams)
+            for j in range(n_params):
+                for i in range(m):
+                    q[sb0 + j, i] = _score_factor(key, j, -noise[i], q[Q_XB, i], theta)
+        if flags[F_DF]:
+            for i in range(m):
+                q[Q_DFB, i] = _derivative(key, df, q[Q_XB, i], fparams)
+            for j in active:
+                for i in range(m):
+                    q[pb0 + j, i] = _path_factor(key, j, -noise[i], q[Q_XB, i], theta)
+    if flags[F_WEAK]:
+        for j in active:
+            for i in range(m):
+                u1 = unit_open_closed(aux_words[3 * i])
+                u2 = unit_open_closed(aux_words[3 * i + 1])
+                u3 = unit_open_closed(aux_words[3 * i + 2])
+                eps2 = aux_noise[i] if flags[F_WEAK_DECOUPLED] else 0.0
+                c, x_plus, x_coupled, x_decoupled = _weak_points(key, j, noise[i], q[Q_X, i], u1, u2, u3, eps2, theta)
+                f_plus = _value(key, f, x_plus, fparams)
+                if flags[F_WEAK_COUPLED]:
+                    q[w0 + j, i] = c * (f_plus - _value(key, f, x_coupled, fparams))
+                if flags[F_WEAK_DECOUPLED]:
+                    q[wd0 + j, i] = c * (f_plus - _value(key, f, x_decoupled, fparams))
+    # pass 2: each specification's values, one row at a time
+    scale = 1.0 / group
+    pairs = 1.0 / (group * (group - 1.0)) if group > 1 else 0.0
+    for s in range(kinds.size):
+        kind = kinds[s]
+        for j in active:
+            r = s * n_params + j
+            if kind == LOO:
+                for u in range(m_units):
+                    sum_f = 0.0
+                    sum_s = 0.0
+                    sum_fs = 0.0
+                    for i in range(u * group, (u + 1) * group):
+                        sum_f += q[Q_F, i]
+                        sum_s += q[s0 + j, i]
+                        sum_fs += q[Q_F, i] * q[s0 + j, i]
+                    values[r, u] = (group * sum_fs - sum_f * sum_s) * pairs
+                continue
+            if kind == SCORE:
+                for i in range(m):
+                    tmp[i] = q[Q_F, i] * q[s0 + j, i]
+                if has_coef[s]:
+                    for k in range(n_params):
+                        c = coef[s, j, k]
+                        for i in range(m):
+                            tmp[i] -= c * q[s0 + k, i]
+                if mirror[s]:
+                    for i in range(m):
+                        w = q[Q_FB, i] * q[sb0 + j, i]
+                        if has_coef[s]:
+                            for k in range(n_params):
+                                w -= coef[s, j, k] * q[sb0 + k, i]
+                        tmp[i] = 0.5 * (tmp[i] + w)
+            elif kind == PATHWISE:
+                for i in range(m):
+                    tmp[i] = q[Q_DF, i] * q[p0 + j, i]
+                if mirror[s]:
+                    for i in range(m):
+                        tmp[i] = 0.5 * (tmp[i] + q[Q_DFB, i] * q[pb0 + j, i])
+            elif kind == MEASURE_VALUED:
+                row = w0 + j if coupled[s] else wd0 + j
+                for i in range(m):
+                    tmp[i] = q[row, i]
+            else:  # CONTROL
+                for i in range(m):
+                    tmp[i] = q[s0 + j, i]
+            if group == 1:
+                for i in range(m):
+                    values[r, i] = tmp[i]
+            else:
+                for u in range(m_units):
+                    total = 0.0
+                    for i in range(u * group, (u + 1) * group):
+                        total += tmp[i]
+                    values[r, u] = total * scale
 
 
 # --- variance curves: many short estimates over the same streams ----------------
 #
-# A curve runs ``repeats`` independent estimates of ``n_k`` draws for each
-# sample size ``n_k``. They are laid end to end on the draws of one run:
-# size ``k`` covers draws ``[offsets[k], offsets[k+1])`` with
+# A curve runs ``repeats`` independent estimates of ``n_k`` units for each
+# sample size ``n_k``. They are laid end to end on the units of one run:
+# size ``k`` covers units ``[offsets[k], offsets[k+1])`` with
 # ``offsets[k+1] = offsets[k] + repeats * n_k``, and its repeat ``r`` the
-# ``n_k`` draws from ``offsets[k] + r * n_k``. Chunks, streams and blocks are
+# ``n_k`` units from ``offsets[k] + r * n_k``. Chunks, streams and blocks are
 # those of ``compare``, so the curve is reproducible on any number of
 # threads. A repeat may straddle chunks: each chunk sums the part of every
 # repeat it holds (a *piece*) into its own slots, and the pieces are added
@@ -386,7 +899,7 @@ def run_records(kernel, args, tree, n_chunks, per_batch, on_batch=None):
 
 @register_jitable
 def _repeat_at(offsets, sizes, repeats, position):
-    """(global repeat index, first draw after that repeat) of the repeat holding draw ``position``."""
+    """(global repeat index, first unit after that repeat) of the repeat holding unit ``position``."""
     k = np.searchsorted(offsets, position, side="right") - 1
     r = (position - offsets[k]) // sizes[k]
     return k * repeats + r, offsets[k] + (r + 1) * sizes[k]
@@ -423,15 +936,12 @@ def _sum_pieces(values, rows, m, block_start, stop, piece, end, sums, owners, of
 
 
 @serial
-def curve_pieces(offsets, sizes, repeats, n_draws, first_chunk, n_chunks, first_piece, chunk_size):
-    """Fill ``first_piece[b]`` with the slot of chunk ``first_chunk + b``'s first piece; return the total.
-
-    Chunks hold ``chunk_size`` positions (draws, or units of a variant run).
-    """
+def curve_pieces(offsets, sizes, repeats, n_units, first_chunk, n_chunks, first_piece, chunk_size):
+    """Fill ``first_piece[b]`` with the slot of chunk ``first_chunk + b``'s first piece; return the total."""
     total = 0
     for b in range(n_chunks):
         start = (first_chunk + b) * chunk_size
-        stop = min(n_draws, start + chunk_size)
+        stop = min(n_units, start + chunk_size)
         first_piece[b] = total
         position = start
         while True:
@@ -451,82 +961,170 @@ def curve_fold(sums, owners, count, totals):
             totals[r, owners[p]] += sums[p, r]
 
 
-def _curve_chunks(
-    key, f, df, seed, first_chunk, n_draws, theta, fparams, rows, need_f, need_df, offsets, sizes, repeats,
-    first_piece, sums, owners, lo, hi,
-):  # fmt: skip
-    """Sum the value rows of each repeat piece of chunks ``first_chunk + b``, ``b`` in ``[lo, hi)``.
+# One compiled function per key: built-ins cached on disk, user functions in an
+# uncached twin (see the module docstring).
+_cached_kernel = numba.njit(**SERIAL)(_chunks)
+_uncached_kernel = numba.njit(**UNCACHED)(_chunks)
 
-    Chunk ``first_chunk + b`` writes its pieces from slot ``first_piece[b]``
-    of ``sums`` on. A piece sums its draws block segment by block segment,
-    each segment with :func:`~fastgrad._reduction.block_sum` (a fixed order),
-    adding the segment sums left to right.
+
+# --- the Python side: one kernel, any run ----------------------------------------------
+
+
+class Kernel:
+    """A compiled kernel with its key and run-time arguments, ready to run chunk ranges."""
+
+    def __init__(self, family, function, filler, sink, run):
+        builtin = function.builtin is not None
+        self.key = KernelKey(family, function.builtin.name if builtin else USER, filler, sink)
+        self.dispatcher = _cached_kernel if builtin else _uncached_kernel
+        self.f = None if builtin else function.f
+        self.df = None if builtin else function.df
+        self.run = run
+
+    def n_chunks(self):
+        return math.ceil(int(self.run.n_units) / int(self.run.per_chunk))
+
+    def __call__(self, first_chunk, sink, out, count):
+        """Run chunks ``[first_chunk, first_chunk + count)`` on the threads, writing ``out``."""
+        run = self.run._replace(first_chunk=np.int64(first_chunk))
+        for_ranges(self.dispatcher, (self.key, self.f, self.df, run, sink, out), count)
+
+    def warm_up(self, sink, out):
+        """Compile (or load) the kernel, so that a clock started next sees only the run."""
+        self.dispatcher(self.key, self.f, self.df, self.run, sink, out, 0, 0)
+
+
+def kernel_arguments(specs, n_params, coefficients):
+    """Run-time arrays describing the specifications: kinds, mirror, coupled, coef, has_coef, flags.
+
+    ``specs`` are :class:`~fastgrad.estimators.EstimatorSpec` (or ``"control"``,
+    the pilot's score-factor rows); ``coefficients[s]`` is the ``(P, P)``
+    matrix ``B`` of a score specification (None for none).
     """
-    values = np.empty((2 * _n_params(key), BLOCK))
-    keep = _kept_rows(2 * _n_params(key), rows)
-    for b in range(lo, hi):
-        piece = first_piece[b]
-        start, stop, state, words, noise, scratch = _chunk_start(seed, first_chunk + b, n_draws)
-        owner, end = _repeat_at(offsets, sizes, repeats, start)
-        owners[piece] = owner
-        sums[piece, :] = 0.0
-        for block_start in range(start, stop, BLOCK):
-            m = min(BLOCK, stop - block_start)
-            _block_values(key, f, df, state, words, noise, scratch, m, theta, fparams, need_f, need_df, keep, values)
-            piece, end = _sum_pieces(values, rows, m, block_start, stop, piece, end, sums, owners, offsets, sizes,
-                                     repeats)  # fmt: skip
+    n_specs = len(specs)
+    kinds = np.empty(n_specs, np.int64)
+    mirror = np.zeros(n_specs, np.int64)
+    coupled = np.zeros(n_specs, np.int64)
+    coef = np.zeros((n_specs, n_params, n_params))
+    has_coef = np.zeros(n_specs, np.int64)
+    flags = np.zeros(8, np.int64)
+    for s, spec in enumerate(specs):
+        if spec == "control":
+            kinds[s] = CONTROL
+            flags[F_SCORE] = 1
+            continue
+        mirror[s] = spec.antithetic
+        if spec.base == "score":
+            kinds[s] = LOO if spec.baseline == "loo" else SCORE
+            flags[F_F] = flags[F_SCORE] = 1
+            flags[F_LOO] |= spec.baseline == "loo"
+            if coefficients is not None and coefficients[s] is not None:
+                coef[s] = coefficients[s]
+                has_coef[s] = 1
+        elif spec.base == "pathwise":
+            kinds[s] = PATHWISE
+            flags[F_DF] = 1
+        else:
+            kinds[s] = MEASURE_VALUED
+            coupled[s] = spec.coupled
+            flags[F_WEAK] = 1
+            flags[F_WEAK_COUPLED if spec.coupled else F_WEAK_DECOUPLED] = 1
+        flags[F_MIRROR] |= spec.antithetic
+    if flags[F_MIRROR] and not flags[F_DF] and not flags[F_F]:
+        flags[F_MIRROR] = 0
+    return kinds, mirror, coupled, coef, has_coef, flags
 
 
-_cached_curve_kernel = numba.njit(**SERIAL)(_curve_chunks)
-_uncached_curve_kernel = numba.njit(**UNCACHED)(_curve_chunks)
+def make_run(theta, fparams, specs, n_params, coefficients, active, rows, *, seed, n_units, group=1, dim=1,
+             weights=None, stream_base=0):  # fmt: skip
+    """The :class:`Run` of a run: its streams, units, parameters, specifications and kept rows."""
+    kinds, mirror, coupled, coef, has_coef, flags = kernel_arguments(specs, n_params, coefficients)
+    return Run(
+        seed=np.uint64(seed),
+        first_chunk=np.int64(0),
+        stream_base=np.uint64(stream_base),
+        n_units=np.int64(n_units),
+        per_chunk=np.int64(units_per_chunk(dim, group)),
+        per_block=np.int64(units_per_block(dim, group)),
+        group=np.int64(group),
+        dim=np.int64(dim),
+        theta=theta,
+        fparams=tuple(fparams),
+        weights=np.ones(dim) if weights is None else np.ascontiguousarray(weights, dtype=np.float64),
+        kinds=kinds,
+        mirror=mirror,
+        coupled=coupled,
+        coef=coef,
+        has_coef=has_coef,
+        flags=flags,
+        active=np.asarray(active, dtype=np.int64),
+        rows=np.asarray(rows, dtype=np.int64),
+    )
 
 
-def curve_run(distribution, function, layout, sizes, repeats, seed, job=None):
-    """Run the estimates of a variance curve; return (sums, run seconds, chunks done).
+def moment_sink(layout):
+    """The :class:`MomentSink` of a layout's pairs."""
+    return MomentSink(np.asarray(layout.pair_x, np.int64), np.asarray(layout.pair_y, np.int64))
 
-    ``sums[r, k * repeats + i]`` is the sum of value row ``layout.rows[r]``
-    over the draws of repeat ``i`` of size ``sizes[k]``. Memory: the sums
-    (8 bytes per row and repeat) and one batch of pieces; never the draws.
+
+def record_batches(kernel, layout):
+    """``batch(lo, hi)``: the moment records of chunks ``[lo, hi)``, one row each (compiled now)."""
+    sink = moment_sink(layout)
+    width = MomentTree(layout).width
+    kernel.warm_up(sink, np.empty((0, width)))
+    warm = MomentTree(layout)
+    warm.push(0, np.zeros((1, width)))
+    warm.fold()
+
+    def batch(lo, hi):
+        records = np.empty((hi - lo, width))
+        kernel(lo, sink, records, hi - lo)
+        return records
+
+    return batch
+
+
+def run_records(kernel, layout, job=None, max_chunks=None, extra=None):
+    """Run a moment kernel over every chunk; return (record, seconds, extra values), or with a ``job`` its tree.
+
+    Batches of at most ``max_chunks`` chunks (default :data:`BATCH_CHUNKS`;
+    a job sizes its own, up to that) are merged into the chunk tree as they
+    finish, so memory stays flat. ``extra(records)`` maps a batch's records
+    to per-chunk values kept beside the tree (a job checkpoints and merges
+    them): returned concatenated in chunk order, or by ``job.extra_values()``.
     """
-    builtin = function.builtin is not None
-    key = KernelKey(distribution.family.name, function.name if builtin else USER)
-    kernel = _cached_curve_kernel if builtin else _uncached_curve_kernel
+    batch = record_batches(kernel, layout)
+    if job is not None:
+        tree, seconds = job.run(batch, layout, extra=extra, max_chunks=max_chunks)
+        return tree, seconds, None
+    per_batch = max_chunks or BATCH_CHUNKS
+    tree = MomentTree(layout)
+    n_chunks = kernel.n_chunks()
+    extras = []
+    started = time.perf_counter()
+    for first in range(0, n_chunks, per_batch):
+        records = batch(first, min(n_chunks, first + per_batch))
+        if extra is not None:
+            extras.append(extra(records))
+        tree.push(first, records)
+    return tree.fold(), time.perf_counter() - started, (np.concatenate(extras) if extras else None)
+
+
+def curve_batches(kernel, sizes, repeats, n_rows, job=None):
+    """Run a curve kernel over every chunk in batches; return (per-repeat sums, seconds, chunks done).
+
+    ``sizes`` are in units. With a ``job`` (:class:`fastgrad._jobs.Job`: progress,
+    stopping early, checkpoints), return the job's :class:`~fastgrad._jobs.Part`
+    instead (sums in ``extra``).
+    """
     sizes = np.asarray(sizes, dtype=np.int64)
     offsets = np.zeros(sizes.size + 1, np.int64)
     offsets[1:] = np.cumsum(sizes * repeats)
     n = int(offsets[-1])
-    args = (
-        key,
-        None if builtin else function.f,
-        None if builtin else function.df,
-        np.uint64(seed),
-        np.int64(0),
-        np.int64(n),
-        distribution.theta,
-        function.param_vector,
-        layout.rows,
-        layout.need_f,
-        layout.need_df,
-        offsets,
-        sizes,
-        np.int64(repeats),
-    )
-    return curve_batches(kernel, args, offsets, sizes, repeats, CHUNK_SIZE, layout.n_rows, job)
-
-
-def curve_batches(kernel, args, offsets, sizes, repeats, per_chunk, n_rows, job=None):
-    """Run a curve kernel over every chunk in batches; return (per-repeat sums, seconds, chunks done).
-
-    With a ``job``, return the job's :class:`~fastgrad._jobs.Part` instead (sums in ``extra``).
-
-    Positions (draws, or units of a variant run) go ``per_chunk`` to a chunk;
-    ``args`` are the kernel's arguments before ``first_piece, sums, owners, lo, hi``,
-    with the first chunk at position 4. A ``job`` (:class:`fastgrad._jobs.Job`)
-    adds progress, stopping early and checkpoints.
-    """
-    n = int(offsets[-1])
+    per_chunk = int(kernel.run.per_chunk)
     # Compile (or load) everything before the clock starts.
-    kernel(*args, np.empty(0, np.int64), np.empty((0, n_rows)), np.empty(0, np.int64), 0, 0)
+    empty = np.empty(0, np.int64)
+    kernel.warm_up(CurveSink(offsets, sizes, np.int64(repeats), empty, empty), np.empty((0, n_rows)))
     curve_pieces(offsets, sizes, repeats, n, 0, 0, np.empty(0, np.int64), per_chunk)
     curve_fold(np.empty((0, n_rows)), np.empty(0, np.int64), 0, np.empty((n_rows, 0)))
     totals = np.zeros((n_rows, sizes.size * repeats))
@@ -547,7 +1145,7 @@ def curve_batches(kernel, args, offsets, sizes, repeats, per_chunk, n_rows, job=
         pieces = curve_pieces(offsets, sizes, repeats, n, first, count, first_piece, per_chunk)
         sums = np.empty((pieces, n_rows))
         owners = np.empty(pieces, np.int64)
-        for_ranges(kernel, (*args[:4], np.int64(first), *args[5:], first_piece, sums, owners), count)
+        kernel(first, CurveSink(offsets, sizes, np.int64(repeats), first_piece, owners), sums, count)
         if lead_owner >= 0:
             kept = owners != lead_owner
             if not kept.all():
@@ -563,23 +1161,43 @@ def curve_batches(kernel, args, offsets, sizes, repeats, per_chunk, n_rows, job=
     return totals, time.perf_counter() - started, n_chunks
 
 
-# --- the normals-only bound --------------------------------------------------------
+# --- the classic runs (score and pathwise of a scalar family) -------------------------
 
 
-@serial
-def _normal_sums(seed, first_chunk, n_draws, out, lo, hi):
-    """``out[b]``: sum of the standard normals of chunk ``first_chunk + b``, for ``b`` in ``[lo, hi)``.
+def _classic_kernel(distribution, function, layout, n_units, seed, sink):
+    from fastgrad.estimators import parse_estimators
 
-    The fused kernel without the estimators: same chunks, streams and blocks.
+    specs = parse_estimators(layout.estimators)
+    parameters = distribution.parameters
+    rows = [s * len(parameters) + parameters.index(p) for s in range(len(specs)) for p in layout.wrt]
+    run = make_run(distribution.theta, function.param_vector, specs, len(parameters), None,
+                   [parameters.index(p) for p in layout.wrt], rows, seed=seed, n_units=n_units)  # fmt: skip
+    return Kernel(distribution.family.name, function, "plain", sink, run)
+
+
+def run(distribution, function, layout, n, seed, job=None):
+    """Run the classic kernel over ``n`` draws; return (record or the job's tree, run seconds, compile seconds)."""
+    kernel = _classic_kernel(distribution, function, layout, n, seed, "moments")
+    started = time.perf_counter()
+    record_batches(kernel, layout)  # compile (or load) first, to report it apart
+    compile_seconds = time.perf_counter() - started
+    record, seconds, _ = run_records(kernel, layout, job)
+    return record, seconds, compile_seconds
+
+
+def curve_run(distribution, function, layout, sizes, repeats, seed, job=None):
+    """Run the estimates of a classic variance curve; return (sums, run seconds, chunks done) or the job's Part.
+
+    ``sums[r, k * repeats + i]`` is the sum of kept row ``r`` over the draws
+    of repeat ``i`` of size ``sizes[k]``. Memory: the sums (8 bytes per row
+    and repeat) and one batch of pieces; never the draws.
     """
-    for b in range(lo, hi):
-        start, stop, state, words, noise, scratch = _chunk_start(seed, first_chunk + b, n_draws)
-        total = 0.0
-        for block_start in range(start, stop, BLOCK):
-            m = min(BLOCK, stop - block_start)
-            _normal_noise(state, words, noise, scratch, m)
-            total += block_sum(noise, m)
-        out[b] = total
+    n = int(np.sum(np.asarray(sizes, dtype=np.int64) * repeats))
+    kernel = _classic_kernel(distribution, function, layout, n, seed, "curve")
+    return curve_batches(kernel, sizes, repeats, layout.n_rows, job)
+
+
+# --- the normals-only bound --------------------------------------------------------
 
 
 def normal_sum(n, seed):
@@ -589,13 +1207,18 @@ def normal_sum(n, seed):
     and moments left out: the throughput bound the benchmarks compare
     ``compare`` with. Chunk sums are added in chunk order.
     """
-    _normal_sums(np.uint64(seed), np.int64(0), np.int64(n), np.empty(0), 0, 0)
-    n_chunks = math.ceil(n / CHUNK_SIZE)
+    from fastgrad.functions import resolve
+
+    run = make_run((0.0, 1.0, 1.0), (0.0,), (), 2, None, (), (), seed=seed, n_units=n)
+    kernel = Kernel("normal", resolve("linear"), "noise", "sum", run)
+    sink = MomentSink(np.empty(0, np.int64), np.empty(0, np.int64))
+    kernel.warm_up(sink, np.empty(0))
+    n_chunks = kernel.n_chunks()
     total = 0.0
     started = time.perf_counter()
     for first in range(0, n_chunks, BATCH_CHUNKS):
         sums = np.empty(min(BATCH_CHUNKS, n_chunks - first))
-        for_ranges(_normal_sums, (np.uint64(seed), np.int64(first), np.int64(n), sums), len(sums))
+        kernel(first, sink, sums, len(sums))
         for value in sums:
             total += value
     return total, time.perf_counter() - started

@@ -16,145 +16,23 @@ function's value is computed with the same operations, so
 ``DiagNormal([m], [s])`` gives bit for bit the numbers of ``Normal(m, s)``.
 """
 
-import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
-from numba import types
-from numba.extending import overload, register_jitable
 
-from fastgrad._jit import SERIAL, UNCACHED
-from fastgrad._kernels import (
-    BATCH_CHUNKS,
-    USER,
-    KernelKey,
-    _derivative,
-    _sample_noise,
-    _value,
-    run_records,
-    warm_up_records,
-)
-from fastgrad._reduction import MomentTree, reduce_block
-from fastgrad.estimators import Layout
-from fastgrad.rng import CHUNK_SIZE, stream_state
-
-#: Values held per block (4 D rows x B draws), at most: 1 MiB. Larger blocks merge less often;
-#: measured at D = 1000: 79 M components/s with 2**17, 58 M with 2**15.
-BLOCK_VALUES = 2**17
+from fastgrad._kernels import MAX_BATCH_VALUES, Kernel, make_run, run_records, units_per_block, units_per_chunk
+from fastgrad._reduction import record_width
+from fastgrad.estimators import Layout, parse_estimators
 
 
 def draws_per_chunk(dim):
     """Vectors per chunk: ``max(1, CHUNK_SIZE // dim)``."""
-    return max(1, CHUNK_SIZE // dim)
+    return units_per_chunk(dim, 1)
 
 
 def block_size(dim):
     """Draws per block: ``clamp(2**17 // (4 dim), 8, 512)``."""
-    return min(512, max(8, BLOCK_VALUES // (4 * dim)))
-
-
-def _vector_value(key, f, xs, weights, fparams):
-    raise TypeError("resolved when a kernel is compiled; call it from @njit code only")
-
-
-def _vector_gradient(key, df, xs, weights, fparams, out):
-    raise TypeError("resolved when a kernel is compiled; call it from @njit code only")
-
-
-@overload(_vector_value, inline="always")
-def _ol_vector_value(key, f, xs, weights, fparams):
-    if key.function == USER:
-        return lambda key, f, xs, weights, fparams: np.float64(f(xs))
-
-    def impl(key, f, xs, weights, fparams):
-        # sum_i w_i h(x_i), left to right, starting from the first term (exact at D = 1 with w = 1)
-        total = weights[0] * _value(key, f, xs[0], fparams)
-        for i in range(1, xs.size):
-            total += weights[i] * _value(key, f, xs[i], fparams)
-        return total
-
-    return impl
-
-
-@overload(_vector_gradient, inline="always")
-def _ol_vector_gradient(key, df, xs, weights, fparams, out):
-    if key.function == USER:
-        if isinstance(df, types.NoneType):
-
-            def missing(key, df, xs, weights, fparams, out):
-                out[:] = np.nan  # never called: no pathwise rows without a gradient
-
-            return missing
-
-        def user(key, df, xs, weights, fparams, out):
-            df(xs, out)
-
-        return user
-
-    def impl(key, df, xs, weights, fparams, out):
-        for i in range(xs.size):
-            out[i] = weights[i] * _derivative(key, df, xs[i], fparams)
-
-    return impl
-
-
-@register_jitable
-def _vector_block(key, f, df, noise, m, dim, loc, scale, inverse, weights, fparams, need_f, need_df, xs, grads, values):
-    """Fill columns ``[0, m)`` of the value rows from ``m * dim`` normals."""
-    for v in range(m):
-        base = v * dim
-        for i in range(dim):
-            xs[i] = loc[i] + scale[i] * noise[base + i]
-        if need_f:
-            fx = _vector_value(key, f, xs, weights, fparams)
-            for i in range(dim):
-                eps = noise[base + i]
-                values[i, v] = fx * (eps * inverse[i])
-                values[dim + i, v] = fx * ((eps * eps - 1.0) * inverse[i])
-        if need_df:
-            _vector_gradient(key, df, xs, weights, fparams, grads)
-            for i in range(dim):
-                values[2 * dim + i, v] = grads[i] * 1.0
-                values[3 * dim + i, v] = grads[i] * noise[base + i]
-
-
-def _vector_records(
-    key, f, df, seed, first_chunk, n_draws, per_chunk, block, theta, weights, fparams, rows, pair_x, pair_y,
-    need_f, need_df, records, lo, hi,
-):  # fmt: skip
-    """Fill ``records[b]`` with the moment record of chunk ``first_chunk + b``, for ``b`` in ``[lo, hi)``."""
-    dim = theta.shape[1]
-    loc, scale, inverse = theta[0], theta[1], theta[2]
-    values = np.empty((4 * dim, block))
-    xs = np.empty(dim)
-    grads = np.empty(dim)
-    words = np.empty(block * dim, np.uint64)
-    noise = np.empty(block * dim)
-    scratch = np.empty(block * dim, np.int64)
-    summary = np.empty(records.shape[1])
-    means = np.empty(rows.size)
-    for b in range(lo, hi):
-        chunk = first_chunk + b
-        start = chunk * per_chunk
-        stop = min(n_draws, start + per_chunk)
-        state = stream_state(seed, chunk)
-        acc = records[b]
-        acc[:] = 0.0
-        for block_start in range(start, stop, block):
-            m = min(block, stop - block_start)
-            _sample_noise(key, state, words, noise, scratch, m * dim)
-            _vector_block(
-                key, f, df, noise, m, dim, loc, scale, inverse, weights, fparams, need_f, need_df, xs, grads, values
-            )
-            reduce_block(values, rows, pair_x, pair_y, m, summary, means, acc)
-
-
-_cached_vector_kernel = numba.njit(**SERIAL)(_vector_records)
-_uncached_vector_kernel = numba.njit(**UNCACHED)(_vector_records)
-
-#: Largest batch of chunk records, in float64s (32 MiB).
-MAX_BATCH_VALUES = 2**22
+    return units_per_block(dim, 1)
 
 
 def vector_layout_rows(dim, estimators, wrt):
@@ -175,7 +53,7 @@ def vector_layout_rows(dim, estimators, wrt):
 
 
 def vector_run(distribution, function, layout, n, seed, job=None):
-    """Run the vector kernel over ``n`` draws; return (record, run seconds, per-chunk trace sums).
+    """Run the vector filler over ``n`` draws; return (record, run seconds, per-chunk trace sums).
 
     With a ``job`` (:class:`fastgrad._jobs.Job`): return (tree, seconds, None);
     the job keeps the trace sums, flattened per chunk (``job.extra_values()``).
@@ -183,42 +61,28 @@ def vector_run(distribution, function, layout, n, seed, job=None):
     The trace sums (see :func:`chunk_trace_sums`) give the total-variance
     ratio its interval by batch means over chunks.
     """
-    builtin = function.builtin is not None
-    key = KernelKey("diagnormal", function.builtin.name if builtin else USER)
-    kernel = _cached_vector_kernel if builtin else _uncached_vector_kernel
     dim = distribution.dim
-    per_chunk = draws_per_chunk(dim)
-    tree = MomentTree(layout)
-    args = (
-        key,
-        None if builtin else function.f,
-        None if builtin else function.df,
-        np.uint64(seed),
-        np.int64(0),
-        np.int64(n),
-        np.int64(per_chunk),
-        np.int64(block_size(dim)),
-        distribution.theta,
-        function.weights_for(dim),
-        function.param_vector,
-        layout.rows,
-        layout.pair_x,
-        layout.pair_y,
-        layout.need_f,
-        layout.need_df,
-    )
-    warm_up_records(kernel, args, layout)
-    per_batch = max(1, min(BATCH_CHUNKS, MAX_BATCH_VALUES // tree.width))
+    specs = parse_estimators(layout.estimators)
+    theta = tuple(np.ascontiguousarray(row) for row in distribution.theta)
+    run = make_run(theta, function.param_vector, specs, 2, None, [("loc", "scale").index(p) for p in layout.wrt],
+                   layout_rows(dim, layout), seed=seed, n_units=n, dim=dim, weights=function.weights_for(dim))  # fmt: skip
+    kernel = Kernel(distribution.family.name, function, "vector", "moments", run)
+    per_batch = max(1, min(1024, MAX_BATCH_VALUES // record_width(layout.n_rows, len(layout.pair_x))))
     if job is not None:
-        tree, seconds = job.run(
-            kernel, args, layout, extra=lambda r: chunk_trace_sums(r, layout).reshape(len(r), -1), max_chunks=per_batch
+        tree, seconds, _ = run_records(
+            kernel, layout, job, per_batch, extra=lambda r: chunk_trace_sums(r, layout).reshape(len(r), -1)
         )
         return tree, seconds, None
-    totals = []
-    record, seconds = run_records(
-        kernel, args, tree, math.ceil(n / per_chunk), per_batch, lambda r: totals.append(chunk_trace_sums(r, layout))
-    )
-    return record, seconds, np.concatenate(totals)
+    return run_records(kernel, layout, None, per_batch, extra=lambda r: chunk_trace_sums(r, layout))
+
+
+def layout_rows(dim, layout):
+    """Value rows of the kept (estimator, parameter, component), in the kernel's numbering."""
+    params = ("loc", "scale")
+    return np.array(
+        [(s * 2 + params.index(p)) * dim + i for s in range(len(layout.estimators)) for p in layout.wrt
+         for i in range(dim)], np.int64,
+    )  # fmt: skip
 
 
 def chunk_trace_sums(records, layout):

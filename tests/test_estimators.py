@@ -7,6 +7,7 @@ import pytest
 
 import fastgrad as fg
 from fastgrad import _kernels, rng
+from fastgrad.functions import resolve
 
 import user_functions as uf
 
@@ -218,39 +219,18 @@ def test_small_and_boundary_sizes_match_numpy_on_the_same_draws(n):
 
 def test_block_size_changes_only_rounding():
     """Blocks are a reduction detail: other block sizes see the same draws and agree to rounding."""
-    import types as pytypes
-
-    import numba
-
     from fastgrad import _reduction, estimators
 
     distribution = fg.Normal(0.3, 1.2)
     lay = estimators.layout(distribution.parameters, ("score", "pathwise"), ("loc", "scale"))
     width = _reduction.record_width(lay.n_rows, len(lay.pair_x))
     n = rng.CHUNK_SIZE - 77  # one partial chunk: the last block is partial for every block size
-    key = _kernels.KernelKey("normal", "cos")
-    args = (
-        key,
-        None,
-        None,
-        np.uint64(12),
-        0,
-        np.int64(n),
-        distribution.theta,
-        fg.functions.cos().param_vector,
-        lay.rows,
-        lay.pair_x,
-        lay.pair_y,
-        True,
-        True,
-    )
+    kernel = _kernels._classic_kernel(distribution, resolve("cos"), lay, n, 12, "moments")
     records = {}
     for block in (_kernels.BLOCK, 256, 100):
-        source = _kernels._chunk_records
-        globals_copy = dict(source.__globals__, BLOCK=block)
-        chunk = numba.njit(cache=False, error_model="numpy")(pytypes.FunctionType(source.__code__, globals_copy))
+        kernel.run = kernel.run._replace(per_block=np.int64(block))
         records[block] = np.empty((1, width))
-        chunk(*args, records[block], 0, 1)
+        kernel(0, _kernels.moment_sink(lay), records[block], 1)
     reference = records[_kernels.BLOCK][0]
     for record in (r[0] for r in records.values()):
         assert record[0] == n
