@@ -1,26 +1,26 @@
-"""``compare`` and ``estimate``: validate everything, run the fused kernel, build results."""
+"""``compare``, ``estimate``, ``variance_curve`` and ``merge``: validate -> plan -> job -> result.
+
+Every entry point reads the same way: its arguments are checked
+(:mod:`fastgrad._validate`), a :class:`~fastgrad.estimators.Plan` says what
+the run computes, a :class:`~fastgrad._jobs.Job` runs its chunks (progress,
+Ctrl-C, checkpoints, shards, MPI), and the result is built from the merged
+record (:mod:`fastgrad.results`).
+"""
 
 import math
-import secrets
 from contextlib import contextmanager
 
 import numba
 import numpy as np
 
-from fastgrad import _kernels, results
-from fastgrad._analytic import estimator_moments
-from fastgrad.distributions import DISTRIBUTIONS, DiagNormal
-from fastgrad.estimators import ESTIMATORS, layout, parse_estimator, parse_estimators
-from fastgrad.functions import SeparableFunction, VectorFunction, resolve
+from fastgrad import _kernels, _pilot, _validate, results
+from fastgrad._fingerprint import fingerprint, plan_from
+from fastgrad._reduction import record_width
+from fastgrad._validate import MAX_DRAWS, check_job_options
+from fastgrad.distributions import DiagNormal
+from fastgrad.estimators import ESTIMATORS, Plan, parse_estimators
 
-#: Largest ``n``: counts are float64 in the moment records, exact up to 2**53.
-MAX_DRAWS = 2**53
-
-NAN_POLICIES = ("raise", "omit")
-
-#: Draws of the independent pilot stream that estimates optimal baselines and
-#: control-variate coefficients, by default.
-DEFAULT_PILOT = 100_000
+__all__ = ["MAX_DRAWS", "NonFiniteValuesError", "compare", "estimate", "merge", "variance_curve"]
 
 #: Sample sizes of :func:`variance_curve` by default: the seed article's.
 DEFAULT_SAMPLE_SIZES = (10, 100, 1_000, 10_000, 100_000)
@@ -146,50 +146,12 @@ def compare(
     >>> t["score"].analytic_variance["loc"], t["pathwise+antithetic"].analytic_variance["loc"]
     (87.0, 0.0)
     """
-    options = _check_job_options(progress, checkpoint, checkpoint_every, shard, comm)
-    if estimators is not None:
-        return _compare_variants(distribution, function, n, estimators, seed, wrt, threads, nan_policy, pilot, options)
-    if pilot is not None:
+    options = check_job_options(progress, checkpoint, checkpoint_every, shard, comm)
+    if estimators is None and pilot is not None:
         raise ValueError("pilot is used with estimators=[... 'score+optimal-baseline' or 'score+cv' ...] only")
-    if isinstance(distribution, DiagNormal):
-        done = _run_vector(distribution, function, n, seed, wrt, threads, nan_policy, ESTIMATORS, options, "compare")
-        if not isinstance(done, tuple):
-            return done
-        record, lay, analytic, context = done
-        return results.vector_comparison(record, lay, analytic, **context)
-    run = _prepare(distribution, function, n, seed, wrt, threads, nan_policy, ESTIMATORS)
-    done = _execute(run, "compare", options)
-    if not isinstance(done, tuple):
-        return done  # a shard's Partial, or None on MPI ranks other than 0
-    return _comparison(run["layout"], *done)
-
-
-def _comparison(layout, record, context, analytic):
-    """Comparison from a merged record (also used by :func:`merge`)."""
-    run = {"layout": layout}
-    score = results.estimator_result("score", record, run["layout"], context, analytic)
-    pathwise = results.estimator_result("pathwise", record, run["layout"], context, analytic)
-    ratios, intervals = {}, {}
-    for pair, parameter in enumerate(run["layout"].wrt):
-        ratios[parameter], intervals[parameter] = results.variance_ratio(record, run["layout"], pair)
-    analytic_ratio = None
-    if analytic is not None:
-        analytic_ratio = {
-            p: _safe_ratio(analytic["score"][p][1], analytic["pathwise"][p][1]) for p in run["layout"].wrt
-        }
-    return results.Comparison(
-        score=score,
-        pathwise=pathwise,
-        variance_ratio=ratios,
-        variance_ratio_ci=intervals,
-        analytic_variance_ratio=analytic_ratio,
-        **{k: context[k] for k in ("distribution", "function", "seed", "threads", "seconds", "draws_per_second")},
-        wrt=run["layout"].wrt,
-        n=score.n,
-        n_omitted=score.n_omitted,
-        interrupted=context.get("interrupted"),
-        n_requested=context.get("n_requested"),
-    )
+    plan, seed, threads, pilot = _plan(distribution, function, estimators, wrt, seed, threads, pilot, "compare")
+    return _run(plan, "compare", _validate.check_n(n), seed, threads, _validate.check_nan_policy(nan_policy),
+                pilot, options)  # fmt: skip
 
 
 def estimate(
@@ -202,6 +164,7 @@ def estimate(
     wrt=None,
     threads=None,
     nan_policy="raise",
+    pilot=None,
     progress=None,
     checkpoint=None,
     checkpoint_every=60.0,
@@ -217,9 +180,13 @@ def estimate(
         needs no derivative.
     progress, checkpoint, checkpoint_every, shard, comm
         As in :func:`compare`.
-    estimator : {"score", "pathwise"}
-        ``"score"``: ``f(x) * d log q(x) / d theta``;
-        ``"pathwise"``: ``f'(x) * d x / d theta`` (needs ``df``).
+    estimator : str
+        One estimator specification: ``"score"`` (``f(x) * d log q(x) / d theta``),
+        ``"pathwise"`` (``f'(x) * d x / d theta``, needs ``df``), or any variant
+        :func:`compare` takes (``"score+cv"``, ``"pathwise+antithetic"``,
+        ``"measure-valued"``, ...; ``docs/variance-reduction.md``).
+    pilot : int, optional
+        As in :func:`compare`, for ``optimal-baseline`` and ``cv``.
 
     Returns
     -------
@@ -240,21 +207,12 @@ def estimate(
     >>> abs(g.mean["loc"] - 1.0) < 5 * g.stderr["loc"]    # d/dloc E[x^2] = 2 loc
     True
     """
-    if not isinstance(estimator, str) or estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {list(ESTIMATORS)}; got {estimator!r}")
-    options = _check_job_options(progress, checkpoint, checkpoint_every, shard, comm)
-    if isinstance(distribution, DiagNormal):
-        done = _run_vector(distribution, function, n, seed, wrt, threads, nan_policy, (estimator,), options, "estimate")
-        if not isinstance(done, tuple):
-            return done
-        record, lay, analytic, context = done
-        return results.vector_estimator_result(estimator, record, lay, analytic, context)
-    run = _prepare(distribution, function, n, seed, wrt, threads, nan_policy, (estimator,))
-    done = _execute(run, "estimate", options)
-    if not isinstance(done, tuple):
-        return done
-    record, context, analytic = done
-    return results.estimator_result(estimator, record, run["layout"], context, analytic)
+    if isinstance(estimator, (list, tuple)) or estimator is None:
+        raise TypeError(f"estimator must be one specification, e.g. 'score' or 'score+cv'; got {estimator!r}")
+    options = check_job_options(progress, checkpoint, checkpoint_every, shard, comm)
+    plan, seed, threads, pilot = _plan(distribution, function, (estimator,), wrt, seed, threads, pilot, "estimate")
+    return _run(plan, "estimate", _validate.check_n(n), seed, threads, _validate.check_nan_policy(nan_policy),
+                pilot, options)  # fmt: skip
 
 
 def variance_curve(
@@ -327,68 +285,186 @@ def variance_curve(
     >>> all(lo < truth < hi for (lo, hi), truth in zip(c.variance_ci["score"]["loc"], (8.7, 0.087)))
     True
     """
-    options = _check_job_options(progress, checkpoint, checkpoint_every, shard, comm)
-    if estimators is not None:
-        return _variant_curve(
-            distribution, function, sample_sizes, repeats, seed, wrt, threads, estimators, pilot, options
-        )
-    if pilot is not None:
+    options = check_job_options(progress, checkpoint, checkpoint_every, shard, comm)
+    if estimators is None and pilot is not None:
         raise ValueError("pilot is used with estimators=[... 'score+optimal-baseline' or 'score+cv' ...] only")
-    run = _prepare(distribution, function, 2, seed, wrt, threads, "raise", ESTIMATORS)
-    sizes = _check_sample_sizes(sample_sizes)
-    repeats = _check_repeats(repeats, sizes)
-    lay = run["layout"]
-    job = _curve_job(run, lay.estimators, sizes, repeats, _kernels.CHUNK_SIZE, 1, options, lay)
-    with _numba_threads(run["threads"]) as used_threads:
-        part = _kernels.curve_run(run["distribution"], run["function"], lay, sizes, repeats, run["seed"], job=job)
-    done = _curve_parts_done(job, part, sizes, repeats, 1, used_threads)
+    if isinstance(distribution, DiagNormal):
+        raise TypeError("a DiagNormal works with fastgrad.compare and fastgrad.estimate, not yet with variance_curve")
+    plan, seed, threads, pilot = _plan(distribution, function, estimators, wrt, seed, threads, pilot, "curve")
+    sizes = _validate.check_sample_sizes(sample_sizes)
+    repeats = _validate.check_repeats(repeats, sizes)
+    if any(size % plan.group for size in sizes):
+        raise ValueError(
+            f"sample_sizes must be multiples of the leave-one-out group size {plan.group}; got {list(sizes)}"
+        )
+    return _run_curve(plan, sizes, repeats, seed, threads, pilot, options)
+
+
+# --- plan, run, finish --------------------------------------------------------------------
+
+
+def _plan(distribution, function, estimators, wrt, seed, threads, pilot, kind):
+    """Check every argument a run shares and build its plan; return (plan, seed, threads, pilot)."""
+    function = _validate.check_target(distribution, function)
+    seed = _validate.check_seed(seed)
+    wrt = _validate.check_wrt(wrt, distribution.parameters)
+    threads = _validate.check_threads(threads)
+    classic = estimators is None
+    if kind == "estimate":  # one specification: a plain one keeps the classic fingerprint and analytic engine
+        classic = parse_estimators(estimators)[0].plain
+    if isinstance(distribution, DiagNormal) and not classic:
+        raise TypeError(
+            "estimators=[...] (variance reduction, measure-valued) works with the scalar families "
+            "fastgrad.Normal, fastgrad.Exponential and fastgrad.Bernoulli, not yet with a DiagNormal"
+        )
+    plan = Plan.build(distribution, function, ESTIMATORS if estimators is None else estimators, wrt,
+                      classic=classic, compare=kind != "estimate")  # fmt: skip
+    pilot = _validate.check_pilot(pilot) if plan.needs_pilot else 0
+    return plan, seed, threads, pilot
+
+
+def _run(plan, kind, n, seed, threads, nan_policy, pilot, options):
+    """Run a plan over ``n`` draws; return its result, a shard's Partial, or None off MPI rank 0."""
+    group = plan.group
+    if group > 1 and (n % group or n // group < 2):
+        raise ValueError(
+            f"n must be a multiple of the leave-one-out group size {group}, at least {2 * group}; got {n:,}"
+        )
+    units = n // group
+    per_chunk = plan.units_per_chunk
+    draws_in = _draws_in(units, per_chunk)
+    job = _make_job(fingerprint(plan, kind, n, seed, pilot), math.ceil(units / per_chunk),
+                    lambda a, b: draws_in(a, b) * group, options, plan)  # fmt: skip
+    with _numba_threads(threads) as used:
+        coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
+        kernel = plan.kernel("moments", seed=seed, n_units=units, coefficients=coefficients)
+        extra = max_chunks = None
+        if plan.multivariate:  # the trace ratio's interval needs each chunk's trace sums
+            extra = lambda records: results.chunk_trace_sums(records, plan).reshape(len(records), -1)  # noqa: E731
+            width = record_width(plan.n_rows, len(plan.pair_x))
+            max_chunks = max(1, min(_kernels.BATCH_CHUNKS, _kernels.MAX_BATCH_VALUES // width))
+        tree, seconds, _ = _kernels.run_records(kernel, plan, job, max_chunks, extra)
+    done = _finish_job(job, tree, seconds, used, plan, n, group)
     if not isinstance(done, tuple):
         return done  # a shard's Partial, or None on MPI ranks other than 0
-    totals, seconds, done, used_threads = done
-    finished, context = _curve_finished(job, done, sizes, repeats, _kernels.CHUNK_SIZE, 1)
-    totals = totals[:, : len(finished) * repeats]
-    _check_curve_totals(totals)
-    draws = repeats * sum(finished)
-    analytic = estimator_moments(run["distribution"], run["function"], lay.estimators, lay.wrt)
-    return results.variance_curve_result(
-        totals,
-        lay,
-        finished,
-        repeats,
-        analytic,
-        distribution=run["distribution"],
-        function=run["function"],
-        seed=run["seed"],
-        threads=used_threads,
-        seconds=seconds,
-        draws=draws,
-        draws_per_second=draws / seconds if seconds > 0 else math.inf,
-        **context,
-    )
+    record, context, extra = done
+    if int(record[1]) and nan_policy == "raise":
+        raise NonFiniteValuesError(int(record[1]) * group, n)
+    return _result(plan, kind, record, context, extra, coefficients, pilot)
 
 
-def _curve_job(run, estimators, sizes, repeats, per_chunk, group, options, lay, **extra):
-    """Build the Job of a curve: positions are draws (or loo groups), ``per_chunk`` to a chunk."""
-    positions = repeats * sum(sizes) // group
-    fingerprint = _jobs_fingerprint(
-        "curve", run["distribution"], run["function"], positions * group, run["seed"], lay.wrt, estimators,
-        sample_sizes=list(sizes), repeats=repeats, **extra,
-    )  # fmt: skip
-    draws_in = _draws_in(positions, per_chunk)
-    return _make_curve_job(fingerprint, math.ceil(positions / per_chunk), lambda a, b: draws_in(a, b) * group, options)
+def _result(plan, kind, record, context, extra, coefficients, pilot):
+    """Build the result of a finished (or stopped) run from its merged record."""
+    trace_sums = None
+    if plan.multivariate and extra is not None:
+        trace_sums = extra.reshape(len(extra), len(plan.specs), len(plan.wrt))
+    analytic = _analytic(plan, coefficients)
+    return results.comparison(plan, record, analytic, context, coefficients, pilot, trace_sums, kind)
 
 
-def _make_curve_job(fingerprint, n_chunks, draws_between, options):
-    """Build a curve's Job; an existing checkpoint is checked now, before the kernels compile."""
+def _analytic(plan, coefficients):
+    """Per specification of the plan, its exact ``{parameter: (mean, variance)}``, or None where there is none."""
+    from fastgrad import _analytic
+
+    if isinstance(plan.distribution, DiagNormal):
+        found = _analytic.separable_moments(plan.distribution, plan.function, plan.names, plan.wrt)
+    elif plan.classic:
+        found = _analytic.estimator_moments(plan.distribution, plan.function, plan.names, plan.wrt)
+    else:
+        return _analytic.variant_moments(plan.distribution, plan.function, plan.specs, coefficients, plan.wrt)
+    return None if found is None else [found.get(name) for name in plan.names]
+
+
+def _finish_job(job, tree, seconds, threads, plan, n, draws_per_unit=1):
+    """Turn a finished (or stopped) job's tree into (record, context, extra values), a shard's Partial, or None."""
+    from fastgrad import _jobs
+
+    if job.shard is not None:
+        return job.partial(tree, seconds, threads)
+    if job.comm is not None:
+        part = _jobs.Part.of(tree, job.first, job.stop, seconds, threads, job.extra_values())
+        parts = job.comm.gather(part, root=0)
+        if job.rank != 0:
+            return None
+        record = _jobs.merge_parts(parts, plan, job.n_chunks, allow_gaps=True)
+        extra = _jobs.merge_extra(parts)
+        done_all = all(part.done for part in parts)
+        seconds = max(part.seconds for part in parts)
+        threads = sum(part.threads for part in parts)
+    else:
+        record = tree.fold()
+        extra = job.extra_values()
+        done_all = tree.next_chunk == job.stop
+    draws = (int(record[0]) + int(record[1])) * draws_per_unit
+    context = _context(plan, job.fingerprint["seed"], threads, seconds, draws)
+    if not done_all:
+        context["interrupted"] = job.stop_reason or "stopped"
+        context["n_requested"] = n
+    return record, context, extra
+
+
+def _context(plan, seed, threads, seconds, draws):
+    return {
+        "distribution": plan.distribution,
+        "function": plan.function,
+        "seed": seed,
+        "threads": threads,
+        "seconds": seconds,
+        "draws_per_second": draws / seconds if seconds > 0 else math.inf,
+    }
+
+
+def _draws_in(n, per_chunk):
+    """``draws_between(a, b)``: units in chunks ``[a, b)`` of a run of ``n`` units, ``per_chunk`` a chunk."""
+    return lambda a, b: max(0, min(n, b * per_chunk) - a * per_chunk)
+
+
+def _make_job(fingerprint, n_chunks, draws_between, options, layout=None):
+    """Build a Job; any checkpoint is loaded and checked now, before the kernels compile."""
     from fastgrad._jobs import Job, Partial
 
     job = Job(fingerprint, n_chunks, draws_between, **options)
-    if job.checkpoint is not None and job.checkpoint.exists():
+    if layout is not None:
+        job.prepare(layout)
+    elif job.checkpoint is not None and job.checkpoint.exists():
         Partial.load(job.checkpoint).check_fingerprint(fingerprint, str(job.checkpoint))
     return job
 
 
-def _curve_parts_done(job, part, unit_sizes, repeats, group, threads):
+# --- variance curves ------------------------------------------------------------------------
+
+
+def _run_curve(plan, sizes, repeats, seed, threads, pilot, options):
+    """Run a plan's variance curve; return it, a shard's Partial, or None off MPI rank 0."""
+    group = plan.group
+    unit_sizes = [size // group for size in sizes]
+    positions = repeats * sum(unit_sizes)
+    per_chunk = plan.units_per_chunk
+    draws_in = _draws_in(positions, per_chunk)
+    job = _make_job(fingerprint(plan, "curve", positions * group, seed, pilot, sample_sizes=list(sizes),
+                                repeats=repeats), math.ceil(positions / per_chunk),
+                    lambda a, b: draws_in(a, b) * group, options)  # fmt: skip
+    with _numba_threads(threads) as used:
+        coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
+        kernel = plan.kernel("curve", seed=seed, n_units=positions, coefficients=coefficients)
+        part = _kernels.curve_batches(kernel, unit_sizes, repeats, plan.n_rows, job)
+    done = _curve_parts_done(job, part, unit_sizes, repeats, per_chunk, used)
+    if not isinstance(done, tuple):
+        return done  # a shard's Partial, or None on MPI ranks other than 0
+    totals, seconds, done, used = done
+    finished, context = _curve_finished(job, done, sizes, repeats, per_chunk, group)
+    totals = totals[:, : len(finished) * repeats]
+    _check_curve_totals(totals)
+    draws = repeats * sum(finished)
+    context = dict(_context(plan, seed, used, seconds, draws), draws=draws, **context)
+    return _curve_result(plan, totals, finished, repeats, coefficients, pilot, context)
+
+
+def _curve_result(plan, totals, sizes, repeats, coefficients, pilot, context):
+    return results.variance_curve(plan, totals, sizes, repeats, _analytic(plan, coefficients), pilot=pilot, **context)
+
+
+def _curve_parts_done(job, part, unit_sizes, repeats, per_chunk, threads):
     """Return a curve job's (totals, seconds, chunks done, threads), a shard's Partial, or None off MPI rank 0."""
     from fastgrad import _jobs
 
@@ -401,18 +477,24 @@ def _curve_parts_done(job, part, unit_sizes, repeats, group, threads):
     parts = job.comm.gather(part, root=0)
     if job.rank != 0:
         return None
-    sizes = np.asarray(unit_sizes, dtype=np.int64)
-    offsets = np.zeros(sizes.size + 1, np.int64)
-    offsets[1:] = np.cumsum(sizes * repeats)
-    starts = _jobs.repeat_starts(offsets, sizes, repeats)
-    per_chunk = _kernels.CHUNK_SIZE // group
-    totals = _jobs.merge_curve_parts(parts, job.n_chunks, starts, per_chunk, part.extra.shape, allow_gaps=True)
+    totals = _merge_curve_totals(parts, job.n_chunks, unit_sizes, repeats, per_chunk, allow_gaps=True)
     done = job.n_chunks
     for other in sorted(parts, key=lambda p: p.first):
         if not other.done:  # the curve is good up to the first rank that stopped early
             done = other.next
             break
     return totals, max(p.seconds for p in parts), done, sum(p.threads for p in parts)
+
+
+def _merge_curve_totals(parts, n_chunks, unit_sizes, repeats, per_chunk, allow_gaps=False):
+    from fastgrad import _jobs
+
+    sizes = np.asarray(unit_sizes, dtype=np.int64)
+    offsets = np.zeros(sizes.size + 1, np.int64)
+    offsets[1:] = np.cumsum(sizes * repeats)
+    starts = _jobs.repeat_starts(offsets, sizes, repeats)
+    shape = (parts[0].extra.shape[0], sizes.size * repeats) if parts[0].extra is not None else (0, 0)
+    return _jobs.merge_curve_parts(parts, n_chunks, starts, per_chunk, shape, allow_gaps=allow_gaps)
 
 
 def _curve_finished(job, done_chunks, sizes, repeats, per_chunk, group):
@@ -429,544 +511,6 @@ def _curve_finished(job, done_chunks, sizes, repeats, per_chunk, group):
     return tuple(finished), {"interrupted": job.stop_reason or "stopped", "sample_sizes_requested": tuple(sizes)}
 
 
-# --- validation: everything is checked before any work starts ---------------------
-
-
-def _run_vector(distribution, function, n, seed, wrt, threads, nan_policy, estimators, options, kind):
-    """Validate and run a DiagNormal; return (record, layout, analytic, context), a shard's Partial, or None."""
-    from fastgrad import _vector
-
-    if not isinstance(function, (SeparableFunction, VectorFunction)):
-        raise TypeError(
-            "a DiagNormal needs a function of a vector: fastgrad.functions.sum_of_squares(), quadratic(diag), "
-            f"linear_form(weights), sum_cos(omega), or fastgrad.VectorFunction(f, grad_f); got {function!r}"
-        )
-    function.weights_for(distribution.dim)  # checks the number of weights
-    n, seed, wrt, threads = _check_run(n, seed, wrt, threads, nan_policy, distribution.parameters)
-    if "pathwise" in estimators and not function.has_derivative:
-        raise ValueError(
-            f"the pathwise estimator needs the gradient of {function.name}: pass fastgrad.VectorFunction(f, grad_f), "
-            "or use estimator='score'"
-        )
-    lay = _vector.VectorLayout.build(distribution.dim, estimators, wrt)
-    fingerprint = _jobs_fingerprint(kind, distribution, function, n, seed, wrt, estimators)
-    per_chunk = _vector.draws_per_chunk(distribution.dim)
-    job = _make_job(fingerprint, math.ceil(n / per_chunk), _draws_in(n, per_chunk), options, lay)
-    with _numba_threads(threads) as used:
-        tree, seconds, _ = _vector.vector_run(distribution, function, lay, n, seed, job=job)
-    run = {"distribution": distribution, "function": function, "seed": seed, "n": n}
-    done = _finish_job(job, tree, seconds, used, run, lay)
-    if not isinstance(done, tuple):
-        return done
-    record, context, extra = done
-    if int(record[1]) and nan_policy == "raise":
-        raise NonFiniteValuesError(int(record[1]), n)
-    return _vector_parts(record, lay, extra, context)
-
-
-def _vector_parts(record, lay, extra, context):
-    """(record, layout, analytic, context) of a DiagNormal run, the trace sums (per chunk) in the context."""
-    from fastgrad._analytic import separable_moments
-
-    if len(lay.estimators) == 2 and extra is not None:
-        context["trace_sums"] = extra.reshape(len(extra), len(lay.estimators), len(lay.wrt))
-    analytic = separable_moments(context["distribution"], context["function"], lay.estimators, lay.wrt)
-    return record, lay, analytic, context
-
-
-def _prepare(distribution, function, n, seed, wrt, threads, nan_policy, estimators):
-    if isinstance(distribution, DiagNormal):
-        raise TypeError("a DiagNormal works with fastgrad.compare and fastgrad.estimate, not yet with variance_curve")
-    if not isinstance(distribution, DISTRIBUTIONS):
-        accepted = ", ".join(f"fastgrad.{cls.__name__}" for cls in DISTRIBUTIONS)
-        raise TypeError(f"distribution must be one of {accepted}; got {distribution!r}")
-    function = resolve(function)
-    n, seed, wrt, threads = _check_run(n, seed, wrt, threads, nan_policy, distribution.parameters)
-    if "pathwise" in estimators and not distribution.family.pathwise:
-        name = type(distribution).__name__
-        raise ValueError(
-            f"{name} has no pathwise (reparameterisation) estimator: its draws are discrete, so they do not move "
-            f"smoothly with {', '.join(distribution.parameters)}; use fastgrad.estimate(..., estimator='score')"
-        )
-    if "pathwise" in estimators and not function.has_derivative:
-        raise ValueError(
-            f"the pathwise estimator needs the derivative of {function.name}: pass "
-            "fastgrad.Function(f, df) with df an @njit function computing f'(x), or use estimator='score'"
-        )
-    return {
-        "distribution": distribution,
-        "function": function,
-        "n": n,
-        "seed": seed,
-        "threads": threads,
-        "nan_policy": nan_policy,
-        "layout": layout(distribution.parameters, estimators, wrt),
-    }
-
-
-def _check_run(n, seed, wrt, threads, nan_policy, parameters):
-    """Check what every run takes; return (n, seed, wrt, threads), normalised."""
-    n = _check_n(n)
-    seed = _check_seed(seed)
-    wrt = _check_wrt(wrt, parameters)
-    threads = _check_threads(threads)
-    if not isinstance(nan_policy, str) or nan_policy not in NAN_POLICIES:
-        raise ValueError(f"nan_policy must be one of {list(NAN_POLICIES)}; got {nan_policy!r}")
-    return n, seed, wrt, threads
-
-
-def _check_n(n):
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
-        hint = " (write 10**8, not 1e8)" if isinstance(n, float) and float(n).is_integer() else ""
-        raise TypeError(f"n must be an integer number of draws, 2 <= n <= 2**53; got {n!r}{hint}")
-    n = int(n)
-    if not 2 <= n <= MAX_DRAWS:
-        why = " (a variance needs at least two draws)" if n == 1 else ""
-        raise ValueError(f"n must be an integer number of draws, 2 <= n <= 2**53 = {MAX_DRAWS:,}; got {n}{why}")
-    return n
-
-
-def _check_sample_sizes(sample_sizes):
-    accepted = "a non-empty sequence of different integers >= 1, e.g. [10, 100, 1000]"
-    if isinstance(sample_sizes, (str, bytes)) or not hasattr(sample_sizes, "__iter__"):
-        raise TypeError(f"sample_sizes must be {accepted}; got {sample_sizes!r}")
-    sizes = list(sample_sizes)
-    if not sizes:
-        raise ValueError(f"sample_sizes must be {accepted}; got an empty sequence")
-    for size in sizes:
-        if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)):
-            raise TypeError(f"sample_sizes must be {accepted}; got {size!r} in it")
-        if not 1 <= size <= MAX_DRAWS:
-            raise ValueError(f"sample_sizes must be {accepted} (and <= 2**53); got {size!r} in it")
-    if len(set(sizes)) != len(sizes):
-        raise ValueError(f"sample_sizes must be {accepted}; {sorted(sizes)} repeats a size")
-    return tuple(sorted(int(size) for size in sizes))
-
-
-def _check_repeats(repeats, sizes):
-    if isinstance(repeats, (bool, np.bool_)) or not isinstance(repeats, (int, np.integer)):
-        raise TypeError(f"repeats must be an integer >= 2 (estimates per sample size); got {repeats!r}")
-    if repeats < 2:
-        raise ValueError(f"repeats must be an integer >= 2 (a variance needs two estimates); got {repeats}")
-    if int(repeats) * sum(sizes) > MAX_DRAWS:
-        raise ValueError(
-            f"repeats * sum(sample_sizes) must be at most 2**53 draws; got {int(repeats):,} * {sum(sizes):,}"
-        )
-    return int(repeats)
-
-
-def _check_seed(seed):
-    if seed is None:
-        return secrets.randbits(64)
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be None or an integer in [0, 2**64); got {seed!r}")
-    if not 0 <= int(seed) < 2**64:
-        raise ValueError(f"seed must be None or an integer in [0, 2**64); got {seed!r}")
-    return int(seed)
-
-
-def _check_wrt(wrt, parameters):
-    if wrt is None:
-        return tuple(parameters)
-    names = (wrt,) if isinstance(wrt, str) else wrt
-    try:
-        names = tuple(names)
-    except TypeError:
-        raise TypeError(
-            f"wrt must be a parameter name or a sequence of them, from {list(parameters)}; got {wrt!r}"
-        ) from None
-    if not names:
-        raise ValueError(f"wrt must name at least one parameter from {list(parameters)}")
-    for name in names:
-        if not isinstance(name, str) or name not in parameters:
-            raise ValueError(f"wrt must contain parameter names from {list(parameters)}; got {name!r}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"wrt must not repeat a parameter; got {names!r}")
-    return names
-
-
-def _check_threads(threads):
-    available = numba.config.NUMBA_NUM_THREADS
-    if threads is None:
-        return None
-    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)):
-        raise TypeError(f"threads must be an integer from 1 to {available}; got {threads!r}")
-    if not 1 <= threads <= available:
-        raise ValueError(f"threads must be an integer from 1 to {available} (NUMBA_NUM_THREADS); got {threads!r}")
-    return int(threads)
-
-
-def default_threads():
-    """Threads a run uses when none are given, and where that number comes from.
-
-    ``NUMBA_NUM_THREADS`` if set; else ``SLURM_CPUS_PER_TASK`` (a SLURM job's
-    allocation, capped at the cores Numba sees); else all cores.
-    """
-    import os
-
-    available = numba.config.NUMBA_NUM_THREADS
-    if os.environ.get("NUMBA_NUM_THREADS"):
-        return numba.get_num_threads(), "NUMBA_NUM_THREADS"
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm.isdigit() and int(slurm) >= 1:
-        return min(int(slurm), available), "SLURM_CPUS_PER_TASK"
-    return numba.get_num_threads(), "all cores"
-
-
-@contextmanager
-def _numba_threads(threads):
-    """Use ``threads`` for the block (default: :func:`default_threads`), then restore Numba's previous setting."""
-    previous = numba.get_num_threads()
-    if threads is None:
-        threads = default_threads()[0]
-    if threads is not None:
-        numba.set_num_threads(threads)
-    try:
-        yield numba.get_num_threads()
-    finally:
-        numba.set_num_threads(previous)
-
-
-# --- running ---------------------------------------------------------------------
-
-
-def _execute(run, kind, options):
-    """Run a classic (score/pathwise) job; return (record, context, analytic), a shard's Partial, or None."""
-    lay = run["layout"]
-    n = run["n"]
-    fingerprint = _jobs_fingerprint(kind, run["distribution"], run["function"], n, run["seed"], lay.wrt, lay.estimators)
-    job = _make_job(fingerprint, math.ceil(n / _kernels.CHUNK_SIZE), _draws_in(n, _kernels.CHUNK_SIZE), options, lay)
-    with _numba_threads(run["threads"]) as threads:
-        tree, seconds, _ = _kernels.run(run["distribution"], run["function"], lay, n, run["seed"], job=job)
-    done = _finish_job(job, tree, seconds, threads, run, lay)
-    if not isinstance(done, tuple):
-        return done
-    record, context, _ = done
-    if int(record[1]) and run["nan_policy"] == "raise":
-        raise NonFiniteValuesError(int(record[1]), n)
-    return record, context, estimator_moments(run["distribution"], run["function"], lay.estimators, lay.wrt)
-
-
-def _finish_job(job, tree, seconds, threads, run, lay, draws_per_unit=1):
-    """Turn a finished (or stopped) job's tree into (record, context, extra values), a shard's Partial, or None."""
-    from fastgrad import _jobs
-
-    if job.shard is not None:
-        return job.partial(tree, seconds, threads)
-    if job.comm is not None:
-        part = _jobs.Part.of(tree, job.first, job.stop, seconds, threads, job.extra_values())
-        parts = job.comm.gather(part, root=0)
-        if job.rank != 0:
-            return None
-        record = _jobs.merge_parts(parts, lay, job.n_chunks, allow_gaps=True)
-        extra = _jobs.merge_extra(parts)
-        done_all = all(part.done for part in parts)
-        seconds = max(part.seconds for part in parts)
-        threads = sum(part.threads for part in parts)
-    else:
-        record = tree.fold()
-        extra = job.extra_values()
-        done_all = tree.next_chunk == job.stop
-    n = run["n"]
-    draws = (int(record[0]) + int(record[1])) * draws_per_unit
-    context = {
-        "distribution": run["distribution"],
-        "function": run["function"],
-        "seed": run["seed"],
-        "threads": threads,
-        "seconds": seconds,
-        "draws_per_second": draws / seconds if seconds > 0 else math.inf,
-    }
-    if not done_all:
-        context["interrupted"] = job.stop_reason or "stopped"
-        context["n_requested"] = n
-    return record, context, extra
-
-
-def _draws_in(n, per_chunk):
-    """``draws_between(a, b)``: draws in chunks ``[a, b)`` of a run of ``n`` draws, ``per_chunk`` a chunk."""
-    return lambda a, b: max(0, min(n, b * per_chunk) - a * per_chunk)
-
-
-def _jobs_fingerprint(kind, distribution, function, n, seed, wrt, estimators, **extra):
-    """Everything that determines a run's numbers: a checkpoint or partial from another run is refused."""
-    from fastgrad import __version__
-    from fastgrad._jobs import RECORD_LAYOUT_VERSION
-    from fastgrad.rng import CHUNK_SIZE, STREAM_LAYOUT_VERSION
-
-    return {
-        "kind": kind,
-        "distribution": distribution.to_dict(),
-        "function": function.to_dict(),
-        "n": n,
-        "seed": seed,
-        "wrt": list(wrt),
-        "estimators": list(estimators),
-        **extra,
-        "fastgrad": __version__,
-        "stream_layout": STREAM_LAYOUT_VERSION,
-        "record_layout": RECORD_LAYOUT_VERSION,
-        "chunk_size": CHUNK_SIZE,
-    }
-
-
-def _make_job(fingerprint, n_chunks, draws_between, options, layout):
-    """Build a Job; any checkpoint is loaded and checked now, before the kernels compile."""
-    from fastgrad._jobs import Job
-
-    job = Job(fingerprint, n_chunks, draws_between, **options)
-    job.prepare(layout)
-    return job
-
-
-def _check_job_options(progress, checkpoint, checkpoint_every, shard, comm):
-    """Validate the long-run options; return them as Job keyword arguments."""
-    import os
-    from pathlib import Path
-
-    if progress is not None and not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"progress must be None (on when stderr is a terminal), True or False; got {progress!r}")
-    if checkpoint is not None:
-        if not isinstance(checkpoint, (str, os.PathLike)):
-            raise TypeError(f"checkpoint must be a file path; got {checkpoint!r}")
-        path = Path(checkpoint)
-        if path.is_dir():
-            raise ValueError(f"checkpoint must be a file path; {str(path)!r} is a directory")
-        if not path.parent.is_dir():
-            raise ValueError(f"checkpoint: directory {str(path.parent)!r} does not exist")
-        if not os.access(path.parent, os.W_OK):
-            raise ValueError(f"checkpoint: cannot write in directory {str(path.parent)!r}")
-    if (
-        isinstance(checkpoint_every, (bool, np.bool_))
-        or not isinstance(checkpoint_every, (int, float, np.integer, np.floating))
-        or not (math.isfinite(checkpoint_every) and checkpoint_every >= 0)
-    ):
-        raise ValueError(f"checkpoint_every must be a number of seconds >= 0; got {checkpoint_every!r}")
-    if shard is not None:
-        accepted = "a pair (i, K) of integers with 0 <= i < K, e.g. (0, 4)"
-        try:
-            index, count = shard
-        except (TypeError, ValueError):
-            raise TypeError(f"shard must be {accepted}; got {shard!r}") from None
-        for value in (index, count):
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"shard must be {accepted}; got {shard!r}")
-        if not 0 <= index < count:
-            raise ValueError(f"shard must be {accepted}; got {shard!r}")
-        shard = (int(index), int(count))
-    if comm is not None:
-        if not (hasattr(comm, "Get_rank") and hasattr(comm, "Get_size") and hasattr(comm, "gather")):
-            raise TypeError(f"comm must be an mpi4py communicator (e.g. mpi4py.MPI.COMM_WORLD); got {comm!r}")
-        if shard is not None:
-            raise ValueError("give shard or comm, not both: under MPI every rank is a shard already")
-    return {
-        "progress": None if progress is None else bool(progress),
-        "checkpoint": checkpoint,
-        "checkpoint_every": float(checkpoint_every),
-        "shard": shard,
-        "comm": comm,
-    }
-
-
-def _no_job_options(options, what):
-    for name in ("checkpoint", "shard", "comm"):
-        if options[name] is not None:
-            raise ValueError(f"{name} is not yet supported for {what}; run it in one process")
-
-
-def _safe_ratio(a, b):
-    if b == 0:
-        return math.inf if a > 0 else math.nan
-    return a / b
-
-
-# --- estimator variants ------------------------------------------------------------------
-
-
-def _prepare_variants(distribution, function, estimators, wrt, threads, pilot, seed):
-    """Validate a variant run; return (distribution, function, specs, reference, pilot, seed, wrt, threads)."""
-    if isinstance(distribution, DiagNormal):
-        raise TypeError(
-            "estimators=[...] (variance reduction, measure-valued) works with the scalar families "
-            "fastgrad.Normal, fastgrad.Exponential and fastgrad.Bernoulli, not yet with a DiagNormal"
-        )
-    if not isinstance(distribution, DISTRIBUTIONS):
-        accepted = ", ".join(f"fastgrad.{cls.__name__}" for cls in DISTRIBUTIONS)
-        raise TypeError(f"distribution must be one of {accepted}; got {distribution!r}")
-    function = resolve(function)
-    specs = list(parse_estimators(estimators))
-    family = distribution.family
-    name = type(distribution).__name__
-    for spec in specs:
-        if spec.base == "pathwise" and not family.pathwise:
-            raise ValueError(
-                f"estimators: {spec.name!r} needs a pathwise estimator, and {name} has none (its draws are "
-                f"discrete, so they do not move smoothly with {', '.join(family.parameters)}); use score variants"
-            )
-        if spec.base == "pathwise" and not function.has_derivative:
-            raise ValueError(
-                f"estimators: {spec.name!r} needs the derivative of {function.name}: pass fastgrad.Function(f, df)"
-            )
-        if spec.antithetic and not family.symmetric:
-            raise ValueError(
-                f"estimators: {spec.name!r} pairs each draw's noise eps with -eps, which needs noise "
-                f"symmetric about 0; {name}'s is not (antithetic pairs are implemented for fastgrad.Normal)"
-            )
-        if spec.base == "measure-valued" and family.weak_derivative is None:
-            raise ValueError(
-                f"estimators: {spec.name!r}: measure-valued gradients are implemented for fastgrad.Normal "
-                f"(loc and scale), not for {name}"
-            )
-    reference = parse_estimator("pathwise" if family.pathwise and function.has_derivative else "score")
-    if reference.name not in [spec.name for spec in specs]:
-        specs.append(reference)
-    reference_index = [spec.name for spec in specs].index(reference.name)
-    needs_pilot = any(spec.needs_pilot for spec in specs)
-    pilot = _check_pilot(pilot) if needs_pilot else 0
-    _, seed, wrt, threads = _check_run(2, seed, wrt, threads, "raise", distribution.parameters)
-    return distribution, function, tuple(specs), reference_index, pilot, seed, wrt, threads
-
-
-def _check_pilot(pilot):
-    accepted = "an integer number of pilot draws, 2 <= pilot <= 2**53"
-    if pilot is None:
-        return DEFAULT_PILOT
-    if isinstance(pilot, (bool, np.bool_)) or not isinstance(pilot, (int, np.integer)):
-        raise TypeError(f"pilot must be {accepted}; got {pilot!r}")
-    if not 2 <= pilot <= MAX_DRAWS:
-        raise ValueError(f"pilot must be {accepted}; got {pilot!r}")
-    return int(pilot)
-
-
-def _pilot_coefficients(distribution, function, specs, pilot, seed):
-    """Per specification, its coefficient matrix ``B`` (or None); optimal ones estimated on the pilot streams.
-
-    The pilot reads streams ``(seed, PILOT_STREAMS + c)``, independent of the
-    run's, so the baseline is independent of the draws it is used on and the
-    estimator stays unbiased. From the pilot's per-draw ``g_j = f s_j`` and
-    ``s_k``::
-
-        optimal baseline   b_j = E[f s_j**2] / E[s_j**2] = E[g_j s_j] / E[s_j**2]
-        control variate    C_j = Cov(s)^-1 Cov(s, g_j)
-    """
-    from fastgrad import _variants
-
-    n_params = len(distribution.parameters)
-    out = []
-    estimated = None
-    if pilot:
-        pilot_specs = (parse_estimator("score"), "control")
-        pair_x = [j for j in range(n_params) for _ in range(n_params)]
-        pair_y = [n_params + k for _ in range(n_params) for k in range(n_params)]
-        for j in range(n_params):
-            for k in range(j + 1, n_params):
-                pair_x.append(n_params + j)
-                pair_y.append(n_params + k)
-        lay = _variants.VariantLayout(
-            specs=pilot_specs,
-            parameters=distribution.parameters,
-            wrt=distribution.parameters,
-            reference=0,
-            rows=np.arange(2 * n_params, dtype=np.int64),
-            pair_x=np.array(pair_x, np.int64),
-            pair_y=np.array(pair_y, np.int64),
-            group=1,
-        )
-        record, _ = _variants.variant_run(
-            distribution, function, lay, pilot_specs, [None, None], pilot, seed, _variants.PILOT_STREAMS
-        )
-        if int(record[1]):
-            raise NonFiniteValuesError(
-                int(record[1]), pilot, f"{int(record[1]):,} of {pilot:,} pilot draws gave a non-finite f(x) * score: "
-                "the optimal baseline and control variate cannot be estimated; check the function"
-            )  # fmt: skip
-        estimated = _pilot_solve(record, n_params)
-    for spec in specs:
-        if spec.baseline is None or spec.baseline == "loo":
-            out.append(None)
-        elif spec.baseline == "optimal":
-            out.append(np.diag(estimated[0]))
-        elif spec.baseline == "cv":
-            out.append(estimated[1])
-        else:
-            out.append(np.eye(n_params) * spec.baseline)
-    return out
-
-
-def _pilot_solve(record, n_params):
-    """(optimal baselines, control-variate matrix) from a pilot record of rows g_j, s_k and their pairs."""
-    n = record[0]
-    rows = 2 * n_params
-
-    def mean(r):
-        return record[2 + 4 * r]
-
-    def m2(r):
-        return record[3 + 4 * r]
-
-    def c11(p):
-        return record[2 + 4 * rows + 4 * p]
-
-    baselines = np.empty(n_params)
-    for j in range(n_params):
-        gs = c11(j * n_params + j) / n + mean(j) * mean(n_params + j)
-        ss = m2(n_params + j) / n + mean(n_params + j) ** 2
-        baselines[j] = gs / ss
-    cov_s = np.empty((n_params, n_params))
-    p = n_params * n_params
-    for j in range(n_params):
-        cov_s[j, j] = m2(n_params + j) / (n - 1)
-        for k in range(j + 1, n_params):
-            cov_s[j, k] = cov_s[k, j] = c11(p) / (n - 1)
-            p += 1
-    cov_gs = np.array([[c11(j * n_params + k) / (n - 1) for k in range(n_params)] for j in range(n_params)])
-    try:
-        matrix = np.linalg.solve(cov_s, cov_gs.T).T
-    except np.linalg.LinAlgError:
-        raise ValueError("the pilot's score covariance is singular: the control variate is not defined") from None
-    return baselines, matrix
-
-
-def _compare_variants(distribution, function, n, estimators, seed, wrt, threads, nan_policy, pilot, options):
-    from fastgrad import _variants
-
-    distribution, function, specs, reference, pilot, seed, wrt, threads = _prepare_variants(
-        distribution, function, estimators, wrt, threads, pilot, seed
-    )
-    n = _check_n(n)
-    if not isinstance(nan_policy, str) or nan_policy not in NAN_POLICIES:
-        raise ValueError(f"nan_policy must be one of {list(NAN_POLICIES)}; got {nan_policy!r}")
-    lay = _variants.VariantLayout.build(specs, distribution.parameters, wrt, reference)
-    if n % lay.group or n // lay.group < 2:
-        raise ValueError(
-            f"n must be a multiple of the leave-one-out group size {lay.group}, at least {2 * lay.group}; got {n:,}"
-        )
-    names = [spec.name for spec in specs]
-    fingerprint = _jobs_fingerprint("compare", distribution, function, n, seed, wrt, names, pilot=pilot)
-    units = n // lay.group
-    per_chunk = _kernels.CHUNK_SIZE // lay.group
-    draws_in = _draws_in(units, per_chunk)
-    job = _make_job(fingerprint, math.ceil(units / per_chunk), lambda a, b: draws_in(a, b) * lay.group, options, lay)
-    with _numba_threads(threads) as used:
-        coefficients = _pilot_coefficients(distribution, function, specs, pilot, seed)
-        tree, seconds = _variants.variant_run(distribution, function, lay, specs, coefficients, units, seed, job=job)
-    run = {"distribution": distribution, "function": function, "seed": seed, "n": n}
-    done = _finish_job(job, tree, seconds, used, run, lay, draws_per_unit=lay.group)
-    if not isinstance(done, tuple):
-        return done
-    record, context, _ = done
-    if int(record[1]) and nan_policy == "raise":
-        raise NonFiniteValuesError(int(record[1]) * lay.group, n)
-    return _variant_result(record, lay, specs, coefficients, wrt, pilot, context)
-
-
-def _variant_result(record, lay, specs, coefficients, wrt, pilot, context):
-    from fastgrad._analytic import variant_moments
-
-    analytic = variant_moments(context["distribution"], context["function"], specs, coefficients, wrt)
-    return results.variant_comparison(record, lay, analytic, coefficients, pilot=pilot, **context)
-
-
 def _check_curve_totals(totals):
     bad = int(np.count_nonzero(~np.isfinite(totals).all(axis=0)))
     if bad:
@@ -976,56 +520,6 @@ def _check_curve_totals(totals):
             f"{bad:,} of {totals.shape[1]:,} estimates were not finite (f or df returned nan/inf, or an overflow); "
             "a variance curve has no nan_policy='omit': check the function",
         )
-
-
-def _variant_curve(distribution, function, sample_sizes, repeats, seed, wrt, threads, estimators, pilot, options):
-    from fastgrad import _variants
-    from fastgrad._analytic import variant_moments
-
-    distribution, function, specs, reference, pilot, seed, wrt, threads = _prepare_variants(
-        distribution, function, estimators, wrt, threads, pilot, seed
-    )
-    sizes = _check_sample_sizes(sample_sizes)
-    repeats = _check_repeats(repeats, sizes)
-    lay = _variants.VariantLayout.build(specs, distribution.parameters, wrt, reference)
-    if any(size % lay.group for size in sizes):
-        raise ValueError(
-            f"sample_sizes must be multiples of the leave-one-out group size {lay.group}; got {list(sizes)}"
-        )
-    unit_sizes = [size // lay.group for size in sizes]
-    run = {"distribution": distribution, "function": function, "seed": seed}
-    names = [spec.name for spec in specs]
-    per_chunk = _kernels.CHUNK_SIZE // lay.group
-    job = _curve_job(run, names, sizes, repeats, per_chunk, lay.group, options, lay, pilot=pilot)
-    with _numba_threads(threads) as used:
-        coefficients = _pilot_coefficients(distribution, function, specs, pilot, seed)
-        part = _variants.variant_curve_run(
-            distribution, function, lay, specs, coefficients, unit_sizes, repeats, seed, job=job
-        )
-    done = _curve_parts_done(job, part, unit_sizes, repeats, lay.group, used)
-    if not isinstance(done, tuple):
-        return done
-    totals, seconds, done, used = done
-    finished, context = _curve_finished(job, done, sizes, repeats, per_chunk, lay.group)
-    totals = totals[:, : len(finished) * repeats]
-    _check_curve_totals(totals)
-    draws = repeats * sum(finished)
-    return results.variant_curve_result(
-        totals,
-        lay,
-        [size // lay.group for size in finished],
-        repeats,
-        variant_moments(distribution, function, specs, coefficients, wrt),
-        distribution=distribution,
-        function=function,
-        seed=seed,
-        threads=used,
-        seconds=seconds,
-        draws=draws,
-        draws_per_second=draws / seconds if seconds > 0 else math.inf,
-        pilot=pilot,
-        **context,
-    )
 
 
 # --- merging shards ------------------------------------------------------------------------
@@ -1069,139 +563,59 @@ def merge(partials):
     reference, _ = loaded[0]
     for partial, source in loaded[1:]:
         partial.check_fingerprint(reference.fingerprint, source)
-    fingerprint = reference.fingerprint
+    found = reference.fingerprint
     parts = [part for partial, _ in loaded for part in partial.parts]
-    distribution = _distribution_from(fingerprint["distribution"])
-    function = _function_from(fingerprint["function"])
-    seconds = sum(part.seconds for part in parts)
-    draws = fingerprint["n"]
-    context = {
-        "distribution": distribution,
-        "function": function,
-        "seed": fingerprint["seed"],
-        "threads": max(part.threads for part in parts),
-        "seconds": seconds,
-        "draws_per_second": draws / seconds if seconds > 0 else math.inf,
-    }
-    wrt = tuple(fingerprint["wrt"])
-    if fingerprint["kind"] == "curve":
-        return _merge_curve(fingerprint, reference.n_chunks, parts, distribution, function, wrt, context)
-    if isinstance(distribution, DiagNormal):
-        from fastgrad import _vector
-
-        estimators = tuple(fingerprint["estimators"])
-        lay = _vector.VectorLayout.build(distribution.dim, estimators, wrt)
-        record = _jobs.merge_parts(parts, lay, reference.n_chunks)
-        record, lay, analytic, context = _vector_parts(record, lay, _jobs.merge_extra(parts), context)
-        if fingerprint["kind"] == "estimate":
-            return results.vector_estimator_result(estimators[0], record, lay, analytic, context)
-        return results.vector_comparison(record, lay, analytic, **context)
-    if "pilot" in fingerprint:  # estimator variants
-        from fastgrad import _variants
-
-        if function.builtin is None:
-            raise _jobs.PartialError(
-                "merging estimator variants of a user function needs the function to recompute the pilot's "
-                "coefficients; run it in one process or under MPI instead"
-            )
-        specs = parse_estimators(fingerprint["estimators"])
-        names = [spec.name for spec in specs]
-        family = distribution.family
-        reference_name = "pathwise" if family.pathwise and function.has_derivative else "score"
-        lay = _variants.VariantLayout.build(specs, distribution.parameters, wrt, names.index(reference_name))
-        record = _jobs.merge_parts(parts, lay, reference.n_chunks)
-        coefficients = _pilot_coefficients(distribution, function, specs, fingerprint["pilot"], fingerprint["seed"])
-        return _variant_result(record, lay, specs, coefficients, wrt, fingerprint["pilot"], context)
-    estimators = tuple(fingerprint["estimators"])
-    lay = layout(distribution.parameters, estimators, wrt)
-    record = _jobs.merge_parts(parts, lay, reference.n_chunks)
-    analytic = estimator_moments(distribution, function, estimators, wrt)
-    if fingerprint["kind"] == "estimate":
-        return results.estimator_result(estimators[0], record, lay, context, analytic)
-    return _comparison(lay, record, context, analytic)
-
-
-def _merge_curve(fingerprint, n_chunks, parts, distribution, function, wrt, context):
-    """Return the VarianceCurve of merged curve shards (classic or estimator variants)."""
-    from fastgrad import _jobs
-
-    sizes = tuple(fingerprint["sample_sizes"])
-    repeats = fingerprint["repeats"]
-    context = dict(context, draws=repeats * sum(sizes))
-    context["draws_per_second"] = context["draws"] / context["seconds"] if context["seconds"] > 0 else math.inf
-    if "pilot" in fingerprint:
-        from fastgrad import _variants
-        from fastgrad._analytic import variant_moments
-
-        specs = parse_estimators(fingerprint["estimators"])
-        names = [spec.name for spec in specs]
-        reference_name = "pathwise" if distribution.family.pathwise and function.has_derivative else "score"
-        lay = _variants.VariantLayout.build(specs, distribution.parameters, wrt, names.index(reference_name))
-    else:
-        lay = layout(distribution.parameters, tuple(fingerprint["estimators"]), wrt)
-    group = getattr(lay, "group", 1)
-    unit_sizes = np.array([size // group for size in sizes], dtype=np.int64)
-    offsets = np.zeros(unit_sizes.size + 1, np.int64)
-    offsets[1:] = np.cumsum(unit_sizes * repeats)
-    starts = _jobs.repeat_starts(offsets, unit_sizes, repeats)
-    shape = (lay.n_rows, len(sizes) * repeats)
-    totals = _jobs.merge_curve_parts(parts, n_chunks, starts, _kernels.CHUNK_SIZE // group, shape)
-    _check_curve_totals(totals)
-    if "pilot" in fingerprint:
-        if function.builtin is None:
-            raise _jobs.PartialError("merging estimator variants of a user function needs the function itself")
-        coefficients = _pilot_coefficients(distribution, function, specs, fingerprint["pilot"], fingerprint["seed"])
-        analytic = variant_moments(distribution, function, specs, coefficients, wrt)
-        return results.variant_curve_result(
-            totals, lay, list(unit_sizes), repeats, analytic, pilot=fingerprint["pilot"], **context
+    plan = plan_from(found)
+    if plan.needs_pilot and plan.function.builtin is None:
+        raise _jobs.PartialError(
+            "merging estimator variants of a user function needs the function to recompute the pilot's "
+            "coefficients; run it in one process or under MPI instead"
         )
-    analytic = estimator_moments(distribution, function, lay.estimators, wrt)
-    return results.variance_curve_result(totals, lay, sizes, repeats, analytic, **context)
+    coefficients = None if plan.classic else _pilot.coefficients(plan, found.get("pilot", 0), found["seed"])
+    seconds = sum(part.seconds for part in parts)
+    threads = max(part.threads for part in parts)
+    if found["kind"] == "curve":
+        sizes, repeats = tuple(found["sample_sizes"]), found["repeats"]
+        unit_sizes = [size // plan.group for size in sizes]
+        totals = _merge_curve_totals(parts, reference.n_chunks, unit_sizes, repeats, plan.units_per_chunk)
+        _check_curve_totals(totals)
+        draws = repeats * sum(sizes)
+        context = dict(_context(plan, found["seed"], threads, seconds, draws), draws=draws)
+        return _curve_result(plan, totals, sizes, repeats, coefficients, found.get("pilot", 0), context)
+    record = _jobs.merge_parts(parts, plan, reference.n_chunks)
+    context = _context(plan, found["seed"], threads, seconds, found["n"])
+    return _result(plan, found["kind"], record, context, _jobs.merge_extra(parts), coefficients, found.get("pilot", 0))
 
 
-def _distribution_from(data):
-    classes = {cls.__name__: cls for cls in (*DISTRIBUTIONS, DiagNormal)}
-    data = dict(data)
-    name = data.pop("family", None)
-    if name not in classes:
-        from fastgrad._jobs import PartialError
-
-        raise PartialError(f"partial result for an unknown distribution family {name!r}")
-    return classes[name](**data)
+# --- threads ---------------------------------------------------------------------------------
 
 
-class _RecordedFunction:
-    """A user's function as a partial result records it: its name, not its code (no exact values)."""
+def default_threads():
+    """Threads a run uses when none are given, and where that number comes from.
 
-    builtin = None
+    ``NUMBA_NUM_THREADS`` if set; else ``SLURM_CPUS_PER_TASK`` (a SLURM job's
+    allocation, capped at the cores Numba sees); else all cores.
+    """
+    import os
 
-    def __init__(self, data):
-        self.name = data["name"]
-        self.has_derivative = bool(data.get("has_derivative"))
-        self._data = dict(data)
-
-    @property
-    def formula(self):
-        return f"user function {self.name}"
-
-    def exact(self):
-        return None
-
-    def to_dict(self):
-        return dict(self._data)
-
-    def __repr__(self):
-        return f"<user function {self.name} (from a partial result)>"
+    available = numba.config.NUMBA_NUM_THREADS
+    if os.environ.get("NUMBA_NUM_THREADS"):
+        return numba.get_num_threads(), "NUMBA_NUM_THREADS"
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) >= 1:
+        return min(int(slurm), available), "SLURM_CPUS_PER_TASK"
+    return numba.get_num_threads(), "all cores"
 
 
-def _function_from(data):
-    from fastgrad import functions
-
-    if not data.get("builtin"):
-        return _RecordedFunction(data)
-    if "component" in data:  # a separable function of a vector
-        name, weights = data["name"], data.get("weights")
-        if name == "sum_cos":
-            return functions.sum_cos(**data["component"].get("parameters", {}))
-        return getattr(functions, name)(weights) if weights is not None else getattr(functions, name)()
-    return resolve(getattr(functions, data["name"])(**data.get("parameters", {})))
+@contextmanager
+def _numba_threads(threads):
+    """Use ``threads`` for the block (default: :func:`default_threads`), then restore Numba's previous setting."""
+    previous = numba.get_num_threads()
+    if threads is None:
+        threads = default_threads()[0]
+    if threads is not None:
+        numba.set_num_threads(threads)
+    try:
+        yield numba.get_num_threads()
+    finally:
+        numba.set_num_threads(previous)

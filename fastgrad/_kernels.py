@@ -632,7 +632,7 @@ def _values_scalar(key, f, df, theta, fparams, score_row, path_row, noise, value
 
 @register_jitable
 def _values_simd(key, f, df, theta, fparams, score_row, path_row, keep, noise, values, m):
-    """The same values four draws at a time (the same operations lane by lane, so the same bits).
+    """Fill the same values four draws at a time (the same operations lane by lane, so the same bits).
 
     Only kept rows are filled. LLVM does not vectorise the scalar loop by
     itself: it cannot rule out that the value rows overlap the noise.
@@ -1037,7 +1037,7 @@ def kernel_arguments(specs, n_params, coefficients):
 
 def make_run(theta, fparams, specs, n_params, coefficients, active, rows, *, seed, n_units, group=1, dim=1,
              weights=None, stream_base=0):  # fmt: skip
-    """The :class:`Run` of a run: its streams, units, parameters, specifications and kept rows."""
+    """Return the :class:`Run` of a run: its streams, units, parameters, specifications and kept rows."""
     kinds, mirror, coupled, coef, has_coef, flags = kernel_arguments(specs, n_params, coefficients)
     return Run(
         seed=np.uint64(seed),
@@ -1063,7 +1063,7 @@ def make_run(theta, fparams, specs, n_params, coefficients, active, rows, *, see
 
 
 def moment_sink(layout):
-    """The :class:`MomentSink` of a layout's pairs."""
+    """Return the :class:`MomentSink` of a layout's pairs."""
     return MomentSink(np.asarray(layout.pair_x, np.int64), np.asarray(layout.pair_y, np.int64))
 
 
@@ -1159,42 +1159,6 @@ def curve_batches(kernel, sizes, repeats, n_rows, job=None):
     for first in range(0, n_chunks, per_batch):
         step(first, min(n_chunks, first + per_batch), totals)
     return totals, time.perf_counter() - started, n_chunks
-
-
-# --- the classic runs (score and pathwise of a scalar family) -------------------------
-
-
-def _classic_kernel(distribution, function, layout, n_units, seed, sink):
-    from fastgrad.estimators import parse_estimators
-
-    specs = parse_estimators(layout.estimators)
-    parameters = distribution.parameters
-    rows = [s * len(parameters) + parameters.index(p) for s in range(len(specs)) for p in layout.wrt]
-    run = make_run(distribution.theta, function.param_vector, specs, len(parameters), None,
-                   [parameters.index(p) for p in layout.wrt], rows, seed=seed, n_units=n_units)  # fmt: skip
-    return Kernel(distribution.family.name, function, "plain", sink, run)
-
-
-def run(distribution, function, layout, n, seed, job=None):
-    """Run the classic kernel over ``n`` draws; return (record or the job's tree, run seconds, compile seconds)."""
-    kernel = _classic_kernel(distribution, function, layout, n, seed, "moments")
-    started = time.perf_counter()
-    record_batches(kernel, layout)  # compile (or load) first, to report it apart
-    compile_seconds = time.perf_counter() - started
-    record, seconds, _ = run_records(kernel, layout, job)
-    return record, seconds, compile_seconds
-
-
-def curve_run(distribution, function, layout, sizes, repeats, seed, job=None):
-    """Run the estimates of a classic variance curve; return (sums, run seconds, chunks done) or the job's Part.
-
-    ``sums[r, k * repeats + i]`` is the sum of kept row ``r`` over the draws
-    of repeat ``i`` of size ``sizes[k]``. Memory: the sums (8 bytes per row
-    and repeat) and one batch of pieces; never the draws.
-    """
-    n = int(np.sum(np.asarray(sizes, dtype=np.int64) * repeats))
-    kernel = _classic_kernel(distribution, function, layout, n, seed, "curve")
-    return curve_batches(kernel, sizes, repeats, layout.n_rows, job)
 
 
 # --- the normals-only bound --------------------------------------------------------

@@ -346,6 +346,15 @@ def _long_run_options(parser, cluster=True):
     )
 
 
+def _estimator(text):
+    from fastgrad.estimators import parse_estimator
+
+    try:
+        return parse_estimator(text).name
+    except (TypeError, ValueError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _estimator_list(text):
     from fastgrad.estimators import parse_estimators
 
@@ -406,7 +415,21 @@ def build_parser(prog="fastgrad"):
     _common(estimate)
     _draws(estimate)
     _long_run_options(estimate)
-    estimate.add_argument("--estimator", required=True, choices=["score", "pathwise"], help="which estimator")
+    estimate.add_argument(
+        "--estimator",
+        required=True,
+        type=_estimator,
+        metavar="E",
+        help="which estimator: score, pathwise, or any variant --estimators takes (e.g. score+cv, "
+        "pathwise+antithetic, measure-valued)",
+    )
+    estimate.add_argument(
+        "--pilot",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="draws of the independent pilot stream for optimal-baseline and cv (default: 100000)",
+    )
 
     curve = commands.add_parser(
         "curve",
@@ -447,7 +470,7 @@ def _families():
     """``--dist`` name -> distribution class, from the package's registry (plus DiagNormal)."""
     from fastgrad.distributions import DISTRIBUTIONS, DiagNormal
 
-    return {cls.family.name: cls for cls in (*DISTRIBUTIONS, DiagNormal)}
+    return {cls.name: cls for cls in (*DISTRIBUTIONS, DiagNormal)}
 
 
 def _distribution(args):
@@ -585,7 +608,13 @@ def _run(args, prog, argv):
             )  # fmt: skip
         elif args.command == "estimate":
             result = fg.estimate(
-                distribution, function, args.n, estimator=args.estimator, nan_policy=args.nan_policy, **common
+                distribution,
+                function,
+                args.n,
+                estimator=args.estimator,
+                nan_policy=args.nan_policy,
+                pilot=args.pilot,
+                **common,
             )
         else:
             result = fg.variance_curve(

@@ -264,24 +264,8 @@ BERNOULLI = Family(
     pathwise=False,
 )
 
-# --- DiagNormal(loc, scale): x_i = loc_i + scale_i * eps_i, independent components ----
-#
-# Per component the Normal's factors; the vector kernel (fastgrad._vector) takes
-# only the noise sampler from here and applies the factors component-wise.
-
-DIAG_NORMAL = Family(
-    name="diagnormal",
-    parameters=("loc", "scale"),
-    sample_noise=_normal_noise,
-    transform=_normal_transform,
-    score_factor=_normal_score_factor,
-    path_factor=_normal_path_factor,
-    analytic_factors=_normal_analytic_factors,
-    expectation=NORMAL.expectation,
-)
-
 #: Every family the kernels know, by name.
-FAMILIES = {family.name: family for family in (NORMAL, EXPONENTIAL, BERNOULLI, DIAG_NORMAL)}
+FAMILIES = {family.name: family for family in (NORMAL, EXPONENTIAL, BERNOULLI)}
 
 
 def _real(name, value, *, positive=False):
@@ -322,6 +306,7 @@ class Normal:
     scale: float = 1.0
 
     family = NORMAL
+    name = "normal"  # the command line's --dist
 
     def __post_init__(self):
         object.__setattr__(self, "loc", _real("loc", self.loc))
@@ -371,6 +356,7 @@ class Exponential:
     rate: float = 1.0
 
     family = EXPONENTIAL
+    name = "exponential"  # the command line's --dist
 
     def __post_init__(self):
         object.__setattr__(self, "rate", _real("rate", self.rate, positive=True))
@@ -415,6 +401,7 @@ class Bernoulli:
     p: float = 0.5
 
     family = BERNOULLI
+    name = "bernoulli"  # the command line's --dist
 
     def __post_init__(self):
         value = _real("p", self.p)
@@ -459,7 +446,8 @@ class DiagNormal:
     loc: tuple
     scale: tuple
 
-    family = DIAG_NORMAL
+    family = NORMAL  # per component: a Normal's math, used for every component
+    name = "diagnormal"
 
     def __post_init__(self):
         loc = _vector("loc", self.loc)

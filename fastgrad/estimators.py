@@ -12,69 +12,22 @@ estimator     per-draw gradient                 needs
 Both are unbiased for ``d E[f(x)] / d theta_j``. The factors come from the
 distribution's :class:`~fastgrad.distributions.Family`.
 
-A kernel computes *value rows*: row ``j`` is the score estimate for
-parameter ``j``, row ``P + j`` the pathwise one (``P`` parameters). A
-:class:`Layout` says which rows a run keeps (the requested estimators and
-parameters) and which pairs of rows get mixed moments (score and pathwise of
-the same parameter, for the variance-ratio confidence interval).
+Every run is described by one :class:`Plan`, built from (distribution,
+function, estimator list, ``wrt``): the specifications, parameters and
+components, the record layout (which value rows are kept, which pairs get
+mixed moments for the ratios' confidence intervals) and the kernel that
+computes them. Every check of a specification against the family and the
+function is made there, once, before any work.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ESTIMATORS", "EstimatorSpec", "parse_estimator", "parse_estimators"]
+__all__ = ["ESTIMATORS", "EstimatorSpec", "Plan", "parse_estimator", "parse_estimators"]
 
 #: Estimator names, in the order of the kernel's value rows.
 ESTIMATORS = ("score", "pathwise")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Rows and pairs of one run (internal)."""
-
-    estimators: tuple
-    wrt: tuple
-    rows: np.ndarray  # value-row index of each kept (estimator, parameter), estimator-major
-    pair_x: np.ndarray  # per pair: position in ``rows`` of the score row
-    pair_y: np.ndarray  # per pair: position in ``rows`` of the pathwise row
-
-    @property
-    def n_rows(self):
-        return len(self.rows)
-
-    @property
-    def need_f(self):
-        return "score" in self.estimators
-
-    @property
-    def need_df(self):
-        return "pathwise" in self.estimators
-
-    def row(self, estimator, parameter):
-        """Position in :attr:`rows` of ``(estimator, parameter)``."""
-        return self.estimators.index(estimator) * len(self.wrt) + self.wrt.index(parameter)
-
-
-def layout(parameters, estimators, wrt):
-    """Build the :class:`Layout` for a family's ``parameters``."""
-    rows = [
-        ESTIMATORS.index(estimator) * len(parameters) + parameters.index(parameter)
-        for estimator in estimators
-        for parameter in wrt
-    ]
-    pair_x, pair_y = [], []
-    if "score" in estimators and "pathwise" in estimators:
-        for j in range(len(wrt)):
-            pair_x.append(estimators.index("score") * len(wrt) + j)
-            pair_y.append(estimators.index("pathwise") * len(wrt) + j)
-    return Layout(
-        estimators=tuple(estimators),
-        wrt=tuple(wrt),
-        rows=np.array(rows, dtype=np.int64),
-        pair_x=np.array(pair_x, dtype=np.int64),
-        pair_y=np.array(pair_y, dtype=np.int64),
-    )
 
 
 # --- estimator specifications: the variants of issue 6 -----------------------------
@@ -154,6 +107,11 @@ class EstimatorSpec:
         if self.base == "measure-valued" or self.antithetic:
             return 2
         return 1
+
+    @property
+    def multivariate(self):
+        """Whether draws are vectors (a :class:`~fastgrad.DiagNormal`, even at ``dim = 1``): results hold arrays."""
+        return hasattr(self.distribution, "dim")
 
     @property
     def needs_pilot(self):
@@ -286,3 +244,243 @@ def parse_estimators(specs):
     if len(groups) > 1:
         raise ValueError(f"estimators: every loo(K) in one run must use the same K; got {sorted(groups)}")
     return parsed
+
+
+# --- the plan of a run ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """Everything a run computes, decided once before any work (internal).
+
+    Attributes
+    ----------
+    distribution, function
+        The family (a scalar family is the ``dim = 1`` case) and the resolved function.
+    specs : tuple of EstimatorSpec
+        In table order; for several, the reference is appended if it was not asked for.
+    wrt : tuple of str
+        Parameters the gradients are taken with respect to.
+    reference : int or None
+        Index of the specification ratios are taken against (None: a single one).
+    classic : bool
+        ``compare``/``estimate`` without ``estimators=``: the classic results and fingerprints.
+    dim, group : int
+        Components of one draw, and draws per leave-one-out group (1 without ``loo``).
+    rows : numpy.ndarray
+        Kernel value row of each kept (specification, parameter, component),
+        in that order: row ``(s * P + j) * dim + i``.
+    pair_x, pair_y : numpy.ndarray
+        Per pair, positions in ``rows``: every specification against the
+        reference, per parameter and component (what the ratios' intervals need).
+    """
+
+    distribution: object
+    function: object
+    specs: tuple
+    wrt: tuple
+    reference: object
+    classic: bool
+    dim: int
+    group: int
+    rows: np.ndarray
+    pair_x: np.ndarray
+    pair_y: np.ndarray
+
+    @classmethod
+    def build(cls, distribution, function, estimators, wrt, *, classic=False, compare=True):
+        """Check every specification against the family and the function, and lay the run out.
+
+        ``distribution`` and ``function`` are already validated; ``wrt`` is
+        None (every parameter) or names checked by the caller. A ``compare``
+        plan takes ratios against its reference estimator (pathwise where
+        there is one, else the score function), appended if not listed.
+        """
+        specs = list(parse_estimators(estimators))
+        family = distribution.family
+        name = type(distribution).__name__
+        dim = getattr(distribution, "dim", 1)
+        for spec in specs:
+            _check_spec(spec, family, name, function, dim, many=not classic)
+        reference = None
+        if compare:
+            ref = parse_estimator("pathwise" if family.pathwise and function.has_derivative else "score")
+            if ref.name not in [spec.name for spec in specs]:
+                specs.append(ref)
+            reference = [spec.name for spec in specs].index(ref.name)
+        groups = [spec.group for spec in specs if spec.baseline == "loo"]
+        wrt = tuple(distribution.parameters if wrt is None else wrt)
+        return cls._laid_out(distribution, function, tuple(specs), wrt, reference, classic, dim,
+                             groups[0] if groups else 1)  # fmt: skip
+
+    @classmethod
+    def _laid_out(cls, distribution, function, specs, wrt, reference, classic, dim, group, pairs=None):
+        parameters = distribution.parameters
+        n_params = len(parameters)
+        rows = [(s * n_params + parameters.index(p)) * dim + i for s in range(len(specs)) for p in wrt
+                for i in range(dim)]  # fmt: skip
+        if pairs is None:
+            per_spec = len(wrt) * dim
+            pairs = [(s * per_spec + k, reference * per_spec + k) for s in range(len(specs))
+                     if reference is not None and s != reference for k in range(per_spec)]  # fmt: skip
+        return cls(
+            distribution=distribution,
+            function=function,
+            specs=specs,
+            wrt=wrt,
+            reference=reference,
+            classic=classic,
+            dim=dim,
+            group=group,
+            rows=np.array(rows, np.int64),
+            pair_x=np.array([x for x, _ in pairs], np.int64),
+            pair_y=np.array([y for _, y in pairs], np.int64),
+        )
+
+    def pilot_plan(self):
+        """Lay out the pilot run: rows ``f s_j`` and ``s_k`` of every parameter, paired as the solve needs.
+
+        Pairs ``(f s_j, s_k)`` for every ``j, k`` give ``E[f s_j s_k]``; pairs
+        ``(s_j, s_k)``, ``j < k``, the score covariance.
+        """
+        n = len(self.parameters)
+        pairs = [(j, n + k) for j in range(n) for k in range(n)]
+        pairs += [(n + j, n + k) for j in range(n) for k in range(j + 1, n)]
+        return Plan._laid_out(self.distribution, self.function, (parse_estimator("score"), "control"),
+                              self.parameters, None, False, 1, 1, pairs)  # fmt: skip
+
+    # -- the record view: where each (specification, parameter, component) is ------------------
+
+    @property
+    def parameters(self):
+        """The family's parameter names, in kernel order."""
+        return self.distribution.parameters
+
+    @property
+    def names(self):
+        """Canonical names of the specifications, in table order."""
+        return tuple(spec if isinstance(spec, str) else spec.name for spec in self.specs)
+
+    @property
+    def estimators(self):
+        """The same as :attr:`names` (the classic results call them estimators)."""
+        return self.names
+
+    @property
+    def n_rows(self):
+        """Number of kept rows."""
+        return len(self.rows)
+
+    @property
+    def multivariate(self):
+        """Whether draws are vectors (a :class:`~fastgrad.DiagNormal`, even at ``dim = 1``): results hold arrays."""
+        return hasattr(self.distribution, "dim")
+
+    @property
+    def needs_pilot(self):
+        """Whether a pilot run estimates coefficients (``optimal-baseline``, ``cv``)."""
+        return any(not isinstance(spec, str) and spec.needs_pilot for spec in self.specs)
+
+    def spec_index(self, spec):
+        """Index of a specification given by index, name or :class:`EstimatorSpec`."""
+        if isinstance(spec, (int, np.integer)):
+            return int(spec)
+        name = spec.name if isinstance(spec, EstimatorSpec) else parse_estimator(spec).name
+        return self.names.index(name)
+
+    def row(self, spec, parameter, component=0):
+        """Position in :attr:`rows` (and in a record) of ``(spec, parameter, component)``."""
+        return (self.spec_index(spec) * len(self.wrt) + self.wrt.index(parameter)) * self.dim + component
+
+    def component_row(self, spec, parameter, component):
+        """:meth:`row` with the component spelled out."""
+        return self.row(spec, parameter, component)
+
+    def pair(self, spec, parameter, component=0):
+        """Pair index of ``(spec, parameter, component)`` against the reference (None for the reference)."""
+        s = self.spec_index(spec)
+        if self.reference is None or s == self.reference:
+            return None
+        index = s if s < self.reference else s - 1
+        return (index * len(self.wrt) + self.wrt.index(parameter)) * self.dim + component
+
+    # -- the kernel ----------------------------------------------------------------------------
+
+    @property
+    def filler(self):
+        """The kernel's filler (see :mod:`fastgrad._kernels`): plain, general or vector."""
+        plain = all(not isinstance(spec, str) and spec.plain for spec in self.specs)
+        if self.dim > 1 or self._weighted:
+            return "vector"
+        return "plain" if plain else "general"
+
+    @property
+    def _weighted(self):
+        """A separable function of a vector whose weights are not all one (the vector filler applies them)."""
+        weights = getattr(self.function, "weights", None)
+        return hasattr(self.function, "weights_for") and (
+            self.function.builtin is None or (weights is not None and any(w != 1.0 for w in weights))
+        )
+
+    def kernel(self, sink, *, seed, n_units, coefficients=None, stream_base=0):
+        """Return the compiled kernel of this plan, with its run-time arguments."""
+        from fastgrad._kernels import Kernel, make_run
+
+        parameters = self.parameters
+        filler = self.filler
+        theta = self.distribution.theta
+        weights = None
+        if filler == "plain" and self.dim == 1 and not isinstance(theta, tuple):  # DiagNormal at D = 1
+            theta = tuple(float(row[0]) for row in theta)
+        if filler == "vector":
+            theta = tuple(np.ascontiguousarray(row, dtype=np.float64) for row in theta)  # one array per parameter
+            weights = self.function.weights_for(self.dim)
+        run = make_run(theta, self.function.param_vector, self.specs, len(parameters), coefficients,
+                       [parameters.index(p) for p in self.wrt], self.rows, seed=seed, n_units=n_units,
+                       group=self.group, dim=self.dim, weights=weights, stream_base=stream_base)  # fmt: skip
+        return Kernel(self.distribution.family.name, self.function, filler, sink, run)
+
+    @property
+    def units_per_chunk(self):
+        """Units (``group`` draws of ``dim`` components) per chunk."""
+        from fastgrad._kernels import units_per_chunk
+
+        return units_per_chunk(self.dim, self.group)
+
+
+def _check_spec(spec, family, name, function, dim, many):
+    """Refuse, before any work, a specification the family or the function cannot give."""
+    if spec.base == "pathwise" and not family.pathwise:
+        if not many:
+            raise ValueError(
+                f"{name} has no pathwise (reparameterisation) estimator: its draws are discrete, so they do not "
+                f"move smoothly with {', '.join(family.parameters)}; use fastgrad.estimate(..., estimator='score')"
+            )
+        raise ValueError(
+            f"estimators: {spec.name!r} needs a pathwise estimator, and {name} has none (its draws are "
+            f"discrete, so they do not move smoothly with {', '.join(family.parameters)}); use score variants"
+        )
+    if spec.base == "pathwise" and not function.has_derivative:
+        if dim > 1 or hasattr(function, "weights_for"):
+            raise ValueError(
+                f"the pathwise estimator needs the gradient of {function.name}: pass "
+                "fastgrad.VectorFunction(f, grad_f), or use estimator='score'"
+            )
+        if not many:
+            raise ValueError(
+                f"the pathwise estimator needs the derivative of {function.name}: pass "
+                "fastgrad.Function(f, df) with df an @njit function computing f'(x), or use estimator='score'"
+            )
+        raise ValueError(
+            f"estimators: {spec.name!r} needs the derivative of {function.name}: pass fastgrad.Function(f, df)"
+        )
+    if spec.antithetic and not family.symmetric:
+        raise ValueError(
+            f"estimators: {spec.name!r} pairs each draw's noise eps with -eps, which needs noise "
+            f"symmetric about 0; {name}'s is not (antithetic pairs are implemented for fastgrad.Normal)"
+        )
+    if spec.base == "measure-valued" and family.weak_derivative is None:
+        raise ValueError(
+            f"estimators: {spec.name!r}: measure-valued gradients are implemented for fastgrad.Normal "
+            f"(loc and scale), not for {name}"
+        )

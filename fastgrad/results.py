@@ -1,18 +1,25 @@
 """Result objects: estimates with their uncertainty, beside the analytic truth.
 
-Every figure comes with an uncertainty computed from the same draws:
+One :class:`EstimatorResult` per estimator (floats per parameter for a scalar
+family, arrays over components for a multivariate one), one
+:class:`Comparison` of any number of them on the same draws, and one
+:class:`VarianceCurve`. Every figure comes with an uncertainty computed from
+the same draws:
 
 * ``stderr`` of a mean: ``sqrt(variance / n)``;
 * ``variance_stderr`` of a per-draw variance: ``sqrt((m4 - m2**2) / n)``
   (``m2``, ``m4``: central moments), the large-``n`` standard error;
-* the variance ratio score/pathwise, with a 95 % confidence interval from
+* the variance ratio of two estimators, with a 95 % confidence interval from
   the delta method on ``log(ratio)``. The two variances are estimated on the
   *same* draws, so they are correlated; the interval accounts for it::
 
       n Var[log ratio] ~ m4_s / m2_s**2 + m4_p / m2_p**2 - 2 m22 / (m2_s m2_p)
 
-  with ``m22 = mean(d_s**2 d_p**2)`` the mixed fourth moment of the score
-  and pathwise deviations (see ``docs/reading-results.md``).
+  with ``m22 = mean(d_s**2 d_p**2)`` the mixed fourth moment of the two
+  estimators' deviations (see ``docs/reading-results.md``).
+
+Every ``to_dict()`` is strict JSON (inf and nan become null) in one schema,
+version :data:`SCHEMA`.
 """
 
 import math
@@ -20,18 +27,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fastgrad import _format
+
 #: Normal quantile for the 95 % intervals.
 Z95 = 1.959963984540054
 
-__all__ = [
-    "Comparison",
-    "EstimatorResult",
-    "VarianceCurve",
-    "VariantComparison",
-    "VariantResult",
-    "VectorComparison",
-    "VectorEstimatorResult",
-]
+#: Version of the ``to_dict()`` schema, written as its ``"schema"`` field.
+SCHEMA = 2
+
+__all__ = ["SCHEMA", "Comparison", "EstimatorResult", "VarianceCurve"]
 
 
 def _json_float(value):
@@ -42,50 +46,115 @@ def _json_float(value):
     return value if math.isfinite(value) else None
 
 
-def _json_map(mapping):
-    if mapping is None:
-        return None
-    return {key: _json_float(value) for key, value in mapping.items()}
+def _json(value):
+    """Strict-JSON form of a figure: floats, lists of floats, nested dicts and tuples."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return {key: _json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json(item) for item in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    return _json_float(value)
+
+
+def _run_dict(result):
+    """Describe a result's run (every result's ``to_dict`` starts with this)."""
+    return {
+        "schema": SCHEMA,
+        "distribution": result.distribution.to_dict(),
+        "function": result.function.to_dict(),
+        "wrt": list(result.wrt),
+        "dim": result.dim,
+        "n": result.n,
+        "n_omitted": result.n_omitted,
+        "group": result.group,
+        "pilot": result.pilot,
+        "seed": result.seed,
+        "threads": result.threads,
+        "seconds": result.seconds,
+        "draws_per_second": result.draws_per_second,
+        "interrupted": result.interrupted,
+        "n_requested": result.n_requested,
+    }
 
 
 @dataclass(frozen=True)
 class EstimatorResult:
     """One estimator's gradient estimate, per parameter.
 
+    Per-parameter figures are dicts keyed by parameter name: floats for a
+    scalar family, float64 arrays of length ``dim`` (one value per
+    component) for :class:`~fastgrad.DiagNormal`.
+
     Attributes
     ----------
     estimator : str
-        ``"score"`` or ``"pathwise"``.
+        Canonical specification: ``"score"``, ``"pathwise"``, ``"score+cv"``, ...
     distribution, function
         What was differentiated: ``d/d theta E_{x ~ distribution}[function(x)]``.
     wrt : tuple of str
         Parameters, in the order of the dicts below.
     n : int
-        Draws used.
+        Draws used (for ``loo(K)``: a multiple of ``K``).
     n_omitted : int
         Draws left out because a value was not finite (``nan_policy="omit"``).
     mean, variance, stderr, variance_stderr : dict
-        Per parameter: the gradient estimate (mean of the per-draw values),
-        the per-draw variance (unbiased), the standard error of the mean, and
-        the standard error of the per-draw variance.
+        Per parameter: the gradient estimate, the variance per draw of the
+        noise (``n`` times the variance of the ``n``-draw estimate: for an
+        antithetic pair, of the pair's average; for ``loo(K)``, K times the
+        variance of a group's estimate), the standard error of the mean and
+        that of the variance.
     third_moment, fourth_moment : dict
-        Per parameter: central moments of the per-draw values.
+        Per parameter: central moments of the per-draw values (of the
+        per-group values for ``loo(K)``).
     analytic_mean, analytic_variance : dict or None
-        The true gradient and the true per-draw variance, when the function is
-        a built-in; ``None`` otherwise.
+        The true gradient and per-draw variance, where the function is a
+        built-in with an exact form; ``None`` otherwise.
+    evaluations_per_draw : int
+        Evaluations of ``f`` (or ``f'``) per draw, for one parameter: 2 for
+        antithetic pairs and measure-valued estimators, else 1.
+    variance_per_evaluation : dict
+        ``variance * evaluations_per_draw``: what an equal budget of function
+        evaluations buys. Ratios compare this.
+    ratio, ratio_ci, analytic_ratio : dict or None
+        In a :class:`Comparison`: ``variance_per_evaluation`` over the
+        reference estimator's, its 95 % interval (delta method with the
+        co-moments of the two on the same draws) and the true ratio. The
+        reference's own ratio is 1 with no interval; None in an estimate.
+    coefficients : dict or None
+        Per parameter, the baseline ``b`` (``baseline``, ``optimal-baseline``)
+        or the control-variate coefficients on the score vector (``cv``, a list
+        over the distribution's parameters) used.
+    dim : int
+        Components of one draw (1 for a scalar family).
+    total_variance, analytic_total_variance : dict or None
+        :class:`~fastgrad.DiagNormal` only: per parameter, the sum of the
+        per-component variances (the trace of the per-draw gradient's
+        covariance), measured and exact.
+    total_ratio, total_ratio_ci, analytic_total_ratio : dict or None
+        :class:`~fastgrad.DiagNormal` in a comparison: the ratio of the
+        traces (per evaluation) to the reference's, with a 95 % interval by
+        batch means over chunks (NaN with fewer than 10 chunks).
     seed : int
         Seed of the streams (give it back to reproduce the run bit for bit).
     threads : int
     seconds : float
         Wall time of the draws, excluding compilation.
     draws_per_second : float
-        ``n / seconds``. In a :class:`Comparison`, both estimators come from one
-        fused pass, so this is the fused rate.
+        ``n / seconds``. In a :class:`Comparison` every estimator comes from
+        one fused pass, so this is the fused rate.
     interrupted : str or None
         ``"SIGINT"`` (Ctrl-C) or ``"SIGTERM"`` when the run stopped early: the
         figures then cover the ``n`` draws finished, of ``n_requested``.
     n_requested : int or None
         The ``n`` asked for, when the run was interrupted.
+    group, pilot : int
+        Draws per leave-one-out group (1 without), and draws of the pilot
+        that estimated the coefficients (0 when none was needed).
     """
 
     estimator: str
@@ -108,71 +177,95 @@ class EstimatorResult:
     draws_per_second: float
     interrupted: str = None
     n_requested: int = None
+    evaluations_per_draw: int = 1
+    variance_per_evaluation: dict = None
+    ratio: dict = None
+    ratio_ci: dict = None
+    analytic_ratio: dict = None
+    coefficients: dict = None
+    dim: int = 1
+    total_variance: dict = None
+    analytic_total_variance: dict = None
+    total_ratio: dict = None
+    total_ratio_ci: dict = None
+    analytic_total_ratio: dict = None
+    group: int = 1
+    pilot: int = 0
+
+    @property
+    def vector(self):
+        """Whether per-parameter figures are arrays over components."""
+        return self.total_variance is not None
 
     def z_scores(self):
         """Per parameter, ``(mean - analytic) / stderr``; None without an analytic value."""
         if self.analytic_mean is None:
             return None
+        if self.vector:
+            return {p: (self.mean[p] - self.analytic_mean[p]) / self.stderr[p] for p in self.wrt}
         return {p: _z(self.mean[p], self.analytic_mean[p], self.stderr[p]) for p in self.wrt}
 
-    def to_dict(self):
-        """JSON-ready dict (inf and nan become None)."""
-        return {
-            "estimator": self.estimator,
-            "distribution": self.distribution.to_dict(),
-            "function": self.function.to_dict(),
-            "wrt": list(self.wrt),
-            "n": self.n,
-            "n_omitted": self.n_omitted,
-            "mean": _json_map(self.mean),
-            "variance": _json_map(self.variance),
-            "stderr": _json_map(self.stderr),
-            "variance_stderr": _json_map(self.variance_stderr),
-            "third_moment": _json_map(self.third_moment),
-            "fourth_moment": _json_map(self.fourth_moment),
-            "analytic_mean": _json_map(self.analytic_mean),
-            "analytic_variance": _json_map(self.analytic_variance),
-            "seed": self.seed,
-            "threads": self.threads,
-            "seconds": self.seconds,
-            "draws_per_second": self.draws_per_second,
-            "interrupted": self.interrupted,
-            "n_requested": self.n_requested,
+    def row_dict(self):
+        """Return this estimator's own figures as JSON (what a comparison lists under ``"estimators"``)."""
+        out = {
+            "evaluations_per_draw": self.evaluations_per_draw,
+            "mean": self.mean,
+            "stderr": self.stderr,
+            "variance": self.variance,
+            "variance_stderr": self.variance_stderr,
+            "variance_per_evaluation": self.variance_per_evaluation,
+            "third_moment": self.third_moment,
+            "fourth_moment": self.fourth_moment,
+            "analytic_mean": self.analytic_mean,
+            "analytic_variance": self.analytic_variance,
+            "ratio": self.ratio,
+            "ratio_ci95": self.ratio_ci,
+            "analytic_ratio": self.analytic_ratio,
+            "coefficients": self.coefficients,
         }
+        if self.vector:
+            out |= {
+                "total_variance": self.total_variance,
+                "analytic_total_variance": self.analytic_total_variance,
+                "total_ratio": self.total_ratio,
+                "total_ratio_ci95": self.total_ratio_ci,
+                "analytic_total_ratio": self.analytic_total_ratio,
+            }
+        return _json(out)
+
+    def to_dict(self):
+        """JSON-ready dict (inf and nan become None): the run, and this estimator under ``"estimators"``."""
+        return {"kind": "estimate", **_run_dict(self), "estimators": {self.estimator: self.row_dict()}}
 
     def __str__(self):
-        lines = [_header(f"fastgrad.estimate ({self.estimator})", self)]
-        for p in self.wrt:
-            lines.append("")
-            lines.append(_gradient_line(p, self.analytic_mean))
-            lines.extend(_table([self], p))
-        return "\n".join(lines)
+        return _format.estimate_text(self)
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """Score-function and pathwise estimates from the same draws, and their variance ratio.
+    """Several gradient estimators on the same draws, with their variance ratios (see :func:`fastgrad.compare`).
+
+    ``c["score+cv"]`` is one estimator's :class:`EstimatorResult`; ``c.score``
+    and ``c.pathwise`` the plain ones. ``c.variance_ratio`` is the score's
+    variance over the pathwise one's, per parameter.
 
     Attributes
     ----------
-    score, pathwise : EstimatorResult
-    variance_ratio : dict
-        Per parameter: per-draw variance of the score estimator over that of
-        the pathwise estimator (``inf`` when the pathwise variance is 0).
-    variance_ratio_ci : dict
-        Per parameter: ``(low, high)``, 95 % confidence interval of the ratio.
-    analytic_variance_ratio : dict or None
-        The true ratio, for built-in functions.
-    distribution, function, wrt, n, n_omitted, seed, threads, seconds, draws_per_second
-        As in :class:`EstimatorResult`; ``draws_per_second`` is the rate of
-        the fused pass that computed both estimators.
+    results : tuple of EstimatorResult
+        In the order asked for (the reference appended if it was not asked for).
+    reference : str
+        The estimator ratios are taken against: ``"pathwise"`` when the family
+        and function have one, else ``"score"``.
+    classic : bool
+        Made by ``compare`` without ``estimators=`` (the score/pathwise table).
+    distribution, function, wrt, dim, n, n_omitted, seed, threads, seconds, draws_per_second
+        As in :class:`EstimatorResult`: one fused pass computed every estimator.
+    group, pilot, interrupted, n_requested
+        As in :class:`EstimatorResult`.
     """
 
-    score: EstimatorResult
-    pathwise: EstimatorResult
-    variance_ratio: dict
-    variance_ratio_ci: dict
-    analytic_variance_ratio: dict
+    results: tuple
+    reference: str
     distribution: object
     function: object
     wrt: tuple
@@ -184,48 +277,120 @@ class Comparison:
     draws_per_second: float
     interrupted: str = None
     n_requested: int = None
+    group: int = 1
+    pilot: int = 0
+    dim: int = 1
+    classic: bool = False
+
+    @property
+    def estimators(self):
+        """Canonical names of the estimators, in table order."""
+        return tuple(r.estimator for r in self.results)
+
+    @property
+    def vector(self):
+        """Whether per-parameter figures are arrays over components."""
+        return self.results[0].vector
+
+    @property
+    def reference_index(self):
+        """Position of the reference estimator in :attr:`results`."""
+        return self.estimators.index(self.reference)
+
+    def __getitem__(self, estimator):
+        """Return one estimator's result, by its specification (``c["score+cv"]``)."""
+        from fastgrad.estimators import parse_estimator
+
+        name = parse_estimator(estimator).name
+        for result in self.results:
+            if result.estimator == name:
+                return result
+        raise KeyError(f"{estimator!r} is not in this comparison; it has {list(self.estimators)}")
+
+    def _plain(self, name):
+        if name not in self.estimators:
+            raise AttributeError(f"this comparison has no {name!r} estimator; it has {list(self.estimators)}")
+        return self[name]
+
+    @property
+    def score(self):
+        """The plain score-function estimator's result."""
+        return self._plain("score")
+
+    @property
+    def pathwise(self):
+        """The plain pathwise estimator's result."""
+        return self._plain("pathwise")
 
     @property
     def analytic_gradient(self):
         """The true gradient per parameter, or None for user functions."""
-        return self.score.analytic_mean
+        return self.results[0].analytic_mean
+
+    def _score_over_pathwise(self, field):
+        if "score" not in self.estimators or self.reference != "pathwise":
+            return None
+        return getattr(self["score"], field)
+
+    @property
+    def variance_ratio(self):
+        """Per parameter: the score's per-draw variance over the pathwise one's (None without both)."""
+        return self._score_over_pathwise("ratio")
+
+    @property
+    def variance_ratio_ci(self):
+        """Per parameter: the 95 % interval ``(low, high)`` of :attr:`variance_ratio`."""
+        return self._score_over_pathwise("ratio_ci")
+
+    @property
+    def analytic_variance_ratio(self):
+        """Per parameter: the true :attr:`variance_ratio`, for built-in functions."""
+        return self._score_over_pathwise("analytic_ratio")
+
+    @property
+    def total_variance_ratio(self):
+        """:class:`~fastgrad.DiagNormal`: per parameter, the ratio of the score's and the pathwise traces."""
+        return self._score_over_pathwise("total_ratio")
+
+    @property
+    def total_variance_ratio_ci(self):
+        """Its 95 % interval by batch means over chunks (NaN with fewer than 10 chunks)."""
+        return self._score_over_pathwise("total_ratio_ci")
+
+    @property
+    def analytic_total_variance_ratio(self):
+        """The true :attr:`total_variance_ratio`, for built-in functions."""
+        return self._score_over_pathwise("analytic_total_ratio")
 
     def to_dict(self):
-        """JSON-ready dict (inf and nan become None)."""
-        ci = {p: [_json_float(lo), _json_float(hi)] for p, (lo, hi) in self.variance_ratio_ci.items()}
-        return {
-            "distribution": self.distribution.to_dict(),
-            "function": self.function.to_dict(),
-            "wrt": list(self.wrt),
-            "n": self.n,
-            "n_omitted": self.n_omitted,
-            "seed": self.seed,
-            "threads": self.threads,
-            "seconds": self.seconds,
-            "draws_per_second": self.draws_per_second,
-            "interrupted": self.interrupted,
-            "n_requested": self.n_requested,
-            "score": self.score.to_dict(),
-            "pathwise": self.pathwise.to_dict(),
-            "variance_ratio": _json_map(self.variance_ratio),
-            "variance_ratio_ci95": ci,
-            "analytic_variance_ratio": _json_map(self.analytic_variance_ratio),
+        """JSON-ready dict (inf and nan become None); each estimator under ``"estimators"``, by name."""
+        out = {
+            "kind": "comparison",
+            **_run_dict(self),
+            "reference": self.reference,
+            "estimators": {r.estimator: r.row_dict() for r in self.results},
         }
+        if self.variance_ratio is not None:  # the seed question's answer, where both estimators are here
+            out |= {
+                "variance_ratio": self.variance_ratio,
+                "variance_ratio_ci95": self.variance_ratio_ci,
+                "analytic_variance_ratio": self.analytic_variance_ratio,
+            }
+            if self.vector:
+                out |= {
+                    "total_variance_ratio": self.total_variance_ratio,
+                    "total_variance_ratio_ci95": self.total_variance_ratio_ci,
+                    "analytic_total_variance_ratio": self.analytic_total_variance_ratio,
+                }
+        return _json(out)
 
     def __str__(self):
-        lines = [_header("fastgrad.compare", self) + ", both estimators in one pass over the same draws"]
-        for p in self.wrt:
-            lines.append("")
-            lines.append(_gradient_line(p, self.analytic_gradient))
-            lines.extend(_table([self.score, self.pathwise], p))
-            low, high = self.variance_ratio_ci[p]
-            text = f"  variance ratio score/pathwise: {_fmt(self.variance_ratio[p], 5)}"
-            if math.isfinite(low) and math.isfinite(high):
-                text += f", 95% CI [{_fmt(low, 5)}, {_fmt(high, 5)}]"
-            if self.analytic_variance_ratio is not None:
-                text += f"  (analytic {_fmt(self.analytic_variance_ratio[p], 6)})"
-            lines.append(text)
-        return "\n".join(lines)
+        return _format.comparison_text(self)
+
+
+#: Old names, from when each kind of run had its own result classes.
+VariantComparison = VectorComparison = Comparison
+VariantResult = VectorEstimatorResult = EstimatorResult
 
 
 @dataclass(frozen=True)
@@ -233,7 +398,7 @@ class VarianceCurve:
     """Variance of ``n``-draw gradient estimates against ``n``, per estimator (see :func:`fastgrad.variance_curve`).
 
     Every per-size figure is a tuple in the order of :attr:`sample_sizes`,
-    inside dicts keyed by estimator (``"score"``, ``"pathwise"``) and then by
+    inside dicts keyed by estimator (``"score"``, ``"pathwise"``, ...) and then by
     parameter.
 
     Attributes
@@ -308,57 +473,48 @@ class VarianceCurve:
             for e in self.estimators:
                 point[e] = {
                     p: {
-                        "mean": _json_float(self.mean[e][p][i]),
-                        "mean_stderr": _json_float(self.mean_stderr[e][p][i]),
-                        "variance": _json_float(self.variance[e][p][i]),
-                        "variance_ci95": [_json_float(v) for v in self.variance_ci[e][p][i]],
-                        "analytic_variance": _json_float(self.analytic_variance[e][p][i])
-                        if self.analytic_variance
-                        else None,
+                        "mean": self.mean[e][p][i],
+                        "mean_stderr": self.mean_stderr[e][p][i],
+                        "variance": self.variance[e][p][i],
+                        "variance_ci95": self.variance_ci[e][p][i],
+                        "analytic_variance": self.analytic_variance[e][p][i] if self.analytic_variance else None,
                     }
                     for p in self.wrt
                 }
                 if self.reference is not None:
                     for p in self.wrt:
-                        point[e][p]["ratio_to_reference"] = _json_float(self.ratio_to_reference[e][p][i])
-                        point[e][p]["ratio_to_reference_ci95"] = [
-                            _json_float(v) for v in self.ratio_to_reference_ci[e][p][i]
-                        ]
+                        point[e][p]["ratio_to_reference"] = self.ratio_to_reference[e][p][i]
+                        point[e][p]["ratio_to_reference_ci95"] = self.ratio_to_reference_ci[e][p][i]
             if self.reference is None:
                 point["variance_ratio"] = {
-                    p: {
-                        "value": _json_float(self.variance_ratio[p][i]),
-                        "ci95": [_json_float(v) for v in self.variance_ratio_ci[p][i]],
-                    }
-                    for p in self.wrt
+                    p: {"value": self.variance_ratio[p][i], "ci95": self.variance_ratio_ci[p][i]} for p in self.wrt
                 }
             points.append(point)
-        return {
-            "kind": "variance_curve",
-            "distribution": self.distribution.to_dict(),
-            "function": self.function.to_dict(),
-            "wrt": list(self.wrt),
-            "estimators": list(self.estimators),
-            "sample_sizes": list(self.sample_sizes),
-            "repeats": self.repeats,
-            "seed": self.seed,
-            "threads": self.threads,
-            "seconds": self.seconds,
-            "draws": self.draws,
-            "draws_per_second": self.draws_per_second,
-            "analytic_gradient": _json_map(self.analytic_gradient),
-            "analytic_variance_ratio": _json_map(self.analytic_variance_ratio),
-            "reference": self.reference,
-            "pilot": self.pilot,
-            "interrupted": self.interrupted,
-            "sample_sizes_requested": None
-            if self.sample_sizes_requested is None
-            else list(self.sample_sizes_requested),
-            "analytic_ratio_to_reference": None
-            if self.analytic_ratio_to_reference is None
-            else {e: _json_map(by_p) for e, by_p in self.analytic_ratio_to_reference.items()},
-            "points": points,
-        }
+        return _json(
+            {
+                "kind": "variance_curve",
+                "schema": SCHEMA,
+                "distribution": self.distribution.to_dict(),
+                "function": self.function.to_dict(),
+                "wrt": list(self.wrt),
+                "estimators": list(self.estimators),
+                "sample_sizes": list(self.sample_sizes),
+                "repeats": self.repeats,
+                "seed": self.seed,
+                "threads": self.threads,
+                "seconds": self.seconds,
+                "draws": self.draws,
+                "draws_per_second": self.draws_per_second,
+                "analytic_gradient": self.analytic_gradient,
+                "analytic_variance_ratio": self.analytic_variance_ratio,
+                "reference": self.reference,
+                "pilot": self.pilot,
+                "interrupted": self.interrupted,
+                "sample_sizes_requested": self.sample_sizes_requested,
+                "analytic_ratio_to_reference": self.analytic_ratio_to_reference,
+                "points": points,
+            }
+        )
 
     def plot(self, path, *, dpi=150):
         """Write a log-log PNG of the curve to ``path``; return the path.
@@ -372,163 +528,14 @@ class VarianceCurve:
         return plot_curve(self, path, dpi=dpi)
 
     def __str__(self):
-        sizes = ", ".join(f"{n:,}" for n in self.sample_sizes) or "none"
-        stopped = ""
-        if self.interrupted:
-            stopped = (
-                f"INTERRUPTED ({self.interrupted}): {len(self.sample_sizes)} of {len(self.sample_sizes_requested)} "
-                "sample sizes finished; the others are left out\n"
-            )
-        lines = [
-            stopped + f"fastgrad.variance_curve: {self.distribution!r}, {self.function.formula}\n"
-            f"n = {sizes}; {self.repeats:,} estimates per n, seed {self.seed}, {self.threads} thread"
-            f"{'s' if self.threads != 1 else ''}, {self.draws:,} draws in {self.seconds:.3g} s "
-            f"({_rate(self.draws_per_second)})"
-        ]
-        for p in self.wrt:
-            lines.append("")
-            lines.append(_gradient_line(p, self.analytic_gradient))
-            rows = [("n", "estimator", "mean ± stderr", "variance [95% CI]", "analytic", "n × variance")]
-            if self.reference is not None:
-                rows[0] += (f"ratio to {self.reference} per eval [95% CI]", "analytic")
-            for i, n in enumerate(self.sample_sizes):
-                for e in self.estimators:
-                    lo, hi = self.variance_ci[e][p][i]
-                    v = self.variance[e][p][i]
-                    truth = _fmt(self.analytic_variance[e][p][i], 6) if self.analytic_variance else "-"
-                    row = (
-                        f"{n:,}" if e == self.estimators[0] else "",
-                        e,
-                        _fmt_pm(self.mean[e][p][i], self.mean_stderr[e][p][i]),
-                        f"{_fmt(v, 4)} [{_fmt(lo, 4)}, {_fmt(hi, 4)}]",
-                        truth,
-                        _fmt(n * v, 4),
-                    )
-                    if self.reference is not None:
-                        r_lo, r_hi = self.ratio_to_reference_ci[e][p][i]
-                        interval = f" [{_fmt(r_lo, 4)}, {_fmt(r_hi, 4)}]" if math.isfinite(r_lo) else ""
-                        analytic = self.analytic_ratio_to_reference
-                        row += (
-                            _fmt(self.ratio_to_reference[e][p][i], 4) + interval,
-                            _fmt(analytic[e][p], 5) if analytic and analytic[e] else "-",
-                        )
-                    rows.append(row)
-                if self.reference is not None:
-                    continue
-                lo, hi = self.variance_ratio_ci[p][i]
-                truth = _fmt(self.analytic_variance_ratio[p], 6) if self.analytic_variance_ratio else "-"
-                rows.append(("", "ratio", "", f"{_fmt(self.variance_ratio[p][i], 4)} [{_fmt(lo, 4)}, {_fmt(hi, 4)}]",
-                             truth, ""))  # fmt: skip
-            rows = [row + ("",) * (len(rows[0]) - len(row)) for row in rows]
-            widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-            for row in rows:
-                cells = [row[0].rjust(widths[0])] + [cell.ljust(w) for cell, w in zip(row[1:], widths[1:], strict=True)]
-                lines.append("  " + "  ".join(cells).rstrip())
-        return "\n".join(lines)
+        return _format.curve_text(self)
 
 
-def variance_curve_result(totals, layout, sizes, repeats, analytic, **context):
-    """VarianceCurve from the per-repeat sums of the curve kernel (internal)."""
-    from fastgrad._reduction import columns_record, record_width
-
-    per = {key: {e: {p: [] for p in layout.wrt} for e in layout.estimators} for key in ("mean", "se", "var", "ci")}
-    ratio = {p: [] for p in layout.wrt}
-    ratio_ci = {p: [] for p in layout.wrt}
-    record = np.empty(record_width(layout.n_rows, len(layout.pair_x)))
-    for k, n in enumerate(sizes):
-        estimates = np.ascontiguousarray(totals[:, k * repeats : (k + 1) * repeats]) / n
-        columns_record(estimates, layout.pair_x, layout.pair_y, record)
-        for e in layout.estimators:
-            for p in layout.wrt:
-                base = 2 + 4 * layout.row(e, p)
-                mean, m2, _, m4 = (float(v) for v in record[base : base + 4])
-                variance = m2 / (repeats - 1)
-                per["mean"][e][p].append(mean)
-                per["se"][e][p].append(math.sqrt(variance / repeats))
-                per["var"][e][p].append(variance)
-                per["ci"][e][p].append(_log_interval(variance, m2 / repeats, m4 / repeats, repeats))
-        for pair, p in enumerate(layout.wrt):
-            value, interval = variance_ratio(record, layout, pair)
-            ratio[p].append(value)
-            ratio_ci[p].append(interval)
-
-    def freeze(table):
-        return {e: {p: tuple(v) for p, v in by_p.items()} for e, by_p in table.items()}
-
-    analytic_variance = analytic_ratio = gradient = None
-    if analytic is not None:
-        analytic_variance = {e: {p: tuple(analytic[e][p][1] / n for n in sizes) for p in layout.wrt} for e in analytic}
-        gradient = {p: analytic["score"][p][0] for p in layout.wrt}
-        analytic_ratio = {
-            p: analytic["score"][p][1] / analytic["pathwise"][p][1] if analytic["pathwise"][p][1] else math.inf
-            for p in layout.wrt
-        }
-    return VarianceCurve(
-        wrt=layout.wrt,
-        estimators=layout.estimators,
-        sample_sizes=tuple(sizes),
-        repeats=repeats,
-        mean=freeze(per["mean"]),
-        mean_stderr=freeze(per["se"]),
-        variance=freeze(per["var"]),
-        variance_ci=freeze(per["ci"]),
-        analytic_gradient=gradient,
-        analytic_variance=analytic_variance,
-        variance_ratio={p: tuple(v) for p, v in ratio.items()},
-        variance_ratio_ci={p: tuple(v) for p, v in ratio_ci.items()},
-        analytic_variance_ratio=analytic_ratio,
-        **context,
-    )
-
-
-def _log_interval(variance, central2, central4, count, confidence_z=Z95):
-    """95 % interval of a variance from the delta method on its log: ``Var[log s2] ~ (k - 1) / count``."""
-    if not variance > 0 or not math.isfinite(variance):
-        return (math.nan, math.nan)
-    kurtosis = central4 / (central2 * central2)
-    half_width = confidence_z * math.sqrt(max(kurtosis - 1.0, 0.0) / count)
-    return (variance * math.exp(-half_width), variance * math.exp(half_width))
-
-
-# --- building results from a moment record ------------------------------------
-
-
-def estimator_result(estimator, record, layout, context, analytic):
-    """EstimatorResult for one estimator from a merged record (internal)."""
-    n = int(record[0])
-    stats = {key: {} for key in ("mean", "variance", "stderr", "variance_stderr", "third", "fourth")}
-    for p in layout.wrt:
-        k = 2 + 4 * layout.row(estimator, p)
-        mean, m2, m3, m4 = record[k : k + 4]
-        variance = m2 / (n - 1) if n > 1 else math.nan
-        stats["mean"][p] = float(mean)
-        stats["variance"][p] = float(variance)
-        stats["stderr"][p] = math.sqrt(variance / n) if n > 1 else math.nan
-        stats["third"][p] = float(m3 / n) if n else math.nan
-        stats["fourth"][p] = float(m4 / n) if n else math.nan
-        central2 = m2 / n if n else math.nan
-        spread = m4 / n - central2 * central2 if n else math.nan
-        stats["variance_stderr"][p] = math.sqrt(max(spread, 0.0) / n) if n else math.nan
-    truth = analytic.get(estimator) if analytic else None
-    return EstimatorResult(
-        estimator=estimator,
-        wrt=layout.wrt,
-        n=n,
-        n_omitted=int(record[1]),
-        mean=stats["mean"],
-        variance=stats["variance"],
-        stderr=stats["stderr"],
-        variance_stderr=stats["variance_stderr"],
-        third_moment=stats["third"],
-        fourth_moment=stats["fourth"],
-        analytic_mean={p: truth[p][0] for p in layout.wrt} if truth else None,
-        analytic_variance={p: truth[p][1] for p in layout.wrt} if truth else None,
-        **context,
-    )
+# --- statistics of a merged record ----------------------------------------------------------
 
 
 def variance_ratio(record, layout, pair, confidence_z=Z95):
-    """(ratio, (low, high)) for pair ``pair`` of the layout (internal)."""
+    """(ratio, (low, high)) of pair ``pair`` of the layout: its x row's variance over its y row's (internal)."""
     n = record[0]
     kx = 2 + 4 * layout.pair_x[pair]
     ky = 2 + 4 * layout.pair_y[pair]
@@ -547,277 +554,13 @@ def variance_ratio(record, layout, pair, confidence_z=Z95):
     return ratio, (ratio * math.exp(-half_width), ratio * math.exp(half_width))
 
 
-# --- text formatting ---------------------------------------------------------------
-
-
-def _z(value, truth, stderr):
-    if stderr == 0 or not math.isfinite(stderr):
-        return 0.0 if value == truth else math.inf
-    return (value - truth) / stderr
-
-
-def _fmt(value, digits):
-    if value is None or not math.isfinite(value):
-        return str(value)
-    return f"{value:.{digits}g}"
-
-
-def _fmt_pm(value, error):
-    """``value ± error`` with the error to 2 significant digits and the value to match."""
-    if not (math.isfinite(value) and math.isfinite(error)) or error <= 0:
-        return f"{_fmt(value, 6)} ± {_fmt(error, 2)}"
-    decimals = max(0, 1 - math.floor(math.log10(error)))
-    if decimals > 12 or abs(value) >= 1e7 or (value != 0 and abs(value) < 1e-4):
-        return f"{value:.6g} ± {error:.2g}"
-    return f"{value:.{decimals}f} ± {error:.{decimals}f}"
-
-
-def _rate(draws_per_second):
-    if not math.isfinite(draws_per_second):
-        return "-"
-    if draws_per_second >= 1e6:
-        return f"{draws_per_second / 1e6:.0f} M/s"
-    return f"{draws_per_second / 1e3:.0f} k/s"
-
-
-def _header(title, result):
-    omitted = f" ({result.n_omitted:,} omitted: non-finite)" if result.n_omitted else ""
-    stopped = ""
-    if getattr(result, "interrupted", None):
-        stopped = (
-            f"INTERRUPTED ({result.interrupted}) after {result.n + result.n_omitted:,} of "
-            f"{result.n_requested:,} draws: a partial result\n"
-        )
-    return (
-        stopped + f"{title}: {result.distribution!r}, {result.function.formula}\n"
-        f"n = {result.n:,} draws{omitted}, seed {result.seed}, {result.threads} thread"
-        f"{'s' if result.threads != 1 else ''}, {result.seconds:.3g} s ({_rate(result.draws_per_second)})"
-    )
-
-
-def _gradient_line(parameter, analytic):
-    truth = f"   analytic gradient {_fmt(analytic[parameter], 10)}" if analytic else ""
-    return f"d/d{parameter} E[f(x)]{truth}"
-
-
-def _table(results, parameter):
-    rows = [("estimator", "mean ± stderr", "per-draw variance ± stderr", "analytic var", "draws/s")]
-    for r in results:
-        truth = _fmt(r.analytic_variance[parameter], 8) if r.analytic_variance else "-"
-        rows.append(
-            (
-                r.estimator,
-                _fmt_pm(r.mean[parameter], r.stderr[parameter]),
-                _fmt_pm(r.variance[parameter], r.variance_stderr[parameter]),
-                truth,
-                _rate(r.draws_per_second),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-
-
-# --- DiagNormal: one value per component ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VectorEstimatorResult:
-    """One estimator's per-component gradient estimates under a :class:`~fastgrad.DiagNormal`.
-
-    ``mean``, ``variance``, ``stderr``, ``variance_stderr`` and the analytic
-    values map each parameter (``"loc"``, ``"scale"``) to a float64 array of
-    length ``dim``. ``total_variance`` is their sum over components: the
-    trace of the per-draw gradient's covariance matrix.
-    """
-
-    estimator: str
-    wrt: tuple
-    dim: int
-    n: int
-    mean: dict
-    variance: dict
-    stderr: dict
-    variance_stderr: dict
-    total_variance: dict
-    analytic_mean: dict
-    analytic_variance: dict
-    analytic_total_variance: dict
-    n_omitted: int = 0
-    distribution: object = None
-    function: object = None
-    seed: int = None
-    threads: int = None
-    seconds: float = None
-    draws_per_second: float = None
-
-    def __str__(self):
-        lines = [_vector_header(f"fastgrad.estimate ({self.estimator})", self)]
-        shown = min(self.dim, 5)
-        for p in self.wrt:
-            truth = ""
-            if self.analytic_total_variance is not None:
-                truth = f"   (analytic {_fmt(self.analytic_total_variance[p], 8)})"
-            lines.append("")
-            lines.append(f"d/d{p}_i E[f(x)]: total (trace) per-draw variance {_fmt(self.total_variance[p], 6)}{truth}")
-            rows = [("i", "mean ± stderr", "per-draw variance ± stderr", "analytic mean", "analytic var")]
-            for i in range(shown):
-                rows.append(
-                    (
-                        str(i),
-                        _fmt_pm(self.mean[p][i], self.stderr[p][i]),
-                        _fmt_pm(self.variance[p][i], self.variance_stderr[p][i]),
-                        _fmt(self.analytic_mean[p][i], 8) if self.analytic_mean else "-",
-                        _fmt(self.analytic_variance[p][i], 8) if self.analytic_variance else "-",
-                    )
-                )
-            widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-            for row in rows:
-                lines.append("    " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        return "\n".join(lines)
-
-    def to_dict(self):
-        """JSON-ready dict (lists per component; inf and nan become None)."""
-
-        def lists(mapping):
-            if mapping is None:
-                return None
-            return {p: [_json_float(v) for v in values] for p, values in mapping.items()}
-
-        # a result of its own (estimate) carries its run; inside a comparison the comparison does
-        out = _vector_run_dict(self) if self.distribution is not None else {}
-        return out | {
-            "estimator": self.estimator,
-            "mean": lists(self.mean),
-            "variance": lists(self.variance),
-            "stderr": lists(self.stderr),
-            "variance_stderr": lists(self.variance_stderr),
-            "total_variance": _json_map(self.total_variance),
-            "analytic_mean": lists(self.analytic_mean),
-            "analytic_variance": lists(self.analytic_variance),
-            "analytic_total_variance": _json_map(self.analytic_total_variance),
-        }
-
-
-@dataclass(frozen=True)
-class VectorComparison:
-    """Score-function and pathwise estimates for every component of a :class:`~fastgrad.DiagNormal`.
-
-    Attributes
-    ----------
-    score, pathwise : VectorEstimatorResult
-    variance_ratio, variance_ratio_ci : dict
-        Per parameter: the per-component ratio of per-draw variances (array)
-        and its 95 % interval ``(low array, high array)``, as in :class:`Comparison`.
-    total_variance_ratio : dict
-        Per parameter: ratio of the total (trace) variances.
-    total_variance_ratio_ci : dict
-        Per parameter: its 95 % interval by batch means over chunks (chunks
-        are independent), NaN with fewer than 10 chunks.
-    analytic_total_variance_ratio : dict or None
-    distribution, function, wrt, dim, n, n_omitted, seed, threads, seconds, draws_per_second
-        As in :class:`Comparison`; ``dim`` is the number of components.
-    """
-
-    score: VectorEstimatorResult
-    pathwise: VectorEstimatorResult
-    variance_ratio: dict
-    variance_ratio_ci: dict
-    total_variance_ratio: dict
-    total_variance_ratio_ci: dict
-    analytic_total_variance_ratio: dict
-    distribution: object
-    function: object
-    wrt: tuple
-    dim: int
-    n: int
-    n_omitted: int
-    seed: int
-    threads: int
-    seconds: float
-    draws_per_second: float
-
-    def to_dict(self):
-        """JSON-ready dict."""
-        ci = {
-            p: [[_json_float(v) for v in low], [_json_float(v) for v in high]]
-            for p, (low, high) in self.variance_ratio_ci.items()
-        }
-        return _vector_run_dict(self) | {
-            "score": self.score.to_dict(),
-            "pathwise": self.pathwise.to_dict(),
-            "variance_ratio": {p: [_json_float(v) for v in r] for p, r in self.variance_ratio.items()},
-            "variance_ratio_ci95": ci,
-            "total_variance_ratio": _json_map(self.total_variance_ratio),
-            "total_variance_ratio_ci95": {
-                p: [_json_float(lo), _json_float(hi)] for p, (lo, hi) in self.total_variance_ratio_ci.items()
-            },
-            "analytic_total_variance_ratio": _json_map(self.analytic_total_variance_ratio),
-        }
-
-    def __str__(self):
-        lines = [_vector_header("fastgrad.compare", self)]
-        shown = min(self.dim, 5)
-        for p in self.wrt:
-            lines.append("")
-            lines.append(f"d/d{p}_i E[f(x)]: total (trace) per-draw variance over the {self.dim} components")
-            for r in (self.score, self.pathwise):
-                truth = ""
-                if r.analytic_total_variance is not None:
-                    truth = f"   (analytic {_fmt(r.analytic_total_variance[p], 8)})"
-                lines.append(f"  {r.estimator:<9} {_fmt(r.total_variance[p], 6)}{truth}")
-            ratio = f"  total variance ratio score/pathwise: {_fmt(self.total_variance_ratio[p], 5)}"
-            low, high = self.total_variance_ratio_ci[p]
-            if math.isfinite(low) and math.isfinite(high):
-                ratio += f", 95% CI [{_fmt(low, 5)}, {_fmt(high, 5)}]"
-            if self.analytic_total_variance_ratio is not None:
-                ratio += f"  (analytic {_fmt(self.analytic_total_variance_ratio[p], 6)})"
-            lines.append(ratio)
-            lines.append(f"  first {shown} component{'s' if shown != 1 else ''}:")
-            rows = [("i", "estimator", "mean ± stderr", "per-draw variance ± stderr", "analytic var", "ratio [95% CI]")]
-            for i in range(shown):
-                for r in (self.score, self.pathwise):
-                    ratio_text = ""
-                    if r is self.score:
-                        low, high = self.variance_ratio_ci[p]
-                        ratio_text = f"{_fmt(self.variance_ratio[p][i], 4)} [{_fmt(low[i], 4)}, {_fmt(high[i], 4)}]"
-                    rows.append(
-                        (
-                            str(i) if r is self.score else "",
-                            r.estimator,
-                            _fmt_pm(r.mean[p][i], r.stderr[p][i]),
-                            _fmt_pm(r.variance[p][i], r.variance_stderr[p][i]),
-                            _fmt(r.analytic_variance[p][i], 6) if r.analytic_variance else "-",
-                            ratio_text,
-                        )
-                    )
-            widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-            for row in rows:
-                lines.append("    " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        return "\n".join(lines)
-
-
-def _vector_header(title, result):
-    return (
-        f"{title}: {result.distribution!r}, {result.function.formula}\n"
-        f"D = {result.dim} components, n = {result.n:,} draws, seed {result.seed}, {result.threads} thread"
-        f"{'s' if result.threads != 1 else ''}, {result.seconds:.3g} s ({_rate(result.draws_per_second)})"
-    )
-
-
-def _vector_run_dict(result):
-    """Describe the run, for both DiagNormal results' ``to_dict``."""
-    return {
-        "distribution": result.distribution.to_dict(),
-        "function": result.function.to_dict(),
-        "wrt": list(result.wrt),
-        "dim": result.dim,
-        "n": result.n,
-        "n_omitted": result.n_omitted,
-        "seed": result.seed,
-        "threads": result.threads,
-        "seconds": result.seconds,
-        "draws_per_second": result.draws_per_second,
-    }
+def _log_interval(variance, central2, central4, count, confidence_z=Z95):
+    """95 % interval of a variance from the delta method on its log: ``Var[log s2] ~ (k - 1) / count``."""
+    if not variance > 0 or not math.isfinite(variance):
+        return (math.nan, math.nan)
+    kurtosis = central4 / (central2 * central2)
+    half_width = confidence_z * math.sqrt(max(kurtosis - 1.0, 0.0) / count)
+    return (variance * math.exp(-half_width), variance * math.exp(half_width))
 
 
 #: Fewest chunks for a batch-means interval of the trace ratio.
@@ -831,11 +574,11 @@ def _student_quantile(z, df):
 
 
 def trace_ratio_interval(ratio, score_sums, path_sums, confidence_z=Z95):
-    """95 % interval of the trace ratio by batch means over chunks (internal).
+    """95 % interval of a trace ratio by batch means over chunks (internal).
 
     ``score_sums[c]``, ``path_sums[c]``: chunk ``c``'s sum over components of
-    the score and pathwise ``M2``. Chunks are independent, so the ratio of
-    sums has ``Var[R] ~ C / (C - 1) * sum_c (S_c - R P_c)**2 / (sum_c P_c)**2``;
+    the two estimators' ``M2``. Chunks are independent, so the ratio of sums
+    has ``Var[R] ~ C / (C - 1) * sum_c (S_c - R P_c)**2 / (sum_c P_c)**2``;
     the interval is on ``log R``, with a Student-t quantile on ``C - 1``
     degrees of freedom. NaN with fewer than :data:`MIN_TRACE_CHUNKS`
     chunks, or without a finite positive ratio.
@@ -852,350 +595,13 @@ def trace_ratio_interval(ratio, score_sums, path_sums, confidence_z=Z95):
     return (ratio * math.exp(-half_width), ratio * math.exp(half_width))
 
 
-def vector_comparison(record, layout, analytic, trace_sums=None, **context):
-    """VectorComparison from a merged record of the vector kernel (internal)."""
-    dim = layout.dim
-    results = {e: _vector_estimator(e, record, layout, analytic) for e in ("score", "pathwise")}
-    ratios, intervals = {}, {}
-    for k, p in enumerate(layout.wrt):
-        values = [variance_ratio(record, layout, k * dim + i) for i in range(dim)]
-        ratios[p] = np.array([v for v, _ in values])
-        intervals[p] = (np.array([lo for _, (lo, _) in values]), np.array([hi for _, (_, hi) in values]))
-
-    def ratio(a, b):
-        if b == 0:
-            return math.inf if a > 0 else math.nan
-        return a / b
-
-    totals = {p: ratio(results["score"].total_variance[p], results["pathwise"].total_variance[p]) for p in layout.wrt}
-    total_intervals = {
-        p: trace_ratio_interval(totals[p], trace_sums[:, 0, b], trace_sums[:, 1, b])
-        if trace_sums is not None
-        else (math.nan, math.nan)
-        for b, p in enumerate(layout.wrt)
-    }
-    analytic_totals = None
-    if analytic is not None:
-        analytic_totals = {
-            p: ratio(results["score"].analytic_total_variance[p], results["pathwise"].analytic_total_variance[p])
-            for p in layout.wrt
-        }
-    return VectorComparison(
-        score=results["score"],
-        pathwise=results["pathwise"],
-        variance_ratio=ratios,
-        variance_ratio_ci=intervals,
-        total_variance_ratio=totals,
-        total_variance_ratio_ci=total_intervals,
-        analytic_total_variance_ratio=analytic_totals,
-        wrt=layout.wrt,
-        dim=dim,
-        n=int(record[0]),
-        n_omitted=int(record[1]),
-        **context,
-    )
-
-
-def _vector_estimator(e, record, layout, analytic, **extra):
-    n = int(record[0])
-    dim = layout.dim
-    stats = {key: {} for key in ("mean", "variance", "stderr", "variance_stderr")}
-    for p in layout.wrt:
-        base = 2 + 4 * np.array([layout.component_row(e, p, i) for i in range(dim)])
-        mean, m2, m4 = record[base], record[base + 1], record[base + 3]
-        variance = m2 / (n - 1)
-        stats["mean"][p] = mean.copy()
-        stats["variance"][p] = variance
-        stats["stderr"][p] = np.sqrt(variance / n)
-        stats["variance_stderr"][p] = np.sqrt(np.maximum(m4 / n - (m2 / n) ** 2, 0.0) / n)
-    truth = analytic.get(e) if analytic else None
-    return VectorEstimatorResult(
-        estimator=e,
-        wrt=layout.wrt,
-        dim=dim,
-        n=n,
-        total_variance={p: float(np.sum(stats["variance"][p])) for p in layout.wrt},
-        analytic_mean={p: np.array(truth[p][0]) for p in layout.wrt} if truth else None,
-        analytic_variance={p: np.array(truth[p][1]) for p in layout.wrt} if truth else None,
-        analytic_total_variance={p: float(np.sum(truth[p][1])) for p in layout.wrt} if truth else None,
-        **stats,
-        **extra,
-    )
-
-
-def vector_estimator_result(estimator, record, layout, analytic, context):
-    """VectorEstimatorResult of a one-estimator DiagNormal run, with its run context (internal)."""
-    return _vector_estimator(estimator, record, layout, analytic, n_omitted=int(record[1]), **context)
-
-
-# --- estimator variants (fastgrad.compare(..., estimators=[...])) ------------------------
-
-
-@dataclass(frozen=True)
-class VariantResult:
-    """One estimator variant's estimate in a :class:`VariantComparison`, per parameter.
-
-    Attributes
-    ----------
-    estimator : str
-        Canonical specification, e.g. ``"score+optimal-baseline"``.
-    evaluations_per_draw : int
-        Evaluations of ``f`` (or ``f'``) per draw of the noise, for one
-        parameter: 2 for antithetic pairs and measure-valued estimators, else 1.
-    mean, stderr : dict
-        The gradient estimate and its standard error.
-    variance, variance_stderr : dict
-        Variance per draw of the noise: ``n`` times the variance of the
-        ``n``-draw estimate (for an antithetic pair, the variance of the pair's
-        average; for ``loo(K)``, K times the variance of a group's estimate).
-    variance_per_evaluation : dict
-        ``variance * evaluations_per_draw``: what an equal budget of function
-        evaluations buys. Ratios compare this.
-    ratio, ratio_ci : dict
-        ``variance_per_evaluation`` over the reference estimator's, with its
-        95 % interval (delta method with the co-moments of the two on the same
-        draws). The reference's own ratio is 1 with no interval.
-    analytic_mean, analytic_variance, analytic_ratio : dict or None
-        Exact values for built-in functions (at the baseline or coefficients
-        actually used).
-    coefficients : dict or None
-        Per parameter, the baseline ``b`` (``baseline``, ``optimal-baseline``)
-        or the control-variate coefficients on the score vector (``cv``, a list
-        over the distribution's parameters) used.
-    """
-
-    estimator: str
-    evaluations_per_draw: int
-    mean: dict
-    stderr: dict
-    variance: dict
-    variance_stderr: dict
-    variance_per_evaluation: dict
-    ratio: dict
-    ratio_ci: dict
-    analytic_mean: dict
-    analytic_variance: dict
-    analytic_ratio: dict
-    coefficients: dict
-
-    def to_dict(self):
-        """JSON-ready dict (inf and nan become None)."""
-        return {
-            "estimator": self.estimator,
-            "evaluations_per_draw": self.evaluations_per_draw,
-            "mean": _json_map(self.mean),
-            "stderr": _json_map(self.stderr),
-            "variance": _json_map(self.variance),
-            "variance_stderr": _json_map(self.variance_stderr),
-            "variance_per_evaluation": _json_map(self.variance_per_evaluation),
-            "ratio": _json_map(self.ratio),
-            "ratio_ci95": {p: [_json_float(v) for v in ci] for p, ci in self.ratio_ci.items()},
-            "analytic_mean": _json_map(self.analytic_mean),
-            "analytic_variance": _json_map(self.analytic_variance),
-            "analytic_ratio": _json_map(self.analytic_ratio),
-            "coefficients": self.coefficients,
-        }
-
-
-@dataclass(frozen=True)
-class VariantComparison:
-    """Several gradient estimators on the same draws, in one table (see :func:`fastgrad.compare`).
-
-    Attributes
-    ----------
-    results : tuple of VariantResult
-        In the order asked for (the reference appended if it was not asked for).
-    reference : str
-        The estimator ratios are taken against: ``"pathwise"`` when the family
-        and function have one, else ``"score"``.
-    group : int
-        Draws per leave-one-out group (1 without ``loo``); ``n`` is a multiple of it.
-    pilot : int
-        Draws of the independent pilot stream that estimated the baselines and
-        control-variate coefficients (0 when none was needed).
-    distribution, function, wrt, n, n_omitted, seed, threads, seconds, draws_per_second
-        As in :class:`Comparison`: one fused pass computed every estimator.
-    """
-
-    results: tuple
-    reference: str
-    group: int
-    pilot: int
-    distribution: object
-    function: object
-    wrt: tuple
-    n: int
-    n_omitted: int
-    seed: int
-    threads: int
-    seconds: float
-    draws_per_second: float
-    interrupted: str = None
-    n_requested: int = None
-
-    @property
-    def estimators(self):
-        """Canonical names of the estimators, in table order."""
-        return tuple(r.estimator for r in self.results)
-
-    @property
-    def analytic_gradient(self):
-        """The true gradient per parameter, or None for user functions."""
-        return self.results[0].analytic_mean
-
-    def __getitem__(self, estimator):
-        """Return one estimator's result, by its specification (``c["score+cv"]``)."""
-        from fastgrad.estimators import parse_estimator
-
-        name = parse_estimator(estimator).name
-        for result in self.results:
-            if result.estimator == name:
-                return result
-        raise KeyError(f"{estimator!r} is not in this comparison; it has {list(self.estimators)}")
-
-    def to_dict(self):
-        """JSON-ready dict (inf and nan become None)."""
-        return {
-            "kind": "estimator_comparison",
-            "distribution": self.distribution.to_dict(),
-            "function": self.function.to_dict(),
-            "wrt": list(self.wrt),
-            "n": self.n,
-            "n_omitted": self.n_omitted,
-            "group": self.group,
-            "pilot": self.pilot,
-            "reference": self.reference,
-            "interrupted": self.interrupted,
-            "n_requested": self.n_requested,
-            "seed": self.seed,
-            "threads": self.threads,
-            "seconds": self.seconds,
-            "draws_per_second": self.draws_per_second,
-            "estimators": [r.to_dict() for r in self.results],
-        }
-
-    def __str__(self):
-        pilot = f"; baselines from an independent pilot of {self.pilot:,} draws" if self.pilot else ""
-        group = f"; loo groups of {self.group}" if self.group > 1 else ""
-        lines = [
-            _header("fastgrad.compare", self) + ", every estimator in one pass over the same draws" + pilot + group
-        ]
-        for p in self.wrt:
-            lines.append("")
-            lines.append(_gradient_line(p, self.analytic_gradient))
-            head = (
-                "estimator", "evals", "mean ± stderr", "variance/draw ± stderr", "analytic",
-                "variance/eval", f"ratio to {self.reference} [95% CI]", "analytic", "draws/s",
-            )  # fmt: skip
-            rows = [head]
-            for r in self.results:
-                low, high = r.ratio_ci[p]
-                interval = f" [{_fmt(low, 4)}, {_fmt(high, 4)}]" if math.isfinite(low) and math.isfinite(high) else ""
-                rows.append(
-                    (
-                        r.estimator,
-                        str(r.evaluations_per_draw),
-                        _fmt_pm(r.mean[p], r.stderr[p]),
-                        _fmt_pm(r.variance[p], r.variance_stderr[p]),
-                        _fmt(r.analytic_variance[p], 6) if r.analytic_variance else "-",
-                        _fmt(r.variance_per_evaluation[p], 5),
-                        _fmt(r.ratio[p], 4) + interval,
-                        _fmt(r.analytic_ratio[p], 5) if r.analytic_ratio else "-",
-                        _rate(self.draws_per_second),
-                    )
-                )
-            widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-            lines.extend(
-                "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-            )
-            if any(r.evaluations_per_draw == 2 for r in self.results):
-                lines.append(
-                    "  (antithetic: a draw is a pair (eps, -eps); measure-valued: a pair of sides; "
-                    "ratios compare variance per evaluation)"
-                )
-            for r in self.results:
-                if r.coefficients is not None:
-                    value = r.coefficients[p]
-                    text = (
-                        _fmt(value, 6)
-                        if not isinstance(value, list)
-                        else "[" + ", ".join(_fmt(v, 6) for v in value) + "]"
-                    )
-                    lines.append(f"  {r.estimator}: {'coefficients' if isinstance(value, list) else 'baseline'} {text}")
-        return "\n".join(lines)
-
-
-def variant_comparison(record, layout, analytic, coefficients, **context):
-    """VariantComparison from a merged record over units (internal)."""
-    group = layout.group
-    units = int(record[0])
-    ref_spec = layout.specs[layout.reference]
-    per_eval = {}
-    results = []
-    truth_ref = analytic[layout.reference]
-    for s, spec in enumerate(layout.specs):
-        stats = {key: {} for key in ("mean", "se", "var", "var_se", "per_eval", "ratio", "ci")}
-        for p in layout.wrt:
-            k = 2 + 4 * layout.row(s, p)
-            mean, m2, _, m4 = (float(v) for v in record[k : k + 4])
-            unit_var = m2 / (units - 1)
-            stats["mean"][p] = mean
-            stats["se"][p] = math.sqrt(unit_var / units)
-            stats["var"][p] = unit_var * group
-            central2 = m2 / units
-            stats["var_se"][p] = group * math.sqrt(max(m4 / units - central2 * central2, 0.0) / units)
-            stats["per_eval"][p] = stats["var"][p] * spec.evaluations
-            pair = layout.pair(s, p)
-            if pair is None:
-                stats["ratio"][p], stats["ci"][p] = 1.0, (math.nan, math.nan)
-            else:
-                scale = spec.evaluations / ref_spec.evaluations
-                ratio, (low, high) = variance_ratio(record, layout, pair)
-                stats["ratio"][p], stats["ci"][p] = ratio * scale, (low * scale, high * scale)
-        per_eval[s] = stats["per_eval"]
-        truth = analytic[s]
-        analytic_ratio = None
-        if truth is not None and truth_ref is not None:
-            analytic_ratio = {
-                p: _ratio_or_inf(truth[p][1] * spec.evaluations, truth_ref[p][1] * ref_spec.evaluations)
-                for p in layout.wrt
-            }
-        results.append(
-            VariantResult(
-                estimator=spec.name,
-                evaluations_per_draw=spec.evaluations,
-                mean=stats["mean"],
-                stderr=stats["se"],
-                variance=stats["var"],
-                variance_stderr=stats["var_se"],
-                variance_per_evaluation=stats["per_eval"],
-                ratio=stats["ratio"],
-                ratio_ci=stats["ci"],
-                analytic_mean={p: truth[p][0] for p in layout.wrt} if truth else None,
-                analytic_variance={p: truth[p][1] for p in layout.wrt} if truth else None,
-                analytic_ratio=analytic_ratio,
-                coefficients=_coefficient_dict(coefficients[s], layout, spec.baseline == "cv"),
-            )
-        )
-    return VariantComparison(
-        results=tuple(results),
-        reference=ref_spec.name,
-        group=group,
-        n=units * group,
-        n_omitted=int(record[1]) * group,
-        wrt=layout.wrt,
-        **context,
-    )
-
-
-def _coefficient_dict(matrix, layout, full):
-    """Per parameter: the baseline (a number), or with ``full`` the coefficients on every score component."""
-    if matrix is None:
-        return None
-    out = {}
-    for p in layout.wrt:
-        j = layout.parameters.index(p)
-        out[p] = [float(v) for v in matrix[j]] if full else float(matrix[j][j])
+def chunk_trace_sums(records, plan):
+    """Per chunk, specification and parameter: the sum over components of M2, ``(chunks, specs, parameters)``."""
+    out = np.zeros((len(records), len(plan.specs), len(plan.wrt)))
+    for a in range(len(plan.specs)):
+        for b, p in enumerate(plan.wrt):
+            columns = 2 + 4 * np.array([plan.row(a, p, i) for i in range(plan.dim)]) + 1
+            out[:, a, b] = records[:, columns].sum(axis=1)
     return out
 
 
@@ -1205,60 +611,237 @@ def _ratio_or_inf(a, b):
     return a / b
 
 
-def variant_curve_result(totals, layout, unit_sizes, repeats, analytic, **context):
-    """VarianceCurve of estimator variants from per-repeat sums over units (internal).
+def _z(value, truth, stderr):
+    if stderr == 0 or not math.isfinite(stderr):
+        return 0.0 if value == truth else math.inf
+    return (value - truth) / stderr
+
+
+# --- building results from a merged record ---------------------------------------------------
+
+
+def _row_stats(plan, s, record):
+    """Per parameter, arrays over components: mean, variance, stderr, variance stderr, third, fourth."""
+    units = int(record[0])
+    group = plan.group
+    out = {key: {} for key in ("mean", "variance", "stderr", "variance_stderr", "third", "fourth")}
+    for p in plan.wrt:
+        base = 2 + 4 * np.array([plan.row(s, p, i) for i in range(plan.dim)])
+        mean, m2, m3, m4 = record[base], record[base + 1], record[base + 2], record[base + 3]
+        if units > 1:
+            unit_variance = m2 / (units - 1)
+            central2 = m2 / units
+            out["variance"][p] = unit_variance * group
+            out["stderr"][p] = np.sqrt(unit_variance / units)
+            out["variance_stderr"][p] = group * np.sqrt(np.maximum(m4 / units - central2 * central2, 0.0) / units)
+        else:
+            out["variance"][p] = out["stderr"][p] = out["variance_stderr"][p] = np.full(plan.dim, math.nan)
+        out["mean"][p] = mean.copy()
+        out["third"][p] = m3 / units if units else np.full(plan.dim, math.nan)
+        out["fourth"][p] = m4 / units if units else np.full(plan.dim, math.nan)
+    return out
+
+
+def _coefficient_dict(matrix, plan, full):
+    """Per parameter: the baseline (a number), or with ``full`` the coefficients on every score component."""
+    if matrix is None:
+        return None
+    out = {}
+    for p in plan.wrt:
+        j = plan.parameters.index(p)
+        out[p] = [float(v) for v in matrix[j]] if full else float(matrix[j][j])
+    return out
+
+
+def comparison(plan, record, analytic, context, coefficients=None, pilot=0, trace_sums=None, kind="compare"):
+    """Build the :class:`Comparison` (for ``kind="estimate"``: the :class:`EstimatorResult`) of a merged record.
+
+    ``analytic[s]`` is ``{parameter: (mean, variance)}`` of specification
+    ``s`` (arrays over components for a multivariate family), or None;
+    ``trace_sums`` the chunks' trace sums (:func:`chunk_trace_sums`) of a
+    multivariate run.
+    """
+    vector = plan.multivariate
+    units = int(record[0])
+    n, n_omitted = units * plan.group, int(record[1]) * plan.group
+    specs = plan.specs
+    ref = plan.reference
+    stats = [_row_stats(plan, s, record) for s in range(len(specs))]
+    evaluations = [spec.evaluations for spec in specs]
+
+    def per_parameter(values):
+        """Arrays to the result's form: floats for a scalar family."""
+        return {p: (v.copy() if vector else float(v[0])) for p, v in values.items()}
+
+    def totals(s):
+        return {p: float(np.sum(stats[s]["variance"][p])) for p in plan.wrt}
+
+    rows = []
+    for s, spec in enumerate(specs):
+        st = stats[s]
+        per_evaluation = {p: v * evaluations[s] for p, v in st["variance"].items()}
+        ratio = ratio_ci = analytic_ratio = None
+        total_ratio = total_ratio_ci = analytic_total_ratio = None
+        truth = analytic[s] if analytic is not None else None
+        truth_ref = analytic[ref] if analytic is not None and ref is not None else None
+        if ref is not None:
+            scale = evaluations[s] / evaluations[ref]
+            ratio, ratio_ci = {}, {}
+            for p in plan.wrt:
+                if s == ref:
+                    values = [(1.0, (math.nan, math.nan))] * plan.dim
+                else:
+                    values = [variance_ratio(record, plan, plan.pair(s, p, i)) for i in range(plan.dim)]
+                    values = [(v * scale, (lo * scale, hi * scale)) for v, (lo, hi) in values]
+                ratio[p] = np.array([v for v, _ in values])
+                ratio_ci[p] = (np.array([lo for _, (lo, _) in values]), np.array([hi for _, (_, hi) in values]))
+            if truth is not None and truth_ref is not None:
+                analytic_ratio = {
+                    p: np.array([_ratio_or_inf(a * evaluations[s], b * evaluations[ref])
+                                 for a, b in zip(np.atleast_1d(truth[p][1]), np.atleast_1d(truth_ref[p][1]),
+                                                 strict=True)])
+                    for p in plan.wrt
+                }  # fmt: skip
+            if vector:
+                mine, theirs = totals(s), totals(ref)
+                total_ratio = {p: _ratio_or_inf(mine[p] * evaluations[s], theirs[p] * evaluations[ref])
+                               for p in plan.wrt}  # fmt: skip
+                total_ratio_ci = {}
+                for b, p in enumerate(plan.wrt):
+                    if s == ref:
+                        total_ratio[p], total_ratio_ci[p] = 1.0, (math.nan, math.nan)
+                    elif trace_sums is None:
+                        total_ratio_ci[p] = (math.nan, math.nan)
+                    else:
+                        raw = total_ratio[p] / scale
+                        lo, hi = trace_ratio_interval(raw, trace_sums[:, s, b], trace_sums[:, ref, b])
+                        total_ratio_ci[p] = (lo * scale, hi * scale)
+                if truth is not None and truth_ref is not None:
+                    analytic_total_ratio = {
+                        p: _ratio_or_inf(float(np.sum(truth[p][1])) * evaluations[s],
+                                         float(np.sum(truth_ref[p][1])) * evaluations[ref])
+                        for p in plan.wrt
+                    }  # fmt: skip
+            if not vector:
+                ratio = {p: float(v[0]) for p, v in ratio.items()}
+                ratio_ci = {p: (float(lo[0]), float(hi[0])) for p, (lo, hi) in ratio_ci.items()}
+                if analytic_ratio is not None:
+                    analytic_ratio = {p: float(v[0]) for p, v in analytic_ratio.items()}
+        rows.append(
+            EstimatorResult(
+                estimator=plan.names[s],
+                wrt=plan.wrt,
+                n=n,
+                n_omitted=n_omitted,
+                mean=per_parameter(st["mean"]),
+                variance=per_parameter(st["variance"]),
+                stderr=per_parameter(st["stderr"]),
+                variance_stderr=per_parameter(st["variance_stderr"]),
+                third_moment=per_parameter(st["third"]),
+                fourth_moment=per_parameter(st["fourth"]),
+                analytic_mean=None if truth is None else _truth(truth, 0, vector),
+                analytic_variance=None if truth is None else _truth(truth, 1, vector),
+                evaluations_per_draw=evaluations[s],
+                variance_per_evaluation=per_parameter(per_evaluation),
+                ratio=ratio,
+                ratio_ci=ratio_ci,
+                analytic_ratio=analytic_ratio,
+                coefficients=_coefficient_dict(coefficients[s] if coefficients else None, plan, spec.baseline == "cv"),
+                dim=plan.dim,
+                total_variance=totals(s) if vector else None,
+                analytic_total_variance=(
+                    {p: float(np.sum(truth[p][1])) for p in plan.wrt} if vector and truth is not None else None
+                ),
+                total_ratio=total_ratio,
+                total_ratio_ci=total_ratio_ci,
+                analytic_total_ratio=analytic_total_ratio,
+                group=plan.group,
+                pilot=pilot,
+                **context,
+            )
+        )
+    if kind == "estimate":
+        return rows[0]
+    return Comparison(
+        results=tuple(rows),
+        reference=plan.names[ref],
+        wrt=plan.wrt,
+        n=n,
+        n_omitted=n_omitted,
+        group=plan.group,
+        pilot=pilot,
+        dim=plan.dim,
+        classic=plan.classic,
+        **context,
+    )
+
+
+def _truth(truth, k, vector):
+    return {p: (np.array(values[k], dtype=float) if vector else values[k]) for p, values in truth.items()}
+
+
+def variance_curve(plan, totals, sizes, repeats, analytic, **context):
+    """Build the :class:`VarianceCurve` of per-repeat sums over units (internal).
 
     ``analytic[s][p] = (mean, per-draw variance)``; the variance of an
     ``n``-draw estimate is per-draw variance / n.
     """
     from fastgrad._reduction import columns_record, record_width
 
-    group = layout.group
-    names = tuple(spec.name for spec in layout.specs)
-    ref = layout.specs[layout.reference]
-    per = {key: {e: {p: [] for p in layout.wrt} for e in names} for key in ("mean", "se", "var", "ci", "ratio", "rci")}
-    record = np.empty(record_width(layout.n_rows, len(layout.pair_x)))
-    for k, units in enumerate(unit_sizes):
+    group = plan.group
+    names = plan.names
+    ref = plan.reference
+    specs = plan.specs
+    per = {key: {e: {p: [] for p in plan.wrt} for e in names} for key in ("mean", "se", "var", "ci", "ratio", "rci")}
+    record = np.empty(record_width(plan.n_rows, len(plan.pair_x)))
+    for k, size in enumerate(sizes):
+        units = size // group
         estimates = np.ascontiguousarray(totals[:, k * repeats : (k + 1) * repeats]) / units
-        columns_record(estimates, layout.pair_x, layout.pair_y, record)
+        columns_record(estimates, plan.pair_x, plan.pair_y, record)
         for s, e in enumerate(names):
-            for p in layout.wrt:
-                base = 2 + 4 * layout.row(s, p)
+            for p in plan.wrt:
+                base = 2 + 4 * plan.row(s, p)
                 mean, m2, _, m4 = (float(v) for v in record[base : base + 4])
                 variance = m2 / (repeats - 1)
                 per["mean"][e][p].append(mean)
                 per["se"][e][p].append(math.sqrt(variance / repeats))
                 per["var"][e][p].append(variance)
                 per["ci"][e][p].append(_log_interval(variance, m2 / repeats, m4 / repeats, repeats))
-                pair = layout.pair(s, p)
+                pair = plan.pair(s, p)
                 if pair is None:
                     per["ratio"][e][p].append(1.0)
                     per["rci"][e][p].append((math.nan, math.nan))
                 else:
-                    scale = layout.specs[s].evaluations / ref.evaluations
-                    value, (low, high) = variance_ratio(record, layout, pair)
+                    scale = specs[s].evaluations / specs[ref].evaluations
+                    value, (low, high) = variance_ratio(record, plan, pair)
                     per["ratio"][e][p].append(value * scale)
                     per["rci"][e][p].append((low * scale, high * scale))
 
     def freeze(table):
         return {e: {p: tuple(v) for p, v in by_p.items()} for e, by_p in table.items()}
 
-    sizes = [units * group for units in unit_sizes]
     analytic_variance = analytic_ratio = gradient = None
-    if all(a is not None for a in analytic):
-        analytic_variance = {e: {p: tuple(analytic[s][p][1] / n for n in sizes) for p in layout.wrt}
+    if analytic is not None and all(a is not None for a in analytic):
+        analytic_variance = {e: {p: tuple(analytic[s][p][1] / n for n in sizes) for p in plan.wrt}
                              for s, e in enumerate(names)}  # fmt: skip
-        gradient = {p: analytic[0][p][0] for p in layout.wrt}
-        truth_ref = analytic[layout.reference]
+        gradient = {p: analytic[0][p][0] for p in plan.wrt}
         analytic_ratio = {
             e: {
-                p: _ratio_or_inf(analytic[s][p][1] * layout.specs[s].evaluations, truth_ref[p][1] * ref.evaluations)
-                for p in layout.wrt
+                p: _ratio_or_inf(analytic[s][p][1] * specs[s].evaluations, analytic[ref][p][1] * specs[ref].evaluations)
+                for p in plan.wrt
             }
             for s, e in enumerate(names)
         }
+    classic = {}
+    if plan.classic:  # the score/pathwise curve: its ratio is the score's ratio to the reference
+        score = names.index("score")
+        classic = {
+            "variance_ratio": {p: tuple(per["ratio"]["score"][p]) for p in plan.wrt},
+            "variance_ratio_ci": {p: tuple(per["rci"]["score"][p]) for p in plan.wrt},
+            "analytic_variance_ratio": None if analytic_ratio is None else analytic_ratio[names[score]],
+        }
     return VarianceCurve(
-        wrt=layout.wrt,
+        wrt=plan.wrt,
         estimators=names,
         sample_sizes=tuple(sizes),
         repeats=repeats,
@@ -1268,12 +851,12 @@ def variant_curve_result(totals, layout, unit_sizes, repeats, analytic, **contex
         variance_ci=freeze(per["ci"]),
         analytic_gradient=gradient,
         analytic_variance=analytic_variance,
-        variance_ratio=None,
-        variance_ratio_ci=None,
-        analytic_variance_ratio=None,
-        reference=ref.name,
-        ratio_to_reference=freeze(per["ratio"]),
-        ratio_to_reference_ci=freeze(per["rci"]),
-        analytic_ratio_to_reference=analytic_ratio,
+        variance_ratio=classic.get("variance_ratio"),
+        variance_ratio_ci=classic.get("variance_ratio_ci"),
+        analytic_variance_ratio=classic.get("analytic_variance_ratio"),
+        reference=None if plan.classic else names[ref],
+        ratio_to_reference=None if plan.classic else freeze(per["ratio"]),
+        ratio_to_reference_ci=None if plan.classic else freeze(per["rci"]),
+        analytic_ratio_to_reference=None if plan.classic else analytic_ratio,
         **context,
     )

@@ -187,7 +187,8 @@ def test_estimate_one_estimator(estimator):
     assert_within(g.mean["scale"], g.analytic_mean["scale"], g.stderr["scale"])
     assert_within(g.variance["scale"], g.analytic_variance["scale"], g.variance_stderr["scale"])
     data = json.loads(json.dumps(g.to_dict(), allow_nan=False))
-    assert data["dim"] == 3 and data["estimator"] == estimator and len(data["variance"]["scale"]) == 3
+    assert data["dim"] == 3 and list(data["estimators"]) == [estimator] and data["kind"] == "estimate"
+    assert len(data["estimators"][estimator]["variance"]["scale"]) == 3
     assert "fastgrad.estimate" in str(g) and "D = 3 components" in str(g)
 
 
@@ -206,7 +207,7 @@ def test_to_dict_is_strict_json_and_the_table_shows_totals():
     r = fg.compare(D3, FUNCTIONS["linear_form"], n=10_000, seed=1)
     data = json.loads(json.dumps(r.to_dict(), allow_nan=False))
     assert data["dim"] == 3 and data["distribution"]["family"] == "DiagNormal"
-    assert len(data["score"]["mean"]["loc"]) == 3
+    assert len(data["estimators"]["score"]["mean"]["loc"]) == 3
     assert data["total_variance_ratio"]["loc"] is None  # pathwise variance 0 wrt loc: ratio inf -> null
     text = str(r)
     assert "D = 3 components" in text and "total (trace) per-draw variance" in text

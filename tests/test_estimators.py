@@ -219,13 +219,14 @@ def test_small_and_boundary_sizes_match_numpy_on_the_same_draws(n):
 
 def test_block_size_changes_only_rounding():
     """Blocks are a reduction detail: other block sizes see the same draws and agree to rounding."""
-    from fastgrad import _reduction, estimators
+    from fastgrad import _reduction
+    from fastgrad.estimators import ESTIMATORS, Plan
 
     distribution = fg.Normal(0.3, 1.2)
-    lay = estimators.layout(distribution.parameters, ("score", "pathwise"), ("loc", "scale"))
+    lay = Plan.build(distribution, resolve("cos"), ESTIMATORS, None, classic=True)
     width = _reduction.record_width(lay.n_rows, len(lay.pair_x))
     n = rng.CHUNK_SIZE - 77  # one partial chunk: the last block is partial for every block size
-    kernel = _kernels._classic_kernel(distribution, resolve("cos"), lay, n, 12, "moments")
+    kernel = lay.kernel("moments", seed=12, n_units=n)
     records = {}
     for block in (_kernels.BLOCK, 256, 100):
         kernel.run = kernel.run._replace(per_block=np.int64(block))

@@ -197,33 +197,50 @@ def test_checkpoints_from_elsewhere_are_refused_and_left_untouched(tmp_path):
 # --- interruption ------------------------------------------------------------------------------------
 
 
-def test_ctrl_c_returns_a_flagged_partial_result():
-    fg.compare(NORMAL, "square", 10**6, seed=0)  # compiled before the clock
+# (distribution, function, --dist options): the scalar seed case, and the DiagNormal whose Ctrl-C used to
+# raise a TypeError instead of returning the partial result (one-pipeline issue, reproduced as filed).
+INTERRUPTED = {
+    "normal": (NORMAL, "square", ["--loc", "2", "--f", "square"]),
+    "diagnormal": (fg.DiagNormal([2.0, 1.0, 0.0], [1.0, 1.0, 2.0]), fg.functions.sum_of_squares(),
+                   ["--dist", "diagnormal", "--loc", "2,1,0", "--scale", "1,1,2", "--f", "sum_of_squares"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(INTERRUPTED))
+def test_ctrl_c_returns_a_flagged_partial_result(case):
+    distribution, function, _ = INTERRUPTED[case]
+    fg.compare(distribution, function, 10**6, seed=0)  # compiled before the clock
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
-    result = fg.compare(NORMAL, "square", 10**11, seed=0, progress=False)
+    result = fg.compare(distribution, function, 10**11, seed=0, progress=False)
     timer.join()
     assert result.interrupted == "SIGINT" and result.n_requested == 10**11
-    assert 0 < result.n < 10**11 and result.n % 65536 == 0
+    per_chunk = 65536 // getattr(distribution, "dim", 1)
+    assert 0 < result.n < 10**11 and result.n % per_chunk == 0
     assert "INTERRUPTED (SIGINT) after" in str(result)
     # the partial result is the first chunks of the full run: the same as a run of that many draws
     flags = ("interrupted", "n_requested")
-    assert numbers(result, drop=flags) == numbers(fg.compare(NORMAL, "square", result.n, seed=0), drop=flags)
+    again = fg.compare(distribution, function, result.n, seed=0)
+    assert numbers(result, drop=flags) == numbers(again, drop=flags)
 
 
 @pytest.mark.subprocess
-def test_cli_ctrl_c_exits_130_with_the_partial_json(tmp_path):
+@pytest.mark.parametrize(("case", "signum", "status"), [("normal", signal.SIGINT, 130),
+                                                        ("diagnormal", signal.SIGINT, 130),
+                                                        ("diagnormal", signal.SIGTERM, 143)])  # fmt: skip
+def test_cli_ctrl_c_exits_130_with_the_partial_json(tmp_path, case, signum, status):
     out = tmp_path / "partial.json"
-    command = [sys.executable, "-m", "fastgrad", "compare", "--loc", "2", "--f", "square", "-n", "1e11",
+    command = [sys.executable, "-m", "fastgrad", "compare", *INTERRUPTED[case][2], "-n", "1e11",
                "--seed", "0", "--json", str(out), "--progress"]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: process.stderr.readable() and _progress_started(process))
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, err = process.communicate()
-    assert process.returncode == 130, err
+    assert process.returncode == status, err
     data = json.loads(out.read_text())
-    assert data["interrupted"] == "SIGINT" and data["n_requested"] == 10**11 and 0 < data["n"] < 10**11
-    assert f"interrupted (SIGINT) after {data['n']:,} of 100,000,000,000 draws" in err
+    name = signal.Signals(signum).name
+    assert data["interrupted"] == name and data["n_requested"] == 10**11 and 0 < data["n"] < 10**11
+    assert f"interrupted ({name}) after {data['n']:,} of 100,000,000,000 draws" in err
 
 
 def _progress_started(process):

@@ -1,12 +1,15 @@
 """Moment records: two-pass blocks, pairwise merges, and the chunk-index tree."""
 
 import itertools
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from fastgrad import _reduction as red
-from fastgrad.estimators import layout
+
+# Two rows of one pair, as a plan's record view gives MomentTree (n_rows, pair_x, pair_y).
+PAIR = SimpleNamespace(n_rows=2, pair_x=np.array([0], np.int64), pair_y=np.array([1], np.int64))
 
 ROWS = np.array([0, 1])
 PAIR_X = np.array([0])
@@ -150,7 +153,7 @@ def test_non_finite_draws_are_left_out_of_every_row():
 
 
 def tree_result(chunk_records, groups):
-    tree = red.MomentTree(layout(("a", "b"), ("score", "pathwise"), ("a",)))
+    tree = red.MomentTree(PAIR)
     first = 0
     for size in groups:
         tree.push(first, chunk_records[first : first + size])
@@ -172,7 +175,7 @@ def test_partial_trees_combine_to_the_single_tree_bit_for_bit():
     rng = np.random.default_rng(2)
     chunks = np.array(records_of(rng.standard_normal((2, 50 * 32)), list(range(0, 1601, 32))))
     whole = tree_result(chunks, [50])
-    lay = layout(("a", "b"), ("score", "pathwise"), ("a",))
+    lay = PAIR
     for split in (1, 13, 16, 31, 49):
         left, right = red.MomentTree(lay), red.MomentTree(lay)
         left.push(0, chunks[:split])
@@ -195,7 +198,7 @@ def test_partial_trees_combine_to_the_single_tree_bit_for_bit():
 
 
 def test_tree_refuses_out_of_order_chunks():
-    tree = red.MomentTree(layout(("a", "b"), ("score", "pathwise"), ("a",)))
+    tree = red.MomentTree(PAIR)
     tree.push(0, np.zeros((2, WIDTH)))
     with pytest.raises(ValueError, match="in order"):
         tree.push(5, np.zeros((1, WIDTH)))

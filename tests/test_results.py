@@ -36,7 +36,8 @@ def test_table_shows_estimates_uncertainty_and_truth(comparison):
 def test_to_dict_is_strict_json(comparison):
     data = json.loads(json.dumps(comparison.to_dict(), allow_nan=False))
     assert data["analytic_variance_ratio"] == {"loc": 21.75, "scale": pytest.approx(346 / 24)}
-    assert data["score"]["analytic_variance"]["loc"] == 87.0
+    assert data["estimators"]["score"]["analytic_variance"]["loc"] == 87.0
+    assert data["schema"] == fg.results.SCHEMA and data["kind"] == "comparison"
     low, high = data["variance_ratio_ci95"]["loc"]
     assert low < data["variance_ratio"]["loc"] < high
     assert data["distribution"] == {"family": "Normal", "loc": 2.0, "scale": 1.0}

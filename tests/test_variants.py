@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fastgrad as fg
-from fastgrad import _variants, cli, rng
+from fastgrad import _kernels, cli, rng
 from fastgrad._analytic import variant_moments
 from fastgrad.estimators import parse_estimator, parse_estimators
 from fastgrad.functions import resolve
@@ -164,8 +164,8 @@ def test_optimal_baseline_is_estimated_on_the_pilot_streams_only():
     # restated: b = sum(f s**2) / sum(s**2) over pilot draws, stream (seed, 2**63 + c)
     eps = np.concatenate(
         [
-            rng.standard_normals(5, _variants.PILOT_STREAMS, 65536),
-            rng.standard_normals(5, _variants.PILOT_STREAMS + 1, pilot - 65536),
+            rng.standard_normals(5, _kernels.PILOT_STREAMS, 65536),
+            rng.standard_normals(5, _kernels.PILOT_STREAMS + 1, pilot - 65536),
         ]
     )
     f = (2.0 + eps) ** 2
@@ -352,3 +352,25 @@ def test_cli_curve_with_estimators(tmp_path, capsys):
 def test_cli_bad_estimators_exit_2(capsys, args, message):
     assert cli.main(["compare", "--f", "square", "-n", "1000", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec", ["score+optimal-baseline", "score+loo(4)", "pathwise+antithetic", "measure-valued"])
+def test_estimate_takes_any_specification_and_gives_the_comparison_row(spec):
+    distribution, n = fg.Normal(1.0, 1.5), 3 * 65536
+    one = fg.estimate(distribution, "square", n, estimator=spec, seed=4, pilot=20_000)
+    table = fg.compare(distribution, "square", n, estimators=[spec], seed=4, pilot=20_000)
+    row = table[spec]
+    assert one.estimator == row.estimator and one.ratio is None and row.ratio is not None
+    for field in ("mean", "variance", "stderr", "variance_stderr", "analytic_mean", "analytic_variance"):
+        assert getattr(one, field) == getattr(row, field), field
+    for p in distribution.parameters:
+        assert abs(one.mean[p] - one.analytic_mean[p]) < 5 * one.stderr[p]
+
+
+def test_cli_estimate_takes_a_variant(tmp_path):
+    out = tmp_path / "e.json"
+    status = cli.main(["estimate", "--loc", "2", "--f", "square", "-n", "131072", "--seed", "1", "--pilot", "5000",
+                       "--estimator", "score+cv", "--json", str(out)])  # fmt: skip
+    assert status == 0
+    data = json.loads(out.read_text())
+    assert data["kind"] == "estimate" and list(data["estimators"]) == ["score+cv"] and data["pilot"] == 5000
