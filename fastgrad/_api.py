@@ -336,7 +336,7 @@ def _run(plan, kind, n, seed, threads, nan_policy, pilot, options):
     job = _make_job(fingerprint(plan, kind, n, seed, pilot), math.ceil(units / per_chunk),
                     lambda a, b: draws_in(a, b) * group, options, plan)  # fmt: skip
     with _numba_threads(threads) as used:
-        coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
+        coefficients = job.coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
         kernel = plan.kernel("moments", seed=seed, n_units=units, coefficients=coefficients)
         extra = max_chunks = None
         if plan.multivariate:  # the trace ratio's interval needs each chunk's trace sums
@@ -445,7 +445,7 @@ def _run_curve(plan, sizes, repeats, seed, threads, pilot, options):
                                 repeats=repeats), math.ceil(positions / per_chunk),
                     lambda a, b: draws_in(a, b) * group, options)  # fmt: skip
     with _numba_threads(threads) as used:
-        coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
+        coefficients = job.coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
         kernel = plan.kernel("curve", seed=seed, n_units=positions, coefficients=coefficients)
         part = _kernels.curve_batches(kernel, unit_sizes, repeats, plan.n_rows, job)
     done = _curve_parts_done(job, part, unit_sizes, repeats, per_chunk, used)
@@ -466,12 +466,10 @@ def _curve_result(plan, totals, sizes, repeats, coefficients, pilot, context):
 
 def _curve_parts_done(job, part, unit_sizes, repeats, per_chunk, threads):
     """Return a curve job's (totals, seconds, chunks done, threads), a shard's Partial, or None off MPI rank 0."""
-    from fastgrad import _jobs
-
     part.threads = threads
     if job.shard is not None:
         stopped = None if part.done else (job.stop_reason or "stopped")
-        return _jobs.Partial(job.fingerprint, job.n_chunks, [part], shard=job.shard, interrupted=stopped)
+        return job.make_partial([part], interrupted=stopped)
     if job.comm is None:
         return part.extra, part.seconds, part.next, threads
     parts = job.comm.gather(part, root=0)
@@ -566,12 +564,18 @@ def merge(partials):
     found = reference.fingerprint
     parts = [part for partial, _ in loaded for part in partial.parts]
     plan = plan_from(found)
-    if plan.needs_pilot and plan.function.builtin is None:
-        raise _jobs.PartialError(
-            "merging estimator variants of a user function needs the function to recompute the pilot's "
-            "coefficients; run it in one process or under MPI instead"
-        )
-    coefficients = None if plan.classic else _pilot.coefficients(plan, found.get("pilot", 0), found["seed"])
+    coefficients = None
+    if not plan.classic:  # the pilot's coefficients travel with the partials (a user's function does not)
+        stored = next((partial.coefficients for partial, _ in loaded if partial.coefficients is not None), None)
+        if stored is not None:
+            coefficients = [None if c is None else np.array(c, dtype=float) for c in stored]
+        elif plan.needs_pilot and plan.function.builtin is None:
+            raise _jobs.PartialError(
+                "these partial results carry no pilot coefficients (written by an older fastgrad), and the "
+                "user function is not recorded in them: rerun the shards"
+            )
+        else:
+            coefficients = _pilot.coefficients(plan, found.get("pilot", 0), found["seed"])
     seconds = sum(part.seconds for part in parts)
     threads = max(part.threads for part in parts)
     if found["kind"] == "curve":

@@ -49,6 +49,13 @@ serial = numba.njit(**SERIAL)
 #: Options of kernels specialised on a user's function: as :data:`SERIAL`, not cached.
 UNCACHED = dict(_OPTIONS, cache=False)
 
+#: The block fillers of estimator variants and of multivariate families: compiled
+#: once per signature as functions of their own and called once per block. Not
+#: cached on their own (their signatures may hold a user's function), but saved
+#: with each cached kernel that calls them. Inlined at Numba-IR level they were
+#: typed twice: a user function's variant kernel compiled in 13.8 s instead of 7.
+block_filler = numba.njit(**UNCACHED)
+
 
 def _source_digest():
     """Digest of the package's own sources.

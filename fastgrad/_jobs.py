@@ -178,9 +178,11 @@ class Partial:
     shard: tuple = None  # (i, K) of a --shard run
     ranks: int = 1  # MPI ranks that wrote it (one part each)
     interrupted: str = None  # "SIGINT"/"SIGTERM" when the shard stopped early (not saved)
+    coefficients: list = None  # per specification, the pilot's coefficient matrix (lists) or None
 
     def body(self):
         return {
+            "coefficients": self.coefficients,
             "format": PARTIAL_FORMAT,
             "format_version": PARTIAL_VERSION,
             "fingerprint": self.fingerprint,
@@ -235,6 +237,7 @@ class Partial:
             parts=parts,
             shard=tuple(data["shard"]) if data.get("shard") else None,
             ranks=int(data.get("ranks", 1)),
+            coefficients=data.get("coefficients"),
         )
 
     def check_fingerprint(self, fingerprint, source):
@@ -387,6 +390,7 @@ class Job:
         else:
             self.first, self.stop = 0, n_chunks
         self.stop_reason = None  # "SIGINT" or "SIGTERM" once a stop was asked for
+        self.coefficients = None  # the pilot's, when there is one: partial results carry them to merge
         self.resumed_from = None
         self.dispatch_seconds = 0.0  # time between batches spent outside the kernels
         self._prepared = None
@@ -562,7 +566,7 @@ class Job:
             if self.rank != 0:
                 self._last_checkpoint = time.monotonic()
                 return
-        Partial(self.fingerprint, self.n_chunks, parts, shard=self.shard, ranks=self.ranks).save(self.checkpoint)
+        self.make_partial(parts).save(self.checkpoint)
         self._last_checkpoint = time.monotonic()
 
     def extra_values(self):
@@ -578,14 +582,22 @@ class Job:
                 return
         else:
             parts = [part]
-        Partial(self.fingerprint, self.n_chunks, parts, shard=self.shard, ranks=self.ranks).save(self.checkpoint)
+        self.make_partial(parts).save(self.checkpoint)
         self._last_checkpoint = time.monotonic()
 
     def partial(self, tree, seconds, threads=1):
         """Return the :class:`Partial` of a shard (finished, or stopped early)."""
         part = Part.of(tree, self.first, self.stop, seconds, threads, self.extra_values())
         stopped = None if part.done else (self.stop_reason or "stopped")
-        return Partial(self.fingerprint, self.n_chunks, [part], shard=self.shard, interrupted=stopped)
+        return self.make_partial([part], interrupted=stopped)
+
+    def make_partial(self, parts, **extra):
+        """Return the :class:`Partial` of these parts (and the pilot's coefficients, if any)."""
+        coefficients = None
+        if self.coefficients is not None:
+            coefficients = [None if c is None else np.asarray(c).tolist() for c in self.coefficients]
+        return Partial(self.fingerprint, self.n_chunks, parts, shard=self.shard, ranks=self.ranks,
+                       coefficients=coefficients, **extra)  # fmt: skip
 
     # -- progress ---------------------------------------------------------------------------
 

@@ -67,7 +67,7 @@ import numpy as np
 from numba import types
 from numba.extending import NativeValue, models, overload, register_jitable, register_model, typeof_impl, unbox
 
-from fastgrad._jit import SERIAL, SOURCE_DIGEST, UNCACHED, serial
+from fastgrad._jit import SERIAL, SOURCE_DIGEST, UNCACHED, block_filler, serial
 from fastgrad._parallel import for_ranges
 from fastgrad._reduction import MomentTree, block_sum, reduce_block
 from fastgrad._simd import load4, store4
@@ -414,13 +414,18 @@ def _ol_buffers(key, run):
 
         def vector(key, run):
             values = run.per_block * run.dim
+            n_rows = 2 * _n_params(key) * run.dim
             return (
-                np.empty((run.kinds.size * _n_params(key) * run.dim, run.per_block)),
+                np.empty((n_rows, run.per_block)),
                 np.empty(values, np.uint64),
                 np.empty(values),
                 np.empty(values, np.int64),
                 np.empty(run.dim),
                 np.empty(run.dim),
+                np.empty((run.dim, run.per_block)),
+                np.empty((run.dim, run.per_block)),
+                np.empty((2, run.per_block)),
+                _kept_rows(n_rows, run.rows),
             )
 
         return vector
@@ -434,17 +439,17 @@ def _ol_buffers(key, run):
 
     def plain(key, run):
         return (
-            np.empty((run.kinds.size * _n_params(key), run.per_block)),
+            np.empty((2 * _n_params(key), run.per_block)),
             np.empty(run.per_block, np.uint64),
             np.empty(run.per_block),
             np.empty(run.per_block, np.int64),
-            _kept_rows(run.kinds.size * _n_params(key), run.rows),
+            _kept_rows(2 * _n_params(key), run.rows),
         )
 
     return plain
 
 
-@overload(_fill)
+@overload(_fill, inline="always")
 def _ol_fill(key, f, df, run, streams, m, buffers):
     """Draw the next block's noise and fill columns ``[0, m)`` of the value rows; return the rows."""
     if key.filler == "general":
@@ -458,13 +463,18 @@ def _ol_fill(key, f, df, run, streams, m, buffers):
 
         return general
     if key.filler == "vector":
+        by_draw = key.function == USER  # a user's f takes a whole draw; built-ins go component by component
 
         def vector(key, f, df, run, streams, m, buffers):
-            values, words, noise, scratch, xs, grads = buffers
+            values, words, noise, scratch, xs, grads, noise_t, x_t, rows, keep = buffers
             _sample_noise(key, streams[0], words, noise, scratch, m * run.dim)
-            score_row, path_row = _plain_rows(key, run)
-            _vector_block(key, f, df, noise, m, run.dim, run.theta, run.weights, run.fparams, score_row, path_row,
-                          xs, grads, values)  # fmt: skip
+            need_f, need_df = run.flags[F_F] != 0, run.flags[F_DF] != 0
+            if by_draw:
+                _vector_block(key, f, df, noise, m, run.dim, run.theta, run.weights, run.fparams, need_f, need_df,
+                              xs, grads, values)  # fmt: skip
+            else:
+                _vector_columns(key, f, df, noise, m, run.dim, run.theta, run.weights, run.fparams, need_f, need_df,
+                                keep, noise_t, x_t, rows, values)  # fmt: skip
             return values
 
         return vector
@@ -481,11 +491,11 @@ def _ol_fill(key, f, df, run, streams, m, buffers):
     def plain(key, f, df, run, streams, m, buffers):
         values, words, noise, scratch, keep = buffers
         _sample_noise(key, streams[0], words, noise, scratch, m)
-        score_row, path_row = _plain_rows(key, run)
+        need_f, need_df = run.flags[F_F] != 0, run.flags[F_DF] != 0
         if simd:
-            _values_simd(key, f, df, run.theta, run.fparams, score_row, path_row, keep, noise, values, m)
+            _values_simd(key, f, df, run.theta, run.fparams, need_f, need_df, keep, noise, values, m)
         else:
-            _values_scalar(key, f, df, run.theta, run.fparams, score_row, path_row, noise, values, 0, m)
+            _values_scalar(key, f, df, run.theta, run.fparams, need_f, need_df, noise, values, 0, m)
         return values
 
     return plain
@@ -545,7 +555,7 @@ def _ol_sink_begin(key, run, sink, out, b, start, scratch):
     return total
 
 
-@overload(_sink_block)
+@overload(_sink_block, inline="always")
 def _ol_sink_block(key, run, sink, out, values, m, block_start, stop, state, scratch):
     if key.sink == "moments":
 
@@ -592,19 +602,6 @@ def _ol_sink_end(key, sink, out, b, state, scratch):
 
 
 @register_jitable
-def _plain_rows(key, run):
-    """First value row of the plain score specification and of the plain pathwise one (-1: none)."""
-    score_row = -1
-    path_row = -1
-    for s in range(run.kinds.size):
-        if run.kinds[s] == SCORE:
-            score_row = s * _n_params(key) * run.dim
-        elif run.kinds[s] == PATHWISE:
-            path_row = s * _n_params(key) * run.dim
-    return score_row, path_row
-
-
-@register_jitable
 def _kept_rows(n_value_rows, rows):
     """``keep[row]``: whether value row ``row`` is one of ``rows`` (reduced or summed)."""
     keep = np.zeros(n_value_rows, np.bool_)
@@ -614,24 +611,24 @@ def _kept_rows(n_value_rows, rows):
 
 
 @register_jitable
-def _values_scalar(key, f, df, theta, fparams, score_row, path_row, noise, values, lo, hi):
-    """Columns ``[lo, hi)``, one draw at a time: every score row, then every pathwise row, of each draw."""
+def _values_scalar(key, f, df, theta, fparams, need_f, need_df, noise, values, lo, hi):
+    """Fill columns ``[lo, hi)`` a draw at a time: row ``j`` the score of parameter ``j``, ``P + j`` the pathwise."""
     n_params = _n_params(key)
     for i in range(lo, hi):
         eps = noise[i]
         x = _transform(key, eps, theta)
-        if score_row >= 0:
+        if need_f:
             fx = _value(key, f, x, fparams)
             for j in range(n_params):
-                values[score_row + j, i] = fx * _score_factor(key, j, eps, x, theta)
-        if path_row >= 0:
+                values[j, i] = fx * _score_factor(key, j, eps, x, theta)
+        if need_df:
             dfx = _derivative(key, df, x, fparams)
             for j in range(n_params):
-                values[path_row + j, i] = dfx * _path_factor(key, j, eps, x, theta)
+                values[n_params + j, i] = dfx * _path_factor(key, j, eps, x, theta)
 
 
 @register_jitable
-def _values_simd(key, f, df, theta, fparams, score_row, path_row, keep, noise, values, m):
+def _values_simd(key, f, df, theta, fparams, need_f, need_df, keep, noise, values, m):
     """Fill the same values four draws at a time (the same operations lane by lane, so the same bits).
 
     Only kept rows are filled. LLVM does not vectorise the scalar loop by
@@ -642,17 +639,17 @@ def _values_simd(key, f, df, theta, fparams, score_row, path_row, keep, noise, v
     for i in range(0, m4, 4):
         eps = load4(noise, i)
         x = _transform(key, eps, theta)
-        if score_row >= 0:
+        if need_f:
             fx = _value(key, f, x, fparams)
             for j in range(n_params):
-                if keep[score_row + j]:
-                    store4(values, score_row + j, i, fx * _score_factor(key, j, eps, x, theta))
-        if path_row >= 0:
+                if keep[j]:
+                    store4(values, j, i, fx * _score_factor(key, j, eps, x, theta))
+        if need_df:
             dfx = _derivative(key, df, x, fparams)
             for j in range(n_params):
-                if keep[path_row + j]:
-                    store4(values, path_row + j, i, dfx * _path_factor(key, j, eps, x, theta))
-    _values_scalar(key, f, df, theta, fparams, score_row, path_row, noise, values, m4, m)
+                if keep[n_params + j]:
+                    store4(values, n_params + j, i, dfx * _path_factor(key, j, eps, x, theta))
+    _values_scalar(key, f, df, theta, fparams, need_f, need_df, noise, values, m4, m)
 
 
 # --- the vector filler: D independent components ------------------------------------
@@ -703,32 +700,140 @@ def _ol_vector_gradient(key, df, xs, weights, fparams, out):
     return impl
 
 
-@register_jitable
-def _vector_block(key, f, df, noise, m, dim, theta, weights, fparams, score_row, path_row, xs, grads, values):
-    """Fill columns ``[0, m)`` of the value rows from ``m * dim`` noise values (draw ``v``: ``v * dim`` on).
+@block_filler
+def _vector_block(key, f, df, noise, m, dim, theta, weights, fparams, need_f, need_df, xs, grads, values):
+    """Fill columns ``[0, m)`` of the value rows from ``m * dim`` noise values, one draw (``v * dim`` on) at a time.
 
-    Row ``row0 + j * dim + i`` is parameter ``j``, component ``i``; each
-    component's factors are the family's scalar cores at its parameters.
+    Row ``j * dim + i`` is the score value of parameter ``j``, component ``i``;
+    row ``(P + j) * dim + i`` the pathwise one. Each component's factors are
+    the family's scalar cores at its parameters.
     """
     n_params = _n_params(key)
     for v in range(m):
         base = v * dim
         for i in range(dim):
             xs[i] = _transform(key, noise[base + i], _component(theta, i))
-        if score_row >= 0:
+        if need_f:
             fx = _vector_value(key, f, xs, weights, fparams)
             for i in range(dim):
                 eps = noise[base + i]
                 component = _component(theta, i)
                 for j in range(n_params):
-                    values[score_row + j * dim + i, v] = fx * _score_factor(key, j, eps, xs[i], component)
-        if path_row >= 0:
+                    values[j * dim + i, v] = fx * _score_factor(key, j, eps, xs[i], component)
+        if need_df:
             _vector_gradient(key, df, xs, weights, fparams, grads)
             for i in range(dim):
                 eps = noise[base + i]
                 component = _component(theta, i)
                 for j in range(n_params):
-                    values[path_row + j * dim + i, v] = grads[i] * _path_factor(key, j, eps, xs[i], component)
+                    values[(n_params + j) * dim + i, v] = grads[i] * _path_factor(key, j, eps, xs[i], component)
+
+
+@block_filler
+def _vector_columns(key, f, df, noise, m, dim, theta, weights, fparams, need_f, need_df, keep, noise_t, x_t, rows,
+                    values):  # fmt: skip
+    """Fill the values of :func:`_vector_block` for a built-in ``f(x) = sum_i w_i h(x_i)``, component by component.
+
+    The block's noise is transposed first (``noise_t[i, v]``), so every pass
+    reads and writes contiguous rows: the draws of component ``i``, four at
+    a time on :mod:`fastgrad._simd` vectors when the family's and ``h``'s
+    cores allow it. Each draw's ``f`` is still summed over its components
+    left to right, so the bits are those of the draw-by-draw loop.
+    """
+    n_params = _n_params(key)
+    for v in range(m):
+        for i in range(dim):
+            noise_t[i, v] = noise[v * dim + i]
+    for i in range(dim):
+        component = _component(theta, i)
+        for v in range(m):
+            x_t[i, v] = _transform(key, noise_t[i, v], component)
+    if need_f:  # rows[0]: f of each draw, summed over components left to right
+        for i in range(dim):
+            _column_values(key, f, fparams, x_t, i, weights[i], rows, 0, i > 0, m)
+        for i in range(dim):
+            for j in range(n_params):
+                if keep[j * dim + i]:
+                    _column_scores(key, j, noise_t, x_t, i, _component(theta, i), rows, 0, values, j * dim + i, m)
+    if need_df:  # rows[1]: w_i h'(x_i) of component i
+        for i in range(dim):
+            _column_derivatives(key, df, fparams, x_t, i, weights[i], rows, 1, False, m)
+            for j in range(n_params):
+                r = (n_params + j) * dim + i
+                if keep[r]:
+                    _column_paths(key, j, noise_t, x_t, i, _component(theta, i), rows, 1, values, r, m)
+
+
+def _column_values(key, f, fparams, x_t, i, w, rows, row, add, m):
+    """``rows[row, v] (+)= w * h(x_t[i, v])``, four draws at a time where the cores allow it."""
+    _kernel_only("_column_values")
+
+
+def _column_derivatives(key, df, fparams, x_t, i, w, rows, row, add, m):
+    """``rows[row, v] (+)= w * h'(x_t[i, v])``."""
+    _kernel_only("_column_derivatives")
+
+
+def _column_scores(key, j, noise_t, x_t, i, component, rows, row, values, r, m):
+    """``values[r, v] = rows[row, v] * score_factor_j(noise_t[i, v], x_t[i, v])``."""
+    _kernel_only("_column_scores")
+
+
+def _column_paths(key, j, noise_t, x_t, i, component, rows, row, values, r, m):
+    """``values[r, v] = rows[row, v] * path_factor_j(noise_t[i, v], x_t[i, v])``."""
+    _kernel_only("_column_paths")
+
+
+def _terms_overload(core):
+    """One loop of :func:`_vector_columns` over a component's draws: ``w * core(x)``, summed or stored."""
+
+    def overload_terms(key, f, fparams, x_t, i, w, rows, row, add, m):
+        simd = _simd_cores(key)
+
+        def impl(key, f, fparams, x_t, i, w, rows, row, add, m):
+            lo = 0
+            if simd:
+                lo = m - m % 4
+                for v in range(0, lo, 4):
+                    term = w * core(key, f, load4(x_t[i], v), fparams)
+                    if add:
+                        store4(rows, row, v, load4(rows[row], v) + term)
+                    else:
+                        store4(rows, row, v, term)  # (a constant h', e.g. of x, is a number here)
+            for v in range(lo, m):
+                term = w * core(key, f, x_t[i, v], fparams)
+                rows[row, v] = rows[row, v] + term if add else term
+
+        return impl
+
+    return overload_terms
+
+
+def _products_overload(factor):
+    """One loop of :func:`_vector_columns`: a row of values, ``rows[row] * factor_j``."""
+
+    def overload_products(key, j, noise_t, x_t, i, component, rows, row, values, r, m):
+        simd = _simd_cores(key)
+
+        def impl(key, j, noise_t, x_t, i, component, rows, row, values, r, m):
+            lo = 0
+            if simd:
+                lo = m - m % 4
+                for v in range(0, lo, 4):
+                    product = load4(rows[row], v) * factor(key, j, load4(noise_t[i], v), load4(x_t[i], v), component)
+                    store4(values, r, v, product)
+            for v in range(lo, m):
+                values[r, v] = rows[row, v] * factor(key, j, noise_t[i, v], x_t[i, v], component)
+
+        return impl
+
+    return overload_products
+
+
+overload(_column_values)(_terms_overload(_value))
+overload(_column_derivatives)(_terms_overload(_derivative))
+overload(_column_scores)(_products_overload(_score_factor))
+overload(_column_paths)(_products_overload(_path_factor))
 
 
 # --- the general filler: any list of estimator specifications ------------------------
@@ -762,7 +867,7 @@ def _q_rows(n_params):
     return 6, 6 + n_params, 6 + 2 * n_params, 6 + 3 * n_params, 6 + 4 * n_params, 6 + 5 * n_params
 
 
-@register_jitable
+@block_filler
 def _general_block(
     key, f, df, state, aux, aux_normal, words, noise, scratch, aux_words, aux_noise, m_units, group, theta, fparams,
     kinds, mirror, coupled, coef, has_coef, flags, active, values, q, tmp,

@@ -269,7 +269,9 @@ class Plan:
         Components of one draw, and draws per leave-one-out group (1 without ``loo``).
     rows : numpy.ndarray
         Kernel value row of each kept (specification, parameter, component),
-        in that order: row ``(s * P + j) * dim + i``.
+        in that order: row ``(k * P + j) * dim + i``, with ``k`` the
+        specification's index (general filler) or kind (score 0, pathwise 1:
+        the plain and vector fillers).
     pair_x, pair_y : numpy.ndarray
         Per pair, positions in ``rows``: every specification against the
         reference, per parameter and component (what the ratios' intervals need).
@@ -317,7 +319,11 @@ class Plan:
     def _laid_out(cls, distribution, function, specs, wrt, reference, classic, dim, group, pairs=None):
         parameters = distribution.parameters
         n_params = len(parameters)
-        rows = [(s * n_params + parameters.index(p)) * dim + i for s in range(len(specs)) for p in wrt
+        # Value rows: the general filler numbers them by specification; the plain and vector fillers
+        # by kind (score 0, pathwise 1), so their loops store to rows fixed when they compile.
+        by_kind = all(not isinstance(spec, str) and spec.plain for spec in specs)
+        order = [ESTIMATORS.index(spec.base) if by_kind else s for s, spec in enumerate(specs)]
+        rows = [(order[s] * n_params + parameters.index(p)) * dim + i for s in range(len(specs)) for p in wrt
                 for i in range(dim)]  # fmt: skip
         if pairs is None:
             per_spec = len(wrt) * dim

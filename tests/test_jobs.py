@@ -427,3 +427,19 @@ def test_mpi_api_takes_a_communicator(tmp_path):
     assert lines[-3:-1] == [f"0 {single.variance['rate']!r}", "1 None"]
     curve = fg.variance_curve(fg.Normal(2.0, 1.0), "square", [7, 70_000, 300_000], 50, seed=2)
     assert lines[-1] == f"curve {curve.variance['score']['loc']!r} {curve.variance_ratio_ci['scale']!r}"
+
+
+def test_variant_shards_of_a_user_function_merge_bit_identically(tmp_path):
+    """The pilot's coefficients travel in the partial results: merge needs no function to recompute them."""
+    import user_functions as uf
+
+    function = fg.Function(uf.square, uf.square_derivative)
+    args = (fg.Normal(1.0, 2.0), function, 4 * 65536)
+    options = {"seed": 3, "estimators": ["score+optimal-baseline", "score+cv", "pathwise"], "pilot": 5000}
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"part{i}.json")
+        paths[-1].write_text(fg.compare(*args, shard=(i, 3), **options).dumps())
+    merged = fg.merge(paths)
+    assert numbers(merged) == numbers(fg.compare(*args, **options))
+    assert merged["score+cv"].analytic_mean is None  # a user function recorded by name has no exact values

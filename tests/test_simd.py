@@ -74,9 +74,8 @@ def _both_value_loops(key, theta, fparams, noise, m):
     keep = np.ones(n_rows, np.bool_)
     scalar = np.full((n_rows, m), np.nan)
     vector = np.full((n_rows, m), np.nan)
-    score_row, path_row = 0, n_rows // 2
-    _kernels._values_scalar(key, None, None, theta, fparams, score_row, path_row, noise, scalar, 0, m)
-    _kernels._values_simd(key, None, None, theta, fparams, score_row, path_row, keep, noise, vector, m)
+    _kernels._values_scalar(key, None, None, theta, fparams, True, True, noise, scalar, 0, m)
+    _kernels._values_simd(key, None, None, theta, fparams, True, True, keep, noise, vector, m)
     return scalar, vector
 
 

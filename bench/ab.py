@@ -1,0 +1,128 @@
+"""Old against new: the same runs from two fastgrad source trees, in alternating fresh processes.
+
+    git worktree add /tmp/fastgrad-old <commit>          # the tree to compare with
+    python bench/ab.py --old /tmp/fastgrad-old           # this checkout is "new"
+    python bench/ab.py --old /tmp/fastgrad-old --cases classic,pair,diag1 --rounds 7 --threads 1
+
+Each round runs every case once from each tree, old then new, each in its
+own process (``PYTHONPATH`` names the tree, so nothing needs installing;
+both trees' Numba caches are filled by a warm-up run first). A process
+times ``--repeats`` calls of ``n`` draws after one small call and reports
+the median; the table shows, per case, the median over rounds of each
+tree's draws/s and of the per-round ratio new/old, with its range.
+
+Cases (draws/s counts components for a DiagNormal, so D = 10 and D = 100
+read against the Normal's draws/s):
+
+* ``classic``: ``compare(Normal(2, 1), "square")``, the seed case;
+* ``pair``: the same with ``estimators=["score", "pathwise"]``;
+* ``diag1``, ``diag10``, ``diag100``: ``compare(DiagNormal(D), sum_of_squares)``.
+
+Not a pytest file: it needs a second tree.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+NEW = Path(__file__).resolve().parent.parent
+
+CASES = ("classic", "pair", "diag1", "diag10", "diag100")
+
+#: Runs one case in a fresh process and prints its draws/s as JSON.
+CHILD = """
+import json, statistics, sys, time
+import fastgrad as fg
+case, n, repeats, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+if case in ("classic", "pair"):
+    extra = {"estimators": ["score", "pathwise"]} if case == "pair" else {}
+    def call(m):
+        return fg.compare(fg.Normal(2.0, 1.0), "square", m, seed=0, threads=threads, **extra)
+else:
+    dim = int(case[4:])
+    dist = fg.DiagNormal([2.0] * dim, [1.0] * dim)
+    def call(m):
+        return fg.compare(dist, fg.functions.sum_of_squares(), max(2, m // dim), seed=0, threads=threads)
+call(10**6)
+rates = []
+for _ in range(repeats):
+    started = time.perf_counter()
+    call(n)
+    rates.append(n / (time.perf_counter() - started))
+print(json.dumps(statistics.median(rates)))
+"""
+
+
+def _cases(text):
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in CASES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"expected cases from {', '.join(CASES)}; got {text!r}")
+    return names
+
+
+def _positive(text):
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {text!r}")
+    return value
+
+
+def _tree(text):
+    path = Path(text).resolve()
+    if not (path / "fastgrad" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fastgrad source tree (no fastgrad/__init__.py)")
+    return path
+
+
+def measure(tree, case, n, repeats, threads):
+    """Draws/s of one case from one tree, in a fresh process."""
+    environment = dict(os.environ, PYTHONPATH=str(tree))
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, case, str(n), str(repeats), str(threads)],
+        capture_output=True, text=True, env=environment, cwd=tree, timeout=1800, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"{tree}: {case} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--old", type=_tree, required=True, help="the fastgrad source tree to compare with")
+    parser.add_argument("--new", type=_tree, default=NEW, help="the other tree (default: this checkout)")
+    parser.add_argument("--cases", type=_cases, default=list(CASES), help=f"comma-separated, from {', '.join(CASES)}")
+    parser.add_argument("--n", type=_positive, default=10**8, help="draws (components) per timed call")
+    parser.add_argument("--repeats", type=_positive, default=3, help="timed calls per process")
+    parser.add_argument("--rounds", type=_positive, default=5, help="alternating rounds")
+    parser.add_argument("--threads", type=_positive, default=2)
+    args = parser.parse_args(argv)
+    for tree in (args.old, args.new):  # fill both Numba caches before anything is timed
+        for case in args.cases:
+            measure(tree, case, 10**5, 1, args.threads)
+    rates = {(tree, case): [] for tree in ("old", "new") for case in args.cases}
+    for _ in range(args.rounds):
+        for case in args.cases:
+            for name, tree in (("old", args.old), ("new", args.new)):
+                rates[name, case].append(measure(tree, case, args.n, args.repeats, args.threads))
+    print(f"n = {args.n:g}, {args.threads} thread(s), {args.rounds} rounds x {args.repeats} calls\n")
+    print("| case | old M/s | new M/s | new/old (median of rounds) | range |")
+    print("|---|---|---|---|---|")
+    for case in args.cases:
+        old, new = rates["old", case], rates["new", case]
+        ratios = [b / a for a, b in zip(old, new, strict=True)]
+        print(
+            f"| {case} | {statistics.median(old) / 1e6:.1f} | {statistics.median(new) / 1e6:.1f} | "
+            f"{statistics.median(ratios):.3f} | {min(ratios):.3f}-{max(ratios):.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
