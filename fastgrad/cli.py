@@ -376,7 +376,11 @@ def _variant_options(parser):
         "+loo(K)][+antithetic], pathwise[+antithetic], measure-valued[+coupled|+decoupled] "
         "(default: score,pathwise)",
     )
-    group.add_argument(
+    _pilot_option(group)
+
+
+def _pilot_option(parser):
+    parser.add_argument(
         "--pilot",
         type=_count,
         default=None,
@@ -423,13 +427,7 @@ def build_parser(prog="fastgrad"):
         help="which estimator: score, pathwise, or any variant --estimators takes (e.g. score+cv, "
         "pathwise+antithetic, measure-valued)",
     )
-    estimate.add_argument(
-        "--pilot",
-        type=_count,
-        default=None,
-        metavar="N",
-        help="draws of the independent pilot stream for optimal-baseline and cv (default: 100000)",
-    )
+    _pilot_option(estimate)
 
     curve = commands.add_parser(
         "curve",
