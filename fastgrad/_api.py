@@ -312,11 +312,6 @@ def _plan(distribution, function, estimators, wrt, seed, threads, pilot, kind):
     classic = estimators is None
     if kind == "estimate":  # one specification: a plain one keeps the classic fingerprint and analytic engine
         classic = parse_estimators(estimators)[0].plain
-    if isinstance(distribution, DiagNormal) and not classic:
-        raise TypeError(
-            "estimators=[...] (variance reduction, measure-valued) works with the scalar families "
-            "fastgrad.Normal, fastgrad.Exponential and fastgrad.Bernoulli, not yet with a DiagNormal"
-        )
     plan = Plan.build(distribution, function, ESTIMATORS if estimators is None else estimators, wrt,
                       classic=classic, compare=kind != "estimate")  # fmt: skip
     pilot = _validate.check_pilot(pilot) if plan.needs_pilot else 0
@@ -367,6 +362,9 @@ def _analytic(plan, coefficients):
     from fastgrad import _analytic
 
     if isinstance(plan.distribution, DiagNormal):
+        if not plan.classic:
+            return _analytic.separable_variant_moments(plan.distribution, plan.function, plan.specs, coefficients,
+                                                       plan.wrt)  # fmt: skip
         found = _analytic.separable_moments(plan.distribution, plan.function, plan.names, plan.wrt)
     elif plan.classic:
         found = _analytic.estimator_moments(plan.distribution, plan.function, plan.names, plan.wrt)

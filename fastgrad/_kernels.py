@@ -109,7 +109,7 @@ SCORE, PATHWISE, LOO, MEASURE_VALUED, CONTROL = 0, 1, 2, 3, 4
 # Flags: which per-draw quantities a run needs.
 F_F, F_SCORE, F_DF, F_MIRROR, F_WEAK, F_LOO, F_WEAK_COUPLED, F_WEAK_DECOUPLED = range(8)
 
-FILLERS = ("plain", "general", "vector", "noise")
+FILLERS = ("plain", "general", "vector", "vector-general", "noise")
 SINKS = ("moments", "curve", "sum")
 
 
@@ -371,7 +371,7 @@ def _fill(key, f, df, run, streams, m, buffers):
 
 @overload(_streams)
 def _ol_streams(key, run, chunk):
-    if key.filler == "general":
+    if key.filler in ("general", "vector-general"):
 
         def with_aux(key, run, chunk):
             base = run.stream_base + np.uint64(chunk)
@@ -410,6 +410,27 @@ def _ol_buffers(key, run):
             )
 
         return general
+    if key.filler == "vector-general":
+
+        def vector_general(key, run):
+            draws = run.per_block * run.group * run.dim
+            n_pairs = _n_params(key) * run.dim
+            return (
+                np.empty((run.kinds.size * n_pairs, run.per_block)),
+                np.empty(draws, np.uint64),
+                np.empty(draws),
+                np.empty(draws, np.int64),
+                np.empty(draws),
+                np.empty(3 * draws, np.uint64),
+                np.empty(run.dim),
+                np.empty(run.dim),
+                np.empty(run.dim),
+                np.empty(run.dim),
+                np.empty(run.dim),
+                np.zeros((8, n_pairs)),
+            )
+
+        return vector_general
     if key.filler == "vector":
 
         def vector(key, run):
@@ -462,6 +483,17 @@ def _ol_fill(key, f, df, run, streams, m, buffers):
             return values
 
         return general
+    if key.filler == "vector-general":
+
+        def vector_general(key, f, df, run, streams, m, buffers):
+            values, words, noise, scratch, aux_noise, aux_words, xs, xb, tmpx, grads, gradb, q = buffers
+            _vector_general_block(key, f, df, streams[0], streams[1], streams[2], words, noise, scratch, aux_words,
+                                  aux_noise, m, run.group, run.dim, run.theta, run.weights, run.fparams, run.kinds,
+                                  run.mirror, run.coupled, run.coef, run.has_coef, run.flags, run.active, values, xs,
+                                  xb, tmpx, grads, gradb, q)  # fmt: skip
+            return values
+
+        return vector_general
     if key.filler == "vector":
         by_draw = key.function == USER  # a user's f takes a whole draw; built-ins go component by component
 
@@ -989,6 +1021,174 @@ def _general_block(
                     values[r, u] = total * scale
 
 
+# --- the vector-general filler: any list of specifications, D components ---------------
+#
+# The general filler's specifications for a family of ``D > 1`` independent
+# components (or a weighted or user function of a vector), one draw at a
+# time: the draw's components, f of the whole draw and its gradient, every
+# component's score and path factors, the mirrored draw -eps (all components
+# at once) and, per component, the two sides of the weak derivative with the
+# other components held fixed. Row ``(s * P + j) * D + i`` is specification
+# ``s``, parameter ``j``, component ``i``; a score row's coefficients act on
+# the score vector of all ``P * D`` (parameter, component) pairs in the same
+# order ``r = j * D + i``: ``has_coef[s]`` is 1 for one coefficient per row
+# (a baseline, ``coef[s, r, 0]``) and 2 for the control variate's matrix
+# (``coef[s, r, :]``). At ``D = 1`` every value is the general filler's,
+# operation for operation.
+
+
+def _replaced_difference(key, f, xs, i, y, z, weights, fparams, tmp):
+    """``f(xs with x_i = y) - f(xs with x_i = z)``."""
+    _kernel_only("_replaced_difference")
+
+
+@overload(_replaced_difference, inline="always")
+def _ol_replaced_difference(key, f, xs, i, y, z, weights, fparams, tmp):
+    if key.function == USER:
+
+        def user(key, f, xs, i, y, z, weights, fparams, tmp):
+            tmp[:] = xs
+            tmp[i] = y
+            high = np.float64(f(tmp))
+            tmp[i] = z
+            return high - np.float64(f(tmp))
+
+        return user
+
+    def separable(key, f, xs, i, y, z, weights, fparams, tmp):  # the other components' terms cancel exactly
+        return weights[i] * (_value(key, f, y, fparams) - _value(key, f, z, fparams))
+
+    return separable
+
+
+@block_filler
+def _vector_general_block(
+    key, f, df, state, aux, aux_normal, words, noise, scratch, aux_words, aux_noise, m_units, group, dim, theta,
+    weights, fparams, kinds, mirror, coupled, coef, has_coef, flags, active, values, xs, xb, tmpx, grads, gradb, q,
+):  # fmt: skip
+    """Fill columns ``[0, m_units)`` of the value rows, one draw of ``dim`` components at a time.
+
+    ``q`` holds one draw's per-(parameter, component) quantities, a row each:
+    score factors, mirrored score factors, path factors, mirrored path
+    factors, coupled and decoupled weak-derivative values, and the
+    leave-one-out group sums of ``s`` and ``f s``.
+    """
+    n_params = _n_params(key)
+    n_pairs = n_params * dim
+    draws = m_units * group
+    _sample_noise(key, state, words, noise, scratch, draws * dim)
+    if flags[F_WEAK]:
+        take_words(aux, aux_words, 3 * draws * dim)
+        if flags[F_WEAK_DECOUPLED]:
+            _sample_noise(key, aux_normal, words, aux_noise, scratch, draws * dim)
+    scale = 1.0 / group
+    pairs = 1.0 / (group * (group - 1.0)) if group > 1 else 0.0
+    n_specs = kinds.size
+    for u in range(m_units):
+        for s in range(n_specs):
+            for r in range(n_pairs):
+                values[s * n_pairs + r, u] = 0.0
+        sum_f = 0.0
+        if flags[F_LOO]:
+            for r in range(n_pairs):
+                q[6, r] = 0.0
+                q[7, r] = 0.0
+        for g in range(group):
+            base = (u * group + g) * dim
+            for i in range(dim):
+                xs[i] = _transform(key, noise[base + i], _component(theta, i))
+            fx = fb = 0.0
+            if flags[F_F]:
+                fx = _vector_value(key, f, xs, weights, fparams)
+            if flags[F_SCORE]:
+                for i in range(dim):
+                    component = _component(theta, i)
+                    for j in range(n_params):
+                        q[0, j * dim + i] = _score_factor(key, j, noise[base + i], xs[i], component)
+            if flags[F_DF]:
+                _vector_gradient(key, df, xs, weights, fparams, grads)
+                for i in range(dim):
+                    component = _component(theta, i)
+                    for j in active:
+                        q[2, j * dim + i] = _path_factor(key, j, noise[base + i], xs[i], component)
+            if flags[F_MIRROR]:
+                for i in range(dim):
+                    xb[i] = _transform(key, -noise[base + i], _component(theta, i))
+                if flags[F_F]:
+                    fb = _vector_value(key, f, xb, weights, fparams)
+                    for i in range(dim):
+                        component = _component(theta, i)
+                        for j in range(n_params):
+                            q[1, j * dim + i] = _score_factor(key, j, -noise[base + i], xb[i], component)
+                if flags[F_DF]:
+                    _vector_gradient(key, df, xb, weights, fparams, gradb)
+                    for i in range(dim):
+                        component = _component(theta, i)
+                        for j in active:
+                            q[3, j * dim + i] = _path_factor(key, j, -noise[base + i], xb[i], component)
+            if flags[F_WEAK]:
+                for i in range(dim):
+                    component = _component(theta, i)
+                    a = 3 * (base + i)
+                    u1 = unit_open_closed(aux_words[a])
+                    u2 = unit_open_closed(aux_words[a + 1])
+                    u3 = unit_open_closed(aux_words[a + 2])
+                    eps2 = aux_noise[base + i] if flags[F_WEAK_DECOUPLED] else 0.0
+                    for j in active:
+                        c, x_plus, x_coupled, x_decoupled = _weak_points(key, j, noise[base + i], xs[i], u1, u2, u3,
+                                                                         eps2, component)  # fmt: skip
+                        if flags[F_WEAK_COUPLED]:
+                            q[4, j * dim + i] = c * _replaced_difference(key, f, xs, i, x_plus, x_coupled, weights,
+                                                                         fparams, tmpx)  # fmt: skip
+                        if flags[F_WEAK_DECOUPLED]:
+                            q[5, j * dim + i] = c * _replaced_difference(key, f, xs, i, x_plus, x_decoupled, weights,
+                                                                         fparams, tmpx)  # fmt: skip
+            if flags[F_LOO]:
+                sum_f += fx
+                for r in range(n_pairs):
+                    q[6, r] += q[0, r]
+                    q[7, r] += fx * q[0, r]
+            for s in range(n_specs):
+                kind = kinds[s]
+                if kind == LOO:
+                    continue
+                for j in active:
+                    for i in range(dim):
+                        r = j * dim + i
+                        if kind == SCORE:
+                            v = fx * q[0, r]
+                            if has_coef[s] == 1:
+                                v -= coef[s, r, 0] * q[0, r]
+                            elif has_coef[s] == 2:
+                                for k in range(n_pairs):
+                                    v -= coef[s, r, k] * q[0, k]
+                            if mirror[s]:
+                                w = fb * q[1, r]
+                                if has_coef[s] == 1:
+                                    w -= coef[s, r, 0] * q[1, r]
+                                elif has_coef[s] == 2:
+                                    for k in range(n_pairs):
+                                        w -= coef[s, r, k] * q[1, k]
+                                v = 0.5 * (v + w)
+                        elif kind == PATHWISE:
+                            v = grads[i] * q[2, r]
+                            if mirror[s]:
+                                v = 0.5 * (v + gradb[i] * q[3, r])
+                        elif kind == MEASURE_VALUED:
+                            v = q[4, r] if coupled[s] else q[5, r]
+                        else:  # CONTROL
+                            v = q[0, r]
+                        values[s * n_pairs + r, u] += v
+        for s in range(n_specs):
+            for j in active:
+                for i in range(dim):
+                    r = j * dim + i
+                    if kinds[s] == LOO:
+                        values[s * n_pairs + r, u] = (group * q[7, r] - sum_f * q[6, r]) * pairs
+                    elif group > 1:
+                        values[s * n_pairs + r, u] *= scale
+
+
 # --- variance curves: many short estimates over the same streams ----------------
 #
 # A curve runs ``repeats`` independent estimates of ``n_k`` units for each
@@ -1099,18 +1299,25 @@ class Kernel:
         self.dispatcher(self.key, self.f, self.df, self.run, sink, out, 0, 0)
 
 
-def kernel_arguments(specs, n_params, coefficients):
+def kernel_arguments(specs, n_params, coefficients, dim=1, vector=False):
     """Run-time arrays describing the specifications: kinds, mirror, coupled, coef, has_coef, flags.
 
     ``specs`` are :class:`~fastgrad.estimators.EstimatorSpec` (or ``"control"``,
     the pilot's score-factor rows); ``coefficients[s]`` is the ``(P, P)``
-    matrix ``B`` of a score specification (None for none).
+    matrix ``B`` of a score specification (None for none). For the
+    ``vector-general`` filler (``vector``), it is a vector of ``P * dim``
+    baselines (``has_coef`` 1) or the ``(P * dim, P * dim)`` control-variate
+    matrix (``has_coef`` 2).
     """
     n_specs = len(specs)
     kinds = np.empty(n_specs, np.int64)
     mirror = np.zeros(n_specs, np.int64)
     coupled = np.zeros(n_specs, np.int64)
-    coef = np.zeros((n_specs, n_params, n_params))
+    if vector:
+        full = any(c is not None and np.ndim(c) == 2 for c in (coefficients or ()))
+        coef = np.zeros((n_specs, n_params * dim, n_params * dim if full else 1))
+    else:
+        coef = np.zeros((n_specs, n_params, n_params))
     has_coef = np.zeros(n_specs, np.int64)
     flags = np.zeros(8, np.int64)
     for s, spec in enumerate(specs):
@@ -1124,8 +1331,15 @@ def kernel_arguments(specs, n_params, coefficients):
             flags[F_F] = flags[F_SCORE] = 1
             flags[F_LOO] |= spec.baseline == "loo"
             if coefficients is not None and coefficients[s] is not None:
-                coef[s] = coefficients[s]
-                has_coef[s] = 1
+                if not vector:
+                    coef[s] = coefficients[s]
+                    has_coef[s] = 1
+                elif np.ndim(coefficients[s]) == 1:
+                    coef[s, :, 0] = coefficients[s]
+                    has_coef[s] = 1
+                else:
+                    coef[s] = coefficients[s]
+                    has_coef[s] = 2
         elif spec.base == "pathwise":
             kinds[s] = PATHWISE
             flags[F_DF] = 1
@@ -1141,9 +1355,9 @@ def kernel_arguments(specs, n_params, coefficients):
 
 
 def make_run(theta, fparams, specs, n_params, coefficients, active, rows, *, seed, n_units, group=1, dim=1,
-             weights=None, stream_base=0):  # fmt: skip
+             weights=None, stream_base=0, vector=False):  # fmt: skip
     """Return the :class:`Run` of a run: its streams, units, parameters, specifications and kept rows."""
-    kinds, mirror, coupled, coef, has_coef, flags = kernel_arguments(specs, n_params, coefficients)
+    kinds, mirror, coupled, coef, has_coef, flags = kernel_arguments(specs, n_params, coefficients, dim, vector)
     return Run(
         seed=np.uint64(seed),
         first_chunk=np.int64(0),

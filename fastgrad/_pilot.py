@@ -14,13 +14,16 @@ from fastgrad._kernels import PILOT_STREAMS, run_records
 
 
 def coefficients(plan, pilot, seed):
-    """Per specification of ``plan``, its coefficient matrix ``B`` (P x P) or None.
+    """Per specification of ``plan``, its coefficients or None.
 
-    ``baseline(b)`` is ``b`` times the identity; ``optimal-baseline`` and
-    ``cv`` are estimated on ``pilot`` draws of the pilot streams (only when
-    one of them is in the plan).
+    For a scalar family, a ``P x P`` matrix ``B``: ``baseline(b)`` is ``b``
+    times the identity. For a multivariate one (``R = P * dim`` score
+    components ``r = j * dim + i``), a vector of ``R`` baselines, or the
+    ``R x R`` control-variate matrix. ``optimal-baseline`` and ``cv`` are
+    estimated on ``pilot`` draws of the pilot streams (only when one of them
+    is in the plan).
     """
-    n_params = len(plan.parameters)
+    n_pairs = len(plan.parameters) * plan.dim
     estimated = None
     if plan.needs_pilot:
         pilot_plan = plan.pilot_plan()
@@ -33,24 +36,26 @@ def coefficients(plan, pilot, seed):
                 int(record[1]), pilot, f"{int(record[1]):,} of {pilot:,} pilot draws gave a non-finite f(x) * score: "
                 "the optimal baseline and control variate cannot be estimated; check the function"
             )  # fmt: skip
-        estimated = solve(record, n_params)
+        estimated = solve(record, pilot_plan)
     out = []
     for spec in plan.specs:
         if isinstance(spec, str) or spec.baseline is None or spec.baseline == "loo":
             out.append(None)
         elif spec.baseline == "optimal":
-            out.append(np.diag(estimated[0]))
+            out.append(estimated[0] if plan.multivariate else np.diag(estimated[0]))
         elif spec.baseline == "cv":
             out.append(estimated[1])
         else:
-            out.append(np.eye(n_params) * spec.baseline)
+            out.append(np.full(n_pairs, spec.baseline) if plan.multivariate else np.eye(n_pairs) * spec.baseline)
     return out
 
 
-def solve(record, n_params):
-    """(optimal baselines, control-variate matrix) from a pilot record of rows g_j, s_k and their pairs."""
+def solve(record, pilot_plan):
+    """(optimal baselines, control-variate matrix or None) from a pilot record of rows g_r, s_r and their pairs."""
     n = record[0]
-    rows = 2 * n_params
+    n_pairs = pilot_plan.n_rows // 2
+    index = {(int(x), int(y)): p for p, (x, y) in enumerate(zip(pilot_plan.pair_x, pilot_plan.pair_y, strict=True))}
+    rows = pilot_plan.n_rows
 
     def mean(r):
         return record[2 + 4 * r]
@@ -58,22 +63,22 @@ def solve(record, n_params):
     def m2(r):
         return record[3 + 4 * r]
 
-    def c11(p):
-        return record[2 + 4 * rows + 4 * p]
+    def c11(x, y):
+        return record[2 + 4 * rows + 4 * index[x, y]]
 
-    baselines = np.empty(n_params)
-    for j in range(n_params):
-        gs = c11(j * n_params + j) / n + mean(j) * mean(n_params + j)
-        ss = m2(n_params + j) / n + mean(n_params + j) ** 2
+    baselines = np.empty(n_pairs)
+    for j in range(n_pairs):
+        gs = c11(j, n_pairs + j) / n + mean(j) * mean(n_pairs + j)
+        ss = m2(n_pairs + j) / n + mean(n_pairs + j) ** 2
         baselines[j] = gs / ss
-    cov_s = np.empty((n_params, n_params))
-    p = n_params * n_params
-    for j in range(n_params):
-        cov_s[j, j] = m2(n_params + j) / (n - 1)
-        for k in range(j + 1, n_params):
-            cov_s[j, k] = cov_s[k, j] = c11(p) / (n - 1)
-            p += 1
-    cov_gs = np.array([[c11(j * n_params + k) / (n - 1) for k in range(n_params)] for j in range(n_params)])
+    if (0, n_pairs + n_pairs - 1) not in index:  # baselines only
+        return baselines, None
+    cov_s = np.empty((n_pairs, n_pairs))
+    for j in range(n_pairs):
+        cov_s[j, j] = m2(n_pairs + j) / (n - 1)
+        for k in range(j + 1, n_pairs):
+            cov_s[j, k] = cov_s[k, j] = c11(n_pairs + j, n_pairs + k) / (n - 1)
+    cov_gs = np.array([[c11(j, n_pairs + k) / (n - 1) for k in range(n_pairs)] for j in range(n_pairs)])
     try:
         matrix = np.linalg.solve(cov_s, cov_gs.T).T
     except np.linalg.LinAlgError:

@@ -343,17 +343,28 @@ class Plan:
             pair_y=np.array([y for _, y in pairs], np.int64),
         )
 
-    def pilot_plan(self):
-        """Lay out the pilot run: rows ``f s_j`` and ``s_k`` of every parameter, paired as the solve needs.
+    @property
+    def needs_control_matrix(self):
+        """Whether a ``cv`` specification needs the pilot's full score covariance (else baselines only)."""
+        return any(not isinstance(spec, str) and spec.baseline == "cv" for spec in self.specs)
 
-        Pairs ``(f s_j, s_k)`` for every ``j, k`` give ``E[f s_j s_k]``; pairs
-        ``(s_j, s_k)``, ``j < k``, the score covariance.
+    def pilot_plan(self):
+        """Lay out the pilot run: rows ``g_r = f s_r`` and ``s_r`` of every (parameter, component) ``r``.
+
+        With ``R = P * dim`` such pairs, rows ``0 .. R-1`` are ``g`` and
+        ``R .. 2R-1`` are ``s``. For a control variate, pairs ``(g_r, s_k)``
+        for every ``r, k`` give ``E[f s_r s_k]`` and pairs ``(s_r, s_k)``,
+        ``r < k``, the score covariance; for baselines only, the pairs
+        ``(g_r, s_r)``.
         """
-        n = len(self.parameters)
-        pairs = [(j, n + k) for j in range(n) for k in range(n)]
-        pairs += [(n + j, n + k) for j in range(n) for k in range(j + 1, n)]
+        n = len(self.parameters) * self.dim
+        if self.needs_control_matrix or not self.multivariate:  # (scalar pilots keep their layout and bits)
+            pairs = [(j, n + k) for j in range(n) for k in range(n)]
+            pairs += [(n + j, n + k) for j in range(n) for k in range(j + 1, n)]
+        else:
+            pairs = [(j, n + j) for j in range(n)]
         return Plan._laid_out(self.distribution, self.function, (parse_estimator("score"), "control"),
-                              self.parameters, None, False, 1, 1, pairs)  # fmt: skip
+                              self.parameters, None, False, self.dim, 1, pairs)  # fmt: skip
 
     # -- the record view: where each (specification, parameter, component) is ------------------
 
@@ -417,7 +428,7 @@ class Plan:
         """The kernel's filler (see :mod:`fastgrad._kernels`): plain, general or vector."""
         plain = all(not isinstance(spec, str) and spec.plain for spec in self.specs)
         if self.dim > 1 or self._weighted:
-            return "vector"
+            return "vector" if plain else "vector-general"
         return "plain" if plain else "general"
 
     @property
@@ -438,12 +449,13 @@ class Plan:
         weights = None
         if filler == "plain" and self.dim == 1 and not isinstance(theta, tuple):  # DiagNormal at D = 1
             theta = tuple(float(row[0]) for row in theta)
-        if filler == "vector":
+        if filler in ("vector", "vector-general"):
             theta = tuple(np.ascontiguousarray(row, dtype=np.float64) for row in theta)  # one array per parameter
             weights = self.function.weights_for(self.dim)
         run = make_run(theta, self.function.param_vector, self.specs, len(parameters), coefficients,
                        [parameters.index(p) for p in self.wrt], self.rows, seed=seed, n_units=n_units,
-                       group=self.group, dim=self.dim, weights=weights, stream_base=stream_base)  # fmt: skip
+                       group=self.group, dim=self.dim, weights=weights, stream_base=stream_base,
+                       vector=filler == "vector-general")  # fmt: skip
         return Kernel(self.distribution.family.name, self.function, filler, sink, run)
 
     @property
@@ -454,8 +466,22 @@ class Plan:
         return units_per_chunk(self.dim, self.group)
 
 
+#: Most (parameter, component) pairs a ``score+cv`` run may have: its matrix is ``R x R``, its pilot
+#: estimates about ``1.5 R**2`` co-moments and every draw costs ``2 R**2`` more flops.
+MAX_CV_PAIRS = 128
+
+
 def _check_spec(spec, family, name, function, dim, many):
     """Refuse, before any work, a specification the family or the function cannot give."""
+    n_pairs = len(family.parameters) * dim
+    if spec.baseline == "cv" and n_pairs > MAX_CV_PAIRS:
+        raise ValueError(
+            f"estimators: {spec.name!r} at D = {dim}: the control variate on the whole score vector needs a "
+            f"{n_pairs} x {n_pairs} coefficient matrix, about {1.5 * n_pairs**2:,.0f} pilot co-moments and "
+            f"{2 * n_pairs**2:,} extra flops per draw; it is offered up to {MAX_CV_PAIRS} (parameter, component) "
+            f"pairs (D <= {MAX_CV_PAIRS // len(family.parameters)} for {name}); use score+optimal-baseline, "
+            "one baseline per component, instead"
+        )
     if spec.base == "pathwise" and not family.pathwise:
         if not many:
             raise ValueError(

@@ -647,9 +647,13 @@ def _coefficient_dict(matrix, plan, full):
     if matrix is None:
         return None
     out = {}
+    dim = plan.dim
     for p in plan.wrt:
         j = plan.parameters.index(p)
-        out[p] = [float(v) for v in matrix[j]] if full else float(matrix[j][j])
+        if plan.multivariate:  # per component: its baseline, or its coefficients on every score component
+            out[p] = np.array(matrix[j * dim : (j + 1) * dim], dtype=float)
+        else:
+            out[p] = [float(v) for v in matrix[j]] if full else float(matrix[j][j])
     return out
 
 

@@ -267,7 +267,7 @@ def test_variant_curve_variances_are_per_draw_variance_over_n():
         (fg.Normal(), ["score+cv"], {"pilot": 1e5}, TypeError, "pilot must be"),
         (fg.Normal(), [], {}, ValueError, "at least one estimator"),
         (fg.Normal(), ["reinforce"], {}, ValueError, "must start with one of"),
-        (fg.DiagNormal([0.0], [1.0]), ["score"], {}, TypeError, "not yet with a DiagNormal"),
+        (fg.DiagNormal([0.0] * 65, [1.0] * 65), ["score+cv"], {}, ValueError, "offered up to 128"),
         (fg.Normal(), None, {"pilot": 1000}, ValueError, "pilot is used with estimators"),
     ],
 )
