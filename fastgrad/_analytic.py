@@ -463,7 +463,7 @@ def variant_moments(distribution, function, specs, coefficients, wrt):
     return out
 
 
-def _loo_moments(family, params, h, q, group):
+def _loo_moments(family, params, h, q, group, extra_variance=0):
     """Mean and K x variance of a leave-one-out group estimate: the within-group covariance of f and s.
 
     For the unbiased sample covariance of K independent pairs (a, b)::
@@ -481,6 +481,9 @@ def _loo_moments(family, params, h, q, group):
     mu22 = (
         family.expectation(h * h, params, q2) - 2 * mean_f * family.expectation(h, params, q2) + mean_f * mean_f * var_s
     )
+    # an independent additive part of f (the other components of a separable f) with this variance:
+    var_f = var_f + extra_variance
+    mu22 = mu22 + extra_variance * var_s
     k = group
     variance = mu22 - Fraction(k - 2, k - 1) * cov * cov + var_f * var_s / (k - 1)
     return float(cov), float(variance)
@@ -534,6 +537,235 @@ def _legendre(a, b, count=240):
     return a + (b - a) * (x + 1) / 2, w * (b - a) / 2
 
 
+# --- estimator variants of a separable function of D independent components ---------------
+#
+# For f(x) = sum_l h_l(x_l) and the value of (parameter j, component i), every
+# variant is a sum of products U_a V_a: V_a a function of component i alone,
+# U_a a sum over the other components l != i of functions of component l
+# alone (or the constant 1). With independent components
+#
+#     E[v]    = sum_a E[U_a] E[V_a]
+#     E[v**2] = sum_a sum_b E[U_a U_b] E[V_a V_b],
+#     E[U_a U_b] = E[U_a] E[U_b] + sum_{l != i} Cov_l(U_a, U_b).
+#
+# The score value with coefficients B (a baseline per row, or the control
+# variate's matrix on all P D score components) is, with A = sum_{l != i} h_l,
+# C_l = sum_k B[r, (k, l)] q_k(eps_l) and R = sum_{l != i} C_l,
+#
+#     v = (h_i q - C_i) * 1  +  q * A  -  1 * R,
+#
+# and its antithetic form averages it with the same at -eps (every component
+# mirrored: A -> A', h_i -> h_i reflected about 2 loc_i, q(eps) -> q(-eps)).
+# Pathwise and measure-valued values depend on component i alone: they are
+# the scalar family's. A loo(K) value is the within-group covariance of
+# f = A + h_i and s: the scalar formula with Var[f] and E[(f - E f)**2 s**2]
+# gaining Var[A] and Var[A] E[s**2].
+
+
+class _Terms:
+    """A random variable of one component: ``sum (H(x) Q(eps))`` over ``terms``, with its component's moments."""
+
+    def __init__(self, family, params, terms):
+        self.family, self.params, self.terms = family, params, terms
+
+    def mean(self):
+        return sum(self.family.expectation(h, self.params, q) for h, q in self.terms)
+
+    def product_mean(self, other):
+        return sum(
+            self.family.expectation(h1 * h2, self.params, polynomial_product(q1, q2))
+            for h1, q1 in self.terms
+            for h2, q2 in other.terms
+        )
+
+
 def separable_variant_moments(distribution, function, specs, coefficients, wrt):
-    """Placeholder while the engine is extended: no exact values for DiagNormal variants."""
-    return [None] * len(specs)
+    """Exact mean and per-draw variance of each specification, per parameter, under a DiagNormal.
+
+    Returns a list (one entry per specification) of ``{parameter: (means,
+    variances)}`` with lists over the D components, or None for every entry
+    when ``f`` is not a separable built-in. See the comment above for the
+    method; ``coefficients[s]`` is a vector of baselines or the control
+    variate's ``(P D, P D)`` matrix, as the kernels take them.
+    """
+    exact = getattr(function, "component_exact", None)
+    if exact is None:
+        return [None] * len(specs)
+    import numpy as np
+
+    from fastgrad.distributions import Normal
+
+    dim = distribution.dim
+    weights = function.weights_for(dim)
+    family = distribution.family
+    unit = [1]
+    comps = []
+    for i in range(dim):
+        params = [distribution.loc[i], distribution.scale[i]]
+        h = exact(i, dim)
+        score_factors, path_factors = family.analytic_factors(params)
+        comps.append((params, h, h.reflect(2 * _exact(params[0])), score_factors, path_factors))
+
+    def terms(i, pairs):
+        return _Terms(family, comps[i][0], pairs)
+
+    # the A and mirrored-A sums over every component, from which component i's share is removed
+    parts = []
+    for i in range(dim):
+        a, ab = terms(i, [(comps[i][1], unit)]), terms(i, [(comps[i][2], unit)])
+        mean = a.mean()
+        parts.append((mean, a.product_mean(a) - mean * mean, a.product_mean(ab) - mean * mean))
+    sum_mean = sum(p[0] for p in parts)
+    sum_var = sum(p[1] for p in parts)
+    sum_mirror_cov = sum(p[2] for p in parts)
+
+    tables = {}
+
+    def basis_tables(m):
+        kind = (comps[m][0][0], comps[m][0][1], float(weights[m]))
+        if kind not in tables:
+            tables[kind] = _basis_tables(family, comps[m], len(family.parameters))
+        return tables[kind]
+
+    out = []
+    memo = {}
+    for s, spec in enumerate(specs):
+        coef = coefficients[s] if coefficients is not None else None
+        result = {}
+        for parameter in wrt:
+            j = family.parameters.index(parameter)
+            means, variances = [], []
+            for i in range(dim):
+                params, h, _, score_factors, path_factors = comps[i]
+                r = j * dim + i
+                full = coef is not None and np.ndim(coef) == 2
+                baseline = None if coef is None or full else float(coef[r])
+                key = (spec.name, j, params[0], params[1], float(weights[i]), baseline) if not full else None
+                if key is not None and key in memo:
+                    found = memo[key]
+                elif spec.base == "measure-valued":
+                    found = _weak_moments(Normal(params[0], params[1]), h, j, spec.coupled)
+                elif spec.base == "pathwise":
+                    d, q = h.derivative(), path_factors[j]
+                    pairs = [(d, q)]
+                    if spec.antithetic:
+                        half = Fraction(1, 2)
+                        pairs = [(d * half, q), (d.reflect(2 * _exact(params[0])) * half, _poly_reflect(q))]
+                    found = _terms_moments(family, params, pairs)
+                elif spec.baseline == "loo":
+                    found = _loo_moments(family, params, h, score_factors[j], spec.group,
+                                         extra_variance=sum_var - parts[i][1])  # fmt: skip
+                else:
+                    found = _separable_score(family, comps, parts, i, j, r, spec, coef, full, baseline, terms,
+                                             basis_tables, sum_mean, sum_var, sum_mirror_cov, dim)  # fmt: skip
+                if key is not None:
+                    memo[key] = found
+                means.append(float(found[0]))
+                variances.append(float(found[1]))
+            result[parameter] = (means, variances)
+        out.append(result)
+    return out
+
+
+def _basis_tables(family, comp, n_params):
+    """One component's expectations over the basis ``b = (q_0 .. q_(P-1), q_0(-eps) .. q_(P-1)(-eps))``.
+
+    Returns ``(T, G)``: ``T[a, b] = E[H_a b]`` for ``H = (1, h, h mirrored)`` and
+    ``G[b, b'] = E[b b']``, as floats.
+    """
+    import numpy as np
+
+    params, h, hb, score_factors, _ = comp
+    basis = list(score_factors[:n_params]) + [_poly_reflect(q) for q in score_factors[:n_params]]
+    hs = (ExpPoly.polynomial([1]), h, hb)
+    table = np.array([[float(family.expectation(x, params, b)) for b in basis] for x in hs])
+    gram = np.array([[float(family.expectation(hs[0], params, polynomial_product(a, b))) for b in basis]
+                     for a in basis])  # fmt: skip
+    return table, gram
+
+
+def _separable_score(family, comps, parts, i, j, r, spec, coef, full, baseline, terms, basis_tables, sum_mean,
+                     sum_var, sum_mirror_cov, dim):  # fmt: skip
+    """(mean, variance) of a score value (baseline, control variate, antithetic) of (parameter j, component i)."""
+    import numpy as np
+
+    one = ExpPoly.polynomial([1])
+    _, h, hb, score_factors, _ = comps[i]
+    n_params = len(family.parameters)
+    q = score_factors[j]
+    if coef is None:
+        own = [0]
+    elif not full:
+        own = _poly_scale(q, baseline)
+    else:
+        own = [0]
+        for k in range(n_params):
+            if coef[r][k * dim + i] != 0:
+                own = _poly_add(own, _poly_scale(score_factors[k], coef[r][k * dim + i]))
+    a_mean = sum_mean - parts[i][0]
+    a_var = sum_var - parts[i][1]
+    a_mirror = sum_mirror_cov - parts[i][2]
+    # U variables "1", "A", "Ab" (A mirrored) and "R" (or "S" = R + R mirrored), each of the other
+    # components: R's weights on component m's basis are B[r, (k, m)], S's the same on both halves.
+    others = []
+    if full:
+        for m in range(dim):
+            c = np.array([coef[r][k * dim + m] for k in range(n_params)], dtype=float)
+            if m != i and np.any(c != 0):
+                others.append((m, c))
+
+    def weights(name, c):
+        return np.concatenate([c, c if name == "S" else np.zeros_like(c)])
+
+    def u_mean(name):
+        if name == "1":
+            return 1
+        if name in ("A", "Ab"):
+            return a_mean
+        return sum(float(basis_tables(m)[0][0] @ weights(name, c)) for m, c in others)
+
+    def u_product(x, y):
+        if x == "1":
+            return u_mean(y)
+        if y == "1":
+            return u_mean(x)
+        if {x, y} <= {"A", "Ab"}:
+            return a_mean * a_mean + (a_var if x == y else a_mirror)
+        cov = 0.0
+        for m, c in others:
+            table, gram = basis_tables(m)
+            if x in ("A", "Ab") or y in ("A", "Ab"):
+                a, other = (x, y) if x in ("A", "Ab") else (y, x)
+                w = weights(other, c)
+                h_row = 1 if a == "A" else 2
+                cov += float(table[h_row] @ w) - parts[m][0] * float(table[0] @ w)
+            else:
+                wx, wy = weights(x, c), weights(y, c)
+                cov += float(wx @ gram @ wy) - float(table[0] @ wx) * float(table[0] @ wy)
+        return u_mean(x) * u_mean(y) + cov
+
+    x_terms = [(h, q), (one, _poly_scale(own, -1))]
+    if not spec.antithetic:
+        pairs = [("1", x_terms), ("A", [(one, q)])]
+        if others:
+            pairs.append(("R", [(one, [-1])]))
+    else:
+        half = Fraction(1, 2)
+        mirrored = [(hb, _poly_reflect(q)), (one, _poly_scale(_poly_reflect(own), -1))]
+        pairs = [
+            ("1", [(a * half, b) for a, b in x_terms + mirrored]),
+            ("A", [(one * half, q)]),
+            ("Ab", [(one * half, _poly_reflect(q))]),
+        ]
+        if others:
+            pairs.append(("S", [(one, [-half])]))
+    vs = [terms(i, v) for _, v in pairs]
+    mean = sum(u_mean(name) * v.mean() for (name, _), v in zip(pairs, vs, strict=True))
+    second = 0
+    for a, (name_a, _) in enumerate(pairs):
+        for b, (name_b, _) in enumerate(pairs):
+            if b < a:
+                continue
+            value = u_product(name_a, name_b) * vs[a].product_mean(vs[b])
+            second = second + (value if a == b else 2 * value)
+    return mean, second - mean * mean

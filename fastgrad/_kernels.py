@@ -1296,7 +1296,12 @@ class Kernel:
 
     def warm_up(self, sink, out):
         """Compile (or load) the kernel, so that a clock started next sees only the run."""
-        self.dispatcher(self.key, self.f, self.df, self.run, sink, out, 0, 0)
+        import warnings
+
+        with warnings.catch_warnings():
+            # Numba's own pedantic check on inlined loops ("variable ... is not in scope"): not the user's concern
+            warnings.simplefilter("ignore", numba.core.errors.NumbaIRAssumptionWarning)
+            self.dispatcher(self.key, self.f, self.df, self.run, sink, out, 0, 0)
 
 
 def kernel_arguments(specs, n_params, coefficients, dim=1, vector=False):
