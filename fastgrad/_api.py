@@ -226,6 +226,7 @@ def variance_curve(
     threads=None,
     estimators=None,
     pilot=None,
+    nan_policy="raise",
     progress=None,
     checkpoint=None,
     checkpoint_every=60.0,
@@ -261,6 +262,12 @@ def variance_curve(
         the same draws, with each one's variance per evaluation over the
         reference estimator's. With ``score+loo(K)`` every size must be a
         multiple of K.
+    nan_policy : {"raise", "omit"}
+        What to do with estimates that are not finite (a draw's gradient was
+        NaN or infinite): ``"raise"`` (default) raises
+        :class:`NonFiniteValuesError`; ``"omit"`` leaves those repeats out of
+        their size's statistics and reports how many in ``n_omitted`` (one
+        count per size). A size left with fewer than 2 repeats raises.
     progress, checkpoint, checkpoint_every, shard, comm : optional
         As in :func:`compare`: shards merge (:func:`merge`) and MPI ranks
         combine into the single-process curve, bit for bit. A curve stopped
@@ -273,7 +280,9 @@ def variance_curve(
         Per estimator, parameter and size: the mean of the estimates, their
         variance across repeats with a 95 % confidence interval, the analytic
         variance (per-draw variance / n) for built-in functions, and the
-        score/pathwise variance ratio with its interval. ``plot(path)`` draws
+        score/pathwise variance ratio with its interval. For a
+        :class:`DiagNormal` the variance is the trace (summed over the
+        components), the ratios are ratios of traces, and means are arrays. ``plot(path)`` draws
         it (needs the ``fastgrad[plot]`` extra).
 
     Examples
@@ -288,8 +297,7 @@ def variance_curve(
     options = check_job_options(progress, checkpoint, checkpoint_every, shard, comm)
     if estimators is None and pilot is not None:
         raise ValueError("pilot is used with estimators=[... 'score+optimal-baseline' or 'score+cv' ...] only")
-    if isinstance(distribution, DiagNormal):
-        raise TypeError("a DiagNormal works with fastgrad.compare and fastgrad.estimate, not yet with variance_curve")
+    nan_policy = _validate.check_nan_policy(nan_policy)
     plan, seed, threads, pilot = _plan(distribution, function, estimators, wrt, seed, threads, pilot, "curve")
     sizes = _validate.check_sample_sizes(sample_sizes)
     repeats = _validate.check_repeats(repeats, sizes)
@@ -297,7 +305,7 @@ def variance_curve(
         raise ValueError(
             f"sample_sizes must be multiples of the leave-one-out group size {plan.group}; got {list(sizes)}"
         )
-    return _run_curve(plan, sizes, repeats, seed, threads, pilot, options)
+    return _run_curve(plan, sizes, repeats, seed, threads, pilot, options, nan_policy)
 
 
 # --- plan, run, finish --------------------------------------------------------------------
@@ -432,15 +440,16 @@ def _make_job(fingerprint, n_chunks, draws_between, options, layout=None):
 # --- variance curves ------------------------------------------------------------------------
 
 
-def _run_curve(plan, sizes, repeats, seed, threads, pilot, options):
+def _run_curve(plan, sizes, repeats, seed, threads, pilot, options, nan_policy="raise"):
     """Run a plan's variance curve; return it, a shard's Partial, or None off MPI rank 0."""
     group = plan.group
     unit_sizes = [size // group for size in sizes]
     positions = repeats * sum(unit_sizes)
     per_chunk = plan.units_per_chunk
     draws_in = _draws_in(positions, per_chunk)
+    extra = {"nan_policy": "omit"} if nan_policy == "omit" else {}  # (named only when not the default)
     job = _make_job(fingerprint(plan, "curve", positions * group, seed, pilot, sample_sizes=list(sizes),
-                                repeats=repeats), math.ceil(positions / per_chunk),
+                                repeats=repeats, **extra), math.ceil(positions / per_chunk),
                     lambda a, b: draws_in(a, b) * group, options)  # fmt: skip
     with _numba_threads(threads) as used:
         coefficients = job.coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
@@ -452,14 +461,15 @@ def _run_curve(plan, sizes, repeats, seed, threads, pilot, options):
     totals, seconds, done, used = done
     finished, context = _curve_finished(job, done, sizes, repeats, per_chunk, group)
     totals = totals[:, : len(finished) * repeats]
-    _check_curve_totals(totals)
+    kept = _check_curve_totals(totals, finished, repeats, nan_policy)
     draws = repeats * sum(finished)
     context = dict(_context(plan, seed, used, seconds, draws), draws=draws, **context)
-    return _curve_result(plan, totals, finished, repeats, coefficients, pilot, context)
+    return _curve_result(plan, totals, finished, repeats, coefficients, pilot, context, kept)
 
 
-def _curve_result(plan, totals, sizes, repeats, coefficients, pilot, context):
-    return results.variance_curve(plan, totals, sizes, repeats, _analytic(plan, coefficients), pilot=pilot, **context)
+def _curve_result(plan, totals, sizes, repeats, coefficients, pilot, context, kept=None):
+    return results.variance_curve(plan, totals, sizes, repeats, _analytic(plan, coefficients), kept=kept, pilot=pilot,
+                                  **context)  # fmt: skip
 
 
 def _curve_parts_done(job, part, unit_sizes, repeats, per_chunk, threads):
@@ -507,15 +517,29 @@ def _curve_finished(job, done_chunks, sizes, repeats, per_chunk, group):
     return tuple(finished), {"interrupted": job.stop_reason or "stopped", "sample_sizes_requested": tuple(sizes)}
 
 
-def _check_curve_totals(totals):
-    bad = int(np.count_nonzero(~np.isfinite(totals).all(axis=0)))
-    if bad:
+def _check_curve_totals(totals, sizes, repeats, nan_policy="raise"):
+    """Refuse non-finite estimates, or with ``nan_policy="omit"`` return which repeats to keep (None: all)."""
+    finite = np.isfinite(totals).all(axis=0)
+    bad = int(np.count_nonzero(~finite))
+    if not bad:
+        return None
+    if nan_policy != "omit":
         raise NonFiniteValuesError(
             bad,
             totals.shape[1],
             f"{bad:,} of {totals.shape[1]:,} estimates were not finite (f or df returned nan/inf, or an overflow); "
-            "a variance curve has no nan_policy='omit': check the function",
+            "pass nan_policy='omit' to leave those repeats out and report how many, or check the function",
         )
+    for k, size in enumerate(sizes):
+        left = int(finite[k * repeats : (k + 1) * repeats].sum())
+        if left < 2:
+            raise NonFiniteValuesError(
+                repeats - left,
+                repeats,
+                f"nan_policy='omit': {repeats - left:,} of the {repeats:,} estimates of {size:,} draws were not "
+                f"finite, leaving {left}: a variance needs at least 2; check the function",
+            )
+    return finite
 
 
 # --- merging shards ------------------------------------------------------------------------
@@ -580,10 +604,10 @@ def merge(partials):
         sizes, repeats = tuple(found["sample_sizes"]), found["repeats"]
         unit_sizes = [size // plan.group for size in sizes]
         totals = _merge_curve_totals(parts, reference.n_chunks, unit_sizes, repeats, plan.units_per_chunk)
-        _check_curve_totals(totals)
+        kept = _check_curve_totals(totals, sizes, repeats, found.get("nan_policy", "raise"))
         draws = repeats * sum(sizes)
         context = dict(_context(plan, found["seed"], threads, seconds, draws), draws=draws)
-        return _curve_result(plan, totals, sizes, repeats, coefficients, found.get("pilot", 0), context)
+        return _curve_result(plan, totals, sizes, repeats, coefficients, found.get("pilot", 0), context, kept)
     record = _jobs.merge_parts(parts, plan, reference.n_chunks)
     context = _context(plan, found["seed"], threads, seconds, found["n"])
     return _result(plan, found["kind"], record, context, _jobs.merge_extra(parts), coefficients, found.get("pilot", 0))

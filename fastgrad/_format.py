@@ -249,15 +249,23 @@ def curve_text(c):
             f"INTERRUPTED ({c.interrupted}): {len(c.sample_sizes)} of {len(c.sample_sizes_requested)} "
             "sample sizes finished; the others are left out\n"
         )
+    vector = c.dim is not None
+    omitted = ""
+    if c.n_omitted and any(c.n_omitted):
+        omitted = "\nomitted (non-finite estimates) per n: " + ", ".join(f"{k:,}" for k in c.n_omitted)
     lines = [
         stopped + f"fastgrad.variance_curve: {c.distribution!r}, {c.function.formula}\n"
-        f"n = {sizes}; {c.repeats:,} estimates per n, seed {c.seed}, {_plural(c.threads, 'thread')}, "
-        f"{c.draws:,} draws in {c.seconds:.3g} s ({rate(c.draws_per_second)})"
-    ]
+        + (f"D = {c.dim} components: variances are traces (summed over components), ratios ratios of traces\n"
+           if vector else "")
+        + f"n = {sizes}; {c.repeats:,} estimates per n, seed {c.seed}, {_plural(c.threads, 'thread')}, "
+        f"{c.draws:,} draws in {c.seconds:.3g} s ({rate(c.draws_per_second)})" + omitted
+    ]  # fmt: skip
     for p in c.wrt:
         lines.append("")
-        lines.append(gradient_line(p, c.analytic_gradient))
-        rows = [("n", "estimator", "mean ± stderr", "variance [95% CI]", "analytic", "n × variance")]
+        lines.append(f"d/d{p} E[f(x)]" if vector else gradient_line(p, c.analytic_gradient))
+        mean_title = "mean ± stderr" + (" (component 0)" if vector else "")
+        rows = [("n", "estimator", mean_title, "trace [95% CI]" if vector else "variance [95% CI]", "analytic",
+                 "n × variance")]  # fmt: skip
         if c.reference is not None:
             rows[0] += (f"ratio to {c.reference} per eval [95% CI]", "analytic")
         for i, n in enumerate(c.sample_sizes):
@@ -268,7 +276,13 @@ def curve_text(c):
                 row = (
                     f"{n:,}" if e == c.estimators[0] else "",
                     e,
-                    fmt_pm(c.mean[e][p][i], c.mean_stderr[e][p][i]),
+                    fmt_pm(
+                        *(
+                            (c.mean[e][p][i][0], c.mean_stderr[e][p][i][0])
+                            if vector
+                            else (c.mean[e][p][i], c.mean_stderr[e][p][i])
+                        )
+                    ),
                     f"{fmt(v, 4)} [{fmt(lo, 4)}, {fmt(hi, 4)}]",
                     truth,
                     fmt(n * v, 4),

@@ -1453,7 +1453,8 @@ def curve_batches(kernel, sizes, repeats, n_rows, job=None):
     curve_fold(np.empty((0, n_rows)), np.empty(0, np.int64), 0, np.empty((n_rows, 0)))
     totals = np.zeros((n_rows, sizes.size * repeats))
     n_chunks = math.ceil(n / per_chunk)
-    per_batch = max(1, min(BATCH_CHUNKS, MAX_BATCH_PIECES // (per_chunk // int(sizes.min()) + 2)))
+    pieces = per_chunk // int(sizes.min()) + 2  # most pieces one chunk holds
+    per_batch = max(1, min(BATCH_CHUNKS, MAX_BATCH_PIECES // pieces, MAX_BATCH_VALUES // (pieces * n_rows)))
 
     lead_owner = -1  # the repeat a shard or rank starts inside, if any: its pieces are kept apart
     if job is not None and 0 < job.first * per_chunk < n:

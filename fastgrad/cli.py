@@ -280,11 +280,15 @@ def _common(parser):
 def _draws(parser):
     """Options of the commands that run ``n`` draws once (compare, estimate)."""
     parser.add_argument("-n", type=_count, required=True, help="number of draws, e.g. 1e8 or 10**8 (required)")
+    _nan_policy(parser, "leave those draws out (omit)")
+
+
+def _nan_policy(parser, omit):
     parser.add_argument(
         "--nan-policy",
         choices=["raise", "omit"],
         default="raise",
-        help="non-finite per-draw gradients: fail (raise, the default) or leave those draws out (omit)",
+        help=f"non-finite per-draw gradients: fail (raise, the default) or {omit}",
     )
 
 
@@ -446,6 +450,7 @@ def build_parser(prog="fastgrad"):
     )
     curve.add_argument("--repeats", type=_count, default=1000, help="estimates per size (default: 1000)")
     curve.add_argument("--plot", default=None, metavar="PNG", help="write a log-log plot to this PNG file")
+    _nan_policy(curve, "leave the non-finite estimates out and count them per size (omit)")
     _variant_options(curve)
     _long_run_options(curve)
 
@@ -617,7 +622,7 @@ def _run(args, prog, argv):
         else:
             result = fg.variance_curve(
                 distribution, function, args.sizes, args.repeats, estimators=args.estimators, pilot=args.pilot,
-                **common,
+                nan_policy=args.nan_policy, **common,
             )  # fmt: skip
     except fg.NonFiniteValuesError:
         raise

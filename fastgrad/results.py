@@ -464,6 +464,8 @@ class VarianceCurve:
     pilot: int = 0
     interrupted: str = None
     sample_sizes_requested: tuple = None
+    n_omitted: tuple = None
+    dim: int = None
 
     def to_dict(self):
         """JSON-ready dict (inf and nan become None): one entry per sample size under ``"points"``."""
@@ -512,6 +514,8 @@ class VarianceCurve:
                 "interrupted": self.interrupted,
                 "sample_sizes_requested": self.sample_sizes_requested,
                 "analytic_ratio_to_reference": self.analytic_ratio_to_reference,
+                "n_omitted": None if self.n_omitted is None else list(self.n_omitted),
+                "dim": self.dim,
                 "points": points,
             }
         )
@@ -784,11 +788,58 @@ def _truth(truth, k, vector):
     return {p: (np.array(values[k], dtype=float) if vector else values[k]) for p, values in truth.items()}
 
 
-def variance_curve(plan, totals, sizes, repeats, analytic, **context):
+def _trace_point(plan, estimates, per, confidence_z=Z95):
+    """One sample size of a multivariate curve: per (estimator, parameter), the trace and its ratio.
+
+    With ``y_r`` the squared distance of repeat ``r``'s estimate vector
+    from the mean estimate, the trace is ``sum_r y_r / (R - 1)``; its
+    interval and the ratios' come from the delta method on the log of the
+    mean of ``y`` (and of two such means), across repeats.
+    """
+    count = estimates.shape[1]
+    squares = {}
+    for s, e in enumerate(plan.names):
+        for p in plan.wrt:
+            rows = [plan.row(s, p, i) for i in range(plan.dim)]
+            block = estimates[rows]
+            mean = block.mean(axis=1)
+            y = ((block - mean[:, None]) ** 2).sum(axis=0)
+            squares[s, p] = y
+            trace = float(y.sum() / (count - 1))
+            half = confidence_z * float(y.std()) / (float(y.mean()) * math.sqrt(count)) if y.mean() > 0 else math.nan
+            per["mean"][e][p].append(mean)
+            per["se"][e][p].append(block.std(axis=1, ddof=1) / math.sqrt(count))
+            per["var"][e][p].append(trace)
+            per["ci"][e][p].append((trace * math.exp(-half), trace * math.exp(half)) if half == half else
+                                   (math.nan, math.nan))  # fmt: skip
+    ref = plan.reference
+    for s, e in enumerate(plan.names):
+        for p in plan.wrt:
+            if ref is None or s == ref:
+                per["ratio"][e][p].append(1.0)
+                per["rci"][e][p].append((math.nan, math.nan))
+                continue
+            scale = plan.specs[s].evaluations / plan.specs[ref].evaluations
+            a, b = squares[s, p], squares[ref, p]
+            ratio = _ratio_or_inf(float(a.sum()), float(b.sum())) * scale
+            if a.mean() > 0 and b.mean() > 0:
+                spread = np.var(a / a.mean() - b / b.mean())
+                half = confidence_z * math.sqrt(float(spread) / count)
+                per["ratio"][e][p].append(ratio)
+                per["rci"][e][p].append((ratio * math.exp(-half), ratio * math.exp(half)))
+            else:
+                per["ratio"][e][p].append(ratio)
+                per["rci"][e][p].append((math.nan, math.nan))
+
+
+def variance_curve(plan, totals, sizes, repeats, analytic, kept=None, **context):
     """Build the :class:`VarianceCurve` of per-repeat sums over units (internal).
 
     ``analytic[s][p] = (mean, per-draw variance)``; the variance of an
-    ``n``-draw estimate is per-draw variance / n.
+    ``n``-draw estimate is per-draw variance / n. ``kept`` (a boolean per
+    repeat column, optional) leaves out the repeats ``nan_policy="omit"``
+    dropped. For a multivariate family each point is the trace: the sum
+    over components of the estimate's variances, and the ratio of traces.
     """
     from fastgrad._reduction import columns_record, record_width
 
@@ -798,19 +849,29 @@ def variance_curve(plan, totals, sizes, repeats, analytic, **context):
     specs = plan.specs
     per = {key: {e: {p: [] for p in plan.wrt} for e in names} for key in ("mean", "se", "var", "ci", "ratio", "rci")}
     record = np.empty(record_width(plan.n_rows, len(plan.pair_x)))
+    omitted = []
     for k, size in enumerate(sizes):
         units = size // group
-        estimates = np.ascontiguousarray(totals[:, k * repeats : (k + 1) * repeats]) / units
+        columns = slice(k * repeats, (k + 1) * repeats)
+        estimates = totals[:, columns] / units
+        if kept is not None:
+            estimates = estimates[:, kept[columns]]
+        estimates = np.ascontiguousarray(estimates)
+        count = estimates.shape[1]
+        omitted.append(repeats - count)
+        if plan.multivariate:
+            _trace_point(plan, estimates, per)
+            continue
         columns_record(estimates, plan.pair_x, plan.pair_y, record)
         for s, e in enumerate(names):
             for p in plan.wrt:
                 base = 2 + 4 * plan.row(s, p)
                 mean, m2, _, m4 = (float(v) for v in record[base : base + 4])
-                variance = m2 / (repeats - 1)
+                variance = m2 / (count - 1)
                 per["mean"][e][p].append(mean)
-                per["se"][e][p].append(math.sqrt(variance / repeats))
+                per["se"][e][p].append(math.sqrt(variance / count))
                 per["var"][e][p].append(variance)
-                per["ci"][e][p].append(_log_interval(variance, m2 / repeats, m4 / repeats, repeats))
+                per["ci"][e][p].append(_log_interval(variance, m2 / count, m4 / count, count))
                 pair = plan.pair(s, p)
                 if pair is None:
                     per["ratio"][e][p].append(1.0)
@@ -820,18 +881,24 @@ def variance_curve(plan, totals, sizes, repeats, analytic, **context):
                     value, (low, high) = variance_ratio(record, plan, pair)
                     per["ratio"][e][p].append(value * scale)
                     per["rci"][e][p].append((low * scale, high * scale))
+    context["n_omitted"] = tuple(omitted) if kept is not None else None
 
     def freeze(table):
         return {e: {p: tuple(v) for p, v in by_p.items()} for e, by_p in table.items()}
 
     analytic_variance = analytic_ratio = gradient = None
     if analytic is not None and all(a is not None for a in analytic):
-        analytic_variance = {e: {p: tuple(analytic[s][p][1] / n for n in sizes) for p in plan.wrt}
+
+        def per_draw(s, p):  # a multivariate family's trace: the sum over components
+            value = analytic[s][p][1]
+            return float(np.sum(value)) if plan.multivariate else value
+
+        analytic_variance = {e: {p: tuple(per_draw(s, p) / n for n in sizes) for p in plan.wrt}
                              for s, e in enumerate(names)}  # fmt: skip
-        gradient = {p: analytic[0][p][0] for p in plan.wrt}
+        gradient = {p: (np.array(analytic[0][p][0]) if plan.multivariate else analytic[0][p][0]) for p in plan.wrt}
         analytic_ratio = {
             e: {
-                p: _ratio_or_inf(analytic[s][p][1] * specs[s].evaluations, analytic[ref][p][1] * specs[ref].evaluations)
+                p: _ratio_or_inf(per_draw(s, p) * specs[s].evaluations, per_draw(ref, p) * specs[ref].evaluations)
                 for p in plan.wrt
             }
             for s, e in enumerate(names)
@@ -862,5 +929,6 @@ def variance_curve(plan, totals, sizes, repeats, analytic, **context):
         ratio_to_reference=None if plan.classic else freeze(per["ratio"]),
         ratio_to_reference_ci=None if plan.classic else freeze(per["rci"]),
         analytic_ratio_to_reference=None if plan.classic else analytic_ratio,
+        dim=plan.dim if plan.multivariate else None,
         **context,
     )

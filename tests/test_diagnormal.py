@@ -241,8 +241,9 @@ def test_bad_combinations():
         fg.compare(D3, fg.functions.quadratic([1.0, 2.0]), n=100)
     with pytest.raises(ValueError, match="needs the gradient"):
         fg.compare(D3, fg.VectorFunction(user_sum_of_squares), n=100)
-    with pytest.raises(TypeError, match="not yet with variance_curve"):
-        fg.variance_curve(D3, FUNCTIONS["sum_of_squares"], (10,), repeats=10)
+    with pytest.raises(ValueError, match="offered up to 128"):
+        fg.variance_curve(fg.DiagNormal([0.0] * 65, [1.0] * 65), FUNCTIONS["sum_of_squares"], (10,), repeats=10,
+                          estimators=["score+cv"])  # fmt: skip
     with pytest.raises(ValueError, match="or use estimator='score'"):
         fg.estimate(D3, fg.VectorFunction(user_sum_of_squares), n=100, estimator="pathwise")
     with pytest.raises(TypeError, match=r"must accept \(x, out\)"):
