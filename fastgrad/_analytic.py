@@ -490,8 +490,14 @@ def _loo_moments(family, params, h, q, group, extra_variance=0):
 
 
 def _weak_moments(distribution, h, j, coupled):
-    """Mean and variance of one measure-valued draw (Normal), by quadrature of the exact integrals."""
+    """Mean and variance of one measure-valued draw, by exact expectations or quadrature of exact integrals."""
     import numpy as np
+
+    name = distribution.family.name
+    if name == "bernoulli":  # f(1) - f(0): no randomness
+        return float(h.evaluate(1.0) - h.evaluate(0.0)), 0.0
+    if name == "exponential":
+        return _exponential_weak_moments(float(distribution.rate), h, coupled)
 
     loc, scale = float(distribution.loc), float(distribution.scale)
     nodes, weights = _legendre(0.0, 14.0)
@@ -527,6 +533,26 @@ def _weak_moments(distribution, h, j, coupled):
             first += outer * rho * np.sum(inner_weights * v)
             second += outer * rho * np.sum(inner_weights * v * v)
     return float(first), float(second - first * first)
+
+
+def _exponential_weak_moments(rate, h, coupled):
+    """Mean and variance of ``(h(x) - h(x + y)) / rate``, x, y ~ Exp(rate) (decoupled: x + y independent of x)."""
+    import numpy as np
+
+    c = 1.0 / rate
+    plus = exponential_expectation(h, rate)
+    plus2 = exponential_expectation(h * h, rate)
+    minus = exponential_expectation(h, rate, (0, 1))  # Gamma(2, rate): density eps times Exp(1)'s, eps = rate x
+    minus2 = exponential_expectation(h * h, rate, (0, 1))
+    mean = c * (plus - minus)
+    if not coupled:
+        return float(mean), float(c * c * ((plus2 - plus * plus) + (minus2 - minus * minus)))
+    # E[h(x) h(x + y)] by Gauss-Laguerre in both variables (exact for polynomials of degree < 2 * 120)
+    t, w = np.polynomial.laguerre.laggauss(120)
+    x = t / rate
+    cross = float(np.sum(w[:, None] * w[None, :] * h.evaluate(x)[:, None] * h.evaluate(x[:, None] + x[None, :])))
+    second = c * c * (plus2 - 2 * cross + minus2)
+    return float(mean), float(second - mean * mean)
 
 
 def _legendre(a, b, count=240):

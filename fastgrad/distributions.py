@@ -198,6 +198,19 @@ def _exponential_path_factor(j, eps, x, theta):
     return -x * theta[1]
 
 
+# Weak derivative of Exp(rate): d q / d rate = (1 / rate) (Exp(rate) density - Gamma(2, rate) density), so
+#   d/drate E[f] = 1 / rate (E[f(x)] - E[f(x + y)]),  x, y ~ Exp(rate) independent (their sum is Gamma(2, rate)).
+# The positive side is the draw itself; coupled, the negative side adds y = -log(u1) / rate to it;
+# decoupled, it is a fresh Gamma(2, rate) draw, (-log(u2) - log(u3)) / rate.
+
+
+@core
+def _exponential_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
+    coupled = x + -math.log(u1) * theta[1]
+    decoupled = (-math.log(u2) - math.log(u3)) * theta[1]
+    return theta[1], x, coupled, decoupled
+
+
 def _exponential_analytic_factors(theta):
     (rate,) = theta
     return ([1 / rate, -1 / rate],), ([0.0, -1 / rate**2],)
@@ -212,6 +225,7 @@ EXPONENTIAL = Family(
     path_factor=_exponential_path_factor,
     analytic_factors=_exponential_analytic_factors,
     expectation=lambda h, theta, q: exponential_expectation(h, theta[0], q),
+    weak_derivative=_exponential_weak_derivative,
     simd=True,
 )
 
@@ -246,6 +260,15 @@ def _bernoulli_path_factor(j, eps, x, theta):
     return np.nan  # never called: the family has no pathwise estimator
 
 
+# Weak derivative of Bernoulli(p): d/dp E[f] = f(1) - f(0), two point masses: c = 1, x+ = 1, x- = 0
+# (coupled and decoupled alike: neither side is random).
+
+
+@core
+def _bernoulli_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
+    return 1.0, 1.0, 0.0, 0.0
+
+
 def _bernoulli_analytic_factors(theta):
     (p,) = theta
     p = Fraction(p)
@@ -262,6 +285,7 @@ BERNOULLI = Family(
     analytic_factors=_bernoulli_analytic_factors,
     expectation=lambda h, theta, q: bernoulli_expectation(h, theta[0], q),
     pathwise=False,
+    weak_derivative=_bernoulli_weak_derivative,
 )
 
 #: Every family the kernels know, by name.

@@ -513,6 +513,6 @@ def _check_spec(spec, family, name, function, dim, many):
         )
     if spec.base == "measure-valued" and family.weak_derivative is None:
         raise ValueError(
-            f"estimators: {spec.name!r}: measure-valued gradients are implemented for fastgrad.Normal "
-            f"(loc and scale), not for {name}"
+            f"estimators: {spec.name!r}: {name} has no weak derivative in fastgrad (measure-valued gradients are "
+            "implemented for Normal, DiagNormal, Exponential and Bernoulli)"
         )

@@ -258,7 +258,6 @@ def test_variant_curve_variances_are_per_draw_variance_over_n():
     [
         (fg.Bernoulli(0.3), ["score+antithetic"], {}, ValueError, "needs noise symmetric about 0; Bernoulli"),
         (fg.Exponential(1.0), ["pathwise+antithetic"], {}, ValueError, "Exponential's is not"),
-        (fg.Exponential(1.0), ["measure-valued"], {}, ValueError, "implemented for fastgrad.Normal"),
         (fg.Bernoulli(0.3), ["pathwise"], {}, ValueError, "Bernoulli has none"),
         (fg.Normal(), ["score+loo(8)"], {"n": 1001}, ValueError, "multiple of the leave-one-out group size 8"),
         (fg.Normal(), ["score+loo(8)", "score+loo(4)"], {}, ValueError, "must use the same K"),
