@@ -216,8 +216,28 @@ def _oscillating_moments(n_max, b):
     return moments[: n_max + 1]
 
 
+def _factor_pair(p, q):
+    """Return the pair as a family's own noise factors (a plain polynomial lifted), or None for two polynomials.
+
+    A family whose score or path factors are not polynomials in its noise
+    (the Laplace's ``sign(eps)``) gives objects with ``*``, ``+``,
+    ``scale(c)``, ``reflect()``, iteration over coefficients and a
+    ``from_polynomial(coefficients)`` class method; its ``expectation``
+    understands them.
+    """
+    plain = (list, tuple)
+    if isinstance(p, plain) and isinstance(q, plain):
+        return None
+    kind = type(q) if isinstance(p, plain) else type(p)
+    lift = kind.from_polynomial
+    return (lift(p) if isinstance(p, plain) else p, lift(q) if isinstance(q, plain) else q)
+
+
 def polynomial_product(p, q):
-    """Coefficients of the product of two polynomials in z."""
+    """Coefficients of the product of two polynomials in z (or a family's own factors: :func:`_factor_pair`)."""
+    pair = _factor_pair(p, q)
+    if pair is not None:
+        return pair[0] * pair[1]
     out = [0] * (len(p) + len(q) - 1)
     for i, a in enumerate(p):
         for j, b in enumerate(q):
@@ -373,15 +393,22 @@ def separable_moments(distribution, function, estimators, wrt):
 
 
 def _poly_scale(q, factor):
+    if not isinstance(q, (list, tuple)):
+        return q.scale(_exact(factor))
     return [_exact(c) * _exact(factor) for c in q]
 
 
 def _poly_reflect(q):
     """Coefficients of ``q(-eps)``."""
+    if not isinstance(q, (list, tuple)):
+        return q.reflect()
     return [c if k % 2 == 0 else -c for k, c in enumerate(q)]
 
 
 def _poly_add(p, q):
+    pair = _factor_pair(p, q)
+    if pair is not None:
+        return pair[0] + pair[1]
     out = [0] * max(len(p), len(q))
     for k, c in enumerate(p):
         out[k] = out[k] + _exact(c)
@@ -493,7 +520,11 @@ def _weak_moments(distribution, h, j, coupled):
     """Mean and variance of one measure-valued draw, by exact expectations or quadrature of exact integrals."""
     import numpy as np
 
-    name = distribution.family.name
+    family = distribution.family
+    if family.weak_moments is not None:
+        params = [getattr(distribution, name) for name in family.parameters]
+        return family.weak_moments(params, h, j, coupled)
+    name = family.name
     if name == "bernoulli":  # f(1) - f(0): no randomness
         return float(h.evaluate(1.0) - h.evaluate(0.0)), 0.0
     if name == "exponential":

@@ -37,7 +37,7 @@ def check_target(distribution, function):
             )
         function.weights_for(distribution.dim)  # checks the number of weights
         return function
-    if not isinstance(distribution, DISTRIBUTIONS):
+    if not isinstance(distribution, tuple(DISTRIBUTIONS)):
         accepted = ", ".join(f"fastgrad.{cls.__name__}" for cls in (*DISTRIBUTIONS, DiagNormal))
         raise TypeError(f"distribution must be one of {accepted}; got {distribution!r}")
     return resolve(function)

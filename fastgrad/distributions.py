@@ -70,6 +70,10 @@ class Family:
     symmetric : bool
         Whether the noise law is symmetric (``-eps`` has the law of ``eps``), so
         that antithetic pairs ``(eps, -eps)`` are draws of ``q_theta``.
+    weak_moments : callable ``(theta, h, j, coupled) -> (mean, variance)``, optional
+        Exact mean and variance of one measure-valued value for an
+        :class:`~fastgrad._analytic.ExpPoly` ``h`` (the built-in families'
+        are in :mod:`fastgrad._analytic`).
     weak_derivative : njit core, optional
         ``(j, eps, x, u1, u2, u3, eps2, theta) -> (c, x_plus, x_coupled, x_decoupled)``:
         the measure-valued gradient ``d E[f] / d theta_j = c (E[f(x+)] - E[f(x-)])``
@@ -95,6 +99,7 @@ class Family:
     symmetric: bool = False
     weak_derivative: object = field(default=None, compare=False)
     simd: bool = False
+    weak_moments: object = field(default=None, compare=False)
 
 
 @serial  # compiled once and cached: it does not depend on the function (see _kernels)
@@ -531,5 +536,20 @@ def _vector(name, values, *, positive=False):
     return tuple(_real(f"{name}[{i}]", value, positive=positive) for i, value in enumerate(array.tolist()))
 
 
-#: The user-facing distribution classes, one per family (the API and the CLI read this).
-DISTRIBUTIONS = (Normal, Exponential, Bernoulli)
+#: The user-facing distribution classes, one per scalar family (the API and the CLI read this).
+DISTRIBUTIONS = [Normal, Exponential, Bernoulli]
+
+
+def register(cls):
+    """Add a scalar distribution class and its :class:`Family` to the registry; return the class.
+
+    What a new family's module calls (see ``docs/families.md``): the kernels
+    find its cores by ``cls.family.name``, the command line offers
+    ``--dist cls.name`` with an option per parameter, and ``merge`` and
+    checkpoints rebuild it from ``to_dict()`` by class name.
+    """
+    if cls.family.name in FAMILIES or cls in DISTRIBUTIONS:
+        raise ValueError(f"a family named {cls.family.name!r} is already registered")
+    FAMILIES[cls.family.name] = cls.family
+    DISTRIBUTIONS.append(cls)
+    return cls
