@@ -50,3 +50,8 @@ __all__ = [  # and the distributions, added below
     "variance_curve",
 ]
 __all__ += [name for name in distributions.__all__ if name != "DISTRIBUTIONS"]
+
+# Families in modules of their own register themselves when imported.
+from fastgrad.laplace import Laplace  # noqa: E402
+
+__all__ += ["Laplace"]

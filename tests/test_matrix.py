@@ -50,6 +50,7 @@ FAMILIES = {
     "exponential": ("fg.Exponential(2.0)", "'square'"),
     "bernoulli": ("fg.Bernoulli(0.3)", "'square'"),
     "diagnormal": ("fg.DiagNormal([1.5, -0.5, 0.0], [0.8, 1.2, 2.0])", "fg.functions.sum_of_squares()"),
+    "laplace": ("fg.Laplace(0.5, 1.5)", "'square'"),
 }
 
 #: Every specification the pipeline has.
@@ -331,8 +332,13 @@ run_cell({family!r}, {kind!r}, {spec!r}, checkpoint={path!r}, checkpoint_every=0
 """
 
 #: One estimate cell per family for the kill -9 (one with a pilot: its coefficients come back on resume).
-KILLED_ESTIMATE = {"normal": "score+cv", "exponential": "score+optimal-baseline", "bernoulli": "score+loo(4)",
-                   "diagnormal": "score+optimal-baseline+antithetic"}  # fmt: skip
+KILLED_ESTIMATE = {
+    "normal": "score+cv",
+    "exponential": "score+optimal-baseline",
+    "bernoulli": "score+loo(4)",
+    "diagnormal": "score+optimal-baseline+antithetic",
+    "laplace": "measure-valued+decoupled",
+}
 
 
 @pytest.mark.subprocess

@@ -1,0 +1,251 @@
+"""Laplace(loc, scale): a family in one file (the worked example of ``docs/families.md``).
+
+The draw is ``x = loc + scale * eps`` with ``eps ~ Laplace(0, 1)``, drawn exactly
+as ``eps = s E``: ``E = -log(u)`` with ``u`` uniform on (0, 1] from a word's top
+53 bits (an Exp(1) draw, as the Exponential family's), ``s = +-1`` from the
+same word's lowest bit, which ``u`` does not use. From
+``log q(x) = -log(2 scale) - |x - loc| / scale``:
+
+=========  ==========================  ==============
+parameter  score factor                path factor
+=========  ==========================  ==============
+loc        ``sign(eps) / scale``       ``1``
+scale      ``(|eps| - 1) / scale``     ``eps``
+=========  ==========================  ==============
+
+The noise is symmetric, so antithetic pairs apply. Weak derivatives
+(measure-valued gradients): ``d q / d loc = (q_+ - q_-) / (2 scale)`` with
+``q_+-`` the laws of ``loc +- scale E``; ``d q / d scale = (p_2 - q) / scale``
+with ``p_2`` the law of ``loc + s scale G``, ``G ~ Gamma(2)`` (``E + E'``).
+
+Exact reference values: every factor is a polynomial in ``s`` and ``|eps|``
+on each half ``s = +-1`` of the law, and ``|eps|`` is Exp(1), so
+``E[h(x) q]`` is the Exponential family's exact expectation on each half.
+"""
+
+import math
+from dataclasses import dataclass
+from math import comb
+
+import numpy as np
+
+from fastgrad._analytic import ExpPoly, _exact, exponential_expectation
+from fastgrad._jit import core, serial
+from fastgrad.distributions import Family, _real, register
+from fastgrad.rng import take_words, unit_open_closed
+
+__all__ = ["Laplace"]
+
+
+@serial
+def _laplace_noise(state, words, noise, scratch, m):
+    take_words(state, words, m)
+    for i in range(m):
+        magnitude = -math.log(unit_open_closed(words[i]))
+        noise[i] = magnitude if words[i] & np.uint64(1) else -magnitude
+
+
+# Kernel parameter vector: (loc, scale, 1 / scale).
+
+
+@core
+def _laplace_transform(eps, theta):
+    return theta[0] + theta[1] * eps
+
+
+@core
+def _laplace_score_factor(j, eps, x, theta):
+    if j == 0:
+        return math.copysign(theta[2], eps)
+    return (abs(eps) - 1.0) * theta[2]
+
+
+@core
+def _laplace_path_factor(j, eps, x, theta):
+    if j == 0:
+        return 1.0
+    return eps
+
+
+@core
+def _laplace_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
+    magnitude = abs(eps)
+    if j == 0:  # loc +- scale E: coupled, the same E; decoupled, a fresh one
+        return 0.5 * theta[2], theta[0] + theta[1] * magnitude, theta[0] - theta[1] * magnitude, \
+            theta[0] + theta[1] * math.log(u2)  # fmt: skip
+    # scale: loc + s scale (E + E') against the draw itself (coupled) or a fresh Laplace draw (decoupled)
+    sign = math.copysign(1.0, eps)
+    fresh = -math.log(u2) if u3 <= 0.5 else math.log(u2)
+    return theta[2], theta[0] + theta[1] * sign * (magnitude - math.log(u1)), x, theta[0] + theta[1] * fresh
+
+
+# --- exact expectations ---------------------------------------------------------------------
+
+
+class SignTerms:
+    """``sum c * s**a * r**k`` over ``(a, k)`` with ``s = sign(eps)`` (``s**2 = 1``) and ``r = |eps|``."""
+
+    def __init__(self, terms):
+        self.terms = {}
+        for key, c in terms.items():
+            if c != 0:
+                self.terms[key] = self.terms.get(key, 0) + c
+
+    @classmethod
+    def from_polynomial(cls, coefficients):
+        """``sum c_k eps**k``, with ``eps**k = s**k r**k``."""
+        return cls({(k % 2, k): _exact(c) for k, c in enumerate(coefficients)})
+
+    def __mul__(self, other):
+        out = {}
+        for (a1, k1), c1 in self.terms.items():
+            for (a2, k2), c2 in other.terms.items():
+                key = ((a1 + a2) % 2, k1 + k2)
+                out[key] = out.get(key, 0) + c1 * c2
+        return SignTerms(out)
+
+    def __add__(self, other):
+        out = dict(self.terms)
+        for key, c in other.terms.items():
+            out[key] = out.get(key, 0) + c
+        return SignTerms(out)
+
+    def scale(self, factor):
+        return SignTerms({key: c * factor for key, c in self.terms.items()})
+
+    def reflect(self):
+        """Return the same at ``-eps`` (``s -> -s``)."""
+        return SignTerms({(a, k): -c if a else c for (a, k), c in self.terms.items()})
+
+    def __iter__(self):
+        return iter(self.terms.values())
+
+    def on_half(self, sign):
+        """Coefficients of the polynomial in ``r`` this is where ``s = sign``."""
+        degree = max((k for _, k in self.terms), default=0)
+        out = [0] * (degree + 1)
+        for (a, k), c in self.terms.items():
+            out[k] += -c if a and sign < 0 else c
+        return out
+
+
+def _affine(h, shift, slope):
+    """``h(shift + slope * r)`` as an :class:`ExpPoly` in ``r``."""
+    out = ExpPoly()
+    for (j, w), c in h.terms.items():
+        exact = w == 0
+        a, b = (_exact(shift), _exact(slope)) if exact else (float(shift), float(slope))
+        phase = c if exact else complex(c) * complex(math.cos(w * a), math.sin(w * a))
+        for m in range(j + 1):
+            out._add_term((m, w * float(b)), phase * comb(j, m) * a ** (j - m) * b**m)
+    return out
+
+
+def _expectation(h, theta, q):
+    """``E[h(x) q]`` under Laplace(loc, scale): the mean of the two halves ``eps = +-r``, ``r ~ Exp(1)``."""
+    loc, scale = theta[0], theta[1]
+    q = q if isinstance(q, SignTerms) else SignTerms.from_polynomial(q)
+    halves = [exponential_expectation(_affine(h, loc, sign * _exact(scale)), 1, q.on_half(sign)) for sign in (1, -1)]
+    return (halves[0] + halves[1]) / 2
+
+
+def _analytic_factors(theta):
+    inverse = 1 / _exact(theta[1])
+    score = (SignTerms({(1, 0): inverse}), SignTerms({(0, 1): inverse, (0, 0): -inverse}))
+    return score, ([1], [0, 1])
+
+
+def _weak_moments(theta, h, j, coupled):
+    """Mean and variance of one measure-valued value (exact, but the coupled scale side: Gauss-Laguerre)."""
+    loc, scale = _exact(theta[0]), _exact(theta[1])
+    sides = [(_affine(h, loc, scale), (1,)), (_affine(h, loc, -scale), (1,))]  # loc +- scale r
+    if j == 1:  # loc + s scale G (G ~ Gamma(2): density r times Exp(1)'s) against a Laplace draw, halves averaged
+        c = 1 / scale
+        plus = [(_affine(h, loc, sign * scale), (0, 1)) for sign in (1, -1)]
+        minus = [(_affine(h, loc, sign * scale), (1,)) for sign in (1, -1)]
+    else:
+        c = 1 / (2 * scale)
+        plus, minus = [sides[0]], [sides[1]]
+
+    def moment(parts, power):
+        return sum(exponential_expectation(g if power == 1 else g * g, 1, q) for g, q in parts) / len(parts)
+
+    mean = c * (moment(plus, 1) - moment(minus, 1))
+    if not coupled:
+        variance = c * c * (moment(plus, 2) - moment(plus, 1) ** 2 + moment(minus, 2) - moment(minus, 1) ** 2)
+        return float(mean), float(variance)
+    if j == 0:  # one r for both sides: (h(loc + scale r) - h(loc - scale r)) is one ExpPoly in r
+        difference = sides[0][0] + sides[1][0] * -1
+        second = c * c * exponential_expectation(difference * difference, 1)
+        return float(mean), float(second - mean * mean)
+    # coupled scale side: c (h(loc + s scale (r + r')) - h(loc + s scale r)), r, r' ~ Exp(1)
+    t, w = np.polynomial.laguerre.laggauss(120)
+    second = 0.0
+    for sign in (1, -1):
+        g = (
+            h.evaluate(float(loc) + sign * float(scale) * (t[:, None] + t[None, :]))
+            - h.evaluate(float(loc) + sign * float(scale) * t)[:, None]
+        )
+        second += 0.5 * float(np.sum(w[:, None] * w[None, :] * g * g))
+    mean = float(mean)
+    return mean, float(c) ** 2 * second - mean * mean
+
+
+LAPLACE = Family(
+    name="laplace",
+    parameters=("loc", "scale"),
+    sample_noise=_laplace_noise,
+    transform=_laplace_transform,
+    score_factor=_laplace_score_factor,
+    path_factor=_laplace_path_factor,
+    analytic_factors=_analytic_factors,
+    expectation=_expectation,
+    symmetric=True,
+    weak_derivative=_laplace_weak_derivative,
+    weak_moments=_weak_moments,
+)
+
+
+@register
+@dataclass(frozen=True)
+class Laplace:
+    """The Laplace distribution, density ``exp(-|x - loc| / scale) / (2 scale)``, as ``x = loc + scale * eps``.
+
+    Parameters
+    ----------
+    loc : float
+        Location (the mean and median); any finite real number.
+    scale : float
+        Scale; finite and > 0. The variance is ``2 scale**2``.
+
+    Examples
+    --------
+    >>> import fastgrad as fg
+    >>> r = fg.compare(fg.Laplace(1.0, 2.0), "square", n=10**6, seed=0)
+    >>> r.score.analytic_mean["scale"], r.pathwise.analytic_variance["loc"]    # 4 scale, Var[2x] = 8 scale**2
+    (8.0, 32.0)
+    """
+
+    loc: float = 0.0
+    scale: float = 1.0
+
+    family = LAPLACE
+    name = "laplace"  # the command line's --dist
+
+    def __post_init__(self):
+        object.__setattr__(self, "loc", _real("loc", self.loc))
+        object.__setattr__(self, "scale", _real("scale", self.scale, positive=True))
+
+    @property
+    def parameters(self):
+        """Parameter names, in the order of the gradient vector."""
+        return self.family.parameters
+
+    @property
+    def theta(self):
+        """Kernel parameter vector ``(loc, scale, 1 / scale)``."""
+        return (self.loc, self.scale, 1.0 / self.scale)
+
+    def to_dict(self):
+        """JSON-ready description."""
+        return {"family": "Laplace", "loc": self.loc, "scale": self.scale}
