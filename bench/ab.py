@@ -18,6 +18,13 @@ read against the Normal's draws/s):
 * ``pair``: the same with ``estimators=["score", "pathwise"]``;
 * ``diag1``, ``diag10``, ``diag100``: ``compare(DiagNormal(D), sum_of_squares)``.
 
+Under the table, the same rounds give each tree's own ratios against its
+``classic`` (pair/classic, diagD/classic: the issue's in-run targets).
+``--compile`` times instead, per round and tree, a cold first run (the seed
+``compare`` with an empty Numba cache: everything compiles) and the compile
+of a new kernel (a user ``Function``'s, always compiled, with the rest of
+the cache warm).
+
 Not a pytest file: it needs a second tree.
 """
 
@@ -55,6 +62,44 @@ for _ in range(repeats):
     rates.append(n / (time.perf_counter() - started))
 print(json.dumps(statistics.median(rates)))
 """
+
+
+#: Times, in a fresh process, a cold first run (empty cache) or a user function's kernel compile.
+COMPILE_CHILD = """
+import json, sys, time
+started = time.perf_counter()
+import fastgrad as fg
+import numba
+if sys.argv[1] == "cold":
+    fg.compare(fg.Normal(2.0, 1.0), "square", 100_000, seed=0)
+    print(json.dumps(time.perf_counter() - started))
+else:
+    fg.compare(fg.Normal(2.0, 1.0), "square", 1000, seed=0)  # warm: loads from the cache
+    @numba.njit
+    def f(x):
+        return x * x + 0.5 * x
+    @numba.njit
+    def df(x):
+        return 2.0 * x + 0.5
+    started = time.perf_counter()
+    fg.compare(fg.Normal(2.0, 1.0), fg.Function(f, df), 1000, seed=0)
+    print(json.dumps(time.perf_counter() - started))
+"""
+
+
+def compile_times(tree, what):
+    """Seconds of a cold first run (``what="cold"``, empty cache) or of a new kernel's compile, fresh process."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        environment = dict(os.environ, PYTHONPATH=str(tree))
+        if what == "cold":
+            environment["NUMBA_CACHE_DIR"] = cache
+        done = subprocess.run([sys.executable, "-c", COMPILE_CHILD, what], capture_output=True, text=True,
+                              env=environment, cwd=tree, timeout=1800, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"{tree}: {what} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _cases(text):
@@ -103,7 +148,22 @@ def main(argv=None):
     parser.add_argument("--repeats", type=_positive, default=3, help="timed calls per process")
     parser.add_argument("--rounds", type=_positive, default=5, help="alternating rounds")
     parser.add_argument("--threads", type=_positive, default=2)
+    parser.add_argument("--compile", action="store_true", help="time compilation instead (see above)")
     args = parser.parse_args(argv)
+    if args.compile:
+        seconds = {(name, what): [] for name in ("old", "new") for what in ("cold", "kernel")}
+        for _ in range(args.rounds):
+            for what in ("cold", "kernel"):
+                for name, tree in (("old", args.old), ("new", args.new)):
+                    seconds[name, what].append(compile_times(tree, what))
+        print(f"{args.rounds} rounds, alternating fresh processes\n")
+        print("| what | old s (median) | new s (median) | old all | new all |")
+        print("|---|---|---|---|---|")
+        for what, label in (("cold", "cold first run (empty cache)"), ("kernel", "a new kernel (user Function)")):
+            old, new = seconds["old", what], seconds["new", what]
+            print(f"| {label} | {statistics.median(old):.2f} | {statistics.median(new):.2f} | "
+                  f"{', '.join(f'{v:.1f}' for v in old)} | {', '.join(f'{v:.1f}' for v in new)} |")  # fmt: skip
+        return
     for tree in (args.old, args.new):  # fill both Numba caches before anything is timed
         for case in args.cases:
             measure(tree, case, 10**5, 1, args.threads)
@@ -122,6 +182,15 @@ def main(argv=None):
             f"| {case} | {statistics.median(old) / 1e6:.1f} | {statistics.median(new) / 1e6:.1f} | "
             f"{statistics.median(ratios):.3f} | {min(ratios):.3f}-{max(ratios):.3f} |"
         )
+    if "classic" in args.cases and len(args.cases) > 1:
+        print("\n| tree | case/classic, same rounds (median) | range |")
+        print("|---|---|---|")
+        for name in ("old", "new"):
+            for case in args.cases:
+                if case == "classic":
+                    continue
+                ratios = [a / b for a, b in zip(rates[name, case], rates[name, "classic"], strict=True)]
+                print(f"| {name} {case} | {statistics.median(ratios):.3f} | {min(ratios):.3f}-{max(ratios):.3f} |")
 
 
 if __name__ == "__main__":

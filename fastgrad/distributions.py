@@ -310,32 +310,14 @@ def _real(name, value, *, positive=False):
 
 
 @dataclass(frozen=True)
-class Normal:
-    """The normal distribution ``N(loc, scale**2)``, reparameterised as ``x = loc + scale * eps``.
+class LocationScale:
+    """What every location-scale family's class shares (``x = loc + scale * eps``): fields, checks, ``theta``.
 
-    Parameters
-    ----------
-    loc : float
-        Mean; any finite real number.
-    scale : float
-        Standard deviation; finite and > 0.
-
-    Examples
-    --------
-    >>> import fastgrad as fg
-    >>> fg.Normal(2.0, 1.0)
-    Normal(loc=2.0, scale=1.0)
-    >>> fg.Normal(0.0, -1.0)
-    Traceback (most recent call last):
-    ...
-    ValueError: scale must be positive; got -1.0
+    A subclass sets ``family`` and ``name`` (its ``--dist``) and a docstring.
     """
 
     loc: float = 0.0
     scale: float = 1.0
-
-    family = NORMAL
-    name = "normal"  # the command line's --dist
 
     def __post_init__(self):
         object.__setattr__(self, "loc", _real("loc", self.loc))
@@ -359,7 +341,33 @@ class Normal:
 
     def to_dict(self):
         """JSON-ready description."""
-        return {"family": "Normal", "loc": self.loc, "scale": self.scale}
+        return {"family": type(self).__name__, "loc": self.loc, "scale": self.scale}
+
+
+@dataclass(frozen=True)
+class Normal(LocationScale):
+    """The normal distribution ``N(loc, scale**2)``, reparameterised as ``x = loc + scale * eps``.
+
+    Parameters
+    ----------
+    loc : float
+        Mean; any finite real number.
+    scale : float
+        Standard deviation; finite and > 0.
+
+    Examples
+    --------
+    >>> import fastgrad as fg
+    >>> fg.Normal(2.0, 1.0)
+    Normal(loc=2.0, scale=1.0)
+    >>> fg.Normal(0.0, -1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: scale must be positive; got -1.0
+    """
+
+    family = NORMAL
+    name = "normal"  # the command line's --dist
 
 
 @dataclass(frozen=True)

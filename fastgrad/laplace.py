@@ -31,7 +31,7 @@ import numpy as np
 
 from fastgrad._analytic import ExpPoly, _exact, exponential_expectation
 from fastgrad._jit import core, serial
-from fastgrad.distributions import Family, _real, register
+from fastgrad.distributions import Family, LocationScale, register
 from fastgrad.rng import take_words, unit_open_closed
 
 __all__ = ["Laplace"]
@@ -208,7 +208,7 @@ LAPLACE = Family(
 
 @register
 @dataclass(frozen=True)
-class Laplace:
+class Laplace(LocationScale):
     """The Laplace distribution, density ``exp(-|x - loc| / scale) / (2 scale)``, as ``x = loc + scale * eps``.
 
     Parameters
@@ -226,26 +226,5 @@ class Laplace:
     (8.0, 32.0)
     """
 
-    loc: float = 0.0
-    scale: float = 1.0
-
     family = LAPLACE
     name = "laplace"  # the command line's --dist
-
-    def __post_init__(self):
-        object.__setattr__(self, "loc", _real("loc", self.loc))
-        object.__setattr__(self, "scale", _real("scale", self.scale, positive=True))
-
-    @property
-    def parameters(self):
-        """Parameter names, in the order of the gradient vector."""
-        return self.family.parameters
-
-    @property
-    def theta(self):
-        """Kernel parameter vector ``(loc, scale, 1 / scale)``."""
-        return (self.loc, self.scale, 1.0 / self.scale)
-
-    def to_dict(self):
-        """JSON-ready description."""
-        return {"family": "Laplace", "loc": self.loc, "scale": self.scale}
