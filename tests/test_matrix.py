@@ -13,7 +13,8 @@ specification is walked through the same kernel, on the same draws);
   with progress shown, stopped by Ctrl-C (equal to a run of the draws it
   finished), resumed from a checkpoint taken mid-run (in this process for
   every cell, and after a real ``kill -9`` of another process for every
-  family and kind), split into two shards and merged, and on two MPI ranks;
+  family and every kind at least once, ``KILLED``), split into two shards
+  and merged, and on two MPI ranks;
 
 and every undefined cell is refused before any work with a ``ValueError``
 naming the estimator, the family and the reason.
@@ -314,7 +315,7 @@ def test_a_user_function_has_every_row_and_says_it_has_no_exact_values():
         assert abs(table[e].mean["loc"][1] - 1.0) < 5 * table[e].stderr["loc"][1] + 1e-12
 
 
-# --- a real kill -9 for every family and kind, and two MPI ranks for every cell ------------------------
+# --- a real kill -9 (every family and kind at least once), and two MPI ranks for every cell -----------------
 
 CHILD = """
 import sys, time
@@ -331,21 +332,23 @@ _kernels.Kernel.__call__ = slowed
 run_cell({family!r}, {kind!r}, {spec!r}, checkpoint={path!r}, checkpoint_every=0.0)
 """
 
-#: One estimate cell per family for the kill -9 (one with a pilot: its coefficients come back on resume).
-KILLED_ESTIMATE = {
-    "normal": "score+cv",
-    "exponential": "score+optimal-baseline",
-    "bernoulli": "score+loo(4)",
-    "diagnormal": "score+optimal-baseline+antithetic",
-    "laplace": "measure-valued+decoupled",
-}
+#: The runs killed for real, each in a process of its own: every family and every kind at least once (the
+#: estimate ones with a pilot, whose coefficients come back on resume). Every cell is also resumed, in this
+#: process, from the checkpoint file a kill -9 would leave (the "checkpoint" mode above).
+KILLED = [
+    ("normal", "compare", None),
+    ("normal", "estimate", "score+cv"),
+    ("exponential", "curve", None),
+    ("bernoulli", "estimate", "score+loo(4)"),
+    ("diagnormal", "compare", None),
+    ("diagnormal", "curve", None),
+    ("laplace", "estimate", "measure-valued+decoupled"),
+]
 
 
 @pytest.mark.subprocess
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("family", FAMILIES)
-def test_a_run_killed_mid_run_resumes_with_the_same_bits(family, kind, tmp_path):
-    spec = KILLED_ESTIMATE[family] if kind == "estimate" else None
+@pytest.mark.parametrize(("family", "kind", "spec"), KILLED, ids=_cell_id)
+def test_a_run_killed_mid_run_resumes_with_the_same_bits(family, kind, spec, tmp_path):
     path = tmp_path / "killed.ckpt"
     code = CHILD.format(tests=os.path.join(ROOT, "tests"), family=family, kind=kind, spec=spec, path=str(path))
     child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
