@@ -374,7 +374,7 @@ def _analytic(plan, coefficients):
             return _analytic.separable_variant_moments(plan.distribution, plan.function, plan.specs, coefficients,
                                                        plan.wrt)  # fmt: skip
         found = _analytic.separable_moments(plan.distribution, plan.function, plan.names, plan.wrt)
-    elif plan.classic:
+    elif plan.classic or all(spec.plain for spec in plan.specs):  # (the same exact values, kept between calls)
         found = _analytic.estimator_moments(plan.distribution, plan.function, plan.names, plan.wrt)
     else:
         return _analytic.variant_moments(plan.distribution, plan.function, plan.specs, coefficients, plan.wrt)
