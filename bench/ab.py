@@ -4,8 +4,8 @@
     python bench/ab.py --old /tmp/fastgrad-old           # this checkout is "new"
     python bench/ab.py --old /tmp/fastgrad-old --cases classic,pair,diag1 --rounds 7 --threads 1
 
-Each round runs every case once from each tree, old then new, each in its
-own process (``PYTHONPATH`` names the tree, so nothing needs installing;
+Each round runs every case once from each tree (old first in even rounds,
+new first in odd ones), each in its own process (``PYTHONPATH`` names the tree, so nothing needs installing;
 both trees' Numba caches are filled by a warm-up run first). A process
 times ``--repeats`` calls of ``n`` draws after one small call and reports
 the median; the table shows, per case, the median over rounds of each
@@ -168,9 +168,10 @@ def main(argv=None):
         for case in args.cases:
             measure(tree, case, 10**5, 1, args.threads)
     rates = {(tree, case): [] for tree in ("old", "new") for case in args.cases}
-    for _ in range(args.rounds):
+    for round_ in range(args.rounds):
         for case in args.cases:
-            for name, tree in (("old", args.old), ("new", args.new)):
+            order = (("old", args.old), ("new", args.new))
+            for name, tree in order if round_ % 2 == 0 else order[::-1]:  # ABBA: neither tree always goes first
                 rates[name, case].append(measure(tree, case, args.n, args.repeats, args.threads))
     print(f"n = {args.n:g}, {args.threads} thread(s), {args.rounds} rounds x {args.repeats} calls\n")
     print("| case | old M/s | new M/s | new/old (median of rounds) | range |")
