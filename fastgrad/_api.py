@@ -92,8 +92,9 @@ def compare(
         Estimator specifications to compare on the same draws, e.g.
         ``["score", "score+optimal-baseline", "pathwise", "pathwise+antithetic",
         "measure-valued"]`` (grammar: :func:`fastgrad.estimators.parse_estimator`;
-        ``docs/variance-reduction.md``). Returns a :class:`VariantComparison`.
-        Scalar families only. With ``score+loo(K)``, ``n`` must be a multiple of K.
+        ``docs/variance-reduction.md``). Returns a :class:`Comparison` with one
+        row per specification; every family, a DiagNormal per component. With
+        ``score+loo(K)``, ``n`` must be a multiple of K.
     pilot : int, optional
         Draws of the independent pilot stream that estimates
         ``optimal-baseline`` and ``cv`` coefficients (default 100 000).
