@@ -347,7 +347,7 @@ KILLED = [
 
 
 @pytest.mark.subprocess
-@pytest.mark.parametrize(("family", "kind", "spec"), KILLED, ids=_cell_id)
+@pytest.mark.parametrize(("family", "kind", "spec"), KILLED, ids=[_cell_id(cell) for cell in KILLED])
 def test_a_run_killed_mid_run_resumes_with_the_same_bits(family, kind, spec, tmp_path):
     path = tmp_path / "killed.ckpt"
     code = CHILD.format(tests=os.path.join(ROOT, "tests"), family=family, kind=kind, spec=spec, path=str(path))
