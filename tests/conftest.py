@@ -28,4 +28,3 @@ def python_runner():
 def pytest_collection_modifyitems(config, items):
     """Put the matrix first: its group runs on one worker, so starting it first keeps the two workers even."""
     items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_matrix.py") else 1)
-
