@@ -114,7 +114,8 @@ def _normal_noise(state, words, noise, scratch, m):
 
 
 @core
-def _normal_transform(eps, theta):
+def location_scale_transform(eps, theta):
+    """``x = loc + scale * eps`` (``theta = (loc, scale, ...)``): every location-scale family's transform."""
     return theta[0] + theta[1] * eps
 
 
@@ -126,7 +127,8 @@ def _normal_score_factor(j, eps, x, theta):
 
 
 @core
-def _normal_path_factor(j, eps, x, theta):
+def location_scale_path_factor(j, eps, x, theta):
+    """``dx/dloc = 1``, ``dx/dscale = eps``: every location-scale family's path factors."""
     if j == 0:
         return like(1.0, eps)  # 1.0, or four of it when the kernel runs four draws at once
     return eps
@@ -163,9 +165,9 @@ NORMAL = Family(
     name="normal",
     parameters=("loc", "scale"),
     sample_noise=_normal_noise,
-    transform=_normal_transform,
+    transform=location_scale_transform,
     score_factor=_normal_score_factor,
-    path_factor=_normal_path_factor,
+    path_factor=location_scale_path_factor,
     analytic_factors=_normal_analytic_factors,
     expectation=lambda h, theta, q: h.normal_expectation(theta[0], theta[1], q),
     symmetric=True,

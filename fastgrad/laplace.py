@@ -31,7 +31,13 @@ import numpy as np
 
 from fastgrad._analytic import ExpPoly, _exact, exponential_expectation
 from fastgrad._jit import core, serial
-from fastgrad.distributions import Family, LocationScale, register
+from fastgrad.distributions import (
+    Family,
+    LocationScale,
+    location_scale_path_factor,
+    location_scale_transform,
+    register,
+)
 from fastgrad.rng import take_words, unit_open_closed
 
 __all__ = ["Laplace"]
@@ -45,12 +51,7 @@ def _laplace_noise(state, words, noise, scratch, m):
         noise[i] = magnitude if words[i] & np.uint64(1) else -magnitude
 
 
-# Kernel parameter vector: (loc, scale, 1 / scale).
-
-
-@core
-def _laplace_transform(eps, theta):
-    return theta[0] + theta[1] * eps
+# Kernel parameter vector: (loc, scale, 1 / scale); the transform and path factors are the location-scale ones.
 
 
 @core
@@ -58,13 +59,6 @@ def _laplace_score_factor(j, eps, x, theta):
     if j == 0:
         return math.copysign(theta[2], eps)
     return (abs(eps) - 1.0) * theta[2]
-
-
-@core
-def _laplace_path_factor(j, eps, x, theta):
-    if j == 0:
-        return 1.0
-    return eps
 
 
 @core
@@ -195,9 +189,9 @@ LAPLACE = Family(
     name="laplace",
     parameters=("loc", "scale"),
     sample_noise=_laplace_noise,
-    transform=_laplace_transform,
+    transform=location_scale_transform,
     score_factor=_laplace_score_factor,
-    path_factor=_laplace_path_factor,
+    path_factor=location_scale_path_factor,
     analytic_factors=_analytic_factors,
     expectation=_expectation,
     symmetric=True,
