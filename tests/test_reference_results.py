@@ -1,6 +1,7 @@
 """Bit-identity with the code before the one-pipeline refactor: every float of a dozen runs."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -15,5 +16,26 @@ def test_every_float_matches_the_reference_file(name):
     expected = REFERENCE[name]
     got = run_case(name)
     assert set(got) == set(expected)
-    different = {path: (got[path], expected[path]) for path in expected if got[path] != expected[path]}
+    different = {path: (got[path], expected[path]) for path in expected if not _same(path, got[path], expected[path])}
     assert not different, f"{len(different)} of {len(expected)} figures differ, e.g. {list(different.items())[:3]}"
+
+
+def _ulps(a, b):
+    a, b = float.fromhex(a), float.fromhex(b)
+    return abs(a - b) / math.ulp(max(abs(a), abs(b)))
+
+
+def _same(path, got, expected):
+    """Bit-identical, except the exact values of the Normal's measure-valued rows.
+
+    Those are Gauss-Legendre quadratures whose density uses NumPy's ``exp``,
+    which NumPy dispatches on the CPU (AVX2, AVX-512): the reference file's
+    machine and an AVX512_SPR one differ in 9 of its 240 node values, and the
+    code before the refactor run on the latter gives the same figures as
+    today's code, one ulp from the file's. They may differ by 4 ulps; every
+    figure of the draws, and every other exact value, must be identical.
+    """
+    if got == expected:
+        return True
+    quadrature = ".analytic_" in path and path.startswith("measure-valued")
+    return quadrature and _ulps(got, expected) <= 4
