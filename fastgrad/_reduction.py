@@ -303,7 +303,8 @@ def merge_into(acc, other, n_rows, pair_x, pair_y):
         return
     if n_a == 0.0:
         acc[0] = n_b
-        acc[2:] = other[2:]
+        for k in range(2, acc.size):  # (a slice assignment would compile a shape check's error text: 1.4 s)
+            acc[k] = other[k]
         return
     n = n_a + n_b
     wa = n_b / n  # alpha = -delta * wa
@@ -455,7 +456,8 @@ def tree_push_node(levels, indices, records, depth, level, index, record, n_rows
 
 @inline_core
 def _push_node(levels, indices, records, depth, level, index, record, n_rows, pair_x, pair_y):
-    records[depth, :] = record
+    for k in range(record.size):  # (not a slice assignment: see merge_into)
+        records[depth, k] = record[k]
     levels[depth] = level
     indices[depth] = index
     depth += 1
