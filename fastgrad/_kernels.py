@@ -572,9 +572,14 @@ def _ol_sink_scratch(key, run, sink, out):
     return lambda key, run, sink, out: (0.0,)
 
 
-@overload(_sink_chunk, inline="always")
+@overload(_sink_chunk)
 def _ol_sink_chunk(key, f, df, streams, buffers, per_block, sink, out, b, start, stop, scratch):
-    """One chunk: its blocks' values from the filler, reduced into ``out``'s row (or rows) for the chunk."""
+    """One chunk: its blocks' values from the filler, reduced into ``out``'s row (or rows) for the chunk.
+
+    A function of its own, called once per chunk: inlined into the kernel at
+    Numba-IR level, a new user function's kernel compiled in 3.0 s instead
+    of 2.15 s (bench/ab.py --compile, 3 rounds), at the same speed.
+    """
     if key.sink == "moments":
 
         def moments(key, f, df, streams, buffers, per_block, sink, out, b, start, stop, scratch):
