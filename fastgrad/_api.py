@@ -362,12 +362,36 @@ def _result(plan, kind, record, context, extra, coefficients, pilot):
     trace_sums = None
     if plan.multivariate and extra is not None:
         trace_sums = extra.reshape(len(extra), len(plan.specs), len(plan.wrt))
-    analytic = _analytic(plan, coefficients)
+    analytic, note = _analytic(plan, coefficients)
+    context = dict(context, analytic_note=note)
     return results.comparison(plan, record, analytic, context, coefficients, pilot, trace_sums, kind)
 
 
 def _analytic(plan, coefficients):
-    """Per specification of the plan, its exact ``{parameter: (mean, variance)}``, or None where there is none."""
+    """``(values, note)``: per specification its exact ``{parameter: (mean, variance)}`` or None; why some are missing.
+
+    The run's own figures never depend on this: an exact value that does not
+    fit a float64 (it overflows, or the arithmetic that gives it does) is
+    None for its specification, and ``note`` says so.
+    """
+    try:
+        found = _exact_values(plan, coefficients)
+    except (OverflowError, ZeroDivisionError, FloatingPointError) as error:
+        return None, f"the exact values do not fit a float64 ({type(error).__name__}: {error})"
+    if found is None:
+        return None, None
+    kept = [values if values is None or _finite(values) else None for values in found]
+    if all(values is None for values in kept) and any(values is not None for values in found):
+        return None, "the exact values do not fit a float64 (they overflow)"
+    note = "some exact values do not fit a float64 (they overflow)" if kept != found else None
+    return kept, note
+
+
+def _finite(values):
+    return all(np.all(np.isfinite(np.asarray(v, dtype=float))) for pair in values.values() for v in pair)
+
+
+def _exact_values(plan, coefficients):
     from fastgrad import _analytic
 
     if isinstance(plan.distribution, DiagNormal):
@@ -469,7 +493,8 @@ def _run_curve(plan, sizes, repeats, seed, threads, pilot, options, nan_policy="
 
 
 def _curve_result(plan, totals, sizes, repeats, coefficients, pilot, context, kept=None):
-    return results.variance_curve(plan, totals, sizes, repeats, _analytic(plan, coefficients), kept=kept, pilot=pilot,
+    analytic, note = _analytic(plan, coefficients)
+    return results.variance_curve(plan, totals, sizes, repeats, analytic, kept=kept, pilot=pilot, analytic_note=note,
                                   **context)  # fmt: skip
 
 

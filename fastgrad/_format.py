@@ -50,6 +50,8 @@ def header(title, result):
             f"{result.n_requested:,} draws: a partial result\n"
         )
     components = f"D = {result.dim} components, " if result.vector else ""
+    if getattr(result, "analytic_note", None):
+        stopped += f"no exact values: {result.analytic_note}\n"
     return (
         stopped + f"{title}: {result.distribution!r}, {result.function.formula}\n"
         f"{components}n = {result.n:,} draws{omitted}, seed {result.seed}, {_plural(result.threads, 'thread')}, "
@@ -249,6 +251,8 @@ def curve_text(c):
             f"INTERRUPTED ({c.interrupted}): {len(c.sample_sizes)} of {len(c.sample_sizes_requested)} "
             "sample sizes finished; the others are left out\n"
         )
+    if c.analytic_note:
+        stopped += f"no exact values: {c.analytic_note}\n"
     vector = c.dim is not None
     omitted = ""
     if c.n_omitted and any(c.n_omitted):

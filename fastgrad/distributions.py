@@ -28,6 +28,8 @@ from fractions import Fraction
 import numpy as np
 
 from fastgrad._analytic import bernoulli_expectation, exponential_expectation
+from fastgrad._checks import real as _real
+from fastgrad._checks import real_vector as _vector
 from fastgrad._jit import core, serial
 from fastgrad._simd import like
 from fastgrad.rng import normals_from_words, take_words, unit_closed_open, unit_open_closed
@@ -299,18 +301,6 @@ BERNOULLI = Family(
 FAMILIES = {family.name: family for family in (NORMAL, EXPONENTIAL, BERNOULLI)}
 
 
-def _real(name, value, *, positive=False):
-    """Validate a finite real parameter; return it as a float."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number; got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite; got {value!r}")
-    if positive and not value > 0:
-        raise ValueError(f"{name} must be positive; got {value!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class LocationScale:
     """What every location-scale family's class shares (``x = loc + scale * eps``): fields, checks, ``theta``.
@@ -534,16 +524,6 @@ class DiagNormal:
             return "[" + ", ".join(repr(v) for v in values[:3]) + f", ... ({len(values)} values)]"
 
         return f"DiagNormal(loc={short(self.loc)}, scale={short(self.scale)})"
-
-
-def _vector(name, values, *, positive=False):
-    """Validate a non-empty sequence of finite reals; return a tuple of floats."""
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
-        raise TypeError(f"{name} must be a sequence of real numbers (a list or 1-D array); got {values!r}")
-    array = np.asarray(values)
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D sequence of real numbers; got shape {array.shape}")
-    return tuple(_real(f"{name}[{i}]", value, positive=positive) for i, value in enumerate(array.tolist()))
 
 
 #: The user-facing distribution classes, one per scalar family (the API and the CLI read this).

@@ -28,6 +28,7 @@ import numpy as np
 from numba.extending import is_jitted
 
 from fastgrad._analytic import ExpPoly
+from fastgrad._checks import real, real_vector
 from fastgrad._jit import core
 
 __all__ = [
@@ -288,12 +289,7 @@ def _builtin(name, **params):
     builtin = BUILTINS[name]
     values = []
     for parameter, default in zip(builtin.parameters, builtin.defaults, strict=True):
-        value = params.pop(parameter, default)
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise TypeError(f"{parameter} must be a real number; got {value!r}")
-        if not math.isfinite(float(value)):
-            raise ValueError(f"{parameter} must be finite; got {value!r}")
-        values.append(float(value))
+        values.append(real(parameter, params.pop(parameter, default)))
     return Function._from_builtin(builtin, values)
 
 
@@ -401,19 +397,7 @@ class SeparableFunction:
 
 
 def _weights(name, values):
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
-        raise TypeError(f"{name} must be a sequence of real numbers; got {values!r}")
-    array = np.asarray(values, dtype=object).ravel()
-    if array.size == 0:
-        raise ValueError(f"{name} must not be empty")
-    out = []
-    for i, value in enumerate(array.tolist()):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise TypeError(f"{name}[{i}] must be a real number; got {value!r}")
-        if not math.isfinite(float(value)):
-            raise ValueError(f"{name}[{i}] must be finite; got {value!r}")
-        out.append(float(value))
-    return tuple(out)
+    return real_vector(name, values)
 
 
 def sum_of_squares():

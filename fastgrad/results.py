@@ -32,8 +32,9 @@ from fastgrad import _format
 #: Normal quantile for the 95 % intervals.
 Z95 = 1.959963984540054
 
-#: Version of the ``to_dict()`` schema, written as its ``"schema"`` field.
-SCHEMA = 2
+#: Version of the ``to_dict()`` schema, written as its ``"schema"`` field
+#: (3: ``"analytic_note"``, why exact values are missing, in every document).
+SCHEMA = 3
 
 __all__ = ["SCHEMA", "Comparison", "EstimatorResult", "VarianceCurve"]
 
@@ -79,6 +80,7 @@ def _run_dict(result):
         "draws_per_second": result.draws_per_second,
         "interrupted": result.interrupted,
         "n_requested": result.n_requested,
+        "analytic_note": result.analytic_note,
     }
 
 
@@ -152,6 +154,9 @@ class EstimatorResult:
         figures then cover the ``n`` draws finished, of ``n_requested``.
     n_requested : int or None
         The ``n`` asked for, when the run was interrupted.
+    analytic_note : str or None
+        Why exact values that a built-in function would have are missing
+        (None when nothing is missing): e.g. they do not fit a float64.
     group, pilot : int
         Draws per leave-one-out group (1 without), and draws of the pilot
         that estimated the coefficients (0 when none was needed).
@@ -176,6 +181,7 @@ class EstimatorResult:
     seconds: float
     draws_per_second: float
     interrupted: str = None
+    analytic_note: str = None
     n_requested: int = None
     evaluations_per_draw: int = 1
     variance_per_evaluation: dict = None
@@ -276,6 +282,7 @@ class Comparison:
     seconds: float
     draws_per_second: float
     interrupted: str = None
+    analytic_note: str = None
     n_requested: int = None
     group: int = 1
     pilot: int = 0
@@ -463,6 +470,7 @@ class VarianceCurve:
     analytic_ratio_to_reference: dict = None
     pilot: int = 0
     interrupted: str = None
+    analytic_note: str = None
     sample_sizes_requested: tuple = None
     n_omitted: tuple = None
     dim: int = None
@@ -512,6 +520,7 @@ class VarianceCurve:
                 "reference": self.reference,
                 "pilot": self.pilot,
                 "interrupted": self.interrupted,
+                "analytic_note": self.analytic_note,
                 "sample_sizes_requested": self.sample_sizes_requested,
                 "analytic_ratio_to_reference": self.analytic_ratio_to_reference,
                 "n_omitted": None if self.n_omitted is None else list(self.n_omitted),
@@ -661,6 +670,7 @@ def _coefficient_dict(matrix, plan, full):
     return out
 
 
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")  # overflowing figures are reported as inf/nan
 def comparison(plan, record, analytic, context, coefficients=None, pilot=0, trace_sums=None, kind="compare"):
     """Build the :class:`Comparison` (for ``kind="estimate"``: the :class:`EstimatorResult`) of a merged record.
 
@@ -832,6 +842,7 @@ def _trace_point(plan, estimates, per, confidence_z=Z95):
                 per["rci"][e][p].append((math.nan, math.nan))
 
 
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")  # overflowing figures are reported as inf/nan
 def variance_curve(plan, totals, sizes, repeats, analytic, kept=None, **context):
     """Build the :class:`VarianceCurve` of per-repeat sums over units (internal).
 

@@ -226,7 +226,7 @@ def test_to_dict_is_strict_json_and_the_table_shows_totals():
         (lambda: fg.DiagNormal(1.0, 1.0), TypeError, "loc must be a sequence"),
         (lambda: fg.DiagNormal([[0.0]], [[1.0]]), ValueError, "1-D"),
         (lambda: fg.functions.quadratic([1.0, "a"]), TypeError, r"diag\[1\] must be a real number"),
-        (lambda: fg.functions.linear_form([]), ValueError, "weights must not be empty"),
+        (lambda: fg.functions.linear_form([]), ValueError, "weights must be a non-empty 1-D sequence"),
     ],
 )
 def test_bad_parameters(make, error, match):
