@@ -19,7 +19,7 @@ Modules: :mod:`fastgrad.rng` (random streams), :mod:`fastgrad.distributions`,
 
 from fastgrad import distributions, estimators, functions, rng
 from fastgrad._api import MAX_DRAWS, NonFiniteValuesError, compare, estimate, merge, variance_curve
-from fastgrad._jobs import Partial, PartialError
+from fastgrad._jobs import Partial, PartialError, UserFunctionError
 
 # Every distribution class, so that adding a family touches distributions.py only.
 from fastgrad.distributions import *  # noqa: F403
@@ -36,6 +36,7 @@ __all__ = [  # and the distributions, added below
     "NonFiniteValuesError",
     "Partial",
     "PartialError",
+    "UserFunctionError",
     "VarianceCurve",
     "VariantComparison",
     "VariantResult",

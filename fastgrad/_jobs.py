@@ -67,6 +67,28 @@ class PartialError(ValueError):
     """A checkpoint or partial result cannot be used: corrupted, or from a different run."""
 
 
+class UserFunctionError(RuntimeError):
+    """A user's function raised while the draws were evaluated.
+
+    ``function`` is its name, ``error`` the exception it raised (also the
+    ``__cause__``), ``draws_done`` the draws finished before the batch that
+    raised, and ``checkpoint`` the file that holds them (None without one).
+    """
+
+    def __init__(self, function, error, draws_done=None, checkpoint=None):
+        self.function, self.error, self.draws_done, self.checkpoint = function, error, draws_done, checkpoint
+        message = f"the function {function!r} raised {type(error).__name__}: {error} while evaluating draws"
+        if draws_done:  # (with none done, there is nothing to keep or lose)
+            if checkpoint is not None:
+                message += f"; the {draws_done:,} draws finished before it are saved in the checkpoint {checkpoint}"
+            else:
+                message += f"; the {draws_done:,} draws finished before it are lost (no checkpoint)"
+        super().__init__(message)
+
+    def __reduce__(self):  # (pickled across MPI ranks and processes)
+        return type(self), (self.function, self.error, self.draws_done, self.checkpoint)
+
+
 # --- the state of a run: parts of the chunk range, each with its tree ----------------------
 
 
@@ -490,7 +512,14 @@ class Job:
                     hi = bounds[k]
                 begun = time.perf_counter()
                 if hi > lo:  # (under MPI, batches finished before a resume are skipped)
-                    step(lo, hi)
+                    try:
+                        step(lo, hi)
+                    except UserFunctionError as error:  # keep what is finished, and say where
+                        self._end_progress()
+                        if self.checkpoint is not None:
+                            save(lo, earlier + time.perf_counter() - started)
+                        done = self.draws_between(self.first, lo)
+                        raise UserFunctionError(error.function, error.error, done, self.checkpoint) from error.error
                 took = time.perf_counter() - begun
                 between = time.perf_counter()
                 count, lo = hi - lo, max(lo, hi)

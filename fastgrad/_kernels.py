@@ -1274,6 +1274,7 @@ class Kernel:
         self.f = None if builtin else function.f
         self.df = None if builtin else function.df
         self.run = run
+        self.user = None if builtin else function.name
 
     def n_chunks(self):
         return math.ceil(int(self.run.n_units) / int(self.run.per_chunk))
@@ -1281,7 +1282,14 @@ class Kernel:
     def __call__(self, first_chunk, sink, out, count):
         """Run chunks ``[first_chunk, first_chunk + count)`` on the threads, writing ``out``."""
         run = self.run._replace(first_chunk=np.int64(first_chunk))
-        for_ranges(self.dispatcher, (self.key, self.f, self.df, run, sink, out), count)
+        try:
+            for_ranges(self.dispatcher, (self.key, self.f, self.df, run, sink, out), count)
+        except Exception as error:  # only a user's code raises inside a kernel
+            if self.user is None:
+                raise
+            from fastgrad._jobs import UserFunctionError
+
+            raise UserFunctionError(self.user, error) from error
 
     def warm_up(self, sink, out):
         """Compile (or load) the kernel, so that a clock started next sees only the run."""

@@ -719,9 +719,14 @@ def _merge(args, prog, argv):
     return _emit(result, metadata, args.json, json_path, None, prog)
 
 
+#: Exit status when a user's function raised while the draws were evaluated.
+USER_FUNCTION_FAILED = 3
+
+
 def main(argv=None, prog="fastgrad"):
     """Run the command line; return the exit status."""
     from fastgrad._api import NonFiniteValuesError
+    from fastgrad._jobs import UserFunctionError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(prog)
@@ -737,6 +742,9 @@ def main(argv=None, prog="fastgrad"):
     except NonFiniteValuesError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
+    except UserFunctionError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return USER_FUNCTION_FAILED
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -2,10 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
 
 import fastgrad as fg
 from fastgrad import cli
+
+import user_functions
 
 # --- exact values that do not fit a float64: the run's figures stay, the exact ones are None ---------------
 
@@ -78,3 +81,51 @@ def test_bad_parameters_are_refused_naming_them(name):
     with pytest.raises(exception, match=None) as caught:
         construct()
     assert words in str(caught.value)
+
+
+# --- a user function that raises during the draws -------------------------------------------------------
+
+RAISING = fg.Function(user_functions.raises_above_five, user_functions.square_derivative)
+
+
+@pytest.mark.parametrize("kind", ["compare", "estimate", "curve", "variants"])
+def test_a_user_function_that_raises_is_named_with_its_error(kind):
+    distribution = fg.Normal(0.0, 1.0)
+    calls = {
+        "compare": lambda: fg.compare(distribution, RAISING, 10**7, seed=0),
+        "estimate": lambda: fg.estimate(distribution, RAISING, 10**7, estimator="measure-valued", seed=0),
+        "curve": lambda: fg.variance_curve(distribution, RAISING, [10**5], repeats=100, seed=0),
+        "variants": lambda: fg.compare(distribution, RAISING, 10**7, seed=0, estimators=["score+loo(4)", "pathwise"]),
+    }
+    with pytest.raises(fg.UserFunctionError, match="the function 'raises_above_five' raised ValueError: x above 5 "
+                                                   "while evaluating draws") as caught:  # fmt: skip
+        calls[kind]()
+    assert isinstance(caught.value.__cause__, ValueError)
+
+
+def test_draws_finished_before_the_function_raised_are_in_the_checkpoint(tmp_path, monkeypatch):
+    from fastgrad import _jobs
+
+    monkeypatch.setattr(_jobs, "FIRST_BATCH_CHUNKS", 1)  # batches of one chunk: every chunk before the fault is kept
+    checkpoint = tmp_path / "run.ckpt"
+    with pytest.raises(fg.UserFunctionError, match="saved in the checkpoint") as caught:
+        fg.compare(fg.Normal(0.0, 1.0), RAISING, 10**8, seed=0, threads=1, checkpoint=checkpoint)
+    done = caught.value.draws_done
+    assert done > 0 and done % 65_536 == 0 and caught.value.checkpoint == checkpoint
+    saved = fg.Partial.load(checkpoint)
+    (part,) = saved.parts
+    assert part.next * 65_536 == done
+    # it holds exactly what the same values (x**2, where nothing raised) give over those draws
+    clean_checkpoint = tmp_path / "clean.ckpt"
+    square = fg.Function(user_functions.square, user_functions.square_derivative)
+    fg.compare(fg.Normal(0.0, 1.0), square, done, seed=0, threads=1, checkpoint=clean_checkpoint)
+    (clean,) = fg.Partial.load(clean_checkpoint).parts
+    assert clean.next == part.next
+    np.testing.assert_array_equal(clean.records, part.records)
+
+
+def test_the_cli_exits_3_naming_the_function(capsys):
+    status = cli.main(["compare", "--f", "user_functions:raises_above_five", "--df", "user_functions:square_derivative",
+                       "-n", "1e7", "--seed", "0"])  # fmt: skip
+    assert status == cli.USER_FUNCTION_FAILED == 3
+    assert "the function 'raises_above_five' raised ValueError: x above 5" in capsys.readouterr().err

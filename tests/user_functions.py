@@ -30,3 +30,11 @@ def nan_above_one(x):
 @numba.njit
 def nan_above_one_derivative(x):
     return math.nan if x > 1.0 else 1.0
+
+
+@numba.njit
+def raises_above_five(x):
+    """x**2, but raises for x > 5: about once in 3.5 million standard normal draws."""
+    if x > 5.0:
+        raise ValueError("x above 5")
+    return x * x
