@@ -265,24 +265,36 @@ class Function:
 
 def _check_user_function(argument, func):
     """Check that a user function is an njit function taking one float64 and returning a real."""
+    _check_jitted(argument, func, (numba.float64,), "(x) with x a float64", returns_real=True)
+
+
+def _check_jitted(argument, func, signature, takes, returns_real):
+    """Compile a user's ``@njit`` function for ``signature`` now, when the run is prepared; check what it returns.
+
+    ``takes`` says the call (for the messages). With ``returns_real`` the
+    function must return a real number (not an array, a tuple or nothing);
+    otherwise its return value is not used.
+    """
     if not is_jitted(func):
-        raise TypeError(
-            f"{argument} must be a Numba @njit function taking one float and returning a float; "
-            f"got {func!r}. Decorate it with @numba.njit."
-        )
+        raise TypeError(f"{argument} must be a Numba @njit function taking {takes}; got {func!r}. "
+                        "Decorate it with @numba.njit.")  # fmt: skip
     try:
-        func.compile((numba.float64,))
+        func.compile(signature)
     except Exception as error:  # Numba raises several error types while typing
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TypeError(f"{argument} must accept one float64 argument; compiling it failed: {first_line}") from None
-    for signature in func.nopython_signatures:
-        if signature.args == (numba.float64,):
-            if not isinstance(signature.return_type, (numba.types.Float, numba.types.Integer)):
-                raise TypeError(
-                    f"{argument} must return a real number for a float64 argument; it returns {signature.return_type}"
-                )
+        raise TypeError(f"{argument} must accept {takes}; compiling it failed: {first_line}") from None
+    if not returns_real:
+        return
+    for compiled in func.nopython_signatures:
+        if compiled.args == tuple(signature):
+            returned = compiled.return_type
+            if not isinstance(returned, (numba.types.Float, numba.types.Integer)) or isinstance(
+                returned, numba.types.Boolean
+            ):
+                raise TypeError(f"{argument} must return a real number (a float), called as {argument}{takes}; "
+                                f"{getattr(func, '__name__', func)!r} returns {returned}")  # fmt: skip
             return
-    raise TypeError(f"{argument} could not be compiled for a float64 argument")  # pragma: no cover
+    raise TypeError(f"{argument} could not be compiled for {argument}{takes}")  # pragma: no cover
 
 
 def _builtin(name, **params):
@@ -473,13 +485,5 @@ class VectorFunction:
 
 
 def _check_vector_function(argument, func, signature):
-    if not is_jitted(func):
-        raise TypeError(f"{argument} must be a Numba @njit function; got {func!r}. Decorate it with @numba.njit.")
-    try:
-        func.compile(signature)
-    except Exception as error:  # Numba raises several error types while typing
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        wanted = "(x)" if len(signature) == 1 else "(x, out)"
-        raise TypeError(
-            f"{argument} must accept {wanted} with 1-D float64 arrays; compiling it failed: {first_line}"
-        ) from None
+    takes = "(x) with x a 1-D float64 array" if len(signature) == 1 else "(x, out) with x, out 1-D float64 arrays"
+    _check_jitted(argument, func, signature, takes, returns_real=len(signature) == 1)

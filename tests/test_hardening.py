@@ -2,6 +2,7 @@
 
 import json
 
+import numba
 import numpy as np
 import pytest
 
@@ -129,3 +130,58 @@ def test_the_cli_exits_3_naming_the_function(capsys):
                        "-n", "1e7", "--seed", "0"])  # fmt: skip
     assert status == cli.USER_FUNCTION_FAILED == 3
     assert "the function 'raises_above_five' raised ValueError: x above 5" in capsys.readouterr().err
+
+
+# --- user functions of the wrong shape: refused when the run is prepared, naming what they must return ----
+
+
+@numba.njit
+def _vector_returns_array(x):
+    return x * 2.0
+
+
+@numba.njit
+def _vector_returns_tuple(x):
+    return x[0], x[1]
+
+
+@numba.njit
+def _vector_returns_nothing(x):
+    x[0] + 1.0
+
+
+@numba.njit
+def _gradient_of_one_argument(x):
+    return 2.0 * x
+
+
+@numba.njit
+def _scalar_returns_array(x):
+    return np.array([x, x])
+
+
+@numba.njit
+def _vector_sum(x):
+    return np.sum(x)
+
+
+#: (construct, words of the message)
+WRONG_SHAPES = {
+    "vector-f-returns-array": (lambda: fg.VectorFunction(_vector_returns_array), "f must return a real number"),
+    "vector-f-returns-tuple": (lambda: fg.VectorFunction(_vector_returns_tuple), "f must return a real number"),
+    "vector-f-returns-nothing": (lambda: fg.VectorFunction(_vector_returns_nothing), "f must return a real number"),
+    "vector-grad-one-argument": (lambda: fg.VectorFunction(_vector_sum, _gradient_of_one_argument),
+                                 "grad_f must accept (x, out)"),
+    "scalar-f-returns-array": (lambda: fg.Function(_scalar_returns_array), "f must return a real number"),
+    "scalar-df-returns-array": (lambda: fg.Function(user_functions.square, _scalar_returns_array),
+                                "df must return a real number"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(WRONG_SHAPES))
+def test_user_functions_of_the_wrong_shape_are_refused_when_made(name):
+    construct, words = WRONG_SHAPES[name]
+    with pytest.raises(TypeError) as caught:
+        construct()
+    message = str(caught.value)
+    assert words in message and len(message.splitlines()) == 1  # one line, not Numba's typing trace
