@@ -359,6 +359,14 @@ def _run(plan, kind, n, seed, threads, nan_policy, pilot, options):
 
 def _result(plan, kind, record, context, extra, coefficients, pilot):
     """Build the result of a finished (or stopped) run from its merged record."""
+    kept, omitted = int(record[0]) * plan.group, int(record[1]) * plan.group
+    if omitted and kept < 2:  # nan_policy="omit" left too few draws: a mean of none is not 0
+        raise NonFiniteValuesError(
+            omitted,
+            kept + omitted,
+            f"nan_policy='omit': {omitted:,} of the {kept + omitted:,} draws gave a non-finite per-draw gradient, "
+            f"leaving {kept}: a mean needs at least 1 draw and its standard error 2; check the function",
+        )
     trace_sums = None
     if plan.multivariate and extra is not None:
         trace_sums = extra.reshape(len(extra), len(plan.specs), len(plan.wrt))

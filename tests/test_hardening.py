@@ -185,3 +185,28 @@ def test_user_functions_of_the_wrong_shape_are_refused_when_made(name):
         construct()
     message = str(caught.value)
     assert words in message and len(message.splitlines()) == 1  # one line, not Numba's typing trace
+
+
+# --- nan_policy="omit" with nothing left to average: an error, never a mean of 0 --------------------------
+
+ALWAYS_NAN = fg.Function(user_functions.always_nan, user_functions.always_nan)
+
+
+@pytest.mark.parametrize("kind", ["compare", "estimate", "curve", "variants"])
+def test_omit_with_every_draw_non_finite_is_an_error(kind):
+    normal = fg.Normal(0.0, 1.0)
+    calls = {
+        "compare": lambda: fg.compare(normal, ALWAYS_NAN, 10**5, seed=0, nan_policy="omit"),
+        "estimate": lambda: fg.estimate(normal, ALWAYS_NAN, 10**5, estimator="score", seed=0, nan_policy="omit"),
+        "curve": lambda: fg.variance_curve(normal, ALWAYS_NAN, [10, 100], repeats=10, seed=0, nan_policy="omit"),
+        "variants": lambda: fg.compare(normal, ALWAYS_NAN, 10**5, seed=0, nan_policy="omit",
+                                       estimators=["score+loo(4)", "pathwise"]),
+    }  # fmt: skip
+    with pytest.raises(fg.NonFiniteValuesError, match=r"nan_policy='omit'.*leaving 0"):
+        calls[kind]()
+
+
+def test_the_cli_exits_1_when_omit_leaves_nothing(capsys):
+    status = cli.main(["compare", "--f", "user_functions:always_nan", "--df", "user_functions:always_nan",
+                       "-n", "1e5", "--seed", "0", "--nan-policy", "omit"])  # fmt: skip
+    assert status == 1 and "leaving 0" in capsys.readouterr().err

@@ -38,3 +38,9 @@ def raises_above_five(x):
     if x > 5.0:
         raise ValueError("x above 5")
     return x * x
+
+
+@numba.njit
+def always_nan(x):
+    """NaN everywhere: nothing is left to average under nan_policy="omit"."""
+    return math.nan
