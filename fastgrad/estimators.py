@@ -142,7 +142,7 @@ def parse_estimator(text):
         return text
     if not isinstance(text, str):
         raise TypeError(f"an estimator specification must be a string, {_SPEC_HELP}; got {text!r}")
-    parts = [part.strip().lower() for part in text.strip().split("+")]
+    parts = [part.strip().lower() for part in _modifiers(text.strip())]
     base = parts[0]
     if base not in BASES:
         raise ValueError(f"estimator {text!r}: must start with one of {list(BASES)}; accepted: {_SPEC_HELP}")
@@ -183,6 +183,21 @@ def parse_estimator(text):
     if spec.baseline == "loo" and spec.antithetic:
         raise ValueError(f"estimator {text!r}: loo(K) and antithetic cannot be combined")
     return spec
+
+
+def _modifiers(text):
+    """Split a specification at its ``+`` signs, except inside parentheses (``baseline(1e+16)``)."""
+    parts, depth, start = [], 0, 0
+    for i, character in enumerate(text):
+        if character == "(":
+            depth += 1
+        elif character == ")":
+            depth = max(0, depth - 1)
+        elif character == "+" and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
 
 
 def _modifier(text, part):

@@ -5,9 +5,12 @@ import json
 import numba
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastgrad as fg
 from fastgrad import cli
+from fastgrad.estimators import EstimatorSpec, parse_estimator, parse_estimators
 
 import user_functions
 
@@ -210,3 +213,57 @@ def test_the_cli_exits_1_when_omit_leaves_nothing(capsys):
     status = cli.main(["compare", "--f", "user_functions:always_nan", "--df", "user_functions:always_nan",
                        "-n", "1e5", "--seed", "0", "--nan-policy", "omit"])  # fmt: skip
     assert status == 1 and "leaving 0" in capsys.readouterr().err
+
+
+# --- canonical estimator names read back, for every specification -----------------------------------------
+
+finite_floats = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def estimator_specs(draw):
+    base = draw(st.sampled_from(["score", "pathwise", "measure-valued"]))
+    if base == "measure-valued":
+        return EstimatorSpec(base, coupled=draw(st.booleans()))
+    antithetic = draw(st.booleans())
+    if base == "pathwise":
+        return EstimatorSpec(base, antithetic=antithetic)
+    kind = draw(st.sampled_from(["none", "constant", "optimal", "cv", "loo"]))
+    if kind == "loo":
+        return EstimatorSpec(base, baseline="loo", group=draw(st.integers(2, 65536)))
+    baseline = {"none": None, "optimal": "optimal", "cv": "cv"}.get(kind)
+    if kind == "constant":
+        baseline = draw(finite_floats)
+    return EstimatorSpec(base, baseline=baseline, antithetic=antithetic)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(estimator_specs())
+def test_every_canonical_name_reads_back(spec):
+    name = spec.name
+    assert parse_estimator(name) == spec
+    assert parse_estimator(name).name == name
+    assert parse_estimators([name, "pathwise" if spec.base != "pathwise" else "score"])[0] == spec
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "score+baseline(1e16)",
+        "score+baseline(1e+16)",
+        "score+baseline(-2.5e-300)",
+        "score+baseline(5e-324)+antithetic",
+        "score+baseline(1.7976931348623157e308)",
+    ],
+)
+def test_exponent_baselines_read_back(text):
+    assert parse_estimator(parse_estimator(text).name) == parse_estimator(text)
+
+
+def test_shards_of_an_exponent_baseline_merge(tmp_path):
+    spec = ["score+baseline(1e16)", "pathwise"]
+    parts = [fg.compare(fg.Normal(2.0, 1.0), "square", 200_000, seed=1, estimators=spec, shard=(k, 2))
+             for k in range(2)]  # fmt: skip
+    merged = fg.merge(parts)
+    whole = fg.compare(fg.Normal(2.0, 1.0), "square", 200_000, seed=1, estimators=spec)
+    assert merged["score+baseline(1e+16)"].mean == whole["score+baseline(1e16)"].mean
