@@ -267,3 +267,43 @@ def test_shards_of_an_exponent_baseline_merge(tmp_path):
     merged = fg.merge(parts)
     whole = fg.compare(fg.Normal(2.0, 1.0), "square", 200_000, seed=1, estimators=spec)
     assert merged["score+baseline(1e+16)"].mean == whole["score+baseline(1e16)"].mean
+
+
+# --- every to_dict() is strict JSON ------------------------------------------------------------------------
+
+_DIAG = fg.DiagNormal([1.0, 2.0], [1.0, 0.5])
+_VARIANTS = ["score+optimal-baseline", "score+loo(4)", "pathwise+antithetic", "measure-valued"]
+
+
+def _merged(call):
+    return fg.merge([call(shard=(k, 2)) for k in range(2)])
+
+
+#: Every kind of result: plain and variant runs, scalar and DiagNormal, curves, merges, tiny and overflowing runs.
+RESULTS = {
+    "compare": lambda: fg.compare(fg.Normal(2.0, 1.0), "square", 10_000, seed=0),
+    "compare-variants": lambda: fg.compare(fg.Normal(2.0, 1.0), "cos", 10_000, seed=0, estimators=_VARIANTS,
+                                           pilot=1_000),
+    "estimate": lambda: fg.estimate(fg.Exponential(2.0), "quartic", 10_000, estimator="score+cv", seed=0, pilot=1_000),
+    "compare-diagnormal": lambda: fg.compare(_DIAG, fg.functions.sum_of_squares(), 10_000, seed=0),
+    "compare-diagnormal-variants": lambda: fg.compare(_DIAG, fg.functions.sum_cos(), 10_000, seed=0,
+                                                      estimators=_VARIANTS, pilot=1_000),
+    "curve": lambda: fg.variance_curve(fg.Normal(2.0, 1.0), "square", [4, 40], repeats=20, seed=0),
+    "curve-variants": lambda: fg.variance_curve(fg.Bernoulli(0.3), "cos", [4, 40], repeats=20, seed=0,
+                                                estimators=["score+loo(4)", "score+optimal-baseline"], pilot=1_000),
+    "curve-diagnormal": lambda: fg.variance_curve(_DIAG, fg.functions.sum_of_squares(), [4, 40], repeats=20, seed=0,
+                                                  estimators=["score", "pathwise+antithetic"]),
+    "merged-compare-variants": lambda: _merged(lambda **shard: fg.compare(fg.Normal(2.0, 1.0), "square", 200_000,
+                                                                          seed=0, estimators=_VARIANTS, **shard)),
+    "merged-curve-variants": lambda: _merged(lambda **shard: fg.variance_curve(
+        fg.Normal(2.0, 1.0), "square", [12, 100], repeats=50, seed=0, estimators=["score+loo(4)", "pathwise"],
+        **shard)),
+    "two-draws": lambda: fg.compare(fg.Normal(2.0, 1.0), "square", 2, seed=0),
+    "overflowing": lambda: fg.compare(fg.Normal(1e50, 1.0), "quartic", 1_000, seed=0),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(RESULTS))
+def test_every_to_dict_is_strict_json(name):
+    data = RESULTS[name]().to_dict()
+    assert json.loads(json.dumps(data, allow_nan=False)) == data
