@@ -614,6 +614,8 @@ def merge(partials):
             raise TypeError(f"partials must be paths or fastgrad.Partial objects; got {item!r}")
     if not loaded:
         raise ValueError("partials must name at least one partial result")
+    for partial, source in loaded:
+        partial.check_versions(source)
     reference, _ = loaded[0]
     for partial, source in loaded[1:]:
         partial.check_fingerprint(reference.fingerprint, source)

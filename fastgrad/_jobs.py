@@ -262,6 +262,21 @@ class Partial:
             coefficients=data.get("coefficients"),
         )
 
+    def check_versions(self, source):
+        """Refuse a file written by another fastgrad version or stream/record layout than the running one."""
+        from fastgrad import __version__
+        from fastgrad.rng import CHUNK_SIZE, STREAM_LAYOUT_VERSION
+
+        running = {"fastgrad": __version__, "stream_layout": STREAM_LAYOUT_VERSION,
+                   "record_layout": RECORD_LAYOUT_VERSION, "chunk_size": CHUNK_SIZE}  # fmt: skip
+        for key, ours in running.items():
+            theirs = self.fingerprint.get(key)
+            if theirs != ours:
+                raise PartialError(
+                    f"{source!r} was written with {key} {theirs!r}; this fastgrad has {key} {ours!r}, and its "
+                    "numbers would not be comparable: merge it with the fastgrad that wrote it"
+                )
+
     def check_fingerprint(self, fingerprint, source):
         """Refuse, naming the first difference, when this file is from another run."""
         if self.fingerprint == fingerprint:

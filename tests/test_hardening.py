@@ -307,3 +307,21 @@ RESULTS = {
 def test_every_to_dict_is_strict_json(name):
     data = RESULTS[name]().to_dict()
     assert json.loads(json.dumps(data, allow_nan=False)) == data
+
+
+# --- merge refuses parts from another fastgrad, stream layout or record layout ----------------------------
+
+
+@pytest.mark.parametrize("key, value", [("stream_layout", 0), ("record_layout", 99), ("fastgrad", "0.0.1"),
+                                        ("chunk_size", 4096)])  # fmt: skip
+def test_merge_refuses_parts_of_another_layout_naming_both(tmp_path, key, value):
+    parts = [fg.compare(fg.Normal(2.0, 1.0), "square", 200_000, seed=0, shard=(k, 2)) for k in range(2)]
+    paths = []
+    for k, part in enumerate(parts):  # both alike: they agree with each other, not with this fastgrad
+        part.fingerprint[key] = value
+        paths.append(tmp_path / f"part{k}.json")
+        part.save(paths[-1])
+    before = [path.read_bytes() for path in paths]
+    with pytest.raises(fg.PartialError, match=f"written with {key} {value!r}; this fastgrad has {key} "):
+        fg.merge(paths)
+    assert [path.read_bytes() for path in paths] == before
