@@ -339,15 +339,18 @@ def _run(plan, kind, n, seed, threads, nan_policy, pilot, options):
     draws_in = _draws_in(units, per_chunk)
     job = _make_job(fingerprint(plan, kind, n, seed, pilot), math.ceil(units / per_chunk),
                     lambda a, b: draws_in(a, b) * group, options, plan)  # fmt: skip
-    with _numba_threads(threads) as used:
-        coefficients = job.coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
-        kernel = plan.kernel("moments", seed=seed, n_units=units, coefficients=coefficients)
-        extra = max_chunks = None
-        if plan.multivariate:  # the trace ratio's interval needs each chunk's trace sums
-            extra = lambda records: results.chunk_trace_sums(records, plan).reshape(len(records), -1)  # noqa: E731
-            width = record_width(plan.n_rows, len(plan.pair_x))
-            max_chunks = max(1, min(_kernels.BATCH_CHUNKS, _kernels.MAX_BATCH_VALUES // width))
-        tree, seconds, _ = _kernels.run_records(kernel, plan, job, max_chunks, extra)
+    try:
+        with _numba_threads(threads) as used:
+            coefficients = job.coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
+            kernel = plan.kernel("moments", seed=seed, n_units=units, coefficients=coefficients)
+            extra = max_chunks = None
+            if plan.multivariate:  # the trace ratio's interval needs each chunk's trace sums
+                extra = lambda records: results.chunk_trace_sums(records, plan).reshape(len(records), -1)  # noqa: E731
+                width = record_width(plan.n_rows, len(plan.pair_x))
+                max_chunks = max(1, min(_kernels.BATCH_CHUNKS, _kernels.MAX_BATCH_VALUES // width))
+            tree, seconds, _ = _kernels.run_records(kernel, plan, job, max_chunks, extra)
+    finally:
+        job.release()
     done = _finish_job(job, tree, seconds, used, plan, n, group)
     if not isinstance(done, tuple):
         return done  # a shard's Partial, or None on MPI ranks other than 0
@@ -463,10 +466,15 @@ def _make_job(fingerprint, n_chunks, draws_between, options, layout=None):
     from fastgrad._jobs import Job, Partial
 
     job = Job(fingerprint, n_chunks, draws_between, **options)
-    if layout is not None:
-        job.prepare(layout)
-    elif job.checkpoint is not None and job.checkpoint.exists():
-        Partial.load(job.checkpoint).check_fingerprint(fingerprint, str(job.checkpoint))
+    job.lock()  # a second run on the same checkpoint is refused now, before anything is read or written
+    try:
+        if layout is not None:
+            job.prepare(layout)
+        elif job.checkpoint is not None and job.checkpoint.exists():
+            Partial.load(job.checkpoint).check_fingerprint(fingerprint, str(job.checkpoint))
+    except BaseException:
+        job.release()
+        raise
     return job
 
 
@@ -484,10 +492,13 @@ def _run_curve(plan, sizes, repeats, seed, threads, pilot, options, nan_policy="
     job = _make_job(fingerprint(plan, "curve", positions * group, seed, pilot, sample_sizes=list(sizes),
                                 repeats=repeats, **extra), math.ceil(positions / per_chunk),
                     lambda a, b: draws_in(a, b) * group, options)  # fmt: skip
-    with _numba_threads(threads) as used:
-        coefficients = job.coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
-        kernel = plan.kernel("curve", seed=seed, n_units=positions, coefficients=coefficients)
-        part = _kernels.curve_batches(kernel, unit_sizes, repeats, plan.n_rows, job)
+    try:
+        with _numba_threads(threads) as used:
+            coefficients = job.coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
+            kernel = plan.kernel("curve", seed=seed, n_units=positions, coefficients=coefficients)
+            part = _kernels.curve_batches(kernel, unit_sizes, repeats, plan.n_rows, job)
+    finally:
+        job.release()
     done = _curve_parts_done(job, part, unit_sizes, repeats, per_chunk, used)
     if not isinstance(done, tuple):
         return done  # a shard's Partial, or None on MPI ranks other than 0

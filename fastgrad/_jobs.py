@@ -426,6 +426,7 @@ class Job:
             self.first, self.stop = shard_range(n_chunks, *shard)
         else:
             self.first, self.stop = 0, n_chunks
+        self._lock = None  # the checkpoint's lock file descriptor while this job holds it
         self.stop_reason = None  # "SIGINT" or "SIGTERM" once a stop was asked for
         self.coefficients = None  # the pilot's, when there is one: partial results carry them to merge
         self.resumed_from = None
@@ -440,6 +441,57 @@ class Job:
     def prepare(self, layout):
         """Load and check any checkpoint now (before compiling), and keep the tree to start from."""
         self._prepared = self.resume(layout)
+
+    def lock(self):
+        """Take the checkpoint's lock (``<checkpoint>.lock``, pid inside), or refuse at once if another run has it.
+
+        An exclusive ``flock``: the system drops it when the process ends in
+        any way (``kill -9`` too), so a stale lock file never blocks a rerun.
+        Only the process that writes the checkpoint (MPI rank 0) takes it.
+        """
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover (no flock on this platform: no lock)
+            return
+        if self.checkpoint is None or self.rank != 0 or self._lock is not None:
+            return
+        path = self.checkpoint.with_name(self.checkpoint.name + ".lock")
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as error:
+                raise PartialError(f"cannot lock the checkpoint {str(self.checkpoint)!r}: {error}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise PartialError(
+                    f"the checkpoint {str(self.checkpoint)!r} is in use by another run (pid {holder}, lock file "
+                    f"{str(path)!r}): wait for it to finish, or choose another path"
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino  # not a file a finishing holder just removed
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock = (fd, path)
+
+    def release(self):
+        """Give the checkpoint's lock back (and remove its file)."""
+        if self._lock is None:
+            return
+        fd, path = self._lock
+        self._lock = None
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        os.close(fd)
 
     def _checkpoint_part(self):
         """Load and check the checkpoint (same work, ranks and shard); return (its name, this rank's part)."""

@@ -325,3 +325,37 @@ def test_merge_refuses_parts_of_another_layout_naming_both(tmp_path, key, value)
     with pytest.raises(fg.PartialError, match=f"written with {key} {value!r}; this fastgrad has {key} "):
         fg.merge(paths)
     assert [path.read_bytes() for path in paths] == before
+
+
+# --- one checkpoint, one run at a time -------------------------------------------------------------------
+
+
+@pytest.mark.subprocess
+def test_a_second_run_on_a_checkpoint_in_use_is_refused_naming_the_holder(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    checkpoint = tmp_path / "run.ckpt"
+    lock = tmp_path / "run.ckpt.lock"
+    holder = subprocess.Popen([sys.executable, "-m", "fastgrad", "compare", "--f", "square", "-n", "1e12",
+                               "--seed", "0", "--checkpoint", str(checkpoint), "--checkpoint-every", "0.2",
+                               "--no-progress"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lock.read_text().strip() == str(holder.pid)
+        with pytest.raises(fg.PartialError, match=f"in use by another run \\(pid {holder.pid}"):
+            fg.compare(fg.Normal(0.0, 1.0), "square", 10**6, seed=1, checkpoint=checkpoint)
+        while not checkpoint.exists() and time.monotonic() < deadline:  # it is running (signals handled)
+            time.sleep(0.05)
+    finally:
+        holder.send_signal(signal.SIGTERM)
+        _, errors = holder.communicate(timeout=120)
+    assert holder.returncode == 143, errors and checkpoint.exists() and not lock.exists()
+    assert os.listdir(tmp_path) == ["run.ckpt"]  # nothing else left behind
+    assert fg.Partial.load(checkpoint).parts[0].next > 0  # the holder's checkpoint is intact
