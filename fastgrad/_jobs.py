@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,10 @@ MPI_BATCH_CHUNKS = 1024
 
 class PartialError(ValueError):
     """A checkpoint or partial result cannot be used: corrupted, or from a different run."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint could not be written (a full disk, a removed directory): the run goes on without it."""
 
 
 class UserFunctionError(RuntimeError):
@@ -427,6 +432,8 @@ class Job:
         else:
             self.first, self.stop = 0, n_chunks
         self._lock = None  # the checkpoint's lock file descriptor while this job holds it
+        self.checkpoint_error = None  # why the last checkpoint write failed (None: it did, or none was due)
+        self._warned_checkpoint = False
         self.stop_reason = None  # "SIGINT" or "SIGTERM" once a stop was asked for
         self.coefficients = None  # the pilot's, when there is one: partial results carry them to merge
         self.resumed_from = None
@@ -662,8 +669,26 @@ class Job:
             if self.rank != 0:
                 self._last_checkpoint = time.monotonic()
                 return
-        self.make_partial(parts).save(self.checkpoint)
+        self._write_checkpoint(self.make_partial(parts))
         self._last_checkpoint = time.monotonic()
+
+    def _write_checkpoint(self, partial):
+        """Save the checkpoint; if the file system refuses, warn once and let the run go on."""
+        try:
+            partial.save(self.checkpoint)
+        except OSError as error:
+            self.checkpoint_error = f"{type(error).__name__}: {error}"
+            if not self._warned_checkpoint:
+                self._warned_checkpoint = True
+                warnings.warn(
+                    CheckpointWarning(
+                        f"could not write the checkpoint {str(self.checkpoint)!r} ({self.checkpoint_error}); "
+                        "the run goes on and its result is returned, but it cannot be resumed from there"
+                    ),
+                    stacklevel=2,
+                )
+        else:
+            self.checkpoint_error = None
 
     def extra_values(self):
         """Return the per-chunk extra values of the chunks done, in chunk order (None without ``extra``)."""
@@ -678,7 +703,7 @@ class Job:
                 return
         else:
             parts = [part]
-        self.make_partial(parts).save(self.checkpoint)
+        self._write_checkpoint(self.make_partial(parts))
         self._last_checkpoint = time.monotonic()
 
     def partial(self, tree, seconds, threads=1):

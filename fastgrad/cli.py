@@ -9,6 +9,7 @@ gradients); 130, that it was interrupted (Ctrl-C).
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -17,6 +18,7 @@ import platform
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 EXAMPLES = {
@@ -603,6 +605,32 @@ def _run(args, prog, argv):
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     clock = time.perf_counter()
     common = {"seed": args.seed, "wrt": args.wrt, "threads": args.threads, **_job_arguments(args, comm)}
+    with _checkpoint_warnings(prog) as checkpoint_failed:
+        status = _run_and_emit(args, prog, argv, fg, distribution, function, common, comm, json_path, plot_path,
+                               started, clock)  # fmt: skip
+    return CHECKPOINT_FAILED if status == 0 and checkpoint_failed else status
+
+
+@contextlib.contextmanager
+def _checkpoint_warnings(prog):
+    """Print a failed checkpoint write as one line (``prog: warning: ...``); the list is non-empty after one."""
+    from fastgrad._jobs import CheckpointWarning
+
+    failed = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CheckpointWarning)
+        try:
+            yield failed
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, CheckpointWarning):
+                    print(f"{prog}: warning: {warning.message}", file=sys.stderr)
+                    failed.append(warning)
+                else:
+                    warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def _run_and_emit(args, prog, argv, fg, distribution, function, common, comm, json_path, plot_path, started, clock):
     try:
         if args.command == "compare":
             result = fg.compare(
@@ -721,6 +749,9 @@ def _merge(args, prog, argv):
 
 #: Exit status when a user's function raised while the draws were evaluated.
 USER_FUNCTION_FAILED = 3
+
+#: Exit status of a run that finished (result printed and written) but could not write its checkpoint.
+CHECKPOINT_FAILED = 4
 
 
 def main(argv=None, prog="fastgrad"):

@@ -359,3 +359,51 @@ def test_a_second_run_on_a_checkpoint_in_use_is_refused_naming_the_holder(tmp_pa
     assert holder.returncode == 143, errors and checkpoint.exists() and not lock.exists()
     assert os.listdir(tmp_path) == ["run.ckpt"]  # nothing else left behind
     assert fg.Partial.load(checkpoint).parts[0].next > 0  # the holder's checkpoint is intact
+
+
+# --- a checkpoint that cannot be written: warn, finish, return everything -----------------------------------
+
+
+def _remove_when_saved(directory, checkpoint):
+    """Remove ``directory`` (checkpoint and all) as soon as its first checkpoint is there."""
+    import shutil
+    import threading
+    import time
+
+    def remove():
+        deadline = time.monotonic() + 60
+        while not checkpoint.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        shutil.rmtree(directory)
+
+    thread = threading.Thread(target=remove)
+    thread.start()
+    return thread
+
+
+def test_a_checkpoint_directory_removed_mid_run_warns_and_the_run_finishes(tmp_path):
+    directory = tmp_path / "checkpoints"
+    directory.mkdir()
+    checkpoint = directory / "run.ckpt"
+    n = 10**9
+    remover = _remove_when_saved(directory, checkpoint)
+    with pytest.warns(fg.CheckpointWarning, match="could not write the checkpoint") as caught:
+        result = fg.compare(fg.Normal(2.0, 1.0), "square", n, seed=0, checkpoint=checkpoint, checkpoint_every=0.01)
+    remover.join()
+    assert sum(issubclass(w.category, fg.CheckpointWarning) for w in caught) == 1  # once, not at every save
+    assert result.n == n and result.interrupted is None
+    assert result.score.mean == fg.compare(fg.Normal(2.0, 1.0), "square", n, seed=0).score.mean
+
+
+def test_the_cli_writes_the_result_and_exits_4_when_its_checkpoint_failed(tmp_path, capsys):
+    directory = tmp_path / "checkpoints"
+    directory.mkdir()
+    checkpoint, out = directory / "run.ckpt", tmp_path / "out.json"
+    remover = _remove_when_saved(directory, checkpoint)
+    status = cli.main(["compare", "--f", "square", "-n", "1e9", "--seed", "0", "--checkpoint", str(checkpoint),
+                       "--checkpoint-every", "0.01", "--json", str(out), "--no-progress"])  # fmt: skip
+    remover.join()
+    captured = capsys.readouterr()
+    assert status == cli.CHECKPOINT_FAILED == 4
+    assert "warning: could not write the checkpoint" in captured.err and "d/dloc" in captured.out
+    assert json.loads(out.read_text())["n"] == 10**9
