@@ -299,10 +299,59 @@ def _digest(body):
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def write_atomically(path, text):
-    """Write ``text`` to ``path`` through a temporary file, fsync and a rename: never a half-written file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def output_target(path, what):
+    """Return the file that writing ``path`` writes (links followed); refuse what is not a regular file.
+
+    ``what`` names the argument in messages. The directory must exist and be
+    writable; an existing target must be a regular file (not a directory, a
+    FIFO, a device or a socket: results are written through a temporary file
+    and a rename, which would replace such a node instead of writing to it).
+    """
+    import stat
+
+    target = Path(os.path.realpath(path))
+    if target != Path(path).absolute() and Path(path).is_symlink():
+        shown = f"{str(path)!r} (a link to {str(target)!r})"
+    else:
+        shown = repr(str(path))
     try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise ValueError(f"{what}: {shown} is a directory; give a file name")
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")  # fmt: skip
+        raise ValueError(f"{what}: {shown} is {kind}; fastgrad writes to regular files (or '-', standard output)")
+    if not target.parent.is_dir():
+        raise ValueError(f"{what}: directory {str(target.parent)!r} does not exist")
+    if not os.access(target.parent, os.W_OK):
+        raise ValueError(f"{what}: cannot write in directory {str(target.parent)!r}")
+    return target
+
+
+def _new_file_mode(target):
+    """Return the mode a written file gets: an existing file's own, else 0666 less the umask (as open() gives)."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def write_atomically(path, text):
+    """Write ``text`` to ``path`` through a temporary file, fsync and a rename: never a half-written file.
+
+    A symbolic link is followed (its target is replaced, the link stays), and
+    the file keeps its mode, or gets the umask's (``mkstemp`` alone gives 0600).
+    """
+    target = output_target(path, "output")
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    path = target
+    try:
+        os.fchmod(handle, _new_file_mode(target))
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
             stream.flush()
@@ -462,7 +511,8 @@ class Job:
             return
         if self.checkpoint is None or self.rank != 0 or self._lock is not None:
             return
-        path = self.checkpoint.with_name(self.checkpoint.name + ".lock")
+        target = Path(os.path.realpath(self.checkpoint))
+        path = target.with_name(target.name + ".lock")
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -676,7 +726,7 @@ class Job:
         """Save the checkpoint; if the file system refuses, warn once and let the run go on."""
         try:
             partial.save(self.checkpoint)
-        except OSError as error:
+        except (OSError, ValueError) as error:  # (ValueError: the path is no longer a writable regular file)
             self.checkpoint_error = f"{type(error).__name__}: {error}"
             if not self._warned_checkpoint:
                 self._warned_checkpoint = True

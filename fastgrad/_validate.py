@@ -135,18 +135,14 @@ def check_job_options(progress, checkpoint, checkpoint_every, shard, comm):
     import os
     from pathlib import Path
 
+    from fastgrad._jobs import output_target
+
     if progress is not None and not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"progress must be None (on when stderr is a terminal), True or False; got {progress!r}")
     if checkpoint is not None:
         if not isinstance(checkpoint, (str, os.PathLike)):
             raise TypeError(f"checkpoint must be a file path; got {checkpoint!r}")
-        path = Path(checkpoint)
-        if path.is_dir():
-            raise ValueError(f"checkpoint must be a file path; {str(path)!r} is a directory")
-        if not path.parent.is_dir():
-            raise ValueError(f"checkpoint: directory {str(path.parent)!r} does not exist")
-        if not os.access(path.parent, os.W_OK):
-            raise ValueError(f"checkpoint: cannot write in directory {str(path.parent)!r}")
+        output_target(Path(checkpoint), "checkpoint")
     if (
         isinstance(checkpoint_every, (bool, np.bool_))
         or not isinstance(checkpoint_every, (int, float, np.integer, np.floating))

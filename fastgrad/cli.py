@@ -521,14 +521,13 @@ def _output_path(option, value):
     """Check before any work that ``value`` can be written; return it as a Path (None for stdout/absent)."""
     if value is None or value == "-":
         return None
+    from fastgrad._jobs import output_target
+
     path = Path(value)
-    if path.is_dir():
-        raise UsageError(f"argument {option}: {value!r} is a directory; give a file name")
-    parent = path.parent
-    if not parent.is_dir():
-        raise UsageError(f"argument {option}: directory {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"argument {option}: cannot write in directory {str(parent)!r}")
+    try:
+        output_target(path, f"argument {option}")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     return path
 
 
@@ -543,7 +542,7 @@ def _write_atomically(path, text):
 _OPTIONS = {"the pathwise estimator needs the derivative": "--df",
             "n": "-n", "sample_sizes": "--sizes", "repeats": "--repeats", "seed": "--seed", "wrt": "--wrt",
             "threads": "--threads", "repeats * sum(sample_sizes)": "--repeats/--sizes", "estimators:": "--estimators",
-            "pilot": "--pilot"}  # fmt: skip
+            "pilot": "--pilot", "checkpoint:": "--checkpoint"}  # fmt: skip
 
 
 def _with_option(message):

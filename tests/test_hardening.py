@@ -1,6 +1,7 @@
 """Faults found by probing the API and the CLI as a demanding user would, each tested as its class."""
 
 import json
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -407,3 +408,57 @@ def test_the_cli_writes_the_result_and_exits_4_when_its_checkpoint_failed(tmp_pa
     assert status == cli.CHECKPOINT_FAILED == 4
     assert "warning: could not write the checkpoint" in captured.err and "d/dloc" in captured.out
     assert json.loads(out.read_text())["n"] == 10**9
+
+
+# --- output files: links followed, special files refused, the umask respected ------------------------------
+
+
+def _compare_writing(path, option):
+    return cli.main(["compare", "--f", "square", "-n", "1e4", "--seed", "0", option, str(path), "--no-progress"])
+
+
+@pytest.mark.parametrize("option", ["--json", "--checkpoint"])
+def test_writing_through_a_symbolic_link_updates_its_target(tmp_path, option, capsys):
+    target, link = tmp_path / "target", tmp_path / "link"
+    link.symlink_to(target.name)
+    assert _compare_writing(link, option) == 0, capsys.readouterr().err
+    assert link.is_symlink() and target.is_file() and target.stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "target"]  # no temporary or lock file left
+
+
+@pytest.mark.parametrize("option", ["--json", "--checkpoint"])
+@pytest.mark.parametrize("special", ["fifo", "/dev/null", "directory"])
+def test_special_files_are_refused_before_any_work_and_left_alone(tmp_path, option, special, capsys):
+    import os
+    import stat
+
+    if special == "fifo":
+        path = tmp_path / "fifo"
+        os.mkfifo(path)
+    elif special == "directory":
+        path = tmp_path
+    else:
+        path = Path(special)
+    before = os.stat(path).st_mode
+    assert _compare_writing(path, option) == 2
+    error = capsys.readouterr().err
+    assert f"argument {option}:" in error and ("regular files" in error or "is a directory" in error)
+    assert os.stat(path).st_mode == before and not stat.S_ISREG(before)
+
+
+def test_written_files_respect_the_umask_and_keep_an_existing_mode(tmp_path, capsys):
+    import os
+
+    old = os.umask(0o027)
+    try:
+        fresh, kept = tmp_path / "fresh.json", tmp_path / "kept.json"
+        kept.write_text("{}")
+        kept.chmod(0o664)
+        for path in (fresh, kept):
+            assert _compare_writing(path, "--json") == 0, capsys.readouterr().err
+        checkpoint = tmp_path / "run.ckpt"
+        fg.compare(fg.Normal(2.0, 1.0), "square", 10**4, seed=0, checkpoint=checkpoint)
+    finally:
+        os.umask(old)
+    assert fresh.stat().st_mode & 0o777 == 0o640 and checkpoint.stat().st_mode & 0o777 == 0o640
+    assert kept.stat().st_mode & 0o777 == 0o664
