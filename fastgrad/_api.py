@@ -306,7 +306,25 @@ def variance_curve(
         raise ValueError(
             f"sample_sizes must be multiples of the leave-one-out group size {plan.group}; got {list(sizes)}"
         )
+    _check_curve_memory(plan.n_rows, len(sizes), repeats)
     return _run_curve(plan, sizes, repeats, seed, threads, pilot, options, nan_policy)
+
+
+def _check_curve_memory(n_rows, n_sizes, repeats):
+    """Refuse, before any work, a curve whose per-repeat estimates would not fit in this machine's memory."""
+    import os
+
+    needed = 8 * n_rows * n_sizes * repeats  # the estimates of every repeat, float64 (and the result's copies)
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover (no sysconf here)
+        return
+    if needed > available // 2:
+        raise ValueError(
+            f"repeats * len(sample_sizes) is too large for this machine: the curve keeps every repeat's estimates, "
+            f"{needed / 2**30:,.1f} GiB ({n_rows} rows x {n_sizes} sizes x {repeats:,} repeats x 8 bytes), against "
+            f"{available / 2**30:,.1f} GiB of memory (at most half of it is used); use fewer repeats"
+        )
 
 
 # --- plan, run, finish --------------------------------------------------------------------

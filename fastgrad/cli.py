@@ -111,8 +111,9 @@ def _reals(text):
 
 
 def _seed(text):
-    try:
-        value = int(text.replace("_", ""), 0)
+    digits = text.strip().replace("_", "")
+    try:  # decimal (leading zeros allowed: 007 is 7), or 0x / 0o / 0b
+        value = int(digits, 10) if digits.isdigit() else int(digits, 0)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**64); got {text!r}") from None
     return value
@@ -212,6 +213,8 @@ def parse_function(text, derivative=None, *, vector=False, weights=None):
             continue
         key, _, value = item.partition("=")
         key = key.strip()
+        if key in params:
+            raise UsageError(f"argument --f: {key} is given twice in {text!r}")
         if key not in builtin.parameters or not value.strip():
             accepted = ", ".join(f"{p}=<real>" for p in builtin.parameters) or "no parameters"
             raise UsageError(f"argument --f: {builtin.name} takes {accepted}; got {text!r}")
@@ -542,7 +545,7 @@ def _write_atomically(path, text):
 _OPTIONS = {"the pathwise estimator needs the derivative": "--df",
             "n": "-n", "sample_sizes": "--sizes", "repeats": "--repeats", "seed": "--seed", "wrt": "--wrt",
             "threads": "--threads", "repeats * sum(sample_sizes)": "--repeats/--sizes", "estimators:": "--estimators",
-            "pilot": "--pilot", "checkpoint:": "--checkpoint"}  # fmt: skip
+            "pilot": "--pilot", "checkpoint:": "--checkpoint", "repeats * len(sample_sizes)": "--repeats"}  # fmt: skip
 
 
 def _with_option(message):

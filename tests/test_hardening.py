@@ -462,3 +462,28 @@ def test_written_files_respect_the_umask_and_keep_an_existing_mode(tmp_path, cap
         os.umask(old)
     assert fresh.stat().st_mode & 0o777 == 0o640 and checkpoint.stat().st_mode & 0o777 == 0o640
     assert kept.stat().st_mode & 0o777 == 0o664
+
+
+# --- small rough edges, each made consistent ---------------------------------------------------------------
+
+#: (command-line arguments, exit status, words of the error; None: it runs)
+COMMAND_LINES = {
+    "seed-with-leading-zeros": (["compare", "--f", "square", "-n", "1e4", "--seed", "007"], 0, None),
+    "seed-hexadecimal": (["compare", "--f", "square", "-n", "1e4", "--seed", "0x1f"], 0, None),
+    "parameter-given-twice": (["compare", "--f", "cos(omega=2,omega=3)", "-n", "1e4"], 2, "omega is given twice"),
+    "curve-beyond-memory": (["curve", "--f", "square", "--sizes", "10", "--repeats", str(2**40)], 2,
+                            "argument --repeats: repeats * len(sample_sizes) is too large for this machine"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(COMMAND_LINES))
+def test_command_line_rough_edges(name, capsys):
+    argv, status, words = COMMAND_LINES[name]
+    assert cli.main(argv) == status
+    if words is not None:
+        assert words in capsys.readouterr().err
+
+
+def test_a_seed_with_leading_zeros_is_that_seed(capsys):
+    cli.main(["compare", "--f", "square", "-n", "1e4", "--seed", "007"])
+    assert "seed 7," in capsys.readouterr().out
