@@ -187,6 +187,76 @@ class Part:
         )
 
 
+def _check_schema(data, source):
+    """Refuse a checkpoint or partial whose fields are missing, of the wrong type or inconsistent, naming the field.
+
+    Run on every file after its checksum matched (so also on a hand-edited
+    file whose checksum was recomputed), before anything else reads it.
+    """
+    from fastgrad._reduction import MAX_TREE_DEPTH
+
+    def refuse(field, wanted, value):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise PartialError(f"{source!r} is corrupted: {field} must be {wanted}; got {shown}")
+
+    def integer(container, key, field, low=0, high=None, optional=False):
+        if optional and container.get(key) is None:
+            return None
+        value = container.get(key)
+        bounds = f">= {low}" + (f" and <= {high}" if high is not None else "")
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            refuse(field, f"an integer {bounds}", value)
+        return value
+
+    if not isinstance(data.get("fingerprint"), dict) or not all(isinstance(k, str) for k in data["fingerprint"]):
+        refuse("fingerprint", "an object (the run's description)", data.get("fingerprint"))
+    n_chunks = integer(data, "n_chunks", "n_chunks", low=1)
+    ranks = integer(data, "ranks", "ranks", low=1) if "ranks" in data else 1
+    shard = data.get("shard")
+    if shard is not None and not (isinstance(shard, list) and len(shard) == 2
+                                  and all(isinstance(v, int) and not isinstance(v, bool) for v in shard)
+                                  and 0 <= shard[0] < shard[1]):  # fmt: skip
+        refuse("shard", "null or [i, K] with 0 <= i < K", shard)
+    coefficients = data.get("coefficients")
+    if coefficients is not None and not isinstance(coefficients, list):
+        refuse("coefficients", "null or a list (one entry per estimator)", coefficients)
+    parts = data.get("parts")
+    if not isinstance(parts, list) or not parts or len(parts) > ranks:
+        refuse("parts", f"a list of 1 to {ranks} parts", parts)
+    for k, part in enumerate(parts):
+        where = f"parts[{k}]"
+        if not isinstance(part, dict):
+            refuse(where, "an object", part)
+        first = integer(part, "first", f"{where}.first", high=n_chunks)
+        stop = integer(part, "stop", f"{where}.stop", low=first, high=n_chunks)
+        integer(part, "next", f"{where}.next", low=first, high=stop)
+        integer(part, "width", f"{where}.width", low=0)
+        integer(part, "threads", f"{where}.threads", low=1, optional=True)
+        for key in ("levels", "indices"):
+            values = part.get(key)
+            if (
+                not isinstance(values, list)
+                or len(values) > MAX_TREE_DEPTH
+                or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62 for v in values)
+            ):
+                refuse(f"{where}.{key}", f"a list of at most {MAX_TREE_DEPTH} non-negative integers", values)
+        if len(part["levels"]) != len(part["indices"]):
+            refuse(f"{where}.indices", f"as long as {where}.levels ({len(part['levels'])})", part["indices"])
+        seconds = part.get("seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+            refuse(f"{where}.seconds", "a number of seconds >= 0", seconds)
+        for key in ("records", "extra", "lead"):
+            if (key == "records" or part.get(key) is not None) and not isinstance(part.get(key), str):
+                refuse(f"{where}.{key}", "base64 text", part.get(key))
+        for key in ("extra_shape", "lead_shape"):
+            shape = part.get(key)
+            if shape is not None and not (isinstance(shape, list) and all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape)):  # fmt: skip
+                refuse(f"{where}.{key}", "null or a list of non-negative integers", shape)
+        if "lead_owner" in part and (isinstance(part["lead_owner"], bool) or not isinstance(part["lead_owner"], int)):
+            refuse(f"{where}.lead_owner", "an integer", part["lead_owner"])
+
+
 def _encode(array):
     return base64.b64encode(np.ascontiguousarray(array, dtype="<f8").tobytes()).decode("ascii")
 
@@ -233,6 +303,10 @@ class Partial:
             text = path.read_text()
         except OSError as error:
             raise PartialError(f"cannot read {str(path)!r}: {error.strerror}") from None
+        except UnicodeDecodeError:
+            raise PartialError(
+                f"{str(path)!r} is not a fastgrad checkpoint or partial result: not text (a binary file?)"
+            ) from None
         return cls.loads(text, str(path))
 
     @classmethod
@@ -252,8 +326,13 @@ class Partial:
                 f"{source!r} has format version {data.get('format_version')!r}; this fastgrad reads {PARTIAL_VERSION}"
             )
         stored = data.pop("sha256", None)
-        if stored != _digest(data):
+        try:
+            digest = _digest(data)
+        except (TypeError, ValueError):  # (keys that JSON cannot sort)
+            digest = None
+        if stored != digest:
             raise PartialError(f"{source!r} is corrupted: its SHA-256 checksum does not match its contents")
+        _check_schema(data, source)
         try:
             parts = [Part.from_dict(part) for part in data["parts"]]
         except (KeyError, TypeError, ValueError) as error:

@@ -487,3 +487,98 @@ def test_command_line_rough_edges(name, capsys):
 def test_a_seed_with_leading_zeros_is_that_seed(capsys):
     cli.main(["compare", "--f", "square", "-n", "1e4", "--seed", "007"])
     assert "seed 7," in capsys.readouterr().out
+
+
+# --- checkpoints and partial results: fuzzed, every file either runs or is refused naming its field -------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)  # fmt: skip
+
+
+def _fields(body, prefix=()):
+    """Every (path, value) of a JSON body, nested objects and lists included."""
+    items = body.items() if isinstance(body, dict) else enumerate(body) if isinstance(body, list) else ()
+    for key, value in items:
+        yield (*prefix, key)
+        yield from _fields(value, (*prefix, key))
+
+
+@pytest.fixture(scope="module")
+def checkpoint_body(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fuzz") / "run.ckpt"
+    fg.compare(fg.Normal(2.0, 1.0), "square", 3 * 65_536, seed=0, checkpoint=path)
+    return json.loads(path.read_text())
+
+
+def _with_checksum(body):
+    from fastgrad._jobs import _digest
+
+    body = {key: value for key, value in body.items() if key != "sha256"}
+    return json.dumps({"sha256": _digest(body), **body})
+
+
+@settings(max_examples=150, derandomize=True, deadline=None)
+@given(data=st.data())
+def test_mutated_checkpoints_run_or_are_refused_naming_a_field(checkpoint_body, tmp_path_factory, data):
+    import copy
+
+    body = copy.deepcopy(checkpoint_body)
+    paths = [path for path in _fields(body) if path[0] != "sha256"]
+    path = data.draw(st.sampled_from(paths))
+    parent = body
+    for key in path[:-1]:
+        parent = parent[key]
+    if data.draw(st.booleans()) and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = data.draw(json_values)
+    try:
+        text = _with_checksum(body)
+    except (TypeError, ValueError):
+        return  # not JSON at all (e.g. mixed key types): nothing a file could hold
+    checkpoint = tmp_path_factory.mktemp("mutated") / "run.ckpt"
+    checkpoint.write_text(text)
+    try:
+        fg.Partial.load(checkpoint)
+    except fg.PartialError as error:
+        assert "run.ckpt" in str(error)
+    try:
+        fg.compare(fg.Normal(2.0, 1.0), "square", 3 * 65_536, seed=0, checkpoint=checkpoint)
+    except (ValueError, TypeError):
+        assert checkpoint.read_text() == text  # refused: the file is left as it was
+
+
+@settings(max_examples=50, derandomize=True, deadline=None)
+@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_files_that_are_not_checkpoints_are_refused(tmp_path_factory, content):
+    path = tmp_path_factory.mktemp("junk") / "junk.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(fg.PartialError, match=r"junk\.ckpt"):
+        fg.Partial.load(path)
+
+
+#: Hand edits with a recomputed checksum (the probes' own): each refused naming its field.
+HAND_EDITS = {
+    "fingerprint-missing": (lambda b: b.pop("fingerprint"), "fingerprint must be"),
+    "n-chunks-text": (lambda b: b.__setitem__("n_chunks", "many"), "n_chunks must be an integer"),
+    "next-beyond-the-end": (lambda b: b["parts"][0].__setitem__("next", 10**6), "parts[0].next must be"),
+    "levels-not-a-list": (lambda b: b["parts"][0].__setitem__("levels", 3), "parts[0].levels must be"),
+    "seconds-negative": (lambda b: b["parts"][0].__setitem__("seconds", -1), "parts[0].seconds must be"),
+}
+
+
+@pytest.mark.parametrize("name", list(HAND_EDITS))
+def test_hand_edited_checkpoints_are_refused_naming_the_field(checkpoint_body, tmp_path, name):
+    import copy
+
+    edit, words = HAND_EDITS[name]
+    body = copy.deepcopy(checkpoint_body)
+    edit(body)
+    path = tmp_path / "run.ckpt"
+    path.write_text(_with_checksum(body))
+    with pytest.raises(fg.PartialError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        fg.compare(fg.Normal(2.0, 1.0), "square", 3 * 65_536, seed=0, checkpoint=path)
