@@ -359,7 +359,8 @@ def _run(plan, kind, n, seed, threads, nan_policy, pilot, options):
                     lambda a, b: draws_in(a, b) * group, options, plan)  # fmt: skip
     try:
         with _numba_threads(threads) as used:
-            coefficients = job.coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
+            with job.signals():  # Ctrl-C/SIGTERM in the pilot stop the run before its first batch
+                coefficients = job.coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
             kernel = plan.kernel("moments", seed=seed, n_units=units, coefficients=coefficients)
             extra = max_chunks = None
             if plan.multivariate:  # the trace ratio's interval needs each chunk's trace sums
@@ -512,7 +513,8 @@ def _run_curve(plan, sizes, repeats, seed, threads, pilot, options, nan_policy="
                     lambda a, b: draws_in(a, b) * group, options)  # fmt: skip
     try:
         with _numba_threads(threads) as used:
-            coefficients = job.coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
+            with job.signals():  # as in _run
+                coefficients = job.coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
             kernel = plan.kernel("curve", seed=seed, n_units=positions, coefficients=coefficients)
             part = _kernels.curve_batches(kernel, unit_sizes, repeats, plan.n_rows, job)
     finally:

@@ -701,7 +701,7 @@ class Job:
             size = self.stop - self.first
             n_batches = max(1, math.ceil((self.n_chunks // self.ranks + 1) / min(MPI_BATCH_CHUNKS, max_chunks)))
             bounds = [self.first + size * k // n_batches for k in range(n_batches + 1)]
-        with self._signals():
+        with self.signals():
             k = 0
             while True:
                 if self.comm is None:
@@ -876,7 +876,7 @@ class Job:
     # -- signals ----------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _signals(self):
+    def signals(self):
         """Ctrl-C and SIGTERM ask the loop to stop after the current batch (a second Ctrl-C aborts)."""
         if threading.current_thread() is not threading.main_thread():
             yield

@@ -582,3 +582,29 @@ def test_hand_edited_checkpoints_are_refused_naming_the_field(checkpoint_body, t
     path.write_text(_with_checksum(body))
     with pytest.raises(fg.PartialError, match=words.replace("[", r"\[").replace("]", r"\]")):
         fg.compare(fg.Normal(2.0, 1.0), "square", 3 * 65_536, seed=0, checkpoint=path)
+
+
+# --- a stop asked during the pilot: the run stops before its first batch, with its checkpoint -------------
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_the_pilot_stops_the_run_with_a_partial_result(tmp_path, signum):
+    import os
+    import signal
+    import threading
+
+    checkpoint = tmp_path / "run.ckpt"
+    specs, n, pilot = ["score+cv", "pathwise"], 2 * 10**7, 4 * 10**8
+    distribution = fg.Normal(2.0, 1.0)
+    fg.compare(distribution, "square", 10**5, seed=0, estimators=specs, pilot=10**4)  # compiled before the clock
+    timer = threading.Timer(0.2, lambda: os.kill(os.getpid(), getattr(signal, signum)))
+    timer.start()
+    try:
+        stopped = fg.compare(distribution, "square", n, seed=0, estimators=specs, pilot=pilot, checkpoint=checkpoint)
+    finally:
+        timer.join()
+    assert stopped.interrupted == signum and stopped.n == 0 and stopped.n_requested == n
+    assert checkpoint.exists()
+    resumed = fg.compare(distribution, "square", n, seed=0, estimators=specs, pilot=pilot, checkpoint=checkpoint)
+    whole = fg.compare(distribution, "square", n, seed=0, estimators=specs, pilot=pilot)
+    assert resumed.interrupted is None and resumed.to_dict()["estimators"] == whole.to_dict()["estimators"]
