@@ -52,6 +52,12 @@ def header(title, result):
     components = f"D = {result.dim} components, " if result.vector else ""
     if getattr(result, "analytic_note", None):
         stopped += f"no exact values: {result.analytic_note}\n"
+    from fastgrad.results import MIN_INTERVAL_SAMPLES
+
+    units = result.n // max(1, result.group)
+    if units < MIN_INTERVAL_SAMPLES:
+        stopped += (f"no intervals on variances or their ratios: they need at least {MIN_INTERVAL_SAMPLES} "
+                    f"{'groups' if result.group > 1 else 'draws'}; this run has {units}\n")  # fmt: skip
     return (
         stopped + f"{title}: {result.distribution!r}, {result.function.formula}\n"
         f"{components}n = {result.n:,} draws{omitted}, seed {result.seed}, {_plural(result.threads, 'thread')}, "
@@ -253,6 +259,11 @@ def curve_text(c):
         )
     if c.analytic_note:
         stopped += f"no exact values: {c.analytic_note}\n"
+    from fastgrad.results import MIN_INTERVAL_SAMPLES
+
+    if c.repeats < MIN_INTERVAL_SAMPLES:
+        stopped += (f"no intervals on variances or their ratios: they need at least {MIN_INTERVAL_SAMPLES} repeats; "
+                    f"this curve has {c.repeats}\n")  # fmt: skip
     vector = c.dim is not None
     omitted = ""
     if c.n_omitted and any(c.n_omitted):

@@ -32,6 +32,11 @@ from fastgrad import _format
 #: Normal quantile for the 95 % intervals.
 Z95 = 1.959963984540054
 
+#: Fewest samples (draws, or a curve's repeats) for an interval on a variance or a ratio of variances: they rest
+#: on fourth-moment estimates, which from fewer samples are meaningless (at n = 2 the interval had zero width).
+#: Below it those intervals are NaN (null in JSON), and the tables say so.
+MIN_INTERVAL_SAMPLES = 10
+
 #: Version of the ``to_dict()`` schema, written as its ``"schema"`` field
 #: (3: ``"analytic_note"``, why exact values are missing, in every document).
 SCHEMA = 3
@@ -647,6 +652,8 @@ def _row_stats(plan, s, record):
             out["variance"][p] = unit_variance * group
             out["stderr"][p] = np.sqrt(unit_variance / units)
             out["variance_stderr"][p] = group * np.sqrt(np.maximum(m4 / units - central2 * central2, 0.0) / units)
+            if units < MIN_INTERVAL_SAMPLES:
+                out["variance_stderr"][p] = np.full(plan.dim, math.nan)
         else:
             out["variance"][p] = out["stderr"][p] = out["variance_stderr"][p] = np.full(plan.dim, math.nan)
         out["mean"][p] = mean.copy()
@@ -711,6 +718,8 @@ def comparison(plan, record, analytic, context, coefficients=None, pilot=0, trac
                 else:
                     values = [variance_ratio(record, plan, plan.pair(s, p, i)) for i in range(plan.dim)]
                     values = [(v * scale, (lo * scale, hi * scale)) for v, (lo, hi) in values]
+                    if units < MIN_INTERVAL_SAMPLES:
+                        values = [(v, (math.nan, math.nan)) for v, _ in values]
                 ratio[p] = np.array([v for v, _ in values])
                 ratio_ci[p] = (np.array([lo for _, (lo, _) in values]), np.array([hi for _, (_, hi) in values]))
             if truth is not None and truth_ref is not None:
@@ -728,7 +737,7 @@ def comparison(plan, record, analytic, context, coefficients=None, pilot=0, trac
                 for b, p in enumerate(plan.wrt):
                     if s == ref:
                         total_ratio[p], total_ratio_ci[p] = 1.0, (math.nan, math.nan)
-                    elif trace_sums is None:
+                    elif trace_sums is None or units < MIN_INTERVAL_SAMPLES:
                         total_ratio_ci[p] = (math.nan, math.nan)
                     else:
                         raw = total_ratio[p] / scale
@@ -817,6 +826,7 @@ def _trace_point(plan, estimates, per, confidence_z=Z95):
             squares[s, p] = y
             trace = float(y.sum() / (count - 1))
             half = confidence_z * float(y.std()) / (float(y.mean()) * math.sqrt(count)) if y.mean() > 0 else math.nan
+            half = math.nan if count < MIN_INTERVAL_SAMPLES else half
             per["mean"][e][p].append(mean)
             per["se"][e][p].append(block.std(axis=1, ddof=1) / math.sqrt(count))
             per["var"][e][p].append(trace)
@@ -832,7 +842,7 @@ def _trace_point(plan, estimates, per, confidence_z=Z95):
             scale = plan.specs[s].evaluations / plan.specs[ref].evaluations
             a, b = squares[s, p], squares[ref, p]
             ratio = _ratio_or_inf(float(a.sum()), float(b.sum())) * scale
-            if a.mean() > 0 and b.mean() > 0:
+            if a.mean() > 0 and b.mean() > 0 and count >= MIN_INTERVAL_SAMPLES:
                 spread = np.var(a / a.mean() - b / b.mean())
                 half = confidence_z * math.sqrt(float(spread) / count)
                 per["ratio"][e][p].append(ratio)
@@ -882,7 +892,9 @@ def variance_curve(plan, totals, sizes, repeats, analytic, kept=None, **context)
                 per["mean"][e][p].append(mean)
                 per["se"][e][p].append(math.sqrt(variance / count))
                 per["var"][e][p].append(variance)
-                per["ci"][e][p].append(_log_interval(variance, m2 / count, m4 / count, count))
+                few = count < MIN_INTERVAL_SAMPLES
+                interval = _log_interval(variance, m2 / count, m4 / count, count)
+                per["ci"][e][p].append((math.nan, math.nan) if few else interval)
                 pair = plan.pair(s, p)
                 if pair is None:
                     per["ratio"][e][p].append(1.0)
@@ -891,7 +903,7 @@ def variance_curve(plan, totals, sizes, repeats, analytic, kept=None, **context)
                     scale = specs[s].evaluations / specs[ref].evaluations
                     value, (low, high) = variance_ratio(record, plan, pair)
                     per["ratio"][e][p].append(value * scale)
-                    per["rci"][e][p].append((low * scale, high * scale))
+                    per["rci"][e][p].append((math.nan, math.nan) if few else (low * scale, high * scale))
     context["n_omitted"] = tuple(omitted) if kept is not None else None
 
     def freeze(table):

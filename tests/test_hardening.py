@@ -608,3 +608,29 @@ def test_a_signal_during_the_pilot_stops_the_run_with_a_partial_result(tmp_path,
     resumed = fg.compare(distribution, "square", n, seed=0, estimators=specs, pilot=pilot, checkpoint=checkpoint)
     whole = fg.compare(distribution, "square", n, seed=0, estimators=specs, pilot=pilot)
     assert resumed.interrupted is None and resumed.to_dict()["estimators"] == whole.to_dict()["estimators"]
+
+
+# --- no meaningless intervals: below MIN_INTERVAL_SAMPLES, variances and ratios come without them ----------
+
+
+@pytest.mark.parametrize("n, has_intervals", [(2, False), (9, False), (10, True)])
+def test_variance_intervals_need_enough_draws(n, has_intervals):
+    import math
+
+    c = fg.compare(fg.Normal(2.0, 1.0), "square", n, seed=0)
+    low, _ = c.variance_ratio_ci["loc"]
+    assert math.isfinite(c.variance_ratio["loc"]) and math.isfinite(c.score.variance["loc"])
+    assert math.isfinite(low) == has_intervals and math.isfinite(c.score.variance_stderr["loc"]) == has_intervals
+    assert ("no intervals on variances" in str(c)) != has_intervals
+    json.dumps(c.to_dict(), allow_nan=False)
+
+
+@pytest.mark.parametrize("repeats, has_intervals", [(2, False), (10, True)])
+def test_curve_intervals_need_enough_repeats(repeats, has_intervals):
+    import math
+
+    c = fg.variance_curve(fg.Normal(2.0, 1.0), "square", [10, 100], repeats=repeats, seed=0)
+    (low, _), _ = c.variance_ci["score"]["loc"]
+    (ratio_low, _), _ = c.variance_ratio_ci["loc"]
+    assert math.isfinite(low) == has_intervals and math.isfinite(ratio_low) == has_intervals
+    assert ("no intervals on variances" in str(c)) != has_intervals
