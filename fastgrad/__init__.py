@@ -19,6 +19,7 @@ Modules: :mod:`fastgrad.rng` (random streams), :mod:`fastgrad.distributions`,
 
 from fastgrad import distributions, estimators, functions, rng
 from fastgrad._api import MAX_DRAWS, NonFiniteValuesError, compare, estimate, merge, variance_curve
+from fastgrad._checks import FastgradWarning, PrecisionWarning
 from fastgrad._jobs import CheckpointWarning, Partial, PartialError, UserFunctionError
 
 # Every distribution class, so that adding a family touches distributions.py only.
@@ -33,10 +34,12 @@ __all__ = [  # and the distributions, added below
     "CheckpointWarning",
     "Comparison",
     "EstimatorResult",
+    "FastgradWarning",
     "Function",
     "NonFiniteValuesError",
     "Partial",
     "PartialError",
+    "PrecisionWarning",
     "UserFunctionError",
     "VarianceCurve",
     "VariantComparison",

@@ -1,8 +1,45 @@
-"""The one check of a real-valued parameter, for distributions and functions alike."""
+"""The one check of a real-valued parameter, for distributions and functions alike, and fastgrad's warnings."""
 
 import math
+import sys
+import warnings
 
 import numpy as np
+
+#: Draws ``x = loc + scale * eps`` are quantised in steps of ``ulp(loc)``; a warning is given when a step is more
+#: than this fraction of ``scale`` (``loc = 1e16, scale = 1``: steps of 2 scales, and cos(x) is far off).
+QUANTISATION_FRACTION = 2.0**-10
+
+#: The smallest scale accepted: the smallest normal float64. Below it (subnormal) scale * eps loses precision.
+MIN_SCALE = sys.float_info.min
+
+
+class FastgradWarning(UserWarning):
+    """Base class of fastgrad's own warnings (the command line prints each as one ``warning:`` line)."""
+
+
+class PrecisionWarning(FastgradWarning):
+    """Parameters the float64 arithmetic of the draws represents only coarsely: results may be biased."""
+
+
+def check_location_scale(loc_name, loc, scale_name, scale, warn=True):
+    """Refuse a subnormal scale; warn when draws around ``loc`` are quantised coarser than the scale allows."""
+    if scale < MIN_SCALE:
+        raise ValueError(
+            f"{scale_name} must be at least {MIN_SCALE:.17g} (the smallest normal float64); got {scale!r}: "
+            f"below it the draws lose precision and the score 1/{scale_name} overflows"
+        )
+    step = math.ulp(loc)
+    if warn and step > scale * QUANTISATION_FRACTION:
+        warnings.warn(
+            PrecisionWarning(
+                f"{loc_name} = {loc!r} is so large against {scale_name} = {scale!r} that the draws "
+                f"{loc_name} + {scale_name} * eps are quantised in steps of {step:.3g} ({step / scale:.3g} "
+                f"{scale_name}s; warned above {QUANTISATION_FRACTION:.3g}): estimates of non-polynomial functions "
+                "may be biased; shift the function so that the location is small"
+            ),
+            stacklevel=4,
+        )
 
 
 def real(name, value, *, positive=False):

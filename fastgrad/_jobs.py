@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fastgrad._checks import FastgradWarning
 from fastgrad._reduction import MomentTree, tree_push_node
 
 PARTIAL_FORMAT = "fastgrad-partial"
@@ -68,7 +69,7 @@ class PartialError(ValueError):
     """A checkpoint or partial result cannot be used: corrupted, or from a different run."""
 
 
-class CheckpointWarning(UserWarning):
+class CheckpointWarning(FastgradWarning):
     """A checkpoint could not be written (a full disk, a removed directory): the run goes on without it."""
 
 

@@ -602,32 +602,33 @@ def _run(args, prog, argv):
             require_matplotlib()
         except PlottingUnavailableError as error:
             raise UsageError(f"argument --plot: {error}") from None
-    distribution = _distribution(args)
-
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    clock = time.perf_counter()
-    common = {"seed": args.seed, "wrt": args.wrt, "threads": args.threads, **_job_arguments(args, comm)}
-    with _checkpoint_warnings(prog) as checkpoint_failed:
+    with _fastgrad_warnings(prog) as checkpoint_failed:
+        distribution = _distribution(args)
+        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        clock = time.perf_counter()
+        common = {"seed": args.seed, "wrt": args.wrt, "threads": args.threads, **_job_arguments(args, comm)}
         status = _run_and_emit(args, prog, argv, fg, distribution, function, common, comm, json_path, plot_path,
                                started, clock)  # fmt: skip
     return CHECKPOINT_FAILED if status == 0 and checkpoint_failed else status
 
 
 @contextlib.contextmanager
-def _checkpoint_warnings(prog):
-    """Print a failed checkpoint write as one line (``prog: warning: ...``); the list is non-empty after one."""
+def _fastgrad_warnings(prog):
+    """Print each of fastgrad's warnings as one line (``prog: warning: ...``); the list holds failed checkpoints."""
+    from fastgrad._checks import FastgradWarning
     from fastgrad._jobs import CheckpointWarning
 
     failed = []
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", CheckpointWarning)
+        warnings.simplefilter("always", FastgradWarning)
         try:
             yield failed
         finally:
             for warning in caught:
-                if issubclass(warning.category, CheckpointWarning):
+                if issubclass(warning.category, FastgradWarning):
                     print(f"{prog}: warning: {warning.message}", file=sys.stderr)
-                    failed.append(warning)
+                    if issubclass(warning.category, CheckpointWarning):
+                        failed.append(warning)
                 else:
                     warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
 

@@ -28,6 +28,7 @@ from fractions import Fraction
 import numpy as np
 
 from fastgrad._analytic import bernoulli_expectation, exponential_expectation
+from fastgrad._checks import check_location_scale
 from fastgrad._checks import real as _real
 from fastgrad._checks import real_vector as _vector
 from fastgrad._jit import core, serial
@@ -314,6 +315,7 @@ class LocationScale:
     def __post_init__(self):
         object.__setattr__(self, "loc", _real("loc", self.loc))
         object.__setattr__(self, "scale", _real("scale", self.scale, positive=True))
+        check_location_scale("loc", self.loc, "scale", self.scale)
 
     @property
     def parameters(self):
@@ -436,6 +438,11 @@ class Bernoulli:
         value = _real("p", self.p)
         if not 0.0 < value < 1.0:
             raise ValueError(f"p must be strictly between 0 and 1; got {value!r}")
+        if value < 2.0**-53:  # (above, every float below 1 is on the grid's scale: 1 - 2**-53 is the largest)
+            raise ValueError(
+                f"p must be at least 2**-53 (1.1e-16); got {value!r}: the sampler compares p with uniforms on a "
+                "2**-53 grid, so P(x = 1) is p rounded up to that grid, off by up to 2**-53 / p relative"
+            )
         object.__setattr__(self, "p", value)
 
     @property
@@ -483,6 +490,9 @@ class DiagNormal:
         scale = _vector("scale", self.scale, positive=True)
         if len(loc) != len(scale):
             raise ValueError(f"loc and scale must have the same length; got {len(loc)} and {len(scale)}")
+        worst = max(range(len(loc)), key=lambda i: math.ulp(loc[i]) / scale[i])  # (one warning: the worst component)
+        for i in range(len(loc)):
+            check_location_scale(f"loc[{i}]", loc[i], f"scale[{i}]", scale[i], warn=i == worst)
         object.__setattr__(self, "loc", loc)
         object.__setattr__(self, "scale", scale)
 

@@ -19,11 +19,11 @@ import user_functions
 
 #: (distribution, function, estimators): runs whose exact values overflow float64 arithmetic.
 OVERFLOWING = {
-    "normal-1e50-quartic": (fg.Normal(1e50, 1.0), "quartic", None),
+    "normal-1e50-quartic": (fg.Normal(1e50, 1e40), "quartic", None),
     "exponential-1e-150-linear": (fg.Exponential(1e-150), "linear", None),
     "exponential-1e300-square": (fg.Exponential(1e300), "square", None),
-    "normal-1e50-quartic-variants": (fg.Normal(1e50, 1.0), "quartic", ["score+baseline(1)", "pathwise+antithetic"]),
-    "diagnormal-1e100-sum_of_squares": (fg.DiagNormal([1e100, 1.0], [1.0, 1.0]), fg.functions.sum_of_squares(), None),
+    "normal-1e50-quartic-variants": (fg.Normal(1e50, 1e40), "quartic", ["score+baseline(1)", "pathwise+antithetic"]),
+    "diagnormal-1e100-sum_of_squares": (fg.DiagNormal([1e100, 1.0], [1e90, 1.0]), fg.functions.sum_of_squares(), None),
 }
 
 
@@ -300,7 +300,7 @@ RESULTS = {
         fg.Normal(2.0, 1.0), "square", [12, 100], repeats=50, seed=0, estimators=["score+loo(4)", "pathwise"],
         **shard)),
     "two-draws": lambda: fg.compare(fg.Normal(2.0, 1.0), "square", 2, seed=0),
-    "overflowing": lambda: fg.compare(fg.Normal(1e50, 1.0), "quartic", 1_000, seed=0),
+    "overflowing": lambda: fg.compare(fg.Normal(1e50, 1e40), "quartic", 1_000, seed=0),
 }  # fmt: skip
 
 
@@ -634,3 +634,42 @@ def test_curve_intervals_need_enough_repeats(repeats, has_intervals):
     (ratio_low, _), _ = c.variance_ratio_ci["loc"]
     assert math.isfinite(low) == has_intervals and math.isfinite(ratio_low) == has_intervals
     assert ("no intervals on variances" in str(c)) != has_intervals
+
+
+# --- precision: parameters the float64 draws cannot represent are refused, coarse ones warned -------------
+
+UNREPRESENTABLE = {
+    "normal-subnormal-scale": (lambda: fg.Normal(0.0, 1e-310), "scale must be at least 2.2250738585072014e-308"),
+    "laplace-subnormal-scale": (lambda: fg.Laplace(0.0, 1e-310), "scale must be at least"),
+    "diagnormal-subnormal-scale": (lambda: fg.DiagNormal([0.0, 0.0], [1.0, 1e-320]), "scale[1] must be at least"),
+    "bernoulli-below-the-grid": (lambda: fg.Bernoulli(1e-17), "p must be at least 2**-53"),
+}
+
+
+@pytest.mark.parametrize("name", list(UNREPRESENTABLE))
+def test_parameters_the_draws_cannot_represent_are_refused(name):
+    construct, words = UNREPRESENTABLE[name]
+    with pytest.raises(ValueError) as caught:
+        construct()
+    assert words in str(caught.value)
+
+
+@pytest.mark.parametrize("construct", [lambda: fg.Normal(1e16, 1.0), lambda: fg.Laplace(-1e12, 1e-6),
+                                       lambda: fg.DiagNormal([0.0, 1e16], [1.0, 1.0])])  # fmt: skip
+def test_coarsely_quantised_draws_are_warned(construct):
+    with pytest.warns(fg.PrecisionWarning, match="quantised in steps of"):
+        construct()
+
+
+def test_the_cli_prints_the_precision_warning_as_one_line(capsys):
+    assert cli.main(["compare", "--loc", "1e16", "--f", "cos", "-n", "1e4", "--seed", "0"]) == 0
+    error = capsys.readouterr().err
+    assert error.count("fastgrad: warning: loc = 1e+16 is so large against scale = 1.0") == 1
+
+
+def test_ordinary_parameters_are_not_warned():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fg.Normal(1e6, 1.0), fg.Normal(2.0, 1e-12), fg.DiagNormal([1e3] * 4, [0.5] * 4), fg.Bernoulli(1e-10)
