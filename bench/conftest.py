@@ -170,6 +170,10 @@ def pytest_terminal_summary(terminalreporter):
             higher=False,
         )
         write(f"    {'  (whole process incl. interpreter start, median)':<66} {m['seconds']:>8.2f}s")
+    if "first call, read-only prefilled cache" in MEASURED:
+        m = MEASURED["first call, read-only prefilled cache"]
+        _target(write, "new process, read-only prefilled cache (s, whole process, median)", m["seconds"], 1.5,
+                unit="", higher=False)  # fmt: skip
     if "first call, cold cache (compiles)" in MEASURED:
         write(
             f"    {'new process, cold cache: import + small compare (compiles)':<66} "

@@ -67,7 +67,7 @@ import numpy as np
 from numba import types
 from numba.extending import NativeValue, models, overload, register_jitable, register_model, typeof_impl, unbox
 
-from fastgrad._jit import SERIAL, SOURCE_DIGEST, UNCACHED, block_filler, serial
+from fastgrad._jit import SOURCE_DIGEST, UNCACHED, block_filler, report_uncached, serial
 from fastgrad._parallel import for_ranges
 from fastgrad._reduction import MomentTree, block_sum, reduce_block
 from fastgrad._simd import load4, store4
@@ -1257,7 +1257,7 @@ def curve_fold(sums, owners, count, totals):
 
 # One compiled function per key: built-ins cached on disk, user functions in an
 # uncached twin (see the module docstring).
-_cached_kernel = numba.njit(**SERIAL)(_chunks)
+_cached_kernel = serial(_chunks)
 _uncached_kernel = numba.njit(**UNCACHED)(_chunks)
 
 
@@ -1275,6 +1275,7 @@ class Kernel:
         self.df = None if builtin else function.df
         self.run = run
         self.user = None if builtin else function.name
+        report_uncached()
 
     def n_chunks(self):
         return math.ceil(int(self.run.n_units) / int(self.run.per_chunk))

@@ -53,6 +53,9 @@ or your own @numba.njit function: --f mymodule:f --df mymodule:df (or file.py:f)
 """
 
 
+COMMANDS = ("compare", "estimate", "curve", "merge", "warmup")
+
+
 class UsageError(Exception):
     """A bad argument: exit status 2."""
 
@@ -404,7 +407,7 @@ def build_parser(prog="fastgrad"):
 
     parser = _Parser(prog=prog, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"fastgrad {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{compare,estimate,curve,merge}", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}", parser_class=_Parser)
 
     compare = commands.add_parser(
         "compare",
@@ -471,7 +474,48 @@ def build_parser(prog="fastgrad"):
     merge.add_argument(
         "--json", default=None, metavar="PATH", help="write the result and run metadata as JSON to PATH ('-': stdout)"
     )
+
+    warmup = commands.add_parser(
+        "warmup",
+        help="compile every built-in kernel into Numba's cache (e.g. while building a container image)",
+        description="Compile every built-in kernel (each distribution, built-in function, estimator filler and "
+        "sink) into Numba's on-disk cache, so that later processes load them, even where they cannot write "
+        "(a read-only install). Kernels of your own @njit functions are compiled per process and are not "
+        "included. See docs/hpc.md, 'Read-only installs'.",
+        epilog="examples:\n  fastgrad warmup\n  fastgrad warmup --families normal,diagnormal --functions square\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    warmup.add_argument("--families", type=_names, default=None, metavar="D[,D...]",
+                        help="only these distributions (--dist names; default: all)")  # fmt: skip
+    warmup.add_argument("--functions", type=_names, default=None, metavar="F[,F...]",
+                        help="only these built-in functions (default: all)")  # fmt: skip
+    warmup.add_argument("--list", action="store_true", help="list the kernels and compile nothing")
     return parser
+
+
+def _warmup(args, prog):
+    """``fastgrad warmup``: compile the selected built-in kernels into the cache; return the exit status."""
+    from fastgrad import _jit, _warmup
+
+    try:
+        rows = _warmup.select(_warmup.cases(), args.families, args.functions)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.list:
+        for row in rows:
+            print(f"{row.family:<12} {row.function:<15} {row.filler:<15} {row.sink}")
+        return 0
+    where = _jit.cache_directory()
+    if where is None or not _jit.cache_is_writable():
+        reason = "Numba finds no writable cache directory" if where is None else f"the cache in {where} is read-only"
+        print(f"{prog} warmup: error: nothing to warm up: {reason}; run it where fastgrad is installed, as "
+              "the owner of that directory, or with NUMBA_CACHE_DIR naming a writable directory",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"compiling {len(rows)} kernels into {where}")
+    seconds = _warmup.warmup(rows)
+    print(f"{len(rows)} kernels cached in {seconds:.1f} s")
+    return 0
 
 
 def _families():
@@ -586,6 +630,8 @@ def _run(args, prog, argv):
 
     if args.command == "merge":
         return _merge(args, prog, argv)
+    if args.command == "warmup":
+        return _warmup(args, prog)
     comm = None
     if getattr(args, "mpi", False):
         comm = _mpi_world()
@@ -767,10 +813,10 @@ def main(argv=None, prog="fastgrad"):
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            raise UsageError(f"choose a command: compare, estimate, curve or merge (see '{prog} --help')")
+            raise UsageError(f"choose a command: compare, estimate, curve, merge or warmup (see '{prog} --help')")
         return _run(args, prog, argv)
     except UsageError as error:
-        command = f"{prog} {argv[0]}" if argv and argv[0] in ("compare", "estimate", "curve", "merge") else prog
+        command = f"{prog} {argv[0]}" if argv and argv[0] in COMMANDS else prog
         print(f"{command}: error: {error}", file=sys.stderr)
         return 2
     except NonFiniteValuesError as error:

@@ -117,7 +117,7 @@ def error_of(capsys, *args):
         (("curve", "--f", "square", "--repeats", "1"), "argument --repeats: repeats must be an integer >= 2"),
         (("curve", "--f", "square", "--bogus"), "unrecognized arguments: --bogus"),
         (("frobnicate",), "invalid choice: 'frobnicate'"),
-        ((), "choose a command: compare, estimate, curve or merge"),
+        ((), "choose a command: compare, estimate, curve, merge or warmup"),
         (("estimate", "--f", "square", "-n", "100"), "the following arguments are required: --estimator"),
         (("compare", "--dist", "bernoulli", "--f", "square", "-n", "100"), "Bernoulli has no pathwise"),
         (
