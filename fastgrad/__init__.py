@@ -20,6 +20,7 @@ Modules: :mod:`fastgrad.rng` (random streams), :mod:`fastgrad.distributions`,
 from fastgrad import distributions, estimators, functions, rng
 from fastgrad._api import MAX_DRAWS, NonFiniteValuesError, compare, estimate, merge, variance_curve
 from fastgrad._checks import FastgradWarning, PrecisionWarning
+from fastgrad._jit import CacheWarning
 from fastgrad._jobs import CheckpointWarning, Partial, PartialError, UserFunctionError
 
 # Every distribution class, so that adding a family touches distributions.py only.
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [  # and the distributions, added below
     "MAX_DRAWS",
+    "CacheWarning",
     "CheckpointWarning",
     "Comparison",
     "EstimatorResult",

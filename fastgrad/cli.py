@@ -1,4 +1,4 @@
-"""The ``fastgrad`` command line: ``fastgrad compare``, ``fastgrad estimate`` and ``fastgrad curve``.
+"""The ``fastgrad`` command line: ``compare``, ``estimate``, ``curve``, ``merge`` and ``warmup``.
 
 Built on the standard library's :mod:`argparse` (no extra dependency). Every
 argument is checked before any draw is made; a bad one exits with status 2
