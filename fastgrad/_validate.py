@@ -4,12 +4,12 @@ Each check names the argument, what is accepted and what it got, and
 returns the value normalised (ints as ``int``, tuples for sequences).
 """
 
-import math
 import secrets
 
 import numba
 import numpy as np
 
+from fastgrad._checks import real
 from fastgrad.distributions import DISTRIBUTIONS, DiagNormal
 from fastgrad.functions import SeparableFunction, VectorFunction, resolve
 
@@ -143,11 +143,12 @@ def check_job_options(progress, checkpoint, checkpoint_every, shard, comm):
         if not isinstance(checkpoint, (str, os.PathLike)):
             raise TypeError(f"checkpoint must be a file path; got {checkpoint!r}")
         output_target(Path(checkpoint), "checkpoint")
-    if (
-        isinstance(checkpoint_every, (bool, np.bool_))
-        or not isinstance(checkpoint_every, (int, float, np.integer, np.floating))
-        or not (math.isfinite(checkpoint_every) and checkpoint_every >= 0)
+    if not isinstance(checkpoint_every, (int, float, np.integer, np.floating)) or isinstance(
+        checkpoint_every, (bool, np.bool_)
     ):
+        raise ValueError(f"checkpoint_every must be a number of seconds >= 0; got {checkpoint_every!r}")
+    # (an int beyond float64 is refused by real(), not an OverflowError)
+    if not real("checkpoint_every", checkpoint_every) >= 0:
         raise ValueError(f"checkpoint_every must be a number of seconds >= 0; got {checkpoint_every!r}")
     if shard is not None:
         accepted = "a pair (i, K) of integers with 0 <= i < K, e.g. (0, 4)"

@@ -250,7 +250,13 @@ def parse_estimators(specs):
         raise TypeError(f"estimators must be a list of specifications ({_SPEC_HELP}); got {specs!r}") from None
     if not items:
         raise ValueError(f"estimators must name at least one estimator: {_SPEC_HELP}")
-    parsed = tuple(parse_estimator(s.strip() if isinstance(s, str) else s) for s in items)
+    parsed = []
+    for position, item in enumerate(items):
+        try:
+            parsed.append(parse_estimator(item.strip() if isinstance(item, str) else item))
+        except (TypeError, ValueError) as error:  # say which argument, and which item of it
+            raise type(error)(f"estimators[{position}]: {error}") from None
+    parsed = tuple(parsed)
     names = [spec.name for spec in parsed]
     for name in names:
         if names.count(name) > 1:

@@ -342,7 +342,7 @@ def test_cli_curve_with_estimators(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--estimators", "pathwise+cv"], "argument --estimators: estimator 'pathwise+cv'"),
+        (["--estimators", "pathwise+cv"], "argument --estimators: estimators[0]: estimator 'pathwise+cv'"),
         (["--dist", "bernoulli", "--p", "0.3", "--estimators", "score+antithetic"], "argument --estimators:"),
         (["--estimators", "score+loo(3)"], "argument -n: n must be a multiple"),
         (["--estimators", "score+cv", "--pilot", "1"], "argument --pilot: pilot must be"),
