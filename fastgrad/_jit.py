@@ -149,23 +149,26 @@ def _njit(**options):
     return decorate
 
 
-def cache_directory():
-    """Where Numba keeps the package's compiled kernels in this process (None: nowhere, in memory only)."""
+def _kernel_cache():
+    """Numba's cache object of the package's cached kernel (None where it compiles without one)."""
     from fastgrad import _kernels
 
     cache = getattr(_kernels._cached_kernel, "_cache", None)
     if cache is None or isinstance(cache, caching.NullCache) or UNCACHED_FUNCTIONS:
         return None
-    return cache.cache_path
+    return cache
+
+
+def cache_directory():
+    """Where Numba keeps the package's compiled kernels in this process (None: nowhere, in memory only)."""
+    cache = _kernel_cache()
+    return None if cache is None else cache.cache_path
 
 
 def cache_is_writable():
     """Whether new kernels compiled here are saved for later processes."""
-    from fastgrad import _kernels
-
-    cache = getattr(_kernels._cached_kernel, "_cache", None)
-    impl = getattr(cache, "_impl", None)
-    return cache_directory() is not None and not isinstance(getattr(impl, "locator", None), ReadOnlyCacheLocator)
+    cache = _kernel_cache()
+    return cache is not None and not isinstance(cache._impl.locator, ReadOnlyCacheLocator)
 
 
 _OPTIONS = {"cache": True, "error_model": "numpy", "nogil": True}
