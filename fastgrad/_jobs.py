@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import signal
 import sys
 import tempfile
@@ -79,11 +80,16 @@ class UserFunctionError(RuntimeError):
     ``function`` is its name, ``error`` the exception it raised (also the
     ``__cause__``), ``draws_done`` the draws finished before the batch that
     raised, and ``checkpoint`` the file that holds them (None without one).
+    Under MPI every rank raises it, ``where`` naming the rank that raised
+    first, and ``draws_done`` counting every rank's.
     """
 
-    def __init__(self, function, error, draws_done=None, checkpoint=None):
+    def __init__(self, function, error, draws_done=None, checkpoint=None, where=None):
         self.function, self.error, self.draws_done, self.checkpoint = function, error, draws_done, checkpoint
+        self.where = where
         message = f"the function {function!r} raised {type(error).__name__}: {error} while evaluating draws"
+        if where is not None:
+            message += f" on {where}"
         if draws_done:  # (with none done, there is nothing to keep or lose)
             if checkpoint is not None:
                 message += f"; the {draws_done:,} draws finished before it are saved in the checkpoint {checkpoint}"
@@ -92,7 +98,16 @@ class UserFunctionError(RuntimeError):
         super().__init__(message)
 
     def __reduce__(self):  # (pickled across MPI ranks and processes)
-        return type(self), (self.function, self.error, self.draws_done, self.checkpoint)
+        return type(self), (self.function, self.error, self.draws_done, self.checkpoint, self.where)
+
+
+def _picklable(failure):
+    """Return ``(function name, error)`` of a :class:`UserFunctionError`, the error replaced if it cannot be sent."""
+    try:
+        pickle.loads(pickle.dumps(failure.error))
+    except Exception:  # (an exception class that does not pickle, or unpickle, e.g. with extra arguments)
+        return failure.function, RuntimeError(f"{type(failure.error).__name__}: {failure.error}")
+    return failure.function, failure.error
 
 
 # --- the state of a run: parts of the chunk range, each with its tree ----------------------
@@ -715,27 +730,37 @@ class Job:
                     k += 1
                     hi = bounds[k]
                 begun = time.perf_counter()
+                failure = None  # (MPI) what stopped this rank's batch: told to every rank after it
                 if hi > lo:  # (under MPI, batches finished before a resume are skipped)
                     try:
                         step(lo, hi)
                     except UserFunctionError as error:  # keep what is finished, and say where
-                        self._end_progress()
-                        if self.checkpoint is not None:
-                            save(lo, earlier + time.perf_counter() - started)
-                        done = self.draws_between(self.first, lo)
-                        raise UserFunctionError(error.function, error.error, done, self.checkpoint) from error.error
+                        if self.comm is not None:
+                            failure = error
+                        else:
+                            self._end_progress()
+                            if self.checkpoint is not None:
+                                save(lo, earlier + time.perf_counter() - started)
+                            done = self.draws_between(self.first, lo)
+                            raise UserFunctionError(error.function, error.error, done, self.checkpoint) from error.error
+                    except Exception as error:
+                        if self.comm is None:
+                            raise
+                        failure = error
                 took = time.perf_counter() - begun
                 between = time.perf_counter()
-                count, lo = hi - lo, max(lo, hi)
+                count, lo = hi - lo, lo if failure is not None else max(lo, hi)
                 due = self.checkpoint is not None and time.monotonic() - self._last_checkpoint >= self.checkpoint_every
                 stop = False
                 if self.comm is None:
                     if took > 0:  # aim the next batch at TARGET_BATCH_SECONDS
                         per_batch = int(min(max_chunks, max(1, count * TARGET_BATCH_SECONDS / took)))
                 else:
-                    flags = np.array([self.stop_reason is not None, due], dtype=np.int64)
+                    flags = np.array([self.stop_reason is not None, due, failure is not None], dtype=np.int64)
                     self.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
                     stop, due = bool(flags[0]), bool(flags[1])
+                    if flags[2]:
+                        self._rank_failed(failure, lo, save, earlier + time.perf_counter() - started)
                     if stop:
                         self.stop_reason = self.stop_reason or "SIGTERM"
                         due = self.checkpoint is not None
@@ -751,6 +776,44 @@ class Job:
         if self.checkpoint is not None:
             save(lo, seconds)
         return lo, seconds
+
+    def _rank_failed(self, failure, lo, save, seconds):
+        """(MPI) Some rank's batch raised: every rank stops here together, and raises the same error.
+
+        Every rank calls this after the ``Allreduce`` that told them. A user's
+        function that raised (:class:`UserFunctionError`) is handled as in one
+        process: the checkpoint is saved with every rank's finished batches
+        (the failing ranks' last batch not among them), and every rank raises
+        the first failing rank's error with the rank named and the draws kept
+        by all. Anything else (fastgrad's own fault, ``MemoryError``) saves
+        nothing: the failing rank raises its own exception, the others a
+        ``RuntimeError`` that names it.
+        """
+        self._end_progress()
+        own = None
+        if failure is not None:
+            own = (isinstance(failure, UserFunctionError), f"{type(failure).__name__}: {failure}")
+        told = self.comm.allgather((lo, own))
+        failed = [rank for rank, (_, what) in enumerate(told) if what is not None]
+        first = failed[0]
+        user = all(told[rank][1][0] for rank in failed)
+        if not user:
+            if failure is not None and not isinstance(failure, UserFunctionError):
+                raise failure
+            culprit = next(rank for rank in failed if not told[rank][1][0])
+            raise RuntimeError(
+                f"MPI rank {culprit} of {self.ranks} failed with {told[culprit][1][1]}; every rank stopped "
+                "(the last checkpoint written, if any, is kept)"
+            )
+        if self.checkpoint is not None:
+            save(lo, seconds)
+        done = sum(self.draws_between(shard_range(self.n_chunks, rank, self.ranks)[0], next_chunk)
+                   for rank, (next_chunk, _) in enumerate(told))  # fmt: skip
+        function, error = self.comm.bcast(_picklable(failure) if self.rank == first else None, root=first)
+        where = f"MPI rank {first} of {self.ranks}"
+        if len(failed) > 1:
+            where += f" (and {len(failed) - 1} other rank{'s' if len(failed) > 2 else ''})"
+        raise UserFunctionError(function, error, done, self.checkpoint, where=where) from error
 
     # -- checkpoints ------------------------------------------------------------------------
 

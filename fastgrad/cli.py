@@ -823,7 +823,8 @@ def main(argv=None, prog="fastgrad"):
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
     except UserFunctionError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        if error.where is None or _mpi_world().Get_rank() == 0:  # (under MPI every rank has it: rank 0 says it)
+            print(f"{prog}: error: {error}", file=sys.stderr)
         return USER_FUNCTION_FAILED
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

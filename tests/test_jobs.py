@@ -428,6 +428,63 @@ def test_mpi_api_takes_a_communicator(tmp_path):
     assert lines[-1] == f"curve {curve.variance['score']['loc']!r} {curve.variance_ratio_ci['scale']!r}"
 
 
+def _tests_on_path():
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
+
+
+@pytest.mark.subprocess
+def test_mpi_a_rank_whose_function_raises_stops_every_rank_and_keeps_the_others_work(tmp_path):
+    """Seed 8, 10**7 draws: only rank 1's draws reach x > 5. Before, rank 0 waited for rank 1 for ever."""
+    import user_functions as uf
+
+    checkpoint = tmp_path / "run.ckpt"
+    command = [_mpiexec(), "-n", "2", sys.executable, "-m", "fastgrad", "compare",
+               "--f", "user_functions:raises_above_five", "--df", "user_functions:square_derivative",
+               "-n", "1e7", "--seed", "8", "--threads", "1", "--mpi", "--checkpoint", str(checkpoint)]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, env=_tests_on_path(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == cli.USER_FUNCTION_FAILED, done.stderr
+    (line,) = done.stderr.strip().splitlines()  # one line, from rank 0
+    assert line == (f"python -m fastgrad: error: the function 'raises_above_five' raised ValueError: x above 5 "
+                    f"while evaluating draws on MPI rank 1 of 2; the 4,980,736 draws finished before it are "
+                    f"saved in the checkpoint {checkpoint}")  # fmt: skip
+    # rank 0 finished its chunks, rank 1 none: the checkpoint holds rank 0's, as a clean run of its shard has them
+    first, second = fg.Partial.load(checkpoint).parts
+    assert (first.next, second.next) == (first.stop, second.first) and 65_536 * first.stop == 4_980_736
+    clean = tmp_path / "clean.ckpt"
+    square = fg.Function(uf.square, uf.square_derivative)
+    fg.compare(fg.Normal(0.0, 1.0), square, 10**7, seed=8, threads=1, shard=(0, 2), checkpoint=clean)
+    (expected,) = fg.Partial.load(clean).parts
+    assert (expected.first, expected.stop, expected.next) == (first.first, first.stop, first.next)
+    assert expected.records.tolist() == first.records.tolist()
+
+
+@pytest.mark.subprocess
+def test_mpi_a_rank_that_fails_otherwise_stops_every_rank_naming_it(tmp_path):
+    """Not the user's function (here a MemoryError put into rank 1's kernel): no rank waits, none saves."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "from mpi4py import MPI\n"
+        "import fastgrad as fg\n"
+        "from fastgrad import _kernels\n"
+        "if MPI.COMM_WORLD.Get_rank() == 1:\n"
+        "    def fail(*args):\n"
+        "        raise MemoryError('no room')\n"
+        "    _kernels.Kernel.__call__ = fail\n"
+        "try:\n"
+        "    fg.compare(fg.Normal(2.0, 1.0), 'square', 10**6, seed=1, threads=1, comm=MPI.COMM_WORLD)\n"
+        "except Exception as error:\n"
+        "    print(MPI.COMM_WORLD.Get_rank(), type(error).__name__, error)\n"
+    )
+    done = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.strip().splitlines()) == [
+        "0 RuntimeError MPI rank 1 of 2 failed with MemoryError: no room; every rank stopped "
+        "(the last checkpoint written, if any, is kept)",
+        "1 MemoryError no room",
+    ]
+
+
 def test_variant_shards_of_a_user_function_merge_bit_identically(tmp_path):
     """The pilot's coefficients travel in the partial results: merge needs no function to recompute them."""
     import user_functions as uf
