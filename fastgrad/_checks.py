@@ -22,6 +22,37 @@ class PrecisionWarning(FastgradWarning):
     """Parameters the float64 arithmetic of the draws represents only coarsely: results may be biased."""
 
 
+#: Modules whose frames a warning passes through to reach the user's call (numpy, contextlib: decorators' frames).
+_PASSED_THROUGH = ("fastgrad", "numpy", "contextlib")
+
+
+def warn_from_caller(warning):
+    """Issue ``warning`` as if from the first frame outside fastgrad: the user's own call, however deep inside."""
+    frame, level = sys._getframe(1), 2  # (stacklevel 2: the caller of this function)
+    while frame is not None and str(frame.f_globals.get("__name__")).split(".")[0] in _PASSED_THROUGH:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(warning, stacklevel=level)
+
+
+#: Draws smaller than this (2**-511, about 1.5e-154) have squares below the smallest normal float64.
+TINY_DRAWS = 2.0**-511
+
+
+def check_draw_size(names, size):
+    """Warn when the draws are of size ``size`` below :data:`TINY_DRAWS`: their squares, and most f, underflow.
+
+    ``names`` states the parameters that make them so (``"rate = 1e+300"``).
+    """
+    if size < TINY_DRAWS:
+        warn_from_caller(
+            PrecisionWarning(
+                f"{names}: the draws are about {size:.3g} in size, below {TINY_DRAWS:.3g}, and their squares underflow "
+                "float64 (below the smallest normal number), so the values of most functions of them, and the "
+                "variances, lose precision or become 0; rescale the problem so that the draws are nearer 1"
+            )
+        )
+
+
 def check_location_scale(loc_name, loc, scale_name, scale, warn=True):
     """Refuse a subnormal scale; warn when draws around ``loc`` are quantised coarser than the scale allows."""
     if scale < MIN_SCALE:

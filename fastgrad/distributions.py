@@ -28,7 +28,7 @@ from fractions import Fraction
 import numpy as np
 
 from fastgrad._analytic import bernoulli_expectation, exponential_expectation
-from fastgrad._checks import check_location_scale
+from fastgrad._checks import check_draw_size, check_location_scale
 from fastgrad._checks import real as _real
 from fastgrad._checks import real_vector as _vector
 from fastgrad._jit import core, serial
@@ -316,6 +316,7 @@ class LocationScale:
         object.__setattr__(self, "loc", _real("loc", self.loc))
         object.__setattr__(self, "scale", _real("scale", self.scale, positive=True))
         check_location_scale("loc", self.loc, "scale", self.scale)
+        check_draw_size(f"loc = {self.loc!r} and scale = {self.scale!r}", max(abs(self.loc), self.scale))
 
     @property
     def parameters(self):
@@ -391,6 +392,7 @@ class Exponential:
 
     def __post_init__(self):
         object.__setattr__(self, "rate", _real("rate", self.rate, positive=True))
+        check_draw_size(f"rate = {self.rate!r}", 1.0 / self.rate)
 
     @property
     def parameters(self):
@@ -493,6 +495,9 @@ class DiagNormal:
         worst = max(range(len(loc)), key=lambda i: math.ulp(loc[i]) / scale[i])  # (one warning: the worst component)
         for i in range(len(loc)):
             check_location_scale(f"loc[{i}]", loc[i], f"scale[{i}]", scale[i], warn=i == worst)
+        size = [max(abs(a), b) for a, b in zip(loc, scale, strict=True)]
+        k = size.index(min(size))  # (one warning: the smallest component)
+        check_draw_size(f"loc[{k}] = {loc[k]!r} and scale[{k}] = {scale[k]!r}", size[k])
         object.__setattr__(self, "loc", loc)
         object.__setattr__(self, "scale", scale)
 

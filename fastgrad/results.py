@@ -37,6 +37,18 @@ Z95 = 1.959963984540054
 #: Below it those intervals are NaN (null in JSON), and the tables say so.
 MIN_INTERVAL_SAMPLES = 10
 
+#: Per-draw variances below the smallest normal float64 (2**-1022) are sums of squared deviations that underflowed
+#: (subnormal or zero): they lose more than rounding, and are reported as NaN with a :class:`PrecisionWarning`.
+SQUARES_FLOOR = 2.0**-1022
+
+#: Below this variance (2**-511) the fourth powers behind a variance's interval underflow the same way.
+FOURTH_POWERS_FLOOR = 2.0**-511
+
+#: An exactly zero variance is real (every value equal) when the mean is 0 (every value 0: a gradient component f
+#: does not depend on) or at least this: distinct values near such a mean differ by at least ulp(mean) >= 2**-532,
+#: whose square, 2**-1064 or more, does not round to zero.
+EXACT_ZERO_MEAN = 2.0**-480
+
 #: Version of the ``to_dict()`` schema, written as its ``"schema"`` field
 #: (3: ``"analytic_note"``, why exact values are missing, in every document).
 SCHEMA = 3
@@ -560,8 +572,8 @@ def variance_ratio(record, layout, pair, confidence_z=Z95):
     m2s, m4s = record[kx + 1], record[kx + 3]
     m2p, m4p = record[ky + 1], record[ky + 3]
     c22 = record[2 + 4 * layout.n_rows + 4 * pair + 3]
-    if m2p == 0.0:
-        return math.inf, (math.nan, math.nan)
+    if m2p == 0.0:  # (0 / 0: both estimators exact, or both lost; no ratio)
+        return (math.nan if m2s == 0.0 else math.inf), (math.nan, math.nan)
     ratio = float(m2s / m2p)
     if m2s == 0.0:
         return ratio, (math.nan, math.nan)
@@ -643,9 +655,13 @@ def _row_stats(plan, s, record):
     units = int(record[0])
     group = plan.group
     out = {key: {} for key in ("mean", "variance", "stderr", "variance_stderr", "third", "fourth")}
+    lost = []  # (parameter, component, what): figures float64 cannot hold, made NaN
     for p in plan.wrt:
         base = 2 + 4 * np.array([plan.row(s, p, i) for i in range(plan.dim)])
         mean, m2, m3, m4 = record[base], record[base + 1], record[base + 2], record[base + 3]
+        out["mean"][p] = mean.copy()
+        out["third"][p] = m3 / units if units else np.full(plan.dim, math.nan)
+        out["fourth"][p] = m4 / units if units else np.full(plan.dim, math.nan)
         if units > 1:
             unit_variance = m2 / (units - 1)
             central2 = m2 / units
@@ -654,12 +670,58 @@ def _row_stats(plan, s, record):
             out["variance_stderr"][p] = group * np.sqrt(np.maximum(m4 / units - central2 * central2, 0.0) / units)
             if units < MIN_INTERVAL_SAMPLES:
                 out["variance_stderr"][p] = np.full(plan.dim, math.nan)
+            squares, fourths = outside_float64(mean, unit_variance, m4)
+            for i in np.flatnonzero(fourths):
+                lost.append((p, int(i), "variance" if squares[i] else "interval"))
+                out["variance_stderr"][p][i] = out["third"][p][i] = out["fourth"][p][i] = math.nan
+                if squares[i]:
+                    out["variance"][p][i] = out["stderr"][p][i] = math.nan
         else:
             out["variance"][p] = out["stderr"][p] = out["variance_stderr"][p] = np.full(plan.dim, math.nan)
-        out["mean"][p] = mean.copy()
-        out["third"][p] = m3 / units if units else np.full(plan.dim, math.nan)
-        out["fourth"][p] = m4 / units if units else np.full(plan.dim, math.nan)
+    out["lost"] = lost
     return out
+
+
+def outside_float64(mean, variance, m4):
+    """Which variances (and which of their intervals) float64 cannot hold: (squares lost, fourth powers lost).
+
+    Arrays of booleans over components. A variance is lost when its sum of
+    squared deviations overflowed or underflowed (below
+    :data:`SQUARES_FLOOR`), unless it is an exact zero (every value equal,
+    see :data:`EXACT_ZERO_MEAN`); its interval also when the fourth powers
+    did (below :data:`FOURTH_POWERS_FLOOR`, or not finite).
+    """
+    mean, variance, m4 = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (mean, variance, m4))
+    exact_zero = (variance == 0) & ((mean == 0) | (np.abs(mean) >= EXACT_ZERO_MEAN))
+    squares = ~np.isfinite(variance) | ((variance < SQUARES_FLOOR) & ~exact_zero)
+    fourths = squares | ~np.isfinite(m4) | ((variance < FOURTH_POWERS_FLOOR) & ~exact_zero)
+    return squares, fourths
+
+
+def warn_outside_float64(lost, dim=1):
+    """One :class:`PrecisionWarning` for the figures :func:`outside_float64` found, named ``estimator wrt p[i]``."""
+    if not lost:
+        return
+    from fastgrad._checks import PrecisionWarning, warn_from_caller
+
+    def names(what):
+        found = [f"{e} wrt {p}" + (f"[{i}]" if dim > 1 else "") for e, p, i, kind in lost if kind == what]
+        return ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
+
+    parts = []
+    if names("variance"):
+        parts.append(f"the per-draw variances of {names('variance')} (their sums of squared deviations underflow, "
+                     f"below {SQUARES_FLOOR:.3g}, or overflow), with their standard errors")  # fmt: skip
+    if names("interval"):
+        parts.append(f"the intervals of the per-draw variances of {names('interval')} (their fourth powers underflow, "
+                     f"variances below {FOURTH_POWERS_FLOOR:.3g}, or overflow)")  # fmt: skip
+    warn_from_caller(
+        PrecisionWarning(
+            "float64 cannot hold " + "; and ".join(parts) + ": reported as nan, with the ratios they enter. The means "
+            "need no squares, but values this far from 1 may also have lost precision inside f: rescale f or the "
+            "distribution's parameters"
+        )
+    )
 
 
 def _coefficient_dict(matrix, plan, full):
@@ -692,6 +754,7 @@ def comparison(plan, record, analytic, context, coefficients=None, pilot=0, trac
     specs = plan.specs
     ref = plan.reference
     stats = [_row_stats(plan, s, record) for s in range(len(specs))]
+    warn_outside_float64([(plan.names[s], *lost) for s, st in enumerate(stats) for lost in st["lost"]], plan.dim)
     evaluations = [spec.evaluations for spec in specs]
 
     def per_parameter(values):
@@ -718,6 +781,10 @@ def comparison(plan, record, analytic, context, coefficients=None, pilot=0, trac
                 else:
                     values = [variance_ratio(record, plan, plan.pair(s, p, i)) for i in range(plan.dim)]
                     values = [(v * scale, (lo * scale, hi * scale)) for v, (lo, hi) in values]
+                    for i in range(plan.dim):  # a variance float64 cannot hold: no ratio; without fourths: no interval
+                        kinds = {kind for e in (s, ref) for q, k, kind in stats[e]["lost"] if (q, k) == (p, i)}
+                        if kinds:
+                            values[i] = (math.nan if "variance" in kinds else values[i][0], (math.nan, math.nan))
                     if units < MIN_INTERVAL_SAMPLES:
                         values = [(v, (math.nan, math.nan)) for v, _ in values]
                 ratio[p] = np.array([v for v, _ in values])
@@ -807,7 +874,7 @@ def _truth(truth, k, vector):
     return {p: (np.array(values[k], dtype=float) if vector else values[k]) for p, values in truth.items()}
 
 
-def _trace_point(plan, estimates, per, confidence_z=Z95):
+def _trace_point(plan, estimates, per, lost_here, confidence_z=Z95):
     """One sample size of a multivariate curve: per (estimator, parameter), the trace and its ratio.
 
     With ``y_r`` the squared distance of repeat ``r``'s estimate vector
@@ -827,8 +894,14 @@ def _trace_point(plan, estimates, per, confidence_z=Z95):
             trace = float(y.sum() / (count - 1))
             half = confidence_z * float(y.std()) / (float(y.mean()) * math.sqrt(count)) if y.mean() > 0 else math.nan
             half = math.nan if count < MIN_INTERVAL_SAMPLES else half
+            gone, fourths = outside_float64(np.max(np.abs(mean)), trace, np.sum(y * y))
+            if fourths[0]:  # the trace and its interval, as for one variance (no ratio either: see below)
+                lost_here.append((e, p, 0, "variance" if gone[0] else "interval"))
+                trace, half = (math.nan if gone[0] else trace), math.nan
+                squares[s, p] = np.full_like(y, math.nan) if gone[0] else y
             per["mean"][e][p].append(mean)
-            per["se"][e][p].append(block.std(axis=1, ddof=1) / math.sqrt(count))
+            spread = block.std(axis=1, ddof=1) / math.sqrt(count)
+            per["se"][e][p].append(np.full_like(spread, math.nan) if gone[0] else spread)
             per["var"][e][p].append(trace)
             per["ci"][e][p].append((trace * math.exp(-half), trace * math.exp(half)) if half == half else
                                    (math.nan, math.nan))  # fmt: skip
@@ -871,6 +944,7 @@ def variance_curve(plan, totals, sizes, repeats, analytic, kept=None, **context)
     per = {key: {e: {p: [] for p in plan.wrt} for e in names} for key in ("mean", "se", "var", "ci", "ratio", "rci")}
     record = np.empty(record_width(plan.n_rows, len(plan.pair_x)))
     omitted = []
+    lost_here = []  # figures float64 cannot hold, at any size
     for k, size in enumerate(sizes):
         units = size // group
         columns = slice(k * repeats, (k + 1) * repeats)
@@ -881,18 +955,27 @@ def variance_curve(plan, totals, sizes, repeats, analytic, kept=None, **context)
         count = estimates.shape[1]
         omitted.append(repeats - count)
         if plan.multivariate:
-            _trace_point(plan, estimates, per)
+            _trace_point(plan, estimates, per, lost_here)
             continue
         columns_record(estimates, plan.pair_x, plan.pair_y, record)
+        lost = {}  # (s, p): (squares lost, fourth powers lost), as in a comparison
+        for s in range(len(names)):
+            for p in plan.wrt:
+                base = 2 + 4 * plan.row(s, p)
+                squares, fourths = outside_float64(record[base], record[base + 1] / (count - 1), record[base + 3])
+                lost[s, p] = (bool(squares[0]), bool(fourths[0]))
+                if fourths[0]:
+                    lost_here.append((names[s], p, 0, "variance" if squares[0] else "interval"))
         for s, e in enumerate(names):
             for p in plan.wrt:
                 base = 2 + 4 * plan.row(s, p)
                 mean, m2, _, m4 = (float(v) for v in record[base : base + 4])
                 variance = m2 / (count - 1)
+                squares, fourths = lost[s, p]
                 per["mean"][e][p].append(mean)
-                per["se"][e][p].append(math.sqrt(variance / count))
-                per["var"][e][p].append(variance)
-                few = count < MIN_INTERVAL_SAMPLES
+                per["se"][e][p].append(math.nan if squares else math.sqrt(variance / count))
+                per["var"][e][p].append(math.nan if squares else variance)
+                few = count < MIN_INTERVAL_SAMPLES or fourths
                 interval = _log_interval(variance, m2 / count, m4 / count, count)
                 per["ci"][e][p].append((math.nan, math.nan) if few else interval)
                 pair = plan.pair(s, p)
@@ -902,8 +985,13 @@ def variance_curve(plan, totals, sizes, repeats, analytic, kept=None, **context)
                 else:
                     scale = specs[s].evaluations / specs[ref].evaluations
                     value, (low, high) = variance_ratio(record, plan, pair)
+                    if squares or lost[ref, p][0]:
+                        value = math.nan
+                    few = few or lost[ref, p][1]
                     per["ratio"][e][p].append(value * scale)
                     per["rci"][e][p].append((math.nan, math.nan) if few else (low * scale, high * scale))
+    # (each size's figures counted once per estimator and parameter in the one warning)
+    warn_outside_float64(sorted(set(lost_here), key=lost_here.index))
     context["n_omitted"] = tuple(omitted) if kept is not None else None
 
     def freeze(table):

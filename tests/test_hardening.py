@@ -1,6 +1,7 @@
 """Faults found by probing the API and the CLI as a demanding user would, each tested as its class."""
 
 import json
+import math
 from pathlib import Path
 
 import numba
@@ -15,13 +16,23 @@ from fastgrad.estimators import EstimatorSpec, parse_estimator, parse_estimators
 
 import user_functions
 
+
+def _quietly(construct):
+    """``construct()`` without its PrecisionWarning (parameters at float64's edges, warned where that is tested)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fg.PrecisionWarning)
+        return construct()
+
+
 # --- exact values that do not fit a float64: the run's figures stay, the exact ones are None ---------------
 
 #: (distribution, function, estimators): runs whose exact values overflow float64 arithmetic.
 OVERFLOWING = {
     "normal-1e50-quartic": (fg.Normal(1e50, 1e40), "quartic", None),
     "exponential-1e-150-linear": (fg.Exponential(1e-150), "linear", None),
-    "exponential-1e300-square": (fg.Exponential(1e300), "square", None),
+    "exponential-1e300-square": (_quietly(lambda: fg.Exponential(1e300)), "square", None),
     "normal-1e50-quartic-variants": (fg.Normal(1e50, 1e40), "quartic", ["score+baseline(1)", "pathwise+antithetic"]),
     "diagnormal-1e100-sum_of_squares": (fg.DiagNormal([1e100, 1.0], [1e90, 1.0]), fg.functions.sum_of_squares(), None),
 }
@@ -29,6 +40,7 @@ OVERFLOWING = {
 
 @pytest.mark.parametrize("name", list(OVERFLOWING))
 @pytest.mark.parametrize("kind", ["compare", "estimate", "curve"])
+@pytest.mark.filterwarnings("ignore::fastgrad.PrecisionWarning")  # (their variances overflow too: tested below)
 def test_exact_values_that_overflow_are_none_and_say_why(name, kind):
     distribution, function, estimators = OVERFLOWING[name]
     extra = {"estimators": estimators, "pilot": 2_000} if estimators else {}
@@ -300,7 +312,7 @@ RESULTS = {
         fg.Normal(2.0, 1.0), "square", [12, 100], repeats=50, seed=0, estimators=["score+loo(4)", "pathwise"],
         **shard)),
     "two-draws": lambda: fg.compare(fg.Normal(2.0, 1.0), "square", 2, seed=0),
-    "overflowing": lambda: fg.compare(fg.Normal(1e50, 1e40), "quartic", 1_000, seed=0),
+    "overflowing": lambda: _quietly(lambda: fg.compare(fg.Normal(1e50, 1e40), "quartic", 1_000, seed=0)),
 }  # fmt: skip
 
 
@@ -673,3 +685,82 @@ def test_ordinary_parameters_are_not_warned():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fg.Normal(1e6, 1.0), fg.Normal(2.0, 1e-12), fg.DiagNormal([1e3] * 4, [0.5] * 4), fg.Bernoulli(1e-10)
+
+
+# --- figures float64 cannot hold: tiny draws warned, lost variances NaN with one warning, never 0 ± 0 ------
+
+
+@pytest.mark.parametrize("construct, words", [
+    (lambda: fg.Normal(0.0, 1e-300), "loc = 0.0 and scale = 1e-300: the draws are about 1e-300 in size"),
+    (lambda: fg.Laplace(1e-170, 1e-160), "the draws are about 1e-160 in size, below 1.49e-154"),
+    (lambda: fg.Exponential(1e300), "rate = 1e+300: the draws are about 1e-300 in size"),
+    (lambda: fg.DiagNormal([1.0, 0.0], [1.0, 1e-200]), "loc[1] = 0.0 and scale[1] = 1e-200: the draws"),
+])  # fmt: skip
+def test_draws_whose_squares_underflow_are_warned(construct, words):
+    with pytest.warns(fg.PrecisionWarning, match="their squares underflow") as caught:
+        construct()
+    assert len(caught) == 1 and words in str(caught[0].message)
+
+
+def _tiny_curve():
+    return fg.variance_curve(_quietly(lambda: fg.Normal(0.0, 1e-300)), "square", [100, 1000], 20, seed=0)
+
+
+LOST = {  # name: (run, which (estimator, parameter) variances are lost, whose intervals only, words of the warning)
+    # pathwise 2x ~ 1e-300: squares underflow (before: 0 ± 0, ratio inf); the score's f = x**2 is 0 exactly
+    "underflow": (lambda: fg.compare(_quietly(lambda: fg.Normal(0.0, 1e-300)), "square", 10**5, seed=0),
+                  {("pathwise", "loc"), ("pathwise", "scale")}, set(), "underflow, below 2.23e-308"),
+    # the score x * (x - loc) ~ 1e200 * eps: squares overflow (before: inf ± nan); pathwise d/dloc = 1: a true 0
+    "overflow": (lambda: fg.compare(_quietly(lambda: fg.Normal(1e200, 1.0)), "linear", 10**5, seed=0),
+                 {("score", "loc"), ("score", "scale")}, set(), "or overflow"),
+    # values ~ 1e-100: variances fine, their fourth powers underflow (before: a zero-width interval)
+    "fourth powers": (lambda: fg.compare(fg.Normal(0.0, 1e-100), "square", 10**5, seed=0), set(),
+                      {(e, p) for e in ("score", "pathwise") for p in ("loc", "scale")}, "fourth powers underflow"),
+    "estimate": (lambda: fg.estimate(_quietly(lambda: fg.Normal(0.0, 1e-300)), "square", 10**5, seed=0,
+                                     estimator="pathwise"), {("pathwise", "loc"), ("pathwise", "scale")}, set(),
+                 "per-draw variances of pathwise wrt loc, pathwise wrt scale"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(LOST))
+def test_variances_float64_cannot_hold_are_nan_with_one_warning(name):
+    run, lost, intervals_only, words = LOST[name]
+    with pytest.warns(fg.PrecisionWarning, match="float64 cannot hold") as caught:
+        result = run()
+    assert len(caught) == 1 and words in str(caught[0].message)
+    rows = result.results if hasattr(result, "results") else (result,)
+    for row in rows:
+        for p in row.wrt:
+            gone, interval_gone = (row.estimator, p) in lost, (row.estimator, p) in intervals_only
+            assert math.isfinite(row.mean[p])  # the means are kept
+            assert math.isnan(row.variance[p]) == math.isnan(row.stderr[p]) == gone
+            assert math.isnan(row.variance_stderr[p]) == (gone or interval_gone)
+            if gone or interval_gone:
+                assert f"{row.estimator} wrt {p}" in str(caught[0].message)
+    if hasattr(result, "variance_ratio"):
+        for p in result.wrt:
+            assert math.isnan(result.variance_ratio[p]) == (("score", p) in lost or ("pathwise", p) in lost)
+            if lost or intervals_only:
+                assert all(math.isnan(v) for v in result.variance_ratio_ci[p])
+    json.dumps(result.to_dict(), allow_nan=False)
+
+
+def test_a_curve_of_variances_float64_cannot_hold_is_nan_with_one_warning():
+    with pytest.warns(fg.PrecisionWarning, match="float64 cannot hold") as caught:
+        curve = _tiny_curve()
+    assert len(caught) == 1
+    assert all(math.isnan(v) for v in curve.variance["pathwise"]["loc"])
+    assert all(math.isnan(v) for v in curve.variance_ratio["loc"])
+    json.dumps(curve.to_dict(), allow_nan=False)
+
+
+def test_exact_zero_variances_are_kept_and_not_warned():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        linear = fg.compare(fg.Normal(2.0, 1.0), "linear", 10**4, seed=0)  # pathwise d/dloc = 1 for every draw
+        weights = fg.compare(fg.DiagNormal([1.0, 2.0], [1.0, 1.0]), fg.functions.linear_form([1.0, 0.0]), 10**4,
+                             seed=0)  # x_1 has weight 0: its pathwise gradients are 0 exactly  # fmt: skip
+    assert linear.pathwise.variance["loc"] == linear.pathwise.variance_stderr["loc"] == 0.0
+    assert weights.pathwise.variance["loc"][1] == weights.pathwise.mean["loc"][1] == 0.0
