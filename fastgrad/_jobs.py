@@ -431,9 +431,25 @@ def _new_file_mode(target):
     try:
         return target.stat().st_mode & 0o7777
     except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_umask()
+
+
+def _umask():
+    """Return the umask, read without setting it where the system allows (Linux: ``/proc/self/status``).
+
+    Setting it to read it (``os.umask``'s only way) briefly changes it for
+    every thread, and a file another thread creates meanwhile gets mode 0666.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o077)  # (elsewhere: the brief change is to a safe mask)
+    os.umask(umask)
+    return umask
 
 
 def write_atomically(path, text):

@@ -476,6 +476,22 @@ def test_written_files_respect_the_umask_and_keep_an_existing_mode(tmp_path, cap
     assert kept.stat().st_mode & 0o777 == 0o664
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the umask from /proc (Linux)")
+def test_the_umask_is_read_without_being_changed(monkeypatch):
+    """Setting the umask to read it changes it for every thread meanwhile: on Linux it is only read."""
+    import os
+
+    from fastgrad import _jobs
+
+    old = os.umask(0o027)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "umask", lambda mask: pytest.fail("os.umask was called"))
+            assert _jobs._umask() == 0o027
+    finally:
+        os.umask(old)
+
+
 # --- small rough edges, each made consistent ---------------------------------------------------------------
 
 #: (command-line arguments, exit status, words of the error; None: it runs)
