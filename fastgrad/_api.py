@@ -357,19 +357,14 @@ def _run(plan, kind, n, seed, threads, nan_policy, pilot, options):
     draws_in = _draws_in(units, per_chunk)
     job = _make_job(fingerprint(plan, kind, n, seed, pilot), math.ceil(units / per_chunk),
                     lambda a, b: draws_in(a, b) * group, options, plan)  # fmt: skip
-    try:
-        with _numba_threads(threads) as used:
-            with job.signals():  # Ctrl-C/SIGTERM in the pilot stop the run before its first batch
-                coefficients = job.coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
-            kernel = plan.kernel("moments", seed=seed, n_units=units, coefficients=coefficients)
-            extra = max_chunks = None
-            if plan.multivariate:  # the trace ratio's interval needs each chunk's trace sums
-                extra = lambda records: results.chunk_trace_sums(records, plan).reshape(len(records), -1)  # noqa: E731
-                width = record_width(plan.n_rows, len(plan.pair_x))
-                max_chunks = max(1, min(_kernels.BATCH_CHUNKS, _kernels.MAX_BATCH_VALUES // width))
-            tree, seconds, _ = _kernels.run_records(kernel, plan, job, max_chunks, extra)
-    finally:
-        job.release()
+    with _running(job, plan, threads, pilot, seed) as (used, coefficients):
+        kernel = plan.kernel("moments", seed=seed, n_units=units, coefficients=coefficients)
+        extra = max_chunks = None
+        if plan.multivariate:  # the trace ratio's interval needs each chunk's trace sums
+            extra = lambda records: results.chunk_trace_sums(records, plan).reshape(len(records), -1)  # noqa: E731
+            width = record_width(plan.n_rows, len(plan.pair_x))
+            max_chunks = max(1, min(_kernels.BATCH_CHUNKS, _kernels.MAX_BATCH_VALUES // width))
+        tree, seconds, _ = _kernels.run_records(kernel, plan, job, max_chunks, extra)
     done = _finish_job(job, tree, seconds, used, plan, n, group)
     if not isinstance(done, tuple):
         return done  # a shard's Partial, or None on MPI ranks other than 0
@@ -480,6 +475,23 @@ def _draws_in(n, per_chunk):
     return lambda a, b: max(0, min(n, b * per_chunk) - a * per_chunk)
 
 
+@contextmanager
+def _running(job, plan, threads, pilot, seed):
+    """Hold the job's threads and checkpoint lock while it runs; yield (threads used, the pilot's coefficients).
+
+    The pilot runs here, under the job's signal handlers: Ctrl-C or SIGTERM
+    during it stop the run before its first batch. The lock is released
+    however the run ends.
+    """
+    try:
+        with _numba_threads(threads) as used:
+            with job.signals():
+                job.coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
+            yield used, job.coefficients
+    finally:
+        job.release()
+
+
 def _make_job(fingerprint, n_chunks, draws_between, options, layout=None):
     """Build a Job; any checkpoint is loaded and checked now, before the kernels compile."""
     from fastgrad._jobs import Job, Partial
@@ -511,14 +523,9 @@ def _run_curve(plan, sizes, repeats, seed, threads, pilot, options, nan_policy="
     job = _make_job(fingerprint(plan, "curve", positions * group, seed, pilot, sample_sizes=list(sizes),
                                 repeats=repeats, **extra), math.ceil(positions / per_chunk),
                     lambda a, b: draws_in(a, b) * group, options)  # fmt: skip
-    try:
-        with _numba_threads(threads) as used:
-            with job.signals():  # as in _run
-                coefficients = job.coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
-            kernel = plan.kernel("curve", seed=seed, n_units=positions, coefficients=coefficients)
-            part = _kernels.curve_batches(kernel, unit_sizes, repeats, plan.n_rows, job)
-    finally:
-        job.release()
+    with _running(job, plan, threads, pilot, seed) as (used, coefficients):
+        kernel = plan.kernel("curve", seed=seed, n_units=positions, coefficients=coefficients)
+        part = _kernels.curve_batches(kernel, unit_sizes, repeats, plan.n_rows, job)
     done = _curve_parts_done(job, part, unit_sizes, repeats, per_chunk, used)
     if not isinstance(done, tuple):
         return done  # a shard's Partial, or None on MPI ranks other than 0
