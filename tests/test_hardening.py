@@ -38,8 +38,12 @@ OVERFLOWING = {
 }
 
 
-@pytest.mark.parametrize("name", list(OVERFLOWING))
-@pytest.mark.parametrize("kind", ["compare", "estimate", "curve"])
+# (not a variant curve: its exact values come from the same _analytic as the variant compare's, and its
+# kernel would be one more 10 s compile)
+@pytest.mark.parametrize(
+    "name, kind",
+    [(n, k) for n in OVERFLOWING for k in ("compare", "estimate", "curve") if not (OVERFLOWING[n][2] and k == "curve")],
+)
 @pytest.mark.filterwarnings("ignore::fastgrad.PrecisionWarning")  # (their variances overflow too: tested below)
 def test_exact_values_that_overflow_are_none_and_say_why(name, kind):
     distribution, function, estimators = OVERFLOWING[name]
@@ -302,7 +306,7 @@ RESULTS = {
     "compare-diagnormal-variants": lambda: fg.compare(_DIAG, fg.functions.sum_cos(), 10_000, seed=0,
                                                       estimators=_VARIANTS, pilot=1_000),
     "curve": lambda: fg.variance_curve(fg.Normal(2.0, 1.0), "square", [4, 40], repeats=20, seed=0),
-    "curve-variants": lambda: fg.variance_curve(fg.Bernoulli(0.3), "cos", [4, 40], repeats=20, seed=0,
+    "curve-variants": lambda: fg.variance_curve(fg.Normal(2.0, 1.0), "cos", [4, 40], repeats=20, seed=0,
                                                 estimators=["score+loo(4)", "score+optimal-baseline"], pilot=1_000),
     "curve-diagnormal": lambda: fg.variance_curve(_DIAG, fg.functions.sum_of_squares(), [4, 40], repeats=20, seed=0,
                                                   estimators=["score", "pathwise+antithetic"]),
