@@ -244,3 +244,314 @@ def lane(typingctx, vector, index):
         return builder.extract_element(args[0], ir.Constant(ir.IntType(32), position))
 
     return types.float64(vector, index), codegen
+
+
+# --- lane-generic primitives: one source for scalar and 4-lane code -----------------
+#
+# Each function below takes float64 numbers or F64x4 vectors (a number beside
+# a vector counts as four copies) and emits the same IEEE operation on a
+# ``double`` or a ``<4 x double>``: code written with them and with + - * /
+# (fastgrad.math) compiles to scalar code for a float and to vector code for a
+# vector, with the same bits in every lane. Comparisons of vectors give a
+# 4-lane mask; :func:`where` selects lane by lane without branching.
+
+_MASK = ir.VectorType(ir.IntType(1), 4)
+_I64 = ir.IntType(64)
+_I64X4 = ir.VectorType(_I64, 4)
+
+
+class M1x4Type(types.Type):
+    """Four booleans: a comparison of F64x4 vectors, lane by lane."""
+
+    def __init__(self):
+        super().__init__(name="M1x4")
+
+
+m1x4 = M1x4Type()
+
+
+@register_model(M1x4Type)
+class _M1x4Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _MASK)
+
+
+_REAL = (types.Float, types.Integer)
+
+
+def _is_real(t):
+    return isinstance(t, _REAL) and not isinstance(t, types.Boolean)
+
+
+def _lane_type(*args):
+    """f64x4 if any argument is a vector, float64 if all are numbers, None (not typed here) otherwise."""
+    if not all(a == f64x4 or _is_real(a) for a in args):
+        return None
+    return f64x4 if any(a == f64x4 for a in args) else types.float64
+
+
+def _as_lanes(context, builder, value, from_type, to_type):
+    """``value`` as a double (scalar code) or a <4 x double> (vector code; numbers are splatted)."""
+    if from_type == f64x4:
+        return value
+    value = context.cast(builder, value, from_type, types.float64)
+    return _splat(builder, value) if to_type == f64x4 else value
+
+
+def _llvm_type(t):
+    return _VECTOR if t == f64x4 else ir.DoubleType()
+
+
+def _intrinsic_name(base, t):
+    return f"llvm.{base}.{'v4f64' if t == f64x4 else 'f64'}"
+
+
+def _llvm_call(base, arity):
+    """Make an intrinsic calling LLVM's ``llvm.<base>`` on ``arity`` lane-generic arguments."""
+
+    def typer(typingctx, *args):
+        result = _lane_type(*args)
+        if result is None or len(args) != arity:
+            return None
+
+        def codegen(context, builder, signature, values):
+            values = [_as_lanes(context, builder, v, t, result) for v, t in zip(values, signature.args, strict=True)]
+            llvm_type = _llvm_type(result)
+            function = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(llvm_type, [llvm_type] * arity), _intrinsic_name(base, result)
+            )
+            return builder.call(function, values)
+
+        return result(*args), codegen
+
+    return typer
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """Compute ``a * b + c`` with one rounding, in every lane (``llvm.fma``: the same bits on every CPU)."""
+    return _llvm_call("fma", 3)(typingctx, a, b, c)
+
+
+@intrinsic
+def fabs(typingctx, a):
+    """Return ``|a|``: clear the sign bit (``fabs(-0.0)`` is 0.0, NaN stays NaN)."""
+    return _llvm_call("fabs", 1)(typingctx, a)
+
+
+@intrinsic
+def copysign(typingctx, a, b):
+    """Return ``|a|`` with the sign bit of ``b``."""
+    return _llvm_call("copysign", 2)(typingctx, a, b)
+
+
+@intrinsic
+def sqrt(typingctx, a):
+    """Return the correctly rounded square root (IEEE ``squareRoot``: one instruction on every CPU)."""
+    return _llvm_call("sqrt", 1)(typingctx, a)
+
+
+def _compare(predicate):
+    """Make ``a <predicate> b``: a bool (numbers) or a mask (vectors); ordered except ``!=``, as in Python."""
+
+    @intrinsic
+    def compare(typingctx, a, b):
+        operands = _lane_type(a, b)
+        if operands is None:
+            return None
+        result = m1x4 if operands == f64x4 else types.boolean
+
+        def codegen(context, builder, signature, values):
+            x, y = (_as_lanes(context, builder, v, t, operands) for v, t in zip(values, signature.args, strict=True))
+            if predicate == "!=":
+                return builder.fcmp_unordered("!=", x, y)
+            return builder.fcmp_ordered(predicate, x, y)
+
+        return result(a, b), codegen
+
+    return compare
+
+
+less = _compare("<")
+less_equal = _compare("<=")
+greater = _compare(">")
+greater_equal = _compare(">=")
+equal = _compare("==")
+not_equal = _compare("!=")
+
+
+def _vector_comparison(operation, compare_lanes):
+    @overload(operation, inline="always")
+    def _ol(a, b):
+        if (a == f64x4 or b == f64x4) and _lane_type(a, b) is not None:
+            return lambda a, b: compare_lanes(a, b)
+        return None
+
+
+for _operation, _compare_lanes in (
+    (operator.lt, less),
+    (operator.le, less_equal),
+    (operator.gt, greater),
+    (operator.ge, greater_equal),
+    (operator.eq, equal),
+    (operator.ne, not_equal),
+):
+    _vector_comparison(_operation, _compare_lanes)
+
+
+def _is_condition(t):
+    return t == m1x4 or isinstance(t, types.Boolean)
+
+
+def _mask_binary(operation):
+    @intrinsic
+    def combine(typingctx, a, b):
+        if not (_is_condition(a) and _is_condition(b)) or (a == m1x4) != (b == m1x4):
+            return None
+
+        def codegen(context, builder, signature, values):
+            return getattr(builder, operation)(values[0], values[1])
+
+        return a(a, b), codegen
+
+    return combine
+
+
+both = _mask_binary("and_")
+either = _mask_binary("or_")
+
+
+def _mask_operator(operation, combine):
+    @overload(operation, inline="always")
+    def _ol(a, b):
+        if a == m1x4 and b == m1x4:
+            return lambda a, b: combine(a, b)
+        return None
+
+
+for _operation, _combine in ((operator.and_, both), (operator.or_, either)):
+    _mask_operator(_operation, _combine)
+
+
+@intrinsic
+def negate(typingctx, a):
+    """Logical not of a bool or of every lane of a mask."""
+    if not _is_condition(a):
+        return None
+
+    def codegen(context, builder, signature, values):
+        return builder.not_(values[0])
+
+    return a(a), codegen
+
+
+@overload(operator.invert, inline="always")
+def _ol_invert(a):
+    if a == m1x4:
+        return lambda a: negate(a)
+    return None
+
+
+@intrinsic
+def any_lane(typingctx, condition):
+    """Whether any lane of a mask is set (a bool is itself)."""
+    if not _is_condition(condition):
+        return None
+
+    def codegen(context, builder, signature, values):
+        if signature.args[0] != m1x4:
+            return values[0]
+        packed = builder.bitcast(values[0], ir.IntType(4))
+        return builder.icmp_unsigned("!=", packed, ir.Constant(ir.IntType(4), 0))
+
+    return types.boolean(condition), codegen
+
+
+@intrinsic
+def where(typingctx, condition, a, b):
+    """Return ``a`` where ``condition`` holds, else ``b``, lane by lane, without a branch (LLVM ``select``)."""
+    result = _lane_type(a, b)
+    if result is None or not _is_condition(condition) or (condition == m1x4 and result != f64x4):
+        return None
+    if condition != m1x4 and result == f64x4:
+        return None  # one bool for a whole vector: write an ordinary if
+
+    def codegen(context, builder, signature, values):
+        x, y = (_as_lanes(context, builder, v, t, result) for v, t in zip(values[1:], signature.args[1:], strict=True))
+        return builder.select(values[0], x, y)
+
+    return result(condition, a, b), codegen
+
+
+@intrinsic
+def pow2(typingctx, k):
+    """``2**k`` for an integral float ``k`` in [-1022, 1023], built from its exponent bits (exact).
+
+    Outside that range (or for NaN) the result is meaningless but harmless:
+    callers clamp ``k`` first, then replace such lanes with :func:`where`.
+    """
+    result = _lane_type(k)
+    if result is None:
+        return None
+
+    def codegen(context, builder, signature, values):
+        x = _as_lanes(context, builder, values[0], signature.args[0], result)
+        integer = _I64X4 if result == f64x4 else _I64
+        as_int = builder.fptosi(builder.call(_freeze_function(builder, result), [x]), integer)
+
+        def constant(v):
+            return ir.Constant(integer, [v] * 4) if result == f64x4 else ir.Constant(integer, v)
+
+        biased = builder.shl(builder.add(as_int, constant(1023)), constant(52))
+        return builder.bitcast(biased, _llvm_type(result))
+
+    return result(k), codegen
+
+
+def _freeze_function(builder, t):
+    """``llvm.minnum(llvm.maxnum(x, -1100), 1100)``: a finite value, so ``fptosi`` is never poison."""
+    llvm_type = _llvm_type(t)
+    name = f"fastgrad.clamp_for_int.{'v4' if t == f64x4 else 's'}"
+    module = builder.module
+    if name in module.globals:
+        return module.globals[name]
+    function = ir.Function(module, ir.FunctionType(llvm_type, [llvm_type]), name)
+    function.linkage = "internal"
+    function.attributes.add("alwaysinline")
+    inner = ir.IRBuilder(function.append_basic_block())
+    value = function.args[0]
+    low = ir.Constant(llvm_type, [-1100.0] * 4) if t == f64x4 else ir.Constant(llvm_type, -1100.0)
+    high = ir.Constant(llvm_type, [1100.0] * 4) if t == f64x4 else ir.Constant(llvm_type, 1100.0)
+    for base, bound in (("maxnum", low), ("minnum", high)):
+        signature = ir.FunctionType(llvm_type, [llvm_type] * 2)
+        value = inner.call(cgutils.get_or_insert_function(module, signature, _intrinsic_name(base, t)), [value, bound])
+    inner.ret(value)
+    return function
+
+
+@intrinsic
+def split_exponent(typingctx, x):
+    """``(m, e)`` with ``x = m * 2**e`` exactly, ``m`` in [sqrt(1/2), sqrt(2)) and ``e`` an integral float.
+
+    For positive normal ``x`` (callers scale subnormals up first and handle
+    zero, negatives, inf and NaN with :func:`where`).
+    """
+    result = _lane_type(x)
+    if result is None:
+        return None
+
+    def codegen(context, builder, signature, values):
+        value = _as_lanes(context, builder, values[0], signature.args[0], result)
+        integer = _I64X4 if result == f64x4 else _I64
+
+        def constant(v):
+            return ir.Constant(integer, [v] * 4) if result == f64x4 else ir.Constant(integer, v)
+
+        bits = builder.bitcast(value, integer)
+        offset = builder.sub(bits, constant(0x3FE6A09E667F3BCD))  # the bits of sqrt(1/2)
+        exponent = builder.ashr(offset, constant(52))
+        mantissa = builder.bitcast(builder.sub(bits, builder.shl(exponent, constant(52))), _llvm_type(result))
+        as_float = builder.sitofp(exponent, _llvm_type(result))
+        return context.make_tuple(builder, types.UniTuple(result, 2), [mantissa, as_float])
+
+    return types.UniTuple(result, 2)(x), codegen
