@@ -555,3 +555,29 @@ def split_exponent(typingctx, x):
         return context.make_tuple(builder, types.UniTuple(result, 2), [mantissa, as_float])
 
     return types.UniTuple(result, 2)(x), codegen
+
+
+@intrinsic
+def with_lane(typingctx, vector, index, value):
+    """``vector`` with lane ``index`` (a compile-time literal 0-3) replaced by the number ``value``."""
+    if vector != f64x4 or not isinstance(index, types.IntegerLiteral) or not _is_real(value):
+        return None
+    position = index.literal_value
+
+    def codegen(context, builder, signature, args):
+        number = context.cast(builder, args[2], signature.args[2], types.float64)
+        return builder.insert_element(args[0], number, ir.Constant(ir.IntType(32), position))
+
+    return f64x4(vector, index, value), codegen
+
+
+@intrinsic
+def float_bits(typingctx, x):
+    """Return the IEEE encoding of the float ``x`` as a uint64 (a bit cast, not a conversion)."""
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(context.cast(builder, args[0], signature.args[0], types.float64), _I64)
+
+    return types.uint64(x), codegen

@@ -20,11 +20,14 @@ vector width or its libm (``docs/math.md`` has the domains, the special
 values and the measured accuracy).
 """
 
-from fastgrad import _math_coefficients as C
-from fastgrad._jit import core
-from fastgrad._simd import fma, pow2, split_exponent, where
+import numpy as np
+from numba.extending import overload
 
-__all__ = ["exp", "log"]
+from fastgrad import _math_coefficients as C
+from fastgrad._jit import core, inline_core
+from fastgrad._simd import any_lane, f64x4, fabs, float_bits, fma, lane, pow2, split_exponent, where, with_lane
+
+__all__ = ["cos", "exp", "expm1", "log", "log1p", "sin", "sincos"]
 
 INF = float("inf")
 NAN = float("nan")
@@ -53,14 +56,14 @@ def _polynomial(x, c):
 
 
 @core
-def exp(x):
-    """Return ``e**x``, within 1 ulp (``docs/math.md``): inf above 709.78, 0 below -745.13, NaN for NaN.
+def _exp_reduced(x):
+    """``(k, t, t_error)``: ``e**x = 2**k (1 + t + t_error)``, ``k`` integral, ``|t| <= 0.42``.
+
+    ``t_error`` lies below ``t``'s last bit.
 
     ``x = k ln 2 + r`` with ``|r| <= ln(2)/2``: ``k`` by the rounding trick,
     ``r`` as ``hi - lo`` with ``hi`` exact (Sterbenz) and the rounding error
-    of ``r`` carried into the polynomial. ``e**r = 1 + r + r**2 P(r)``, then
-    ``2**k`` in two exact halves, so results that end subnormal are rounded
-    once.
+    of ``r`` carried into the polynomial: ``e**r - 1 = r + r**2 P(r)``.
     """
     k = (x * INV_LN2 + SHIFT) - SHIFT
     hi = x - k * LN2_HI
@@ -68,31 +71,281 @@ def exp(x):
     r = hi - lo
     dr = (hi - r) - lo  # what rounding r lost
     q = fma(r * r, _polynomial(r, C.EXP), dr)
-    p = 1.0 + (r + q)
+    t = r + q
+    return k, t, (r - t) + q
+
+
+@core
+def _scale(y, k):
+    """``y * 2**k`` for integral ``|k| <= 2100``, in two exact halves: a result that ends subnormal is rounded once."""
     half = (k * 0.5 + SHIFT) - SHIFT
-    y = (p * pow2(half)) * pow2(k - half)
+    return (y * pow2(half)) * pow2(k - half)
+
+
+@core
+def exp(x):
+    """Return ``e**x``, within 1 ulp (``docs/math.md``): inf above 709.78, 0 below -745.13, NaN for NaN."""
+    k, t, _ = _exp_reduced(x)
+    y = _scale(1.0 + t, k)
     y = where(x > EXP_OVERFLOW, INF, y)
     return where(x < EXP_UNDERFLOW, 0.0, y)
+
+
+@core
+def _exp_split(x):
+    """``(k, ph, pl)``: ``e**x = 2**k (ph + pl)`` to about 2**-60 relative, for the functions built on exp."""
+    k, t, t_error = _exp_reduced(x)
+    ph = 1.0 + t
+    return k, ph, ((1.0 - ph) + t) + t_error
+
+
+@core
+def expm1(x):
+    """Return ``e**x - 1`` within 1 ulp, accurate near 0 (``expm1(1e-20)`` is 1e-20): -1 below -38, inf above 709.78.
+
+    ``2**k (1 + t) - 1 = (2**k - 1) + 2**k t``, the sum carried in two parts;
+    for ``k`` above 1023 the last factor of 2 is applied at the end.
+    """
+    k, t, t_error = _exp_reduced(x)
+    kk = where(k > 1023.0, 1023.0, k)
+    power = pow2(kk)
+    a = power - 1.0
+    b = power * t
+    s = a + b
+    back = s - a
+    s_error = (a - (s - back)) + (b - back)
+    y = s + (s_error + power * t_error)
+    y = where(k > 1023.0, 2.0 * y, y)
+    y = where(x > EXP_OVERFLOW, INF, y)
+    y = where(x < -38.0, -1.0, y)
+    return where(x == 0.0, x, y)
+
+
+@core
+def _log_reduced(m, e, correction):
+    """``log(m 2**e) + correction`` for ``m`` in ``[sqrt(1/2), sqrt(2))`` and a small ``correction``.
+
+    ``f = m - 1``, ``s = f / (2 + f)`` and
+    ``log(1 + f) = f - (f**2/2 - s (f**2/2 + z P(z)))`` with ``z = s**2``;
+    ``e ln 2`` is added in two parts, the exact one last.
+    """
+    f = m - 1.0
+    s = f / (2.0 + f)
+    z = s * s
+    half_square = 0.5 * f * f
+    r = z * _polynomial(z, C.LOG)
+    return e * LN2_HI + (f - (half_square - (s * (half_square + r) + (e * LN2_LO + correction))))
 
 
 @core
 def log(x):
     """Return the natural logarithm, within 1 ulp: -inf at ±0, NaN below 0 and for NaN, inf at inf.
 
-    ``x = m 2**e`` with ``m`` in ``[sqrt(1/2), sqrt(2))`` (subnormals scaled by
-    ``2**54`` first), ``f = m - 1``, ``s = f / (2 + f)`` and
-    ``log(1 + f) = f - (f**2/2 - s (f**2/2 + z P(z)))`` with ``z = s**2``;
-    then ``e ln 2`` is added in two parts, the exact one last.
+    Subnormal ``x`` is scaled by ``2**54`` before its exponent is split off.
     """
     tiny = x < SMALLEST_NORMAL
     m, e = split_exponent(where(tiny, x * TWO54, x))
-    e = where(tiny, e - 54.0, e)
-    f = m - 1.0
-    s = f / (2.0 + f)
-    z = s * s
-    half_square = 0.5 * f * f
-    r = z * _polynomial(z, C.LOG)
-    y = e * LN2_HI + (f - (half_square - (s * (half_square + r) + e * LN2_LO)))
+    y = _log_reduced(m, where(tiny, e - 54.0, e), 0.0)
     y = where(x == INF, INF, y)
     y = where(x == 0.0, -INF, y)
     return where(x < 0.0, NAN, where(x != x, x, y))
+
+
+@core
+def log1p(x):
+    """Return ``log(1 + x)`` within 1 ulp, accurate near 0: -inf at -1, NaN below -1 and for NaN; keeps -0.
+
+    ``u = 1 + x`` loses ``c = x - (u - 1)`` (exact); ``log(1 + x)`` is
+    ``log(u) + c/u`` to far below the last bit.
+    """
+    u = 1.0 + x
+    c = x - (u - 1.0)
+    m, e = split_exponent(where(u > 0.0, u, 1.0))
+    y = _log_reduced(m, e, c / u)
+    y = where(x == INF, INF, y)
+    y = where(x == -1.0, -INF, y)
+    y = where(x < -1.0, NAN, where(x != x, x, y))
+    return where(x == 0.0, x, y)
+
+
+# --- sin and cos -------------------------------------------------------------------------
+#
+# x = k pi/2 + r with |r| <= pi/4 (a hair more), r carried as rh + rl. Up to
+# TRIG_FAST_LIMIT in magnitude, pi/2 in three pieces (Cody & Waite) suffices:
+# x - k HALF_PI[0] is exact with an fma (the difference is small and on the
+# grid of both terms), k HALF_PI[1] is split exactly with a second fma, and
+# k HALF_PI[2] is far below the last bit. Beyond it, lanes are reduced again
+# one at a time by _reduce_huge (Payne & Hanek: x times the bits of 2/pi that
+# matter, in integer arithmetic), which the common case never reaches.
+
+TWO_OVER_PI = 0.6366197723675814  # 2/pi, rounded
+#: |x| above this (2**20) takes the exact reduction of huge arguments.
+TRIG_FAST_LIMIT = 1048576.0
+_MASK32 = np.uint64(0xFFFFFFFF)
+_MASK52 = np.uint64((1 << 52) - 1)
+_TWO_OVER_PI_WORDS = np.array(C.TWO_OVER_PI, dtype=np.uint64)
+
+
+@core
+def _floor_quarter(k):
+    """``floor(k / 4)`` of an integral float ``k`` (|k| < 2**51)."""
+    t = (k * 0.25 + SHIFT) - SHIFT
+    return where(t > k * 0.25, t - 1.0, t)
+
+
+@core
+def _reduce(x):
+    """``(rh, rl, q)``: ``x = (4n + q) pi/2 + rh + rl``, ``q`` in {0, 1, 2, 3}, for ``|x| <= TRIG_FAST_LIMIT``."""
+    k = (x * TWO_OVER_PI + SHIFT) - SHIFT
+    r1 = fma(-k, C.HALF_PI[0], x)  # exact
+    w = k * C.HALF_PI[1]
+    w_error = fma(k, C.HALF_PI[1], -w)  # exact: k HALF_PI[1] = w + w_error
+    rh = r1 - w
+    back = rh - r1
+    rounding = (r1 - (rh - back)) - (w + back)  # Knuth's two-sum: r1 - w = rh + rounding exactly
+    rl = rounding - (w_error + k * C.HALF_PI[2])
+    return rh, rl, k - 4.0 * _floor_quarter(k)
+
+
+@core
+def _word(i):
+    """Word ``i`` of the fraction of 2/pi (0 outside the table)."""
+    if i < 0 or i >= _TWO_OVER_PI_WORDS.size:
+        return np.uint64(0)
+    return _TWO_OVER_PI_WORDS[i]
+
+
+@core
+def _bits_of_two_over_pi(start):
+    """Bits ``start .. start + 63`` of 2/pi's fraction (bit p weighs 2**-p; bits p <= 0 are 0), MSB first."""
+    i = (start - 1) // 64
+    offset = (start - 1) - 64 * i
+    if offset == 0:
+        return _word(i)
+    return (_word(i) << np.uint64(offset)) | (_word(i + 1) >> np.uint64(64 - offset))
+
+
+@core
+def _multiply(a, b):
+    """``(high, low)`` 64-bit words of the 128-bit product of two uint64s."""
+    a_lo, a_hi = a & _MASK32, a >> np.uint64(32)
+    b_lo, b_hi = b & _MASK32, b >> np.uint64(32)
+    ll, lh, hl, hh = a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi
+    middle = (ll >> np.uint64(32)) + (lh & _MASK32) + (hl & _MASK32)
+    low = (middle << np.uint64(32)) | (ll & _MASK32)
+    high = hh + (lh >> np.uint64(32)) + (hl >> np.uint64(32)) + (middle >> np.uint64(32))
+    return high, low
+
+
+@core
+def _reduce_huge(x):
+    """``_reduce`` for any finite ``x``, exactly (Payne & Hanek); scalar, for the rare huge lanes.
+
+    ``|x| = M 2**E`` with a 53-bit integer ``M``. Bits of 2/pi weighing more
+    than ``2**(1 - E)`` add multiples of 4 to ``|x| 2/pi`` and are skipped;
+    the next 192 bits, times ``M``, give the quadrant (2 bits) and the
+    fraction (190 bits) exactly but for a part below 2**-137.
+    """
+    bits = float_bits(abs(x))
+    exponent = np.int64(bits >> np.uint64(52)) - 1075
+    mantissa = (bits & _MASK52) | np.uint64(1 << 52)
+    start = exponent - 1
+    high0, a0 = _multiply(mantissa, _bits_of_two_over_pi(start + 128))
+    high1, low1 = _multiply(mantissa, _bits_of_two_over_pi(start + 64))
+    low2 = mantissa * _bits_of_two_over_pi(start)
+    a1 = high0 + low1
+    a2 = high1 + low2 + np.uint64(a1 < low1)
+    quadrant = np.int64(a2 >> np.uint64(62))
+    f = (a2 << np.uint64(2)) | (a1 >> np.uint64(62))
+    g = (a1 << np.uint64(2)) | (a0 >> np.uint64(62))
+    if f >> np.uint64(63):  # fraction >= 1/2: round up, the fraction becomes negative (two's complement)
+        quadrant += 1
+    signed = np.int64(f)  # the fraction times 2**64, in [-2**62, 2**62)
+    top = np.float64(signed)
+    rest = np.float64(signed - np.int64(top)) + np.float64(g) * 2.0**-64
+    fh = top * 2.0**-64
+    fl = rest * 2.0**-64
+    rh = fh * C.HALF_PI[0]
+    rl = fma(fh, C.HALF_PI[0], -rh) + (fh * C.HALF_PI[1] + fl * C.HALF_PI[0])
+    total = rh + rl
+    rl = rl - (total - rh)
+    quadrant = quadrant & 3
+    if x < 0:
+        return -total, -rl, np.float64((4 - quadrant) & 3)
+    return total, rl, np.float64(quadrant)
+
+
+@inline_core
+def _reduce_lane(x, rh, rl, q, i):
+    """Lane ``i`` (a literal) of the reduction again by :func:`_reduce_huge` if it is huge and finite."""
+    v = lane(x, i)
+    if abs(v) > TRIG_FAST_LIMIT and abs(v) < INF:
+        h, low, k = _reduce_huge(v)
+        return with_lane(rh, i, h), with_lane(rl, i, low), with_lane(q, i, k)
+    return rh, rl, q
+
+
+def _reduce_any(x):
+    """``_reduce`` for every finite ``x`` (scalar or vector); compiled code only."""
+    raise NotImplementedError("fastgrad.math._reduce_any is compiled code only")
+
+
+@overload(_reduce_any, inline="always")
+def _ol_reduce_any(x):
+    if x == f64x4:
+
+        def vector(x):
+            rh, rl, q = _reduce(x)
+            huge = (fabs(x) > TRIG_FAST_LIMIT) & (fabs(x) < INF)
+            if any_lane(huge):
+                rh, rl, q = _reduce_lane(x, rh, rl, q, 0)
+                rh, rl, q = _reduce_lane(x, rh, rl, q, 1)
+                rh, rl, q = _reduce_lane(x, rh, rl, q, 2)
+                rh, rl, q = _reduce_lane(x, rh, rl, q, 3)
+            return rh, rl, q
+
+        return vector
+
+    def scalar(x):
+        if abs(x) > TRIG_FAST_LIMIT and abs(x) < INF:
+            return _reduce_huge(x)
+        return _reduce(x)
+
+    return scalar
+
+
+@core
+def _sin_cos_reduced(rh, rl):
+    """``(sin(rh + rl), cos(rh + rl))`` for ``|rh| <= pi/4``, ``|rl|`` below its last bit."""
+    z = rh * rh
+    s = rh + (rh * z * _polynomial(z, C.SIN) + rl * (1.0 - 0.5 * z))
+    half = 0.5 * z
+    w = 1.0 - half
+    z_error = fma(rh, rh, -z)
+    c = w + (((1.0 - w) - half) + (z * z * _polynomial(z, C.COS) - (0.5 * z_error + rh * rl)))
+    return s, c
+
+
+@core
+def sincos(x):
+    """Return ``(sin(x), cos(x))`` from one reduction, each as :func:`sin` and :func:`cos` give it."""
+    rh, rl, q = _reduce_any(x)
+    s, c = _sin_cos_reduced(rh, rl)
+    odd = (q == 1.0) | (q == 3.0)
+    sine = where(odd, c, s)
+    cosine = where(odd, s, c)
+    sine = where(q >= 2.0, -sine, sine)
+    cosine = where((q == 1.0) | (q == 2.0), -cosine, cosine)
+    return where(x == 0.0, x, sine), cosine
+
+
+@core
+def sin(x):
+    """Return ``sin(x)`` within 1 ulp for every finite ``x`` (``sin(1e300)`` too); NaN at ±inf and NaN; keeps -0."""
+    return sincos(x)[0]
+
+
+@core
+def cos(x):
+    """Return ``cos(x)`` within 1 ulp for every finite ``x``; NaN at ±inf and NaN."""
+    return sincos(x)[1]

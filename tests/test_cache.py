@@ -105,7 +105,9 @@ def test_nothing_writable_imports_runs_and_warns_once(install):
     assert version.stderr == ""  # importing says nothing: the warning belongs to a run
     result = _run(site, SEED_RUN, env=env)
     assert result.returncode == 0, result.stderr
-    assert _figures(result.stdout) == _figures(_run(site, SEED_RUN, env={}, restricted=False).stdout)
+    # the same figures as this process's cached kernel (a second child would compile it again: 14 s)
+    here = fastgrad.compare(fastgrad.Normal(2.0, 1.0), "square", n=10**4, seed=0).to_dict()
+    assert _figures(result.stdout) == _figures(json.dumps(here))
     warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
     assert len(warnings) == 1 and "no writable cache directory" in warnings[0] and "fastgrad warmup" in warnings[0]
     assert _files(locked) == []

@@ -42,6 +42,21 @@ def _log_remainder(z):
     return (2 * mp.atanh(s) / s - 2) / z
 
 
+def _sin_remainder(z):
+    """(sin(r) / r - 1) / z with z = r**2: sin(r) = r + r z P(z)."""
+    r = mp.sqrt(z)
+    return (mp.sin(r) / r - 1) / z
+
+
+def _cos_remainder(z):
+    """(cos(r) - 1 + z / 2) / z**2 with z = r**2: cos(r) = 1 - z/2 + z**2 P(z)."""
+    r = mp.sqrt(z)
+    return (mp.cos(r) - 1 + z / 2) / z**2
+
+
+#: sin and cos reduce to |r| <= pi/4 (and a hair: k is x * 2/pi rounded, in floating point).
+TRIG_Z_MAX = (mp.pi / 4) ** 2 * mp.mpf("1.0001")
+
 #: name -> (function, interval, number of coefficients, what it is)
 POLYNOMIALS = {
     "EXP": (
@@ -56,7 +71,22 @@ POLYNOMIALS = {
         7,
         "log(1 + f) = 2s + s * z * P(z), s = f / (2 + f), z = s**2 <= (3 - 2 sqrt(2))**2",
     ),
+    "SIN": (
+        _series_or(_sin_remainder, lambda z: -mp.mpf(1) / 6 + z / 120, mp.mpf("1e-20")),
+        (0, TRIG_Z_MAX),
+        7,
+        "sin(r) = r + r * z * P(z), z = r**2 <= (pi/4)**2 (1 + 1e-4)",
+    ),
+    "COS": (
+        _series_or(_cos_remainder, lambda z: mp.mpf(1) / 24 - z / 720, mp.mpf("1e-20")),
+        (0, TRIG_Z_MAX),
+        6,
+        "cos(r) = 1 - z/2 + z**2 * P(z), z = r**2 <= (pi/4)**2 (1 + 1e-4)",
+    ),
 }
+
+#: 64-bit words of 2/pi's binary fraction (Payne-Hanek reduction of huge arguments): enough for x up to 2**1024.
+TWO_OVER_PI_WORDS = 20
 
 
 def main():
@@ -74,6 +104,22 @@ def main():
         for c in reversed(coefficients):  # chebyfit gives the highest degree first
             print(f"    {float(c)!r},")
         print(")")
+    mp.mp.prec = 64 * TWO_OVER_PI_WORDS + 64
+    fraction = int(mp.floor(2 / mp.pi * mp.mpf(2) ** (64 * TWO_OVER_PI_WORDS)))
+    words = [(fraction >> (64 * (TWO_OVER_PI_WORDS - 1 - i))) & (2**64 - 1) for i in range(TWO_OVER_PI_WORDS)]
+    half_pi = mp.pi / 2
+    pieces = []
+    for _ in range(3):
+        pieces.append(float(half_pi - sum(pieces, mp.mpf(0))))
+    print()
+    print("# pi/2 as an unevaluated sum of three floats (each the rounded remainder of the ones before)")
+    print(f"HALF_PI = ({pieces[0]!r}, {pieces[1]!r}, {pieces[2]!r})")
+    print()
+    print("# the binary fraction of 2/pi, 64 bits a word, most significant first")
+    print("TWO_OVER_PI = (")
+    for w in words:
+        print(f"    0x{w:016X},")
+    print(")")
 
 
 if __name__ == "__main__":
