@@ -59,20 +59,24 @@ def _polynomial(x, c):
 def _exp_reduced(x):
     """``(k, t, t_error)``: ``e**x = 2**k (1 + t + t_error)``, ``k`` integral, ``|t| <= 0.42``.
 
-    ``t_error`` lies below ``t``'s last bit.
-
+    ``t_error`` lies below ``t``'s last bit, and ``t + t_error`` is within
+    about 2**-60 of ``e**r - 1``: ``expm1`` doubles t's error for ``k = 1``.
     ``x = k ln 2 + r`` with ``|r| <= ln(2)/2``: ``k`` by the rounding trick,
     ``r`` as ``hi - lo`` with ``hi`` exact (Sterbenz) and the rounding error
-    of ``r`` carried into the polynomial: ``e**r - 1 = r + r**2 P(r)``.
+    ``dr`` of ``r`` kept; ``e**r - 1 = r + r**2/2 + r**3 P(r)``, the first
+    two terms summed exactly (``r**2`` split by an fma).
     """
     k = (x * INV_LN2 + SHIFT) - SHIFT
     hi = x - k * LN2_HI
     lo = k * LN2_LO
     r = hi - lo
     dr = (hi - r) - lo  # what rounding r lost
-    q = fma(r * r, _polynomial(r, C.EXP), dr)
-    t = r + q
-    return k, t, (r - t) + q
+    square = r * r
+    half = 0.5 * square
+    u = r + half
+    tail = ((r - u) + half) + (r * square * _polynomial(r, C.EXP) + (0.5 * fma(r, r, -square) + dr))
+    t = u + tail
+    return k, t, (u - t) + tail
 
 
 @core
@@ -83,20 +87,20 @@ def _scale(y, k):
 
 
 @core
-def exp(x):
-    """Return ``e**x``, within 1 ulp (``docs/math.md``): inf above 709.78, 0 below -745.13, NaN for NaN."""
-    k, t, _ = _exp_reduced(x)
-    y = _scale(1.0 + t, k)
-    y = where(x > EXP_OVERFLOW, INF, y)
-    return where(x < EXP_UNDERFLOW, 0.0, y)
-
-
-@core
 def _exp_split(x):
     """``(k, ph, pl)``: ``e**x = 2**k (ph + pl)`` to about 2**-60 relative, for the functions built on exp."""
     k, t, t_error = _exp_reduced(x)
     ph = 1.0 + t
     return k, ph, ((1.0 - ph) + t) + t_error
+
+
+@core
+def exp(x):
+    """Return ``e**x``, within 1 ulp (``docs/math.md``): inf above 709.78, 0 below -745.13, NaN for NaN."""
+    k, ph, pl = _exp_split(x)
+    y = _scale(ph + pl, k)
+    y = where(x > EXP_OVERFLOW, INF, y)
+    return where(x < EXP_UNDERFLOW, 0.0, y)
 
 
 @core
@@ -110,11 +114,12 @@ def expm1(x):
     kk = where(k > 1023.0, 1023.0, k)
     power = pow2(kk)
     a = power - 1.0
+    a_error = (power - a) - 1.0  # exact: 2**k - 1 = a + a_error (a is rounded from k = 54 on)
     b = power * t
     s = a + b
     back = s - a
     s_error = (a - (s - back)) + (b - back)
-    y = s + (s_error + power * t_error)
+    y = s + ((s_error + a_error) + power * t_error)
     y = where(k > 1023.0, 2.0 * y, y)
     y = where(x > EXP_OVERFLOW, INF, y)
     y = where(x < -38.0, -1.0, y)

@@ -32,8 +32,8 @@ def _series_or(f, series, threshold=TINY):
 
 
 def _exp_remainder(r):
-    """(exp(r) - 1 - r) / r**2: exp(r) = 1 + r + r**2 * P(r)."""
-    return (mp.exp(r) - 1 - r) / r**2
+    """(exp(r) - 1 - r - r**2/2) / r**3: exp(r) = 1 + r + r**2/2 + r**3 * P(r)."""
+    return (mp.exp(r) - 1 - r - r**2 / 2) / r**3
 
 
 def _log_remainder(z):
@@ -60,10 +60,10 @@ TRIG_Z_MAX = (mp.pi / 4) ** 2 * mp.mpf("1.0001")
 #: name -> (function, interval, number of coefficients, what it is)
 POLYNOMIALS = {
     "EXP": (
-        _series_or(_exp_remainder, lambda r: mp.mpf(1) / 2 + r / 6 + r**2 / 24),
+        _series_or(_exp_remainder, lambda r: mp.mpf(1) / 6 + r / 24 + r**2 / 120),
         (-HALF_LN2, HALF_LN2),
-        11,
-        "exp(r) = 1 + r + r**2 * P(r), |r| <= ln(2)/2",
+        10,
+        "exp(r) = 1 + r + r**2/2 + r**3 * P(r), |r| <= ln(2)/2",
     ),
     "LOG": (
         _series_or(_log_remainder, lambda z: mp.mpf(2) / 3 + 2 * z / 5),

@@ -1,0 +1,120 @@
+"""The table of fastgrad.math's functions: references, targets, domains, hard cases and special values.
+
+Shared by ``tests/test_math.py`` (a deterministic sample of a few thousand
+points per function) and ``tools/math_accuracy.py`` (10**7 points per
+function, for the table in ``docs/math.md``).
+"""
+
+import math
+
+import mpmath
+import numpy as np
+
+INF, NAN = math.inf, math.nan
+mpmath.mp.prec = 130  # the references: 77 bits beyond a double
+
+
+def _hard(*groups):
+    return np.concatenate([np.asarray(g, dtype=float) for g in groups])
+
+
+def _near(points, spread=64, above=-INF):
+    """Each point and its ``spread`` neighbours on either side, one ulp apart (those above ``above``)."""
+    out = []
+    for p in points:
+        x = float(p)
+        for _ in range(spread):
+            x = math.nextafter(x, -INF)
+        for _ in range(2 * spread + 1):
+            if x > above:
+                out.append(x)
+            x = math.nextafter(x, INF)
+    return out
+
+
+#: name -> (reference, max ulps, [(low, high, log-uniform?)...], hard cases, [(special input, exact output)...])
+#: The floats nearest to multiples k pi/2 (k small, around 2**20 where the reduction changes, and huge).
+_MULTIPLES_OF_HALF_PI = [
+    float(k * mpmath.pi / 2) for k in [*range(1, 64), *range(667_000, 667_600, 7), 10**15 + 1, 2**60]
+]
+#: The double closest to a multiple of pi/2 (about 2**-61 from it): 6381956970095103 * 2**797.
+_KAHAN = 6381956970095103 * 2.0**797
+
+# fmt: off
+FUNCTIONS = {
+    "exp": (
+        mpmath.exp,
+        1.0,
+        [(-745.2, 709.8, False), (-1.0, 1.0, False), (1e-300, 1e-5, True)],
+        _hard(_near([0.0, 709.782712893384, -708.3964185322641, -745.1332191019411, 0.5 * math.log(2)]),
+              np.arange(-745, 710, 0.5)),
+        [(0.0, 1.0), (-0.0, 1.0), (INF, INF), (-INF, 0.0), (NAN, NAN), (709.79, INF), (-745.14, 0.0), (1000.0, INF),
+         (-1e308, 0.0)],
+    ),
+    "log": (
+        mpmath.log,
+        1.0,
+        [(5e-324, 1e308, True), (0.5, 2.0, False), (5e-324, 2.2e-308, False)],
+        _hard(_near([1.0, math.sqrt(0.5), math.sqrt(2.0), 2.0, 0.5, 5e-324, 2.2250738585072014e-308,
+                     1.7976931348623157e308], above=0.0)),
+        [(1.0, 0.0), (0.0, -INF), (-0.0, -INF), (INF, INF), (-INF, NAN), (-1.0, NAN), (-5e-324, NAN), (NAN, NAN)],
+    ),
+    "expm1": (
+        mpmath.expm1,
+        1.0,
+        [(-40.0, 709.8, False), (-1.0, 1.0, False), (1e-300, 1e-3, True), (-1e-3, -1e-300, False)],
+        _hard(_near([0.0, 709.782712893384, 709.0895657128241, 0.5 * math.log(2), -0.5 * math.log(2),
+                     math.log(2), -37.42994775023705, 1e-10, -1e-10]), np.arange(-40, 710, 0.5)),
+        [(0.0, 0.0), (-0.0, -0.0), (INF, INF), (-INF, -1.0), (NAN, NAN), (1e-300, 1e-300), (-5e-324, -5e-324),
+         (710.0, INF), (-1000.0, -1.0)],
+    ),
+    "log1p": (
+        mpmath.log1p,
+        1.0,
+        [(1e-300, 1e308, True), (-1.0, 1.0, False), (1e-300, 1e-3, True), (-0.999, -1e-300, False)],
+        _hard(_near([0.0, math.sqrt(0.5) - 1.0, math.sqrt(2.0) - 1.0, 1.0, -0.5, 1e-10, -1e-10,
+                     math.nextafter(-1.0, 0.0), 2.0**53, 1.7976931348623157e308], above=-1.0)),
+        [(0.0, 0.0), (-0.0, -0.0), (-1.0, -INF), (-2.0, NAN), (INF, INF), (-INF, NAN), (NAN, NAN),
+         (5e-324, 5e-324), (-5e-324, -5e-324)],
+    ),
+    "sin": (
+        mpmath.sin,
+        1.0,
+        [(-10.0, 10.0, False), (-1e6, 1e6, False), (1e-300, 1.0, True), (1e6, 1e308, True), (-1e308, -1e6, True)],
+        _hard(_near(_MULTIPLES_OF_HALF_PI, 3), _near([0.0, 5e-324, 1048576.0, 1e22, 1e300, _KAHAN], 3)),
+        [(0.0, 0.0), (-0.0, -0.0), (INF, NAN), (-INF, NAN), (NAN, NAN), (5e-324, 5e-324), (-5e-324, -5e-324)],
+    ),
+    "cos": (
+        mpmath.cos,
+        1.0,
+        [(-10.0, 10.0, False), (-1e6, 1e6, False), (1e-300, 1.0, True), (1e6, 1e308, True), (-1e308, -1e6, True)],
+        _hard(_near(_MULTIPLES_OF_HALF_PI, 3), _near([0.0, 1048576.0, 1e22, 1e300, _KAHAN], 3)),
+        [(0.0, 1.0), (-0.0, 1.0), (INF, NAN), (-INF, NAN), (NAN, NAN), (5e-324, 1.0)],
+    ),
+}
+# fmt: on
+
+NAMES = list(FUNCTIONS)
+
+
+def sample(name, count=2000, seed=0):
+    """The hard cases and ``count`` random points per domain of function ``name`` (deterministic)."""
+    _, _, domains, hard, _ = FUNCTIONS[name]
+    rng = np.random.default_rng([seed, NAMES.index(name)])
+    parts = [hard]
+    for low, high, log_uniform in domains:
+        if log_uniform:
+            sign = 1.0 if low > 0 else -1.0  # (a negative range: its magnitudes are log-uniform)
+            ends = sorted((math.log(sign * low), math.log(sign * high)))
+            parts.append(sign * np.exp(rng.uniform(*ends, count)))
+        else:
+            parts.append(rng.uniform(low, high, count))
+    return np.concatenate(parts)
+
+
+def ulps(got, exact):
+    """|got - exact| in units of the last place of ``exact`` (subnormal spacing below the normal range)."""
+    if exact == 0 or math.isinf(float(exact)):  # exactly 0, or beyond the largest float: only that value will do
+        return 0.0 if got == float(exact) else INF
+    spacing = mpmath.mpf(2) ** max(int(mpmath.floor(mpmath.log(abs(exact), 2))) - 52, -1074)
+    return float(abs(mpmath.mpf(got) - exact) / spacing)
