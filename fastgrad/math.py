@@ -25,9 +25,21 @@ from numba.extending import overload
 
 from fastgrad import _math_coefficients as C
 from fastgrad._jit import core, inline_core
-from fastgrad._simd import any_lane, f64x4, fabs, float_bits, fma, lane, pow2, split_exponent, where, with_lane
+from fastgrad._simd import (
+    any_lane,
+    copysign,
+    f64x4,
+    fabs,
+    float_bits,
+    fma,
+    lane,
+    pow2,
+    split_exponent,
+    where,
+    with_lane,
+)
 
-__all__ = ["cos", "exp", "expm1", "log", "log1p", "sin", "sincos"]
+__all__ = ["cos", "exp", "expm1", "log", "log1p", "sigmoid", "sin", "sincos", "softplus", "tanh"]
 
 INF = float("inf")
 NAN = float("nan")
@@ -156,21 +168,121 @@ def log(x):
     return where(x < 0.0, NAN, where(x != x, x, y))
 
 
+#: Below this magnitude log1p is its Taylor series to the cube (the next term is under 2**-60 of it):
+#: there ``u - 1`` and ``c`` above would be of the size of the result and cancel.
+LOG1P_SERIES = 2.0**-20
+
+
+@core
+def _log1p_pair(h, low):
+    """``log(1 + h + low)`` for ``h > -1`` and ``low`` below h's last bit (NaN where ``1 + h <= 0``).
+
+    ``u = 1 + h`` loses ``c = h - (u - 1)`` (exact); ``log(1 + h + low)`` is
+    ``log(u) + (c + low)/u`` to far below the last bit. For
+    ``|h| < LOG1P_SERIES`` it is ``h + (low - h**2 (1/2 - h/3))``.
+    """
+    u = 1.0 + h
+    c = (h - (u - 1.0)) + low
+    m, e = split_exponent(where(u > 0.0, u, 1.0))
+    general = _log_reduced(m, e, c / u)
+    series = h + (low - h * h * (0.5 - h * (1.0 / 3.0)))
+    return where(fabs(h) < LOG1P_SERIES, series, general)
+
+
 @core
 def log1p(x):
-    """Return ``log(1 + x)`` within 1 ulp, accurate near 0: -inf at -1, NaN below -1 and for NaN; keeps -0.
-
-    ``u = 1 + x`` loses ``c = x - (u - 1)`` (exact); ``log(1 + x)`` is
-    ``log(u) + c/u`` to far below the last bit.
-    """
-    u = 1.0 + x
-    c = x - (u - 1.0)
-    m, e = split_exponent(where(u > 0.0, u, 1.0))
-    y = _log_reduced(m, e, c / u)
+    """Return ``log(1 + x)`` within 1 ulp, accurate near 0: -inf at -1, NaN below -1 and for NaN; keeps -0."""
+    y = _log1p_pair(x, 0.0)
     y = where(x == INF, INF, y)
     y = where(x == -1.0, -INF, y)
     y = where(x < -1.0, NAN, where(x != x, x, y))
     return where(x == 0.0, x, y)
+
+
+# --- functions of e**-|x|: sigmoid, softplus, tanh ---------------------------------------------
+#
+# Each needs e**y to more than a double's precision (a ratio or a log1p of it
+# would otherwise add its rounding to theirs): _exp_pair gives it as
+# ``eh + el``, and each quotient is corrected by its exact remainder (an fma).
+
+
+@core
+def _exp_pair(y):
+    """``(eh, el)`` with ``e**y = eh + el`` to about 2**-60 relative, for ``y <= 0`` (0 below the underflow)."""
+    k, ph, pl = _exp_split(y)
+    under = y < EXP_UNDERFLOW
+    return where(under, 0.0, _scale(ph, k)), where(under, 0.0, _scale(pl, k))
+
+
+@core
+def _divide(nh, nl, dh, dl):
+    """``(nh + nl) / (dh + dl)`` rounded once but for about 2**-60 (``dh + dl`` within [1, 2])."""
+    q = nh / dh
+    remainder = fma(-dh, q, nh)  # exact: nh - dh q
+    return q + ((remainder + nl) - q * dl) / dh
+
+
+@core
+def _one_plus(eh, el):
+    """``(dh, dl)`` with ``dh + dl = 1 + eh + el`` exactly but for el's rounding (``|eh| <= 1``)."""
+    dh = 1.0 + eh
+    return dh, ((1.0 - dh) + eh) + el
+
+
+@core
+def sigmoid(x):
+    """Return the logistic function ``1 / (1 + e**-x)`` within 1 ulp: 1 at inf, 0 at -inf, NaN for NaN.
+
+    With ``e = e**-|x|``: ``1 / (1 + e)`` for ``x >= 0`` and ``e / (1 + e)``
+    below, so nothing cancels and small results (``sigmoid(-700)``) keep
+    their relative accuracy.
+    """
+    eh, el = _exp_pair(-fabs(x))
+    dh, dl = _one_plus(eh, el)
+    positive = x >= 0.0
+    return _divide(where(positive, 1.0, eh), where(positive, 0.0, el), dh, dl)
+
+
+#: softplus(x) is x + log1p(e**-x) above this, log1p(e**x) at and below it (where x would cancel with the log).
+SOFTPLUS_SPLIT = 2.0
+
+
+@core
+def softplus(x):
+    """Return ``log(1 + e**x)`` within 1 ulp: ``e**x`` far below 0 (``softplus(-800)`` is 0), ``x`` far above.
+
+    One exponential and one logarithm: ``log1p(e**x)`` up to ``x = 2``, and
+    ``x + log1p(e**-x)`` above, where the log is below 0.13 and rounds away
+    under ``x``.
+    """
+    large = x > SOFTPLUS_SPLIT
+    eh, el = _exp_pair(where(large, -x, x))
+    tail = _log1p_pair(eh, el)
+    y = where(large, x + tail, tail)
+    return where(x == INF, INF, y)
+
+
+#: tanh's polynomial serves |x| below this; beyond, it is (1 - e**-2|x|) / (1 + e**-2|x|).
+TANH_SMALL = 0.4
+
+
+@core
+def tanh(x):
+    """Return the hyperbolic tangent within 1 ulp: ±1 at ±inf, NaN for NaN, -0 kept.
+
+    ``x + x z P(z)`` (``z = x**2``) for ``|x| < 0.4``; above, with
+    ``e = e**-2|x|`` carried in two parts, ``(1 - e) / (1 + e)`` with the
+    sign of ``x``.
+    """
+    a = fabs(x)
+    z = x * x
+    small = x + x * z * _polynomial(z, C.TANH)
+    eh, el = _exp_pair(-2.0 * a)
+    dh, dl = _one_plus(eh, el)
+    nh = 1.0 - eh
+    nl = ((1.0 - nh) - eh) - el
+    # (the sign last: x z P(z) is +0 at x = -0, and -0 + +0 would lose it)
+    return copysign(where(a < TANH_SMALL, small, _divide(nh, nl, dh, dl)), x)
 
 
 # --- sin and cos -------------------------------------------------------------------------

@@ -27,7 +27,7 @@ INF, NAN = math.inf, math.nan
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_accuracy_within_the_statedulps(name):
+def test_accuracy_within_the_stated_ulps(name):
     reference, target, _, _, _ = FUNCTIONS[name]
     function = getattr(fm, name)
     worst, where = 0.0, None

@@ -54,6 +54,15 @@ def _cos_remainder(z):
     return (mp.cos(r) - 1 + z / 2) / z**2
 
 
+def _tanh_remainder(z):
+    """(tanh(x) / x - 1) / z with z = x**2: tanh(x) = x + x z P(z)."""
+    x = mp.sqrt(z)
+    return (mp.tanh(x) / x - 1) / z
+
+
+#: tanh's polynomial serves |x| < TANH_SMALL; beyond, it is (1 - e**-2|x|) / (1 + e**-2|x|).
+TANH_SMALL = mp.mpf("0.4")
+
 #: sin and cos reduce to |r| <= pi/4 (and a hair: k is x * 2/pi rounded, in floating point).
 TRIG_Z_MAX = (mp.pi / 4) ** 2 * mp.mpf("1.0001")
 
@@ -82,6 +91,12 @@ POLYNOMIALS = {
         (0, TRIG_Z_MAX),
         6,
         "cos(r) = 1 - z/2 + z**2 * P(z), z = r**2 <= (pi/4)**2 (1 + 1e-4)",
+    ),
+    "TANH": (
+        _series_or(_tanh_remainder, lambda z: -mp.mpf(1) / 3 + 2 * z / 15, mp.mpf("1e-20")),
+        (0, TANH_SMALL**2 * mp.mpf("1.0001")),
+        10,
+        "tanh(x) = x + x * z * P(z), z = x**2 <= 0.4**2 (1 + 1e-4)",
     ),
 }
 

@@ -28,7 +28,17 @@ from fastgrad._simd import load4, store4
 from math_cases import FUNCTIONS, NAMES, sample, ulps
 
 #: name -> NumPy's long-double function (the screen)
-SCREENS = {"exp": np.exp, "log": np.log, "expm1": np.expm1, "log1p": np.log1p, "sin": np.sin, "cos": np.cos}
+SCREENS = {
+    "exp": np.exp,
+    "log": np.log,
+    "expm1": np.expm1,
+    "log1p": np.log1p,
+    "sin": np.sin,
+    "cos": np.cos,
+    "tanh": np.tanh,
+    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "softplus": lambda x: np.log1p(np.exp(x)),
+}
 CONFIRMED = 200
 
 
