@@ -102,6 +102,11 @@ def pytest_terminal_summary(terminalreporter):
                         f"{m['single_batch_median_seconds']:.4f} s as one batch: dispatch overhead "
                         f"{100 * m['dispatch_overhead']:+.2f} % (target < 2 %)"
                     )
+        if group == "math":
+            for function in dict.fromkeys(m["function"] for m in MEASURED.values() if m["group"] == group):
+                speedup = _ratio(f"fastgrad.math {function}", f"NumPy {function}")
+                if speedup:
+                    write(f"    {function}: fastgrad.math vs NumPy's ufunc, one thread: {speedup:.2f}x")
         if group == "variants":
             speedup = _ratio("variants: all ten", "variants: NumPy vectorised, all ten")
             if speedup:

@@ -121,7 +121,7 @@ FUNCTIONS = {
 NAMES = list(FUNCTIONS)
 
 
-def sample(name, count=2000, seed=0):
+def sample(name, count=1000, seed=0):
     """The hard cases and ``count`` random points per domain of function ``name`` (deterministic)."""
     _, _, domains, hard, _ = FUNCTIONS[name]
     rng = np.random.default_rng([seed, NAMES.index(name)])

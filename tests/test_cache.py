@@ -1,5 +1,10 @@
 """Numba's cache on read-only installs: import everywhere, read a pre-filled cache, ``fastgrad warmup``.
 
+The two cases that compile fastgrad's kernels from nothing in a child (about
+25 s each, all of it compiling) are marked ``readonly`` and run as a step of
+their own in ``.ci/run`` (``pytest -m readonly tests/test_cache.py``), outside
+the suite's five-minute budget, like the SLURM tests.
+
 Each case runs a fresh interpreter on a private copy of the package whose
 directories cannot be written. As root, permission bits do not bind, so
 the child is started without the capabilities that bypass them
@@ -95,6 +100,7 @@ def _figures(stdout):
     return {name: (row["mean"], row["variance"]) for name, row in data["estimators"].items()}
 
 
+@pytest.mark.readonly
 def test_nothing_writable_imports_runs_and_warns_once(install):
     """Package, NUMBA_CACHE_DIR and HOME all unwritable, no cache anywhere: it runs, compiling in memory."""
     site, locked = install
@@ -113,6 +119,7 @@ def test_nothing_writable_imports_runs_and_warns_once(install):
     assert _files(locked) == []
 
 
+@pytest.mark.readonly
 def test_a_prefilled_read_only_cache_is_used_and_left_alone(install, tmp_path):
     """The cluster case: a read-only install warmed up by its owner, a writable HOME."""
     site, _ = install
