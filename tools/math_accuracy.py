@@ -37,7 +37,7 @@ SCREENS = {
     "cos": np.cos,
     "tanh": np.tanh,
     "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
-    "softplus": lambda x: np.log1p(np.exp(x)),
+    "softplus": lambda x: np.logaddexp(np.longdouble(0.0), x),
 }
 CONFIRMED = 200
 
