@@ -93,7 +93,8 @@ def pytest_terminal_summary(terminalreporter):
                 ratio = f"  variance ratio {m['variance_ratio']:.3f}" if "variance_ratio" in m else ""
                 if "components_per_second" in m:
                     ratio += f"  {m['components_per_second'] / 1e6:8.1f} M components/s"
-                write(f"    {name:<40} {m['draws_per_second'] / 1e6:9.3f} M draws/s{ratio}")
+                unit = "values" if group == "math" else "draws"  # (fastgrad.math: array values per second)
+                write(f"    {name:<40} {m['draws_per_second'] / 1e6:9.3f} M {unit}/s{ratio}")
         if group == "dispatch":
             for m in MEASURED.values():
                 if "dispatch_overhead" in m:
