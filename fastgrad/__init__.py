@@ -14,10 +14,11 @@ The same from the shell: ``fastgrad compare ...`` and ``fastgrad curve ...``
 (``fastgrad --help``).
 
 Modules: :mod:`fastgrad.rng` (random streams), :mod:`fastgrad.distributions`,
-:mod:`fastgrad.functions`, :mod:`fastgrad.estimators`, :mod:`fastgrad.results`.
+:mod:`fastgrad.functions`, :mod:`fastgrad.estimators`, :mod:`fastgrad.results`,
+:mod:`fastgrad.math` (elementary functions with the same bits on every machine).
 """
 
-from fastgrad import distributions, estimators, functions, rng
+from fastgrad import distributions, estimators, functions, math, rng
 from fastgrad._api import MAX_DRAWS, NonFiniteValuesError, compare, estimate, merge, variance_curve
 from fastgrad._checks import FastgradWarning, PrecisionWarning
 from fastgrad._jit import CacheWarning
@@ -52,6 +53,7 @@ __all__ = [  # and the distributions, added below
     "estimate",
     "estimators",
     "functions",
+    "math",
     "merge",
     "rng",
     "variance_curve",

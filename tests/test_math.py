@@ -119,6 +119,13 @@ def test_exp_is_the_operations_written_in_its_source():
     assert np.array_equal(compiled.view(np.int64), python.view(np.int64))
 
 
+def test_the_module_is_public_as_fastgrad_math():
+    import fastgrad as fg
+
+    assert fg.math is fm and "math" in fg.__all__
+    assert set(fm.__all__) <= set(dir(fm))
+
+
 def test_coefficients_are_what_the_generator_prints():
     generated = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "make_math_coefficients.py")], capture_output=True, text=True, check=True
