@@ -109,6 +109,12 @@ def test_bad_parameters_are_refused_naming_them(name):
 RAISING = fg.Function(user_functions.raises_above_five, user_functions.square_derivative)
 
 
+#: The tests of RAISING and ALWAYS_NAN run on one worker (--dist loadgroup): kernels specialised on a user's
+#: function are compiled in each process that runs them (Numba cannot cache them), 4-6 s each here.
+ONE_WORKER = pytest.mark.xdist_group("hardening-user-functions")
+
+
+@ONE_WORKER
 @pytest.mark.parametrize("kind", ["compare", "estimate", "curve", "variants"])
 def test_a_user_function_that_raises_is_named_with_its_error(kind):
     distribution = fg.Normal(0.0, 1.0)
@@ -124,6 +130,7 @@ def test_a_user_function_that_raises_is_named_with_its_error(kind):
     assert isinstance(caught.value.__cause__, ValueError)
 
 
+@ONE_WORKER
 def test_draws_finished_before_the_function_raised_are_in_the_checkpoint(tmp_path, monkeypatch):
     from fastgrad import _jobs
 
@@ -145,6 +152,7 @@ def test_draws_finished_before_the_function_raised_are_in_the_checkpoint(tmp_pat
     np.testing.assert_array_equal(clean.records, part.records)
 
 
+@ONE_WORKER
 def test_the_cli_exits_3_naming_the_function(capsys):
     status = cli.main(["compare", "--f", "user_functions:raises_above_five", "--df", "user_functions:square_derivative",
                        "-n", "1e7", "--seed", "0"])  # fmt: skip
@@ -212,6 +220,7 @@ def test_user_functions_of_the_wrong_shape_are_refused_when_made(name):
 ALWAYS_NAN = fg.Function(user_functions.always_nan, user_functions.always_nan)
 
 
+@ONE_WORKER
 @pytest.mark.parametrize("kind", ["compare", "estimate", "curve", "variants"])
 def test_omit_with_every_draw_non_finite_is_an_error(kind):
     normal = fg.Normal(0.0, 1.0)
@@ -226,6 +235,7 @@ def test_omit_with_every_draw_non_finite_is_an_error(kind):
         calls[kind]()
 
 
+@ONE_WORKER
 def test_the_cli_exits_1_when_omit_leaves_nothing(capsys):
     status = cli.main(["compare", "--f", "user_functions:always_nan", "--df", "user_functions:always_nan",
                        "-n", "1e5", "--seed", "0", "--nan-policy", "omit"])  # fmt: skip
