@@ -479,14 +479,13 @@ def _draws_in(n, per_chunk):
 def _running(job, plan, threads, pilot, seed):
     """Hold the job's threads and checkpoint lock while it runs; yield (threads used, the pilot's coefficients).
 
-    The pilot runs here, under the job's signal handlers: Ctrl-C or SIGTERM
-    during it stop the run before its first batch. The lock is released
-    however the run ends.
+    The pilot, the kernel's compilation and the batches run under the job's
+    signal handlers: Ctrl-C or SIGTERM before the first batch stop the run
+    there, with its checkpoint. The lock is released however the run ends.
     """
     try:
-        with _numba_threads(threads) as used:
-            with job.signals():
-                job.coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
+        with _numba_threads(threads) as used, job.signals():
+            job.coefficients = None if plan.classic else _pilot.coefficients(plan, pilot, seed)
             yield used, job.coefficients
     finally:
         job.release()

@@ -595,6 +595,7 @@ class Job:
         self.checkpoint_error = None  # why the last checkpoint write failed (None: it did, or none was due)
         self._warned_checkpoint = False
         self.stop_reason = None  # "SIGINT" or "SIGTERM" once a stop was asked for
+        self._holding_signals = False  # inside signals(): its handlers are installed
         self.coefficients = None  # the pilot's, when there is one: partial results carry them to merge
         self.resumed_from = None
         self.dispatch_seconds = 0.0  # time between batches spent outside the kernels
@@ -957,25 +958,81 @@ class Job:
 
     @contextlib.contextmanager
     def signals(self):
-        """Ctrl-C and SIGTERM ask the loop to stop after the current batch (a second Ctrl-C aborts)."""
-        if threading.current_thread() is not threading.main_thread():
+        """Ctrl-C and SIGTERM ask the loop to stop after the current batch (a second Ctrl-C aborts).
+
+        Re-entrant: a run holds them from its pilot to its last batch, and the
+        loop's own use inside that changes nothing. A stop already received
+        by :func:`holding_stops` (while the command started up or compiled)
+        counts as received now: the run stops before its first batch.
+        """
+        if threading.current_thread() is not threading.main_thread() or self._holding_signals:
             yield
             return
+        held = _held_stops
+        if held and self.stop_reason is None:
+            self.stop_reason = held[-1]
 
         def on_interrupt(signum, frame):
+            if held is not None:
+                held.append("SIGINT")
             if self.stop_reason == "SIGINT":
                 raise KeyboardInterrupt
             self.stop_reason = "SIGINT"
 
         def on_terminate(signum, frame):
+            if held is not None:
+                held.append("SIGTERM")
             self.stop_reason = "SIGTERM"
 
         previous = signal.signal(signal.SIGINT, on_interrupt), signal.signal(signal.SIGTERM, on_terminate)
+        self._holding_signals = True
         try:
             yield
         finally:
+            self._holding_signals = False
             signal.signal(signal.SIGINT, previous[0])
             signal.signal(signal.SIGTERM, previous[1])
+
+
+#: The stops (``"SIGINT"``, ``"SIGTERM"``) received while :func:`holding_stops` holds, in order (None: it
+#: does not hold).
+_held_stops = None
+
+
+@contextlib.contextmanager
+def holding_stops():
+    """Hold Ctrl-C and SIGTERM for a whole command, not only a run's batches; yield the stops received.
+
+    The command line wraps each run in this. Outside the batches (starting
+    up, compiling, printing and writing the result) a signal is remembered
+    instead of ending the process at once: a run that has not started its
+    batches yet stops before the first (:meth:`Job.signals`), and a run that
+    had already finished keeps its complete result, printed and written. A
+    second Ctrl-C still aborts at once. Outside the main thread it does
+    nothing.
+    """
+    global _held_stops
+    if threading.current_thread() is not threading.main_thread() or _held_stops is not None:
+        yield [] if _held_stops is None else _held_stops
+        return
+    received = []
+
+    def on_interrupt(signum, frame):
+        if "SIGINT" in received:
+            raise KeyboardInterrupt
+        received.append("SIGINT")
+
+    def on_terminate(signum, frame):
+        received.append("SIGTERM")
+
+    previous = signal.signal(signal.SIGINT, on_interrupt), signal.signal(signal.SIGTERM, on_terminate)
+    _held_stops = received
+    try:
+        yield received
+    finally:
+        _held_stops = None
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
 
 
 def _duration(seconds):

@@ -648,13 +648,20 @@ def _run(args, prog, argv):
             require_matplotlib()
         except PlottingUnavailableError as error:
             raise UsageError(f"argument --plot: {error}") from None
-    with _fastgrad_warnings(prog) as checkpoint_failed:
+    from fastgrad._jobs import holding_stops
+
+    # Ctrl-C and SIGTERM are held from here to the last line written: one that comes while the kernels
+    # compile stops the run before its first batch; one that comes after the last batch (SLURM's early
+    # signal, say) no longer kills a finished run on its way out.
+    with holding_stops() as stops, _fastgrad_warnings(prog) as checkpoint_failed:
         distribution = _distribution(args)
         started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         clock = time.perf_counter()
         common = {"seed": args.seed, "wrt": args.wrt, "threads": args.threads, **_job_arguments(args, comm)}
         status = _run_and_emit(args, prog, argv, fg, distribution, function, common, comm, json_path, plot_path,
                                started, clock)  # fmt: skip
+        if status == 0 and stops and (comm is None or comm.Get_rank() == 0):
+            print(f"{prog}: {stops[-1]} received with no draws left to stop: the result is complete", file=sys.stderr)
     return CHECKPOINT_FAILED if status == 0 and checkpoint_failed else status
 
 

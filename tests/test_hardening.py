@@ -652,6 +652,63 @@ def test_a_signal_during_the_pilot_stops_the_run_with_a_partial_result(tmp_path,
     assert resumed.interrupted is None and resumed.to_dict()["estimators"] == whole.to_dict()["estimators"]
 
 
+def test_a_sigterm_while_the_kernel_compiles_stops_the_run_before_its_first_batch(tmp_path, monkeypatch):
+    """The gap between the pilot and the first batch (the kernel's compilation) is held too."""
+    import os
+    import signal
+
+    from fastgrad.estimators import Plan
+
+    build = Plan.kernel
+
+    def kernel_then_sigterm(self, *args, **kwargs):
+        kernel = build(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # (handled before the next bytecode: the run has not started)
+        return kernel
+
+    checkpoint, n = tmp_path / "run.ckpt", 4 * 65_536
+    distribution = fg.Normal(2.0, 1.0)
+    monkeypatch.setattr(Plan, "kernel", kernel_then_sigterm)
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # (on a fault here, the worker is not killed)
+    try:
+        stopped = fg.compare(distribution, "square", n, seed=0, checkpoint=checkpoint)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    monkeypatch.undo()
+    assert stopped.interrupted == "SIGTERM" and stopped.n == 0 and checkpoint.exists()
+    resumed = fg.compare(distribution, "square", n, seed=0, checkpoint=checkpoint)
+    whole = fg.compare(distribution, "square", n, seed=0)
+    assert resumed.interrupted is None and resumed.to_dict()["estimators"] == whole.to_dict()["estimators"]
+
+
+#: A command line whose process gets SIGTERM after its last batch, while the result is being written (as
+#: SLURM's early signal does when the run ends just before it): argv[1] is the JSON path.
+_LATE_SIGTERM = """
+import os, signal, sys
+from fastgrad import cli
+emit = cli._emit
+def emit_after_sigterm(*args):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return emit(*args)
+cli._emit = emit_after_sigterm
+sys.exit(cli.main(["compare", "--loc", "2", "--f", "square", "-n", "1e5", "--seed", "0", "--json", sys.argv[1]]))
+"""
+
+
+@pytest.mark.subprocess
+def test_a_sigterm_after_the_last_batch_keeps_the_complete_result_and_exits_0(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.json"
+    done = subprocess.run([sys.executable, "-c", _LATE_SIGTERM, str(out)], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "SIGTERM received with no draws left to stop: the result is complete" in done.stderr
+    result = json.loads(out.read_text())
+    assert result["interrupted"] is None and result["n"] == 10**5
+
+
 # --- no meaningless intervals: below MIN_INTERVAL_SAMPLES, variances and ratios come without them ----------
 
 
