@@ -362,7 +362,7 @@ class Partial:
             coefficients=data.get("coefficients"),
         )
 
-    def check_versions(self, source):
+    def check_versions(self, source, use="merge it with the fastgrad that wrote it"):
         """Refuse a file written by another fastgrad version or stream/record layout than the running one."""
         from fastgrad import __version__
         from fastgrad.rng import CHUNK_SIZE, STREAM_LAYOUT_VERSION
@@ -374,13 +374,15 @@ class Partial:
             if theirs != ours:
                 raise PartialError(
                     f"{source!r} was written with {key} {theirs!r}; this fastgrad has {key} {ours!r}, and its "
-                    "numbers would not be comparable: merge it with the fastgrad that wrote it"
+                    f"numbers would not be comparable: {use}"
                 )
 
     def check_fingerprint(self, fingerprint, source):
-        """Refuse, naming the first difference, when this file is from another run."""
+        """Refuse, naming the first difference, when this file is from another run (or another fastgrad)."""
         if self.fingerprint == fingerprint:
             return
+        self.check_versions(source, "finish that run with the fastgrad that wrote it, or delete the file or choose "
+                                    "another path to start again")  # fmt: skip
         for key in sorted(set(self.fingerprint) | set(fingerprint)):
             theirs, ours = self.fingerprint.get(key), fingerprint.get(key)
             if theirs != ours:

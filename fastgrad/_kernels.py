@@ -13,7 +13,8 @@ chosen at compile time through a *kernel key*, a small Numba type naming
 
   ``plain``    score and pathwise rows only, one component (four draws at a
                time on :mod:`fastgrad._simd` vectors when the family's and
-               the function's cores use only ``+ - * /``; one at a time else);
+               the function's cores are lane-generic: ``+ - * /`` and
+               :mod:`fastgrad.math`; one at a time else);
   ``general``  any list of estimator specifications (baselines, control
                variates, leave-one-out, antithetic, measure-valued), one
                component: per-draw quantities once per block, then each
@@ -70,7 +71,7 @@ from numba.extending import NativeValue, models, overload, register_jitable, reg
 from fastgrad._jit import SOURCE_DIGEST, UNCACHED, block_filler, report_uncached, serial
 from fastgrad._parallel import for_ranges
 from fastgrad._reduction import MomentTree, block_sum, reduce_block
-from fastgrad._simd import load4, store4
+from fastgrad._simd import like, load4, store4
 from fastgrad.distributions import FAMILIES
 from fastgrad.functions import BUILTINS
 from fastgrad.rng import CHUNK_SIZE, stream_state, take_words, unit_open_closed
@@ -255,6 +256,10 @@ def _derivative(key, df, x, fparams):
     _kernel_only("_derivative")
 
 
+def _evaluate(key, f, df, x, fparams, need_f, need_df):
+    _kernel_only("_evaluate")
+
+
 def _component(theta, i):
     _kernel_only("_component")
 
@@ -315,6 +320,33 @@ def _ol_derivative(key, df, x, fparams):
     return lambda key, df, x, fparams: impl(x, fparams)
 
 
+@overload(_evaluate, inline="always")
+def _ol_evaluate(key, f, df, x, fparams, need_f, need_df):
+    """``(f(x), f'(x))``, each only where needed (``x`` in its place otherwise), with their usual bits.
+
+    A built-in with a ``value_and_derivative`` core computes both from one
+    pass where both are needed (``cos``: one argument reduction for ``cos``
+    and ``sin``).
+    """
+    both = None if key.function == USER else BUILTINS[key.function].value_and_derivative
+    if both is not None:
+
+        def shared(key, f, df, x, fparams, need_f, need_df):
+            if need_f and need_df:
+                return both(x, fparams)
+            fx = like(_value(key, f, x, fparams), x) if need_f else x
+            return fx, like(_derivative(key, df, x, fparams), x) if need_df else x
+
+        return shared
+
+    def separate(key, f, df, x, fparams, need_f, need_df):
+        # (like: a core may return a constant, linear's derivative 1.0, where x is a vector)
+        fx = like(_value(key, f, x, fparams), x) if need_f else x
+        return fx, like(_derivative(key, df, x, fparams), x) if need_df else x
+
+    return separate
+
+
 @overload(_component, inline="always")
 def _ol_component(theta, i):
     """Component ``i``'s kernel parameters as a tuple of floats, from one array per parameter."""
@@ -327,7 +359,7 @@ def _ol_component(theta, i):
 
 
 def _simd_cores(key):
-    """Whether the plain filler can run four draws at once: family and function use only ``+ - * /``."""
+    """Whether the plain filler can run four draws at once: family and function cores are lane-generic."""
     return key.function != USER and FAMILIES[key.family].simd and BUILTINS[key.function].simd
 
 
@@ -412,6 +444,7 @@ def _ol_buffers(key, run):
                 np.empty(3 * draws, np.uint64),
                 np.zeros((6 + 6 * n_params, draws)),
                 np.empty(draws),
+                np.empty((3, draws)),
                 run.group, run.theta, run.fparams, run.kinds, run.mirror, run.coupled, run.coef, run.has_coef,
                 run.flags, run.active,
             )  # fmt: skip
@@ -490,11 +523,11 @@ def _ol_fill(key, f, df, streams, m, buffers):
     if key.filler == "general":
 
         def general(key, f, df, streams, m, buffers):
-            (values, words, noise, scratch, aux_noise, aux_words, q, tmp,
+            (values, words, noise, scratch, aux_noise, aux_words, q, tmp, uniforms,
              group, theta, fparams, kinds, mirror, coupled, coef, has_coef, flags, active) = buffers  # fmt: skip
             _general_block(key, f, df, streams[0], streams[1], streams[2], words, noise, scratch, aux_words,
                            aux_noise, m, group, theta, fparams, kinds, mirror, coupled, coef, has_coef, flags, active,
-                           values, q, tmp)  # fmt: skip
+                           values, q, tmp, uniforms)  # fmt: skip
             return values
 
         return general
@@ -638,12 +671,11 @@ def _values_scalar(key, f, df, theta, fparams, need_f, need_df, noise, values, l
     for i in range(lo, hi):
         eps = noise[i]
         x = _transform(key, eps, theta)
+        fx, dfx = _evaluate(key, f, df, x, fparams, need_f, need_df)
         if need_f:
-            fx = _value(key, f, x, fparams)
             for j in range(n_params):
                 values[j, i] = fx * _score_factor(key, j, eps, x, theta)
         if need_df:
-            dfx = _derivative(key, df, x, fparams)
             for j in range(n_params):
                 values[n_params + j, i] = dfx * _path_factor(key, j, eps, x, theta)
 
@@ -660,13 +692,12 @@ def _values_simd(key, f, df, theta, fparams, need_f, need_df, keep, noise, value
     for i in range(0, m4, 4):
         eps = load4(noise, i)
         x = _transform(key, eps, theta)
+        fx, dfx = _evaluate(key, f, df, x, fparams, need_f, need_df)
         if need_f:
-            fx = _value(key, f, x, fparams)
             for j in range(n_params):
                 if keep[j]:
                     store4(values, j, i, fx * _score_factor(key, j, eps, x, theta))
         if need_df:
-            dfx = _derivative(key, df, x, fparams)
             for j in range(n_params):
                 if keep[n_params + j]:
                     store4(values, n_params + j, i, dfx * _path_factor(key, j, eps, x, theta))
@@ -888,10 +919,88 @@ def _q_rows(n_params):
     return 6, 6 + n_params, 6 + 2 * n_params, 6 + 3 * n_params, 6 + 4 * n_params, 6 + 5 * n_params
 
 
+@register_jitable(inline="always")
+def _weak_values(key, f, j, theta, fparams, eps, x, u1, u2, u3, eps2):
+    """One draw's (or four draws') measure-valued values of parameter ``j``: (coupled, decoupled).
+
+    Inlined where it is called, so that a side whose value is not used is
+    not computed (its ``log`` and its ``f``).
+    """
+    c, x_plus, x_coupled, x_decoupled = _weak_points(key, j, eps, x, u1, u2, u3, eps2, theta)
+    f_plus = _value(key, f, x_plus, fparams)
+    return c * (f_plus - _value(key, f, x_coupled, fparams)), c * (f_plus - _value(key, f, x_decoupled, fparams))
+
+
+@register_jitable(inline="always")
+def _weak_lanes(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, i):
+    """:func:`_weak_values` of draws ``i .. i + 3``, on vectors."""
+    return _weak_values(key, f, j, theta, fparams, load4(noise, i), load4(x, i), load4(uniforms[0], i),
+                        load4(uniforms[1], i), load4(uniforms[2], i), load4(aux_noise, i))  # fmt: skip
+
+
+@register_jitable(inline="always")
+def _weak_one(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, i):
+    """:func:`_weak_values` of draw ``i``."""
+    return _weak_values(key, f, j, theta, fparams, noise[i], x[i], uniforms[0, i], uniforms[1, i], uniforms[2, i],
+                        aux_noise[i])  # fmt: skip
+
+
+def _weak_rows(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, coupled, decoupled, q, row, row_decoupled, m):
+    """Fill rows ``row`` (coupled) and ``row_decoupled`` of ``q`` with parameter ``j``'s measure-valued values.
+
+    Four draws at a time on :mod:`fastgrad._simd` vectors when the family's
+    weak derivative and the function are lane-generic (the Normal's
+    Rayleigh and Maxwell sides: ``fastgrad.math.log`` and a square root per
+    draw), with the same operations, and so the same bits, as one at a time.
+    One loop per combination of sides, so that each computes only its own.
+    """
+    _kernel_only("_weak_rows")
+
+
+@overload(_weak_rows)
+def _ol_weak_rows(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, coupled, decoupled, q, row, row_decoupled,
+                  m):  # fmt: skip
+    if not _simd_cores(key) or FAMILIES[key.family].weak_derivative is None:
+
+        def one_at_a_time(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, coupled, decoupled, q, row,
+                          row_decoupled, m):  # fmt: skip
+            for i in range(m):
+                c, d = _weak_one(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, i)
+                if coupled:
+                    q[row, i] = c
+                if decoupled:
+                    q[row_decoupled, i] = d
+
+        return one_at_a_time
+
+    def four_at_a_time(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, coupled, decoupled, q, row,
+                       row_decoupled, m):  # fmt: skip
+        m4 = m - m % 4
+        if coupled and decoupled:
+            for i in range(0, m4, 4):
+                c, d = _weak_lanes(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, i)
+                store4(q, row, i, c)
+                store4(q, row_decoupled, i, d)
+            for i in range(m4, m):
+                q[row, i], q[row_decoupled, i] = _weak_one(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, i)
+        elif coupled:
+            for i in range(0, m4, 4):
+                store4(q, row, i, _weak_lanes(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, i)[0])
+            for i in range(m4, m):
+                q[row, i] = _weak_one(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, i)[0]
+        else:
+            for i in range(0, m4, 4):
+                store4(q, row_decoupled, i, _weak_lanes(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, i)[1])
+            for i in range(m4, m):
+                q[row_decoupled, i] = _weak_one(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, i)[1]
+
+    return four_at_a_time
+
+
 @block_filler
 def _general_block(
     key, f, df, state, aux, aux_normal, words, noise, scratch, aux_words, aux_noise, m_units, group, theta, fparams,
-    kinds, mirror, coupled, coef, has_coef, flags, active, values, q, tmp,
+    kinds, mirror, coupled, coef, has_coef, flags, active, values, q, tmp, uniforms,
 ):  # fmt: skip
     """Fill columns ``[0, m_units)`` of the value rows (row ``s * P + j``: specification ``s``, parameter ``j``).
 
@@ -941,18 +1050,15 @@ def _general_block(
                 for i in range(m):
                     q[pb0 + j, i] = _path_factor(key, j, -noise[i], q[Q_XB, i], theta)
     if flags[F_WEAK]:
-        for j in active:
+        for k in range(3):
             for i in range(m):
-                u1 = unit_open_closed(aux_words[3 * i])
-                u2 = unit_open_closed(aux_words[3 * i + 1])
-                u3 = unit_open_closed(aux_words[3 * i + 2])
-                eps2 = aux_noise[i] if flags[F_WEAK_DECOUPLED] else 0.0
-                c, x_plus, x_coupled, x_decoupled = _weak_points(key, j, noise[i], q[Q_X, i], u1, u2, u3, eps2, theta)
-                f_plus = _value(key, f, x_plus, fparams)
-                if flags[F_WEAK_COUPLED]:
-                    q[w0 + j, i] = c * (f_plus - _value(key, f, x_coupled, fparams))
-                if flags[F_WEAK_DECOUPLED]:
-                    q[wd0 + j, i] = c * (f_plus - _value(key, f, x_decoupled, fparams))
+                uniforms[k, i] = unit_open_closed(aux_words[3 * i + k])
+        if not flags[F_WEAK_DECOUPLED]:
+            for i in range(m):
+                aux_noise[i] = 0.0
+        for j in active:
+            _weak_rows(key, f, j, theta, fparams, noise, q[Q_X], uniforms, aux_noise, flags[F_WEAK_COUPLED] != 0,
+                       flags[F_WEAK_DECOUPLED] != 0, q, w0 + j, wd0 + j, m)  # fmt: skip
     # pass 2: each specification's values, one row at a time
     scale = 1.0 / group
     pairs = 1.0 / (group * (group - 1.0)) if group > 1 else 0.0

@@ -188,6 +188,8 @@ def like(value, template):
 
 @overload(like, inline="always")
 def _ol_like(value, template):
+    if value == f64x4:
+        return lambda value, template: value
     if template == f64x4:
         return lambda value, template: splat4(value)
     return lambda value, template: np.float64(value)

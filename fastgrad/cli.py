@@ -49,6 +49,7 @@ Monte Carlo estimators of d/dtheta E[f(x)], x ~ Normal(loc, scale),
 Exponential(rate) or Bernoulli(p) (score function only).
 
 functions (--f): linear, square, shifted_square(k=K), cos(omega=W), quartic,
+exp_quadratic(k=K), logistic(a=A,b=B),
 or your own @numba.njit function: --f mymodule:f --df mymodule:df (or file.py:f)
 """
 

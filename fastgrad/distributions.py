@@ -27,12 +27,13 @@ from fractions import Fraction
 
 import numpy as np
 
+from fastgrad import math as fm
 from fastgrad._analytic import bernoulli_expectation, exponential_expectation
 from fastgrad._checks import check_draw_size, check_location_scale
 from fastgrad._checks import real as _real
 from fastgrad._checks import real_vector as _vector
 from fastgrad._jit import core, serial
-from fastgrad._simd import like
+from fastgrad._simd import copysign, like, sqrt
 from fastgrad.rng import normals_from_words, take_words, unit_closed_open, unit_open_closed
 
 __all__ = ["DISTRIBUTIONS", "Bernoulli", "DiagNormal", "Exponential", "Normal"]
@@ -84,9 +85,11 @@ class Family:
         one more normal ``eps2``: the positive side, and the negative side
         coupled to it and independent of it. None: not implemented.
     simd : bool
-        Whether ``transform``, ``score_factor`` and ``path_factor`` use only
-        ``+ - * /`` (and branches on ``j``), so that the kernels can run them
-        on four draws at once (:mod:`fastgrad._simd` vectors), with the same
+        Whether ``transform``, ``score_factor``, ``path_factor`` and
+        ``weak_derivative`` are lane-generic: ``+ - * /``, :mod:`fastgrad.math`
+        and :mod:`fastgrad._simd`'s primitives (``sqrt``, ``copysign``,
+        ``where``; branches on ``j`` only), so that the kernels can run them on
+        four draws at once (:mod:`fastgrad._simd` vectors), with the same
         operations, and so the same bits, as one draw at a time.
     """
 
@@ -150,10 +153,10 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 @core
 def _normal_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
     if j == 0:
-        r1 = math.sqrt(-2.0 * math.log(u1))
-        r2 = math.sqrt(-2.0 * math.log(u2))
+        r1 = sqrt(-2.0 * fm.log(u1))
+        r2 = sqrt(-2.0 * fm.log(u2))
         return theta[2] * _INV_SQRT_2PI, theta[0] + theta[1] * r1, theta[0] - theta[1] * r1, theta[0] - theta[1] * r2
-    maxwell = math.copysign(math.sqrt(eps * eps - 2.0 * math.log(u3)), eps)
+    maxwell = copysign(sqrt(eps * eps - 2.0 * fm.log(u3)), eps)
     return theta[2], theta[0] + theta[1] * maxwell, x, theta[0] + theta[1] * eps2
 
 
@@ -190,7 +193,7 @@ def _exponential_noise(state, words, noise, scratch, m):
     """Exp(1) by inversion: ``-log(u)`` with ``u`` uniform on (0, 1] (53 bits; at most 36.7)."""
     take_words(state, words, m)
     for i in range(m):
-        noise[i] = -math.log(unit_open_closed(words[i]))
+        noise[i] = -fm.log(unit_open_closed(words[i]))
 
 
 @core
@@ -216,8 +219,8 @@ def _exponential_path_factor(j, eps, x, theta):
 
 @core
 def _exponential_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
-    coupled = x + -math.log(u1) * theta[1]
-    decoupled = (-math.log(u2) - math.log(u3)) * theta[1]
+    coupled = x + -fm.log(u1) * theta[1]
+    decoupled = (-fm.log(u2) - fm.log(u3)) * theta[1]
     return theta[1], x, coupled, decoupled
 
 

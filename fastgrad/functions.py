@@ -10,6 +10,13 @@ Two kinds:
       shifted_square(k=0)   f(x) = (x - k)**2
       cos(omega=1)          f(x) = cos(omega * x)
       quartic()             f(x) = x**4
+      exp_quadratic(k=1)    f(x) = exp(-k x**2)             (k >= 0)
+      logistic(a=1, b=0)    f(x) = 1 / (1 + exp(-(a x + b)))
+
+  The last two have no closed-form expectations: their exact values are
+  quadratures (``fastgrad._analytic.Smooth``). ``cos``, ``exp_quadratic`` and
+  ``logistic`` are computed with :mod:`fastgrad.math`, so they vectorise
+  and give the same bits on every machine.
 
   Their parameters are arguments of the compiled code, not constants in it,
   so ``cos(omega=2)`` and ``cos(omega=3)`` share one compiled kernel. A name
@@ -20,24 +27,27 @@ Two kinds:
   ``df(x) -> float``. The score-function estimator needs only ``f``.
 """
 
-import math
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 from numba.extending import is_jitted
 
-from fastgrad._analytic import ExpPoly
+from fastgrad import math as fm
+from fastgrad._analytic import ExpPoly, exp_quadratic_form, logistic_form
 from fastgrad._checks import real, real_vector
 from fastgrad._jit import core
+from fastgrad._simd import fabs
 
 __all__ = [
     "Function",
     "SeparableFunction",
     "VectorFunction",
     "cos",
+    "exp_quadratic",
     "linear",
     "linear_form",
+    "logistic",
     "quadratic",
     "quartic",
     "shifted_square",
@@ -58,7 +68,12 @@ class Builtin:
     parameters: tuple = ()
     defaults: tuple = ()
     exact: object = None  # params -> ExpPoly
-    simd: bool = False  # value and derivative use only + - * /: kernels may run them on 4-lane vectors
+    # njit core (x, params) -> (f(x), f'(x)) with the bits of value and derivative, sharing their work
+    # (cos: one reduction for both); None: the two cores are called
+    value_and_derivative: object = None
+    # value and derivative are lane-generic (+ - * /, fastgrad.math, fastgrad._simd's primitives): kernels
+    # may run them on 4-lane vectors, with the bits of one draw at a time
+    simd: bool = False
 
 
 @core
@@ -94,12 +109,52 @@ def _shifted_square_derivative(x, p):
 
 @core
 def _cos(x, p):
-    return math.cos(p[0] * x)
+    return fm.cos(p[0] * x)
 
 
 @core
 def _cos_derivative(x, p):
-    return -p[0] * math.sin(p[0] * x)
+    return -p[0] * fm.sin(p[0] * x)
+
+
+@core
+def _cos_both(x, p):
+    sine, cosine = fm.sincos(p[0] * x)
+    return cosine, -p[0] * sine
+
+
+@core
+def _exp_quadratic(x, p):
+    return fm.exp(-p[0] * (x * x))
+
+
+@core
+def _exp_quadratic_derivative(x, p):
+    return -2.0 * p[0] * x * fm.exp(-p[0] * (x * x))
+
+
+@core
+def _exp_quadratic_both(x, p):
+    e = fm.exp(-p[0] * (x * x))
+    return e, -2.0 * p[0] * x * e
+
+
+@core
+def _logistic(x, p):
+    return fm.sigmoid(p[0] * x + p[1])
+
+
+@core
+def _logistic_derivative(x, p):
+    # a s(z) s(-z) = a e / (1 + e)**2 with e = exp(-|z|): accurate in both tails, where s (1 - s) is not
+    e = fm.exp(-fabs(p[0] * x + p[1]))
+    one_plus = 1.0 + e
+    return p[0] * (e / (one_plus * one_plus))
+
+
+@core
+def _logistic_both(x, p):
+    return _logistic(x, p), _logistic_derivative(x, p)
 
 
 @core
@@ -138,6 +193,8 @@ BUILTINS = {
             parameters=("omega",),
             defaults=(1.0,),
             exact=lambda p: ExpPoly.cos(p[0]),
+            simd=True,
+            value_and_derivative=_cos_both,
         ),
         Builtin(
             "quartic",
@@ -146,6 +203,28 @@ BUILTINS = {
             _quartic_derivative,
             exact=lambda p: ExpPoly.polynomial([0, 0, 0, 0, 1]),
             simd=True,
+        ),
+        Builtin(
+            "exp_quadratic",
+            "exp(-k*x**2)",
+            _exp_quadratic,
+            _exp_quadratic_derivative,
+            parameters=("k",),
+            defaults=(1.0,),
+            exact=lambda p: exp_quadratic_form(p[0]),
+            simd=True,
+            value_and_derivative=_exp_quadratic_both,
+        ),
+        Builtin(
+            "logistic",
+            "1/(1 + exp(-(a*x + b)))",
+            _logistic,
+            _logistic_derivative,
+            parameters=("a", "b"),
+            defaults=(1.0, 0.0),
+            exact=lambda p: logistic_form(p[0], p[1]),
+            simd=True,
+            value_and_derivative=_logistic_both,
         ),
     )
 }
@@ -328,6 +407,27 @@ def cos(omega=1.0):
 def quartic():
     """``f(x) = x**4``: heavy-tailed per-draw gradients (score variance needs E[eps**10])."""
     return _builtin("quartic")
+
+
+def exp_quadratic(k=1.0):
+    """``f(x) = exp(-k x**2)``, a Gaussian bump, for a finite real ``k >= 0``.
+
+    Its expectations have no closed form for every family: the exact values
+    printed beside a run are quadratures (about 1e-14 relative). Under
+    ``Normal(loc, scale)``, ``E[f] = exp(-k loc**2 / (1 + 2 k scale**2)) / sqrt(1 + 2 k scale**2)``.
+    """
+    function = _builtin("exp_quadratic", k=k)
+    if not function.params[0] >= 0.0:
+        raise ValueError(f"k must be >= 0 (exp(-k x**2) with k < 0 outgrows a Normal's tails); got {k!r}")
+    return function
+
+
+def logistic(a=1.0, b=0.0):
+    """``f(x) = 1 / (1 + exp(-(a x + b)))``, the logistic sigmoid of an affine map, for finite reals ``a``, ``b``.
+
+    The exact values printed beside a run are quadratures (about 1e-14 relative).
+    """
+    return _builtin("logistic", a=a, b=b)
 
 
 def resolve(function):

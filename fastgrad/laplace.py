@@ -29,7 +29,8 @@ from math import comb
 
 import numpy as np
 
-from fastgrad._analytic import ExpPoly, _exact, exponential_expectation
+from fastgrad import math as fm
+from fastgrad._analytic import ExpPoly, Smooth, _exact, exponential_expectation
 from fastgrad._jit import core, serial
 from fastgrad.distributions import (
     Family,
@@ -47,7 +48,7 @@ __all__ = ["Laplace"]
 def _laplace_noise(state, words, noise, scratch, m):
     take_words(state, words, m)
     for i in range(m):
-        magnitude = -math.log(unit_open_closed(words[i]))
+        magnitude = -fm.log(unit_open_closed(words[i]))
         noise[i] = magnitude if words[i] & np.uint64(1) else -magnitude
 
 
@@ -66,11 +67,11 @@ def _laplace_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
     magnitude = abs(eps)
     if j == 0:  # loc +- scale E: coupled, the same E; decoupled, a fresh one
         return 0.5 * theta[2], theta[0] + theta[1] * magnitude, theta[0] - theta[1] * magnitude, \
-            theta[0] + theta[1] * math.log(u2)  # fmt: skip
+            theta[0] + theta[1] * fm.log(u2)  # fmt: skip
     # scale: loc + s scale (E + E') against the draw itself (coupled) or a fresh Laplace draw (decoupled)
     sign = math.copysign(1.0, eps)
-    fresh = -math.log(u2) if u3 <= 0.5 else math.log(u2)
-    return theta[2], theta[0] + theta[1] * sign * (magnitude - math.log(u1)), x, theta[0] + theta[1] * fresh
+    fresh = -fm.log(u2) if u3 <= 0.5 else fm.log(u2)
+    return theta[2], theta[0] + theta[1] * sign * (magnitude - fm.log(u1)), x, theta[0] + theta[1] * fresh
 
 
 # --- exact expectations ---------------------------------------------------------------------
@@ -124,7 +125,9 @@ class SignTerms:
 
 
 def _affine(h, shift, slope):
-    """``h(shift + slope * r)`` as an :class:`ExpPoly` in ``r``."""
+    """``h(shift + slope * r)`` as an :class:`ExpPoly` in ``r`` (a :class:`Smooth` stays one)."""
+    if isinstance(h, Smooth):
+        return h.affine(shift, slope)
     out = ExpPoly()
     for (j, w), c in h.terms.items():
         exact = w == 0

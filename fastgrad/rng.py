@@ -37,10 +37,9 @@ sizes reads the same sequence::
     rng.standard_normals(7, 0, 1000)     # the same numbers, in one call
 """
 
-import math
-
 import numpy as np
 
+from fastgrad import math as fm
 from fastgrad._jit import core, inline_core, serial
 from fastgrad._ziggurat_tables import F as _F
 from fastgrad._ziggurat_tables import K as _K
@@ -71,9 +70,15 @@ __all__ = [
 ]
 
 #: Version of the stream layout. Changes whenever a seed would give different numbers.
-#: 1: 256-layer ziggurat; 2: 1024-layer ziggurat (fewer slow-path draws). The
-#: version also keys the lanes, so words differ between versions too.
-STREAM_LAYOUT_VERSION = 2
+#: 1: 256-layer ziggurat; 2: 1024-layer ziggurat (fewer slow-path draws), lanes keyed anew;
+#: 3: no libm call in any draw: the ziggurat's tail and wedge, the Exponential and Laplace
+#: samplers, the measure-valued draws and the built-in ``cos`` use :mod:`fastgrad.math`. The
+#: words are those of version 2 (its lane keys, :data:`_KEY_VERSION`); only values computed
+#: from them with ``log``, ``exp``, ``cos`` or ``sin`` changed, each by about an ulp.
+STREAM_LAYOUT_VERSION = 3
+
+#: The layout version in the lanes' keys: 2, the last version whose words changed.
+_KEY_VERSION = 2
 
 #: Draws per chunk of a run: chunk ``c`` of a run with seed ``s`` reads stream ``(s, c)``.
 CHUNK_SIZE = 1 << 16
@@ -94,8 +99,8 @@ _BLOCK = 256  # words converted to normals per pass in fill_normals
 
 _U = np.uint64
 _I = np.int64
-# ASCII "fastgrad" plus the layout version: keys of different layouts never coincide.
-_LAYOUT_TAG = _U(0x6661737467726164 + STREAM_LAYOUT_VERSION)
+# ASCII "fastgrad" plus the key version: keys of layouts with different words never coincide.
+_LAYOUT_TAG = _U(0x6661737467726164 + _KEY_VERSION)
 _GOLDEN = _U(0x9E3779B97F4A7C15)
 _TO_UNIT = 1.0 / 9007199254740992.0  # 2**-53
 
@@ -332,7 +337,7 @@ def _wedge_accepts(idx, x, y):
         return False
     if y < e0 * (upper - d * d * d * (1.0 / 6.0)) - _SQUEEZE_MARGIN:
         return True
-    return y < math.exp(-z)
+    return y < fm.exp(-z)
 
 
 @serial
@@ -348,8 +353,8 @@ def _normal_slow(idx, u, x, slow):
             while True:
                 w1, slow = _xoshiro_next(slow)
                 w2, slow = _xoshiro_next(slow)
-                xx = -math.log(unit_open_closed(w1)) / _R
-                yy = -math.log(unit_open_closed(w2))
+                xx = -fm.log(unit_open_closed(w1)) / _R
+                yy = -fm.log(unit_open_closed(w2))
                 if yy + yy > xx * xx:
                     break
             z = _R + xx

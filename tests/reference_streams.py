@@ -2,16 +2,17 @@
 
 Written from the documentation, independently of fastgrad/rng.py, so the
 compiled code can be checked against it bit for bit. Slow, for small n only.
+The slow path's ``log`` and ``exp`` are fastgrad.math's, called from Python
+(layout 3: no libm in any draw; tests/test_math.py checks those on their own).
 """
 
-import math
-
 from fastgrad import _ziggurat_tables as tables
+from fastgrad import math as fm
 
 MASK = (1 << 64) - 1
 LANES = 16
 SLOW_LANE = 16
-LAYOUT_TAG = 0x6661737467726164 + 2  # "fastgrad" + layout version 2
+LAYOUT_TAG = 0x6661737467726164 + 2  # "fastgrad" + key version 2 (layout 3 kept layout 2's words)
 GOLDEN = 0x9E3779B97F4A7C15
 
 
@@ -79,13 +80,13 @@ def _slow(idx, u, x, slow):
     while True:
         if idx == 0:
             while True:
-                xx = -math.log(_unit_open(xoshiro_next(slow))) / R
-                yy = -math.log(_unit_open(xoshiro_next(slow)))
+                xx = -fm.log(_unit_open(xoshiro_next(slow))) / R
+                yy = -fm.log(_unit_open(xoshiro_next(slow)))
                 if yy + yy > xx * xx:
                     break
             return R + xx if u > 0 else -(R + xx)
         y = float(F[idx]) + _unit(xoshiro_next(slow)) * (float(F[idx - 1]) - float(F[idx]))
-        if y < math.exp(-0.5 * x * x):
+        if y < fm.exp(-0.5 * x * x):
             return x
         idx, u, x = _decode(xoshiro_next(slow))
         if abs(u) < int(K[idx]):

@@ -16,6 +16,8 @@ FUNCTIONS = [
     fg.functions.shifted_square(k=1.5),
     fg.functions.cos(omega=1.7),
     fg.functions.quartic(),
+    fg.functions.exp_quadratic(k=0.8),
+    fg.functions.logistic(a=1.5, b=-0.5),
 ]
 DISTRIBUTIONS = [fg.Normal(2.0, 1.0), fg.Normal(-0.3, 0.6)]
 
@@ -113,3 +115,52 @@ def test_remembered_moments_are_the_computed_ones_and_cannot_be_altered():
     other = estimator_moments(distribution, fg.functions.shifted_square(k=1.0), ("score",), ("loc",))
     assert other["score"]["loc"] != fresh["score"]["loc"]
     assert len(_analytic._MOMENTS) <= 64
+
+
+# --- the quadrature-exact built-ins (exp_quadratic, logistic): against closed forms and mpmath ---------------
+
+
+@pytest.mark.parametrize("k, loc, scale", [(0.8, 2.0, 1.0), (3.0, -0.3, 0.6), (1e-3, 5.0, 2.0), (50.0, 0.1, 0.05)])
+def test_exp_quadratic_matches_its_gaussian_closed_form(k, loc, scale):
+    """E[exp(-k x**2)] = exp(-k loc**2 / d) / sqrt(d), d = 1 + 2 k scale**2, and its loc derivative."""
+    exact = estimator_moments(fg.Normal(loc, scale), fg.functions.exp_quadratic(k), ("score",), ("loc",))
+    d = 1 + 2 * k * scale * scale
+    mean = math.exp(-k * loc * loc / d) / math.sqrt(d)
+    assert exact["score"]["loc"][0] == pytest.approx(mean * (-2 * k * loc / d), rel=1e-12, abs=1e-300)
+    # the score's second moment: E[exp(-2 k x**2) z**2] / scale**2, by the same closed form at 2k (Stein)
+    d2 = 1 + 4 * k * scale * scale
+    base = math.exp(-2 * k * loc * loc / d2) / math.sqrt(d2)
+    shift = -4 * k * loc * scale / d2  # E[z e(x)] / E[e(x)], z's mean under the tilted law
+    second = base * (1 / d2 + shift * shift) / scale**2
+    assert exact["score"]["loc"][1] == pytest.approx(second - exact["score"]["loc"][0] ** 2, rel=1e-11)
+
+
+@pytest.mark.parametrize("family", ["normal", "exponential", "laplace", "bernoulli"])
+def test_logistic_expectations_match_mpmath(family):
+    import mpmath
+
+    a, b = 2.5, -0.75
+    sigma = lambda x: 1 / (1 + mpmath.exp(-(a * x + b)))  # noqa: E731
+    distribution = {"normal": fg.Normal(0.4, 1.3), "exponential": fg.Exponential(1.7), "laplace": fg.Laplace(0.4, 0.9),
+                    "bernoulli": fg.Bernoulli(0.3)}[family]  # fmt: skip
+    parameter = distribution.parameters[0]
+    exact = estimator_moments(distribution, fg.functions.logistic(a, b), ("score",), (parameter,))
+    mean, variance = exact["score"][parameter]
+    if family == "bernoulli":  # d/dp E[f] = f(1) - f(0)
+        assert mean == pytest.approx(float(sigma(1) - sigma(0)), rel=1e-14)
+        return
+
+    # E[f(x)] differentiated numerically in mpmath (the score's mean is d/dtheta E[f])
+    def expectation(shift):
+        if family == "exponential":
+            rate = 1.7 + shift
+            return mpmath.quad(lambda x: sigma(x) * rate * mpmath.exp(-rate * x), [0, 1, mpmath.inf])
+        loc = 0.4 + shift
+        if family == "normal":
+            return mpmath.quad(lambda x: sigma(x) * mpmath.npdf(x, loc, 1.3), [-mpmath.inf, loc, mpmath.inf])
+        return mpmath.quad(lambda x: sigma(x) * mpmath.exp(-abs(x - loc) / 0.9) / 1.8, [-mpmath.inf, loc, mpmath.inf])
+
+    with mpmath.workdps(30):
+        derivative = mpmath.diff(expectation, 0)
+    assert mean == pytest.approx(float(derivative), rel=1e-11)
+    assert variance > 0

@@ -102,7 +102,7 @@ def error_of(capsys, *args):
         (("compare", "--f", "square", "-n", "abc"), "argument -n: expected a whole number"),
         (("compare", "--f", "square", "-n", "1"), "argument -n: n must be an integer number of draws"),
         (("compare", "--f", "square", "-n", "1e300"), "argument -n: expected a whole number"),
-        (("compare", "--f", "sqaure", "-n", "100"), "argument --f: expected one of cos, linear"),
+        (("compare", "--f", "sqaure", "-n", "100"), "argument --f: expected one of cos, exp_quadratic, linear"),
         (("compare", "--f", "cos(omega=x)", "-n", "100"), "argument --f: omega must be a real number"),
         (("compare", "--f", "square(k=1)", "-n", "100"), "argument --f: square takes no parameters"),
         (("compare", "--f", "cos(omega=inf)", "-n", "100"), "argument --f: omega must be finite"),

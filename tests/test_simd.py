@@ -69,13 +69,13 @@ def test_like_gives_a_number_for_a_number():
 
 
 @numba.njit
-def _both_value_loops(key, theta, fparams, noise, m):
+def _both_value_loops(key, theta, fparams, noise, m, need_f=True, need_df=True):
     n_rows = 2 * _kernels._n_params(key)
     keep = np.ones(n_rows, np.bool_)
     scalar = np.full((n_rows, m), np.nan)
     vector = np.full((n_rows, m), np.nan)
-    _kernels._values_scalar(key, None, None, theta, fparams, True, True, noise, scalar, 0, m)
-    _kernels._values_simd(key, None, None, theta, fparams, True, True, keep, noise, vector, m)
+    _kernels._values_scalar(key, None, None, theta, fparams, need_f, need_df, noise, scalar, 0, m)
+    _kernels._values_simd(key, None, None, theta, fparams, need_f, need_df, keep, noise, vector, m)
     return scalar, vector
 
 
@@ -87,6 +87,10 @@ CASES = [
     ("normal", fg.Normal(-0.7, 3.1), "quartic", ()),
     ("normal", fg.Normal(0.3, 0.2), "linear", ()),
     ("exponential", fg.Exponential(0.4), "shifted_square", (-2.0,)),
+    # fastgrad.math in the cores: cos with its huge-argument lanes (1e300 below), exp, sigmoid
+    ("normal", fg.Normal(0.5, 40.0), "cos", (3.0,)),
+    ("normal", fg.Normal(0.2, 1.5), "exp_quadratic", (0.3,)),
+    ("exponential", fg.Exponential(0.7), "logistic", (2.0, -1.0)),
 ]
 
 
@@ -106,8 +110,24 @@ def test_vector_cores_are_chosen_only_where_family_and_function_allow_them():
         return _kernels.KernelKeyType(family, function, "")
 
     assert _kernels._simd_cores(key("normal", "square"))
-    assert not _kernels._simd_cores(key("normal", "cos"))  # math.cos has no vector form here
+    assert _kernels._simd_cores(key("normal", "cos"))  # fastgrad.math.cos: lane-generic
     assert not _kernels._simd_cores(key("bernoulli", "square"))  # a branch on the draw
+    assert not _kernels._simd_cores(key("laplace", "square"))  # a branch on the noise's sign
     assert not _kernels._simd_cores(key("normal", _kernels.USER))
-    assert {name for name, b in BUILTINS.items() if b.simd} == {"linear", "square", "shifted_square", "quartic"}
+    assert {name for name, b in BUILTINS.items() if not b.simd} == set()  # every built-in is lane-generic
     assert {name for name, f in FAMILIES.items() if f.simd} == {"normal", "exponential"}
+
+
+@pytest.mark.parametrize(("family", "distribution", "function", "params"), CASES[-3:])
+def test_value_and_derivative_together_give_their_bits_alone(family, distribution, function, params):
+    """A built-in's shared core (cos and sin from one reduction) gives the bits of its value and derivative."""
+    noise = np.random.default_rng(12).normal(size=509) * 2
+    noise[:3] = (0.0, -0.0, 1e300)
+    key = _kernels.KernelKey(family, function)
+    fparams = tuple(float(p) for p in params)
+    both, _ = _both_value_loops(key, distribution.theta, fparams, noise, noise.size)
+    value, _ = _both_value_loops(key, distribution.theta, fparams, noise, noise.size, True, False)
+    derivative, _ = _both_value_loops(key, distribution.theta, fparams, noise, noise.size, False, True)
+    half = both.shape[0] // 2
+    np.testing.assert_array_equal(value[:half].view(np.uint64), both[:half].view(np.uint64))
+    np.testing.assert_array_equal(derivative[half:].view(np.uint64), both[half:].view(np.uint64))

@@ -75,7 +75,7 @@ def test_numpy_scalars_are_accepted():
     ("kwargs", "error", "match"),
     [
         ({"distribution": "normal"}, TypeError, "distribution must be one of fastgrad.Normal"),
-        ({"function": "cube"}, ValueError, "function must be one of \\['cos', 'linear'"),
+        ({"function": "cube"}, ValueError, "function must be one of \\['cos', 'exp_quadratic', 'linear', 'logistic'"),
         ({"function": 3}, TypeError, "function must be a built-in name"),
         ({"function": lambda x: x}, TypeError, "function must be a built-in name"),
         ({"wrt": "mean"}, ValueError, "wrt must contain parameter names from \\['loc', 'scale'\\]; got 'mean'"),

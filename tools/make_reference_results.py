@@ -19,7 +19,7 @@ from reference_results import cases, run_case  # noqa: E402
 if __name__ == "__main__":
     import subprocess
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=ROOT).stdout
     data = {
         "written_by": f"fastgrad {fastgrad.__version__} at commit {commit.strip()}",
         "cases": {name: run_case(name) for name in cases()},
