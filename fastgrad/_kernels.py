@@ -96,6 +96,9 @@ MAX_BATCH_VALUES = 2**22
 MAX_BATCH_PIECES = 2**20
 
 USER = "<user>"
+#: A user's function that runs on fastgrad's 4-lane vectors too (:func:`runs_on_lanes`): the same
+#: kernel shape as USER, with the plain and general fillers taking four draws at a time.
+USER_LANES = "<user, lanes>"
 
 #: Stream numbers of the auxiliary (measure-valued) streams start here, above the run's chunks.
 AUX_STREAMS = 1 << 62
@@ -306,15 +309,21 @@ def _ol_weak_points(key, j, eps, x, u1, u2, u3, eps2, theta):
 def _ol_value(key, f, x, fparams):
     if key.function == USER:
         return lambda key, f, x, fparams: np.float64(f(x))
+    if key.function == USER_LANES:  # (x a float or a vector; like() makes a float of an integer result)
+        inlined = _inline_twin(f.dispatcher)
+        return lambda key, f, x, fparams: like(inlined(x), x)
     impl = BUILTINS[key.function].value
     return lambda key, f, x, fparams: impl(x, fparams)
 
 
 @overload(_derivative, inline="always")
 def _ol_derivative(key, df, x, fparams):
-    if key.function == USER:
+    if key.function in (USER, USER_LANES):
         if isinstance(df, types.NoneType):
-            return lambda key, df, x, fparams: np.nan  # never called: no pathwise rows
+            return lambda key, df, x, fparams: like(np.nan, x)  # never called: no pathwise rows
+        if key.function == USER_LANES:
+            inlined = _inline_twin(df.dispatcher)
+            return lambda key, df, x, fparams: like(inlined(x), x)
         return lambda key, df, x, fparams: np.float64(df(x))
     impl = BUILTINS[key.function].derivative
     return lambda key, df, x, fparams: impl(x, fparams)
@@ -328,7 +337,18 @@ def _ol_evaluate(key, f, df, x, fparams, need_f, need_df):
     pass where both are needed (``cos``: one argument reduction for ``cos``
     and ``sin``).
     """
-    both = None if key.function == USER else BUILTINS[key.function].value_and_derivative
+    both = None if key.function in (USER, USER_LANES) else BUILTINS[key.function].value_and_derivative
+    if key.function == USER_LANES and not isinstance(df, types.NoneType):
+        # one block for both: LLVM computes what f and df share once (their IR-inlined twins)
+        f_twin, df_twin = _inline_twin(f.dispatcher), _inline_twin(df.dispatcher)
+
+        def user(key, f, df, x, fparams, need_f, need_df):
+            if need_f and need_df:
+                return like(f_twin(x), x), like(df_twin(x), x)
+            fx = like(_value(key, f, x, fparams), x) if need_f else x
+            return fx, like(_derivative(key, df, x, fparams), x) if need_df else x
+
+        return user
     if both is not None:
 
         def shared(key, f, df, x, fparams, need_f, need_df):
@@ -360,7 +380,67 @@ def _ol_component(theta, i):
 
 def _simd_cores(key):
     """Whether the plain filler can run four draws at once: family and function cores are lane-generic."""
-    return key.function != USER and FAMILIES[key.family].simd and BUILTINS[key.function].simd
+    if key.function in (USER, USER_LANES):
+        return key.function == USER_LANES and FAMILIES[key.family].simd
+    return FAMILIES[key.family].simd and BUILTINS[key.function].simd
+
+
+_INLINE_TWINS = {}
+
+
+def _inline_twin(dispatcher):
+    """A user's function compiled again with its own options, but inlined where it is called (Numba IR).
+
+    Where a run needs both, its value and its derivative then sit in one
+    block (:func:`_evaluate`), where LLVM computes their common part once
+    (``exp(-x*x/2)`` in ``f`` and in ``df``).
+    """
+    twin = _INLINE_TWINS.get(dispatcher)
+    if twin is None:
+        options = {k: v for k, v in dispatcher.targetoptions.items() if k not in ("cache", "inline", "nopython")}
+        twin = _INLINE_TWINS[dispatcher] = numba.njit(inline="always", **options)(dispatcher.py_func)
+    return twin
+
+
+def runs_on_lanes(function):
+    """Whether a user's ``f`` (and ``df``, if any) also compile for 4-lane vectors, returning one.
+
+    They do when they use only ``+ - * /`` and :mod:`fastgrad.math` (no
+    branches on the draw, no ``**``, no libm): then every lane does the
+    operations one draw would, and the kernels evaluate four draws at once,
+    with the same bits. Anything else fails to type on vectors and the
+    function runs one draw at a time, as before. One difference remains: a
+    division by zero gives inf (then NaN handling, ``nan_policy``) on
+    vectors where Numba's default error model raises ``ZeroDivisionError``
+    for one draw. The answer is kept on the function.
+    """
+    known = getattr(function, "_runs_on_lanes", None)
+    if known is not None:
+        return known
+    import warnings
+
+    from fastgrad._simd import f64x4
+
+    capable = True
+    for compiled in (function.f, function.df):
+        if compiled is None:
+            continue
+        if compiled.targetoptions.get("fastmath"):  # (fast-math may contract lanes differently from one draw)
+            capable = False
+            break
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                compiled.compile((f64x4,))
+        except Exception:  # typing fails on vectors: one draw at a time
+            capable = False
+            break
+        returned = [s.return_type for s in compiled.nopython_signatures if s.args == (f64x4,)]
+        if returned != [f64x4]:
+            capable = False
+            break
+    function._runs_on_lanes = capable
+    return capable
 
 
 # --- the one chunk body ---------------------------------------------------------------
@@ -1375,7 +1455,13 @@ class Kernel:
 
     def __init__(self, family, function, filler, sink, run):
         builtin = function.builtin is not None
-        self.key = KernelKey(family, function.builtin.name if builtin else USER, filler, sink)
+        if builtin:
+            name = function.builtin.name
+        elif filler in ("plain", "general") and FAMILIES[family].simd and runs_on_lanes(function):
+            name = USER_LANES
+        else:
+            name = USER
+        self.key = KernelKey(family, name, filler, sink)
         self.dispatcher = _cached_kernel if builtin else _uncached_kernel
         self.f = None if builtin else function.f
         self.df = None if builtin else function.df

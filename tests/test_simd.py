@@ -10,6 +10,8 @@ from fastgrad._simd import lane, like, load4, splat4, store4
 from fastgrad.distributions import FAMILIES
 from fastgrad.functions import BUILTINS
 
+import user_functions as uf
+
 
 @numba.njit
 def _lanes(v):
@@ -131,3 +133,34 @@ def test_value_and_derivative_together_give_their_bits_alone(family, distributio
     half = both.shape[0] // 2
     np.testing.assert_array_equal(value[:half].view(np.uint64), both[:half].view(np.uint64))
     np.testing.assert_array_equal(derivative[half:].view(np.uint64), both[half:].view(np.uint64))
+
+
+# --- users' functions on lanes: those that type on vectors run four draws at a time, with the same bits ---
+
+LANES = {
+    "bump": (uf.bump, uf.bump_derivative, True),
+    "math.exp": (uf.bump_libm, None, False),
+    "power": (uf.bump_power, None, False),
+    "branch": (uf.bump_branch, None, False),
+    "fastmath": (uf.bump_fastmath, None, False),
+    "constant": (uf.constant, None, False),
+    "derivative-without": (uf.bump, uf.bump_libm, False),
+}
+
+
+@pytest.mark.parametrize("name", list(LANES))
+def test_user_functions_run_on_lanes_only_where_every_lane_does_one_draws_operations(name):
+    f, df, expected = LANES[name]
+    assert _kernels.runs_on_lanes(fg.Function(f, df)) is expected
+
+
+@pytest.mark.parametrize("estimators", [None, ["score+cv", "pathwise", "measure-valued", "measure-valued+decoupled"]])
+def test_a_user_function_on_lanes_gives_the_bits_of_one_draw_at_a_time(estimators):
+    extra = {"estimators": estimators, "pilot": 2_000} if estimators else {}
+    distribution = fg.Normal(0.5, 1.3)
+    lanes = fg.Function(uf.bump, uf.bump_derivative)
+    one_at_a_time = fg.Function(uf.bump, uf.bump_derivative)
+    one_at_a_time._runs_on_lanes = False
+    a = fg.compare(distribution, lanes, 100_003, seed=2, **extra)
+    b = fg.compare(distribution, one_at_a_time, 100_003, seed=2, **extra)
+    assert _kernels.runs_on_lanes(lanes) and a.to_dict()["estimators"] == b.to_dict()["estimators"]
