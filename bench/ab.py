@@ -16,7 +16,13 @@ read against the Normal's draws/s):
 
 * ``classic``: ``compare(Normal(2, 1), "square")``, the seed case;
 * ``pair``: the same with ``estimators=["score", "pathwise"]``;
-* ``diag1``, ``diag10``, ``diag100``: ``compare(DiagNormal(D), sum_of_squares)``.
+* ``diag1``, ``diag10``, ``diag100``: ``compare(DiagNormal(D), sum_of_squares)``;
+* the non-polynomial cases of ``bench/test_functions.py`` (Normal(1, 1)):
+  ``cos`` (``cos(1)``), ``expquad`` (``exp_quadratic(0.5)``), ``logistic``,
+  ``userexp`` (a user's ``exp(-x*x/2)`` written with ``fastgrad.math.exp``),
+  ``exponential`` (``Exponential(2)`` with ``square``) and ``mv``
+  (``estimators=["measure-valued", "pathwise"]``, ``square``). A case the
+  old tree lacks is shown as ``-``.
 
 Under the table, the same rounds give each tree's own ratios against its
 ``classic`` (pair/classic, diagD/classic: the issue's in-run targets).
@@ -38,17 +44,46 @@ from pathlib import Path
 
 NEW = Path(__file__).resolve().parent.parent
 
-CASES = ("classic", "pair", "diag1", "diag10", "diag100")
+CASES = ("classic", "pair", "diag1", "diag10", "diag100", "cos", "expquad", "logistic", "userexp", "exponential", "mv")
 
-#: Runs one case in a fresh process and prints its draws/s as JSON.
+#: Runs one case in a fresh process and prints its draws/s as JSON (null: the tree lacks the case).
 CHILD = """
 import json, statistics, sys, time
+import numba
 import fastgrad as fg
 case, n, repeats, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+normal = fg.Normal(1.0, 1.0)
 if case in ("classic", "pair"):
     extra = {"estimators": ["score", "pathwise"]} if case == "pair" else {}
     def call(m):
         return fg.compare(fg.Normal(2.0, 1.0), "square", m, seed=0, threads=threads, **extra)
+elif case in ("cos", "expquad", "logistic", "userexp", "exponential", "mv"):
+    extra, distribution = {}, normal
+    if case == "cos":
+        function = fg.functions.cos(1.0)
+    elif case in ("expquad", "logistic"):
+        name = {"expquad": "exp_quadratic", "logistic": "logistic"}[case]
+        if not hasattr(fg.functions, name):
+            print(json.dumps(None))
+            sys.exit(0)
+        function = getattr(fg.functions, name)(0.5) if case == "expquad" else fg.functions.logistic(1.0, 0.0)
+    elif case == "userexp":
+        import fastgrad.math as fm
+        @numba.njit
+        def bump(x):
+            return fm.exp(-0.5 * x * x)
+        @numba.njit
+        def bump_derivative(x):
+            return -x * fm.exp(-0.5 * x * x)
+        function = fg.Function(bump, bump_derivative)
+    else:
+        function = "square"
+        if case == "exponential":
+            distribution = fg.Exponential(2.0)
+        else:
+            extra = {"estimators": ["measure-valued", "pathwise"]}
+    def call(m):
+        return fg.compare(distribution, function, m, seed=0, threads=threads, **extra)
 else:
     dim = int(case[4:])
     dist = fg.DiagNormal([2.0] * dim, [1.0] * dim)
@@ -178,6 +213,9 @@ def main(argv=None):
     print("|---|---|---|---|---|")
     for case in args.cases:
         old, new = rates["old", case], rates["new", case]
+        if None in old:  # the old tree lacks the case
+            print(f"| {case} | - | {statistics.median(new) / 1e6:.1f} | - | - |")
+            continue
         ratios = [b / a for a, b in zip(old, new, strict=True)]
         print(
             f"| {case} | {statistics.median(old) / 1e6:.1f} | {statistics.median(new) / 1e6:.1f} | "
@@ -188,7 +226,7 @@ def main(argv=None):
         print("|---|---|---|")
         for name in ("old", "new"):
             for case in args.cases:
-                if case == "classic":
+                if case == "classic" or None in rates[name, case]:
                     continue
                 ratios = [a / b for a, b in zip(rates[name, case], rates[name, "classic"], strict=True)]
                 print(f"| {name} {case} | {statistics.median(ratios):.3f} | {min(ratios):.3f}-{max(ratios):.3f} |")

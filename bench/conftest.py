@@ -85,7 +85,7 @@ def pytest_terminal_summary(terminalreporter):
     write("")
     write("fastgrad benchmark summary (draws/s from median times, same session)")
     for group in sorted({m["group"] for m in MEASURED.values()}):
-        if group in ("memory", "startup", "targets (interleaved)"):
+        if group in ("memory", "startup", "targets (interleaved)", "functions (interleaved)"):
             continue
         write(f"  [{group}]")
         for name, m in MEASURED.items():
@@ -108,6 +108,13 @@ def pytest_terminal_summary(terminalreporter):
                 speedup = _ratio(f"fastgrad.math {function}", f"NumPy {function}")
                 if speedup:
                     write(f"    {function}: fastgrad.math vs NumPy's ufunc, one thread: {speedup:.2f}x")
+        if group == "functions":
+            for case in dict.fromkeys(m["case"] for m in MEASURED.values() if m["group"] == group):
+                speedup = _ratio(f"fastgrad compare, 2 threads: {case}", f"NumPy vectorised: {case}")
+                if speedup and case == "cos":
+                    _target(write, "cos: fastgrad compare (2 threads) / NumPy vectorised", speedup, 10)
+                elif speedup:
+                    write(f"    {case}: fastgrad compare (2 threads) vs NumPy vectorised: {speedup:.1f}x")
         if group == "variants":
             speedup = _ratio("variants: all ten", "variants: NumPy vectorised, all ten")
             if speedup:
@@ -140,6 +147,21 @@ def pytest_terminal_summary(terminalreporter):
                 write(f"      round by round: {100 * low:.0f}-{100 * high:.0f} %")
             else:
                 write(f"      round by round: {low:.2f}x-{high:.2f}x")
+    functions = MEASURED.get("functions interleaved")
+    if functions:
+        from test_functions import TARGETS as FUNCTION_TARGETS
+
+        write("  [non-polynomial functions, fastgrad-only ratios: interleaved rounds, 7 rounds, medians, 2 threads]")
+        for name, rate in functions["rates"].items():
+            write(f"    {name:<40} {rate / 1e6:9.1f} M draws/s")
+        for label, _, _, goal in FUNCTION_TARGETS:
+            value = functions["ratios"][label]
+            if goal is None:
+                write(f"    {label:<66} {value:>8.2f}x   (reported)")
+            else:
+                _target(write, label, value, goal, unit="%")
+            low, high = functions["spread"][label]
+            write(f"      round by round: {low:.2f}x-{high:.2f}x")
     fused2, fused1 = "fastgrad compare, 2 threads", "fastgrad compare, 1 thread"
     bound2, bound1 = "fastgrad normals-only, 2 threads", "fastgrad normals-only, 1 thread"
     write("  [targets, from the per-implementation benchmarks above (each baseline undisturbed)]")

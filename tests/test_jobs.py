@@ -179,7 +179,9 @@ def test_checkpoints_from_elsewhere_are_refused_and_left_untouched(tmp_path):
     other = tmp_path / "other-version.ckpt"
     other.write_text(json.dumps({"sha256": _jobs._digest(data), **data}))
     layout = fg.rng.STREAM_LAYOUT_VERSION
-    with pytest.raises(fg.PartialError, match=f"stream_layout is {layout + 1} there and {layout} here"):
+    with pytest.raises(
+        fg.PartialError, match=f"written with stream_layout {layout + 1}; this fastgrad has stream_layout {layout}"
+    ):
         fg.compare(NORMAL, "square", 5 * 65536, seed=1, checkpoint=other)
 
     truncated = tmp_path / "truncated.ckpt"
