@@ -412,7 +412,7 @@ def test_a_checkpoint_directory_removed_mid_run_warns_and_the_run_finishes(tmp_p
     directory = tmp_path / "checkpoints"
     directory.mkdir()
     checkpoint = directory / "run.ckpt"
-    n = 10**9
+    n = 2 * 10**8  # (a short first batch, then batches of about 0.5 s: saves after the removal fail)
     remover = _remove_when_saved(directory, checkpoint)
     with pytest.warns(fg.CheckpointWarning, match="could not write the checkpoint") as caught:
         result = fg.compare(fg.Normal(2.0, 1.0), "square", n, seed=0, checkpoint=checkpoint, checkpoint_every=0.01)
@@ -635,21 +635,28 @@ def test_hand_edited_checkpoints_are_refused_naming_the_field(checkpoint_body, t
 
 
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
-def test_a_signal_during_the_pilot_stops_the_run_with_a_partial_result(tmp_path, signum):
+def test_a_signal_during_the_pilot_stops_the_run_with_a_partial_result(tmp_path, monkeypatch, signum):
     import os
     import signal
-    import threading
+
+    from fastgrad import _pilot
+
+    pilot_run = _pilot.coefficients
+
+    def signalled_pilot(*args):
+        os.kill(os.getpid(), getattr(signal, signum))  # (handled before the pilot's next bytecode: during it)
+        return pilot_run(*args)
 
     checkpoint = tmp_path / "run.ckpt"
-    specs, n, pilot = ["score+cv", "pathwise"], 2 * 10**7, 4 * 10**8
+    specs, n, pilot = ["score+cv", "pathwise"], 4 * 65_536, 10**5
     distribution = fg.Normal(2.0, 1.0)
-    fg.compare(distribution, "square", 10**5, seed=0, estimators=specs, pilot=10**4)  # compiled before the clock
-    timer = threading.Timer(0.2, lambda: os.kill(os.getpid(), getattr(signal, signum)))
-    timer.start()
+    monkeypatch.setattr(_pilot, "coefficients", signalled_pilot)
+    previous = signal.signal(getattr(signal, signum), lambda *_: None)  # (on a fault here, the worker lives)
     try:
         stopped = fg.compare(distribution, "square", n, seed=0, estimators=specs, pilot=pilot, checkpoint=checkpoint)
     finally:
-        timer.join()
+        signal.signal(getattr(signal, signum), previous)
+    monkeypatch.undo()
     assert stopped.interrupted == signum and stopped.n == 0 and stopped.n_requested == n
     assert checkpoint.exists()
     resumed = fg.compare(distribution, "square", n, seed=0, estimators=specs, pilot=pilot, checkpoint=checkpoint)
