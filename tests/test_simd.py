@@ -71,7 +71,7 @@ def test_like_gives_a_number_for_a_number():
 
 
 @numba.njit
-def _both_value_loops(key, theta, fparams, noise, m, need_f=True, need_df=True):
+def _both_value_loops(key, theta, fparams, noise, m, need_f, need_df):
     n_rows = 2 * _kernels._n_params(key)
     keep = np.ones(n_rows, np.bool_)
     scalar = np.full((n_rows, m), np.nan)
@@ -103,7 +103,7 @@ def test_vector_value_loop_matches_the_scalar_one_bit_for_bit(family, distributi
     noise[:3] = (0.0, -0.0, 1e300)
     key = _kernels.KernelKey(family, function)
     fparams = tuple(float(p) for p in params) or (0.0,)
-    scalar, vector = _both_value_loops(key, distribution.theta, fparams, noise, noise.size)
+    scalar, vector = _both_value_loops(key, distribution.theta, fparams, noise, noise.size, True, True)
     np.testing.assert_array_equal(vector.view(np.uint64), scalar.view(np.uint64))
 
 
@@ -127,7 +127,8 @@ def test_value_and_derivative_together_give_their_bits_alone(family, distributio
     noise[:3] = (0.0, -0.0, 1e300)
     key = _kernels.KernelKey(family, function)
     fparams = tuple(float(p) for p in params)
-    both, _ = _both_value_loops(key, distribution.theta, fparams, noise, noise.size)
+    # (every argument given: an omitted one is another signature, compiled again)
+    both, _ = _both_value_loops(key, distribution.theta, fparams, noise, noise.size, True, True)
     value, _ = _both_value_loops(key, distribution.theta, fparams, noise, noise.size, True, False)
     derivative, _ = _both_value_loops(key, distribution.theta, fparams, noise, noise.size, False, True)
     half = both.shape[0] // 2
@@ -154,17 +155,31 @@ def test_user_functions_run_on_lanes_only_where_every_lane_does_one_draws_operat
     assert _kernels.runs_on_lanes(fg.Function(f, df)) is expected
 
 
+@numba.njit
+def _user_value_loops(one_key, lanes_key, f, df, theta, noise, m):
+    """The value rows of a user's function one draw at a time (USER) and on lanes (USER_LANES), compare-style."""
+    n_rows = 2 * _kernels._n_params(one_key)
+    keep = np.ones(n_rows, np.bool_)
+    scalar = np.full((n_rows, m), np.nan)
+    vector = np.full((n_rows, m), np.nan)
+    _kernels._values_scalar(one_key, f, df, theta, (0.0,), True, True, noise, scalar, 0, m)
+    _kernels._values_simd(lanes_key, f, df, theta, (0.0,), True, True, keep, noise, vector, m)
+    return scalar, vector
+
+
 def test_a_user_function_on_lanes_gives_the_bits_of_one_draw_at_a_time():
-    """The plain filler here; the general one (every variant, measure-valued on lanes too) in
-    tests/test_reference_results.py, whose ``variants-user-scale`` case (a user's ``x * x``, now on lanes)
-    must reproduce the figures written by the code that ran users' functions one draw at a time."""
-    distribution = fg.Normal(0.5, 1.3)
-    lanes = fg.Function(uf.bump, uf.bump_derivative)
-    one_at_a_time = fg.Function(uf.bump, uf.bump_derivative)
-    one_at_a_time._runs_on_lanes = False
-    a = fg.compare(distribution, lanes, 100_003, seed=2)
-    b = fg.compare(distribution, one_at_a_time, 100_003, seed=2)
-    assert _kernels.runs_on_lanes(lanes) and a.to_dict()["estimators"] == b.to_dict()["estimators"]
+    """The plain filler's loops here; the kernels' choice of lanes, and the general filler (every variant,
+    measure-valued on lanes too), in tests/test_reference_results.py, whose ``variants-user-scale`` case (a
+    user's ``x * x``, now on lanes) must reproduce the figures written when users' functions ran one draw at
+    a time."""
+    noise = np.random.default_rng(13).normal(size=509) * 2
+    noise[:3] = (0.0, -0.0, 1e300)
+    one = _kernels.KernelKey("normal", _kernels.USER)
+    lanes = _kernels.KernelKey("normal", _kernels.USER_LANES)
+    scalar, vector = _user_value_loops(one, lanes, uf.bump, uf.bump_derivative, fg.Normal(0.5, 1.3).theta, noise,
+                                       noise.size)  # fmt: skip
+    assert _kernels.runs_on_lanes(fg.Function(uf.bump, uf.bump_derivative))
+    np.testing.assert_array_equal(vector.view(np.uint64), scalar.view(np.uint64))
 
 
 def test_the_reference_case_of_a_users_function_runs_on_lanes():

@@ -41,8 +41,13 @@ CASES = {
     "cos": (fg.Normal(0.5, 2.0), fg.functions.cos(omega=1.5), NORMAL_VARIANTS),
     "exponential": (fg.Exponential(2.0), "quartic", [*SCORE_VARIANTS[:4], "score+loo(10)", "pathwise"]),
     "bernoulli": (fg.Bernoulli(0.3), "cos", [*SCORE_VARIANTS[:4], "score+loo(3)"]),
-    # a quadrature-exact built-in with every Normal variant (the logistic's are the matrix's Exponential cells)
+    # the quadrature-exact built-ins: every Normal variant, and the Exponential's with measure-valued ones
     "exp_quadratic": (fg.Normal(0.4, 1.2), fg.functions.exp_quadratic(k=0.5), NORMAL_VARIANTS),
+    "logistic": (
+        fg.Exponential(1.5),
+        fg.functions.logistic(a=2.0, b=-1.0),
+        [*SCORE_VARIANTS[:4], "score+loo(10)", "pathwise", "measure-valued", "measure-valued+decoupled"],
+    ),
 }
 N = 120 * 2**13  # a multiple of every loo group above (8, 10, 3)
 
