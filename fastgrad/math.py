@@ -33,13 +33,14 @@ from fastgrad._simd import (
     float_bits,
     fma,
     lane,
+    like,
     pow2,
     split_exponent,
     where,
     with_lane,
 )
 
-__all__ = ["cos", "exp", "expm1", "log", "log1p", "sigmoid", "sin", "sincos", "softplus", "tanh"]
+__all__ = ["cos", "erf", "erfc", "exp", "expm1", "log", "log1p", "sigmoid", "sin", "sincos", "softplus", "tanh"]
 
 INF = float("inf")
 NAN = float("nan")
@@ -466,3 +467,126 @@ def sin(x):
 def cos(x):
     """Return ``cos(x)`` within 1 ulp for every finite ``x``; NaN at ±inf and NaN."""
     return sincos(x)[1]
+
+
+# --- erf and erfc ----------------------------------------------------------------------------
+#
+# |x| < ERF_SMALL: erf(x) = x + x P(x**2). Beyond, erfc(a) = e**(-a**2) erfcx(a), a = |x|: a**2 split
+# exactly by an fma, e**(-a**2) carried in two parts (_exp_split), and erfcx(a) = e**(a**2) erfc(a), a
+# slowly varying function, a polynomial on each of five pieces (in a, then in 1/a with 1/a carried in
+# two parts), its constant term in two parts. erf is then 1 - erfc, and erfc of a negative x 2 - erfc(a),
+# each subtraction carried exactly until the last rounding.
+
+#: erf's odd polynomial serves |x| below this.
+ERF_SMALL = 0.75
+#: erfc(x) is 0 beyond this (erfc(27.3) is below half the smallest subnormal); erf(x) is 1 beyond 6.
+ERFC_ZERO = 27.3
+ERF_ONE = 6.0
+TWO_M54 = 2.0**-54
+TWO_54 = 18014398509481984.0
+
+
+@core
+def _select(bounds, values, a):
+    """``values[i]`` for the first ``i`` with ``a < bounds[i]`` (the last where none is), lane by lane."""
+    n = len(values)
+    out = like(values[n - 1], a)
+    for i in range(n - 2, -1, -1):
+        out = where(a < bounds[i], values[i], out)
+    return out
+
+
+@core
+def _erfcx_pair(a):
+    """``(gh, gl)``: ``e**(a**2) erfc(a) = gh + gl`` to about 2**-60 relative, for ``ERF_SMALL <= a <= ERFC_ZERO``.
+
+    On each piece a polynomial in ``d = v - center`` (exact), ``v = a`` on the
+    first two, ``v = w = 1/a`` (in two parts) on the others, where it gives
+    ``erfcx(a) / w``; its last two Horner steps are carried in two parts.
+    """
+    inverse = 1.0 / a
+    inverse_low = fma(-inverse, a, 1.0) / a  # 1/a = inverse + inverse_low, but for this last rounding
+    small = a < C.ERFCX_BOUNDS[1]
+    d = where(small, a, inverse) - _select(C.ERFCX_BOUNDS, C.ERFCX_CENTERS, a)  # exact (Sterbenz)
+    low = where(small, 0.0, inverse_low)
+    rows = C.ERFCX
+    n = len(rows[0])
+    acc = _select(C.ERFCX_BOUNDS, (rows[0][n - 1], rows[1][n - 1], rows[2][n - 1], rows[3][n - 1], rows[4][n - 1]), a)
+    for k in range(n - 2, 0, -1):
+        coefficient = _select(C.ERFCX_BOUNDS, (rows[0][k], rows[1][k], rows[2][k], rows[3][k], rows[4][k]), a)
+        acc = fma(acc, d, coefficient)
+    slope = _select(C.ERFCX_BOUNDS, (rows[0][0], rows[1][0], rows[2][0], rows[3][0], rows[4][0]), a)
+    # slope + acc d and head + (that) d, each product and sum with its rounding kept
+    p1 = acc * d
+    s1 = slope + p1
+    back = s1 - slope
+    e1 = ((slope - (s1 - back)) + (p1 - back)) + fma(acc, d, -p1)
+    p0 = s1 * d
+    head = _select(C.ERFCX_BOUNDS, C.ERFCX_HEADS, a)
+    hh = head + p0
+    hl = ((head - hh) + p0) + (fma(s1, d, -p0) + (e1 * d + (_select(C.ERFCX_BOUNDS, C.ERFCX_TAILS, a) + slope * low)))
+    # times w = inverse + inverse_low on the pieces in 1/a (times 1, exactly, on the others)
+    wh = where(small, 1.0, inverse)
+    wl = where(small, 0.0, inverse_low)
+    gh = wh * hh
+    return gh, fma(wh, hh, -gh) + (wh * hl + wl * hh)
+
+
+@core
+def _erfc_parts(a):
+    """``(k, yh, yl)``: ``erfc(a) = 2**k (yh + yl)`` to about 2**-60 relative, for ``ERF_SMALL <= a <= ERFC_ZERO``."""
+    s = a * a
+    t = fma(a, a, -s)  # a**2 = s + t exactly
+    k, ph, pl = _exp_split(-s)
+    gh, gl = _erfcx_pair(a)
+    main = ph * gh
+    low = fma(ph, gh, -main) + ((ph * gl + pl * gh) - main * t)  # e**-t = 1 - t to far below the last bit
+    yh = main + low
+    return k, yh, (main - yh) + low
+
+
+@core
+def _erf_small(x):
+    """``x + x P(x**2)`` for ``|x| < ERF_SMALL``; subnormal and tiny x scaled by 2**54 first (one rounding)."""
+    tiny = fabs(x) < 2.0**-960
+    y = where(tiny, x * TWO_54, x)
+    r = y + y * _polynomial(x * x, C.ERF)
+    return where(tiny, r * TWO_M54, r)
+
+
+@core
+def erf(x):
+    """Return the error function within 1 ulp: ±1 beyond ±6 and at ±inf, NaN for NaN, keeps -0."""
+    a = fabs(x)
+    k, yh, yl = _erfc_parts(where(a < ERF_SMALL, ERF_SMALL, where(a > ERF_ONE, ERF_ONE, a)))
+    scale = pow2(k)  # (exact: erfc(a) >= 2**-56 here)
+    eh = yh * scale
+    el = yl * scale
+    one_minus = 1.0 - eh
+    large = one_minus + (((1.0 - one_minus) - eh) - el)
+    y = where(a < ERF_SMALL, _erf_small(x), copysign(where(a > ERF_ONE, 1.0, large), x))
+    return where(x != x, x, y)
+
+
+@core
+def erfc(x):
+    """Return the complementary error function ``1 - erf(x)`` within 1 ulp: 2 at -inf, 0 beyond 27.3, NaN for NaN.
+
+    Small results keep their relative accuracy (``erfc(26) = 5.7e-296``), down
+    to the subnormals.
+    """
+    a = fabs(x)
+    k, yh, yl = _erfc_parts(where(a < ERF_SMALL, ERF_SMALL, where(a > ERFC_ZERO, ERFC_ZERO, a)))
+    positive = _scale(yh + yl, k)
+    # 2 - erfc(a) for x <= -ERF_SMALL (exact in two parts; erfc(a) < 2**-1 there, no underflow worth keeping)
+    eh = _scale(yh, k)
+    el = _scale(yl, k)
+    two_minus = 2.0 - eh
+    negative = two_minus + (((2.0 - two_minus) - eh) - el)
+    # 1 - erf(x) for |x| < ERF_SMALL: (1 - x) exactly in two parts, minus x P(x**2)
+    one_minus = 1.0 - x
+    middle = one_minus + (((1.0 - one_minus) - x) - x * _polynomial(x * x, C.ERF))
+    y = where(x < 0.0, negative, positive)
+    y = where(a < ERF_SMALL, middle, y)
+    y = where(x > ERFC_ZERO, 0.0, where(x < -ERF_ONE, 2.0, y))
+    return where(x != x, x, y)

@@ -3,6 +3,9 @@
 Run ``python tools/make_math_coefficients.py > fastgrad/_math_coefficients.py``.
 The test suite re-runs this script and checks that the committed module is
 exactly what it prints, so no coefficient can drift from its derivation.
+(Numba caches ``fastgrad/math.py``'s functions against that file's own
+time stamp: after regenerating, ``touch fastgrad/math.py`` before trying
+them, or they run with the old coefficients.)
 
 Each polynomial approximates a smooth remainder of an elementary function on
 the interval its range reduction leaves (the comments of ``fastgrad/math.py``
@@ -100,6 +103,81 @@ POLYNOMIALS = {
     ),
 }
 
+
+def _erf_remainder(z):
+    """(erf(x) / x - 1) with z = x**2: erf(x) = x + x P(z)."""
+    x = mp.sqrt(z)
+    return mp.erf(x) / x - 1
+
+
+#: erf's polynomial serves |x| below this; erfc's e**(-x**2) erfcx(x) beyond it.
+ERF_SMALL = mp.mpf("0.75")
+
+POLYNOMIALS["ERF"] = (
+    _series_or(_erf_remainder, lambda z: 2 / mp.sqrt(mp.pi) * (1 - z / 3 + z**2 / 10) - 1, mp.mpf("1e-20")),
+    (0, ERF_SMALL**2),
+    13,
+    "erf(x) = x + x * P(z), z = x**2 <= 0.75**2",
+)
+
+
+def _erfcx(a):
+    return mp.exp(a * a) * mp.erfc(a)
+
+
+#: erfcx(a) = e**(a**2) erfc(a) piecewise on [0.75, 27.3]: (low, high, variable, center, coefficients). The
+#: variable v is a itself (the polynomial approximates erfcx(a)) or w = 1/a (it approximates erfcx(a) / w,
+#: nearly constant: erfcx(a) is about w / sqrt(pi)); the polynomial is in d = v - center, and center is a
+#: short dyadic number within a factor 2 of every v of its interval, so that v - center is exact (Sterbenz).
+ERFCX_PIECES = [
+    (mp.mpf("0.75"), mp.mpf(1.5), "a", mp.mpf("1.125"), 18),
+    (mp.mpf(1.5), mp.mpf(3), "a", mp.mpf("2.25"), 20),
+    (mp.mpf(3), mp.mpf(6), "1/a", mp.mpf("0.25"), 18),
+    (mp.mpf(6), mp.mpf(12), "1/a", mp.mpf("0.125"), 18),
+    (mp.mpf(12), mp.mpf("27.3"), "1/a", mp.mpf("0.0625"), 18),
+]
+
+
+def _piecewise(name, pieces, function, what):
+    """Print a piecewise polynomial: bounds, centers, constant terms in two parts, the other coefficients."""
+    count = max(piece[4] for piece in pieces)
+    heads, tails, rows, notes = [], [], [], []
+    for low, high, variable, center, n in pieces:
+        ends = (low, high) if variable == "a" else (1 / high, 1 / low)
+        assert center / 2 <= ends[0] and ends[1] <= 2 * center, (name, low, high)
+        if variable == "a":
+            back = lambda d, c=center: function(c + d)  # noqa: E731
+        else:
+            back = lambda d, c=center: function(1 / (c + d)) / (c + d)  # noqa: E731
+        coefficients, error = mp.chebyfit(back, [ends[0] - center, ends[1] - center], n, error=True)
+        coefficients = list(reversed(coefficients)) + [mp.mpf(0)] * (count - n)
+        head = float(coefficients[0])
+        heads.append(head)
+        tails.append(float(coefficients[0] - head))
+        rows.append([float(c) for c in coefficients[1:]])
+        smallest = min(abs(back(ends[0] - center)), abs(back(ends[1] - center)))
+        notes.append(
+            f"#   [{mp.nstr(low, 6)}, {mp.nstr(high, 6)}] in {variable}: relative error {mp.nstr(error / smallest, 3)}"
+        )
+    print()
+    print(f"# {what}")
+    for note in notes:
+        print(note)
+    for suffix, values in (("BOUNDS", [float(p[1]) for p in pieces]), ("CENTERS", [float(p[3]) for p in pieces]),
+                           ("HEADS", heads), ("TAILS", tails)):  # fmt: skip
+        print(f"{name}_{suffix} = (")
+        for value in values:
+            print(f"    {value!r},")
+        print(")")
+    print(f"{name} = (")
+    for row in rows:
+        print("    (")
+        for c in row:
+            print(f"        {c!r},")
+        print("    ),")
+    print(")")
+
+
 #: 64-bit words of 2/pi's binary fraction (Payne-Hanek reduction of huge arguments): enough for x up to 2**1024.
 TWO_OVER_PI_WORDS = 20
 
@@ -119,6 +197,12 @@ def main():
         for c in reversed(coefficients):  # chebyfit gives the highest degree first
             print(f"    {float(c)!r},")
         print(")")
+    _piecewise(
+        "ERFCX",
+        ERFCX_PIECES,
+        _erfcx,
+        "erfcx(a) = e**(a**2) erfc(a) = (HEAD + TAIL + d * P(d)) * (1 or w), d = v - CENTER, on each piece",
+    )
     mp.mp.prec = 64 * TWO_OVER_PI_WORDS + 64
     fraction = int(mp.floor(2 / mp.pi * mp.mpf(2) ** (64 * TWO_OVER_PI_WORDS)))
     words = [(fraction >> (64 * (TWO_OVER_PI_WORDS - 1 - i))) & (2**64 - 1) for i in range(TWO_OVER_PI_WORDS)]
