@@ -36,11 +36,28 @@ from fastgrad._simd import (
     like,
     pow2,
     split_exponent,
+    sqrt,
     where,
     with_lane,
 )
 
-__all__ = ["cos", "erf", "erfc", "exp", "expm1", "log", "log1p", "sigmoid", "sin", "sincos", "softplus", "tanh"]
+__all__ = [
+    "cos",
+    "digamma",
+    "erf",
+    "erfc",
+    "exp",
+    "expm1",
+    "lgamma",
+    "log",
+    "log1p",
+    "ndtri",
+    "sigmoid",
+    "sin",
+    "sincos",
+    "softplus",
+    "tanh",
+]
 
 INF = float("inf")
 NAN = float("nan")
@@ -167,6 +184,27 @@ def log(x):
     y = where(x == INF, INF, y)
     y = where(x == 0.0, -INF, y)
     return where(x < 0.0, NAN, where(x != x, x, y))
+
+
+@core
+def _log_pair(x):
+    """``(h, l)``: ``log(x) = h + l`` for finite ``x > 0``, to about 2**-57 relative (lgamma and digamma).
+
+    The operations of :func:`log`, with the roundings of its last two
+    additions kept in ``l``.
+    """
+    tiny = x < SMALLEST_NORMAL
+    m, e = split_exponent(where(tiny, x * TWO54, x))
+    e = where(tiny, e - 54.0, e)
+    f = m - 1.0
+    s = f / (2.0 + f)
+    z = s * s
+    half_square = 0.5 * f * f
+    inner = half_square - (s * (half_square + z * _polynomial(z, C.LOG)) + e * LN2_LO)
+    b = f - inner
+    a = e * LN2_HI  # exact
+    h = a + b
+    return h, ((a - h) + b) + ((f - b) - inner)
 
 
 #: Below this magnitude log1p is its Taylor series to the cube (the next term is under 2**-60 of it):
@@ -497,34 +535,49 @@ def _select(bounds, values, a):
 
 
 @core
-def _erfcx_pair(a):
-    """``(gh, gl)``: ``e**(a**2) erfc(a) = gh + gl`` to about 2**-60 relative, for ``ERF_SMALL <= a <= ERFC_ZERO``.
+def _select_row(bounds, rows, k, a):
+    """``rows[i][k]`` for the first piece ``i`` with ``a < bounds[i]`` (the last where none is), lane by lane."""
+    n = len(rows)
+    out = like(rows[n - 1][k], a)
+    for i in range(n - 2, -1, -1):
+        out = where(a < bounds[i], rows[i][k], out)
+    return out
 
-    On each piece a polynomial in ``d = v - center`` (exact), ``v = a`` on the
-    first two, ``v = w = 1/a`` (in two parts) on the others, where it gives
-    ``erfcx(a) / w``; its last two Horner steps are carried in two parts.
-    """
-    inverse = 1.0 / a
-    inverse_low = fma(-inverse, a, 1.0) / a  # 1/a = inverse + inverse_low, but for this last rounding
-    small = a < C.ERFCX_BOUNDS[1]
-    d = where(small, a, inverse) - _select(C.ERFCX_BOUNDS, C.ERFCX_CENTERS, a)  # exact (Sterbenz)
-    low = where(small, 0.0, inverse_low)
-    rows = C.ERFCX
+
+@core
+def _piecewise(bounds, centers, heads, tails, rows, a, d, low):
+    """``(hh, hl)``: the piece's ``head + tail + d P(d) + P(0) low``, the last two Horner steps in two parts."""
     n = len(rows[0])
-    acc = _select(C.ERFCX_BOUNDS, (rows[0][n - 1], rows[1][n - 1], rows[2][n - 1], rows[3][n - 1], rows[4][n - 1]), a)
+    acc = _select_row(bounds, rows, n - 1, a)
     for k in range(n - 2, 0, -1):
-        coefficient = _select(C.ERFCX_BOUNDS, (rows[0][k], rows[1][k], rows[2][k], rows[3][k], rows[4][k]), a)
-        acc = fma(acc, d, coefficient)
-    slope = _select(C.ERFCX_BOUNDS, (rows[0][0], rows[1][0], rows[2][0], rows[3][0], rows[4][0]), a)
+        acc = fma(acc, d, _select_row(bounds, rows, k, a))
+    slope = _select_row(bounds, rows, 0, a)
     # slope + acc d and head + (that) d, each product and sum with its rounding kept
     p1 = acc * d
     s1 = slope + p1
     back = s1 - slope
     e1 = ((slope - (s1 - back)) + (p1 - back)) + fma(acc, d, -p1)
     p0 = s1 * d
-    head = _select(C.ERFCX_BOUNDS, C.ERFCX_HEADS, a)
+    head = _select(bounds, heads, a)
     hh = head + p0
-    hl = ((head - hh) + p0) + (fma(s1, d, -p0) + (e1 * d + (_select(C.ERFCX_BOUNDS, C.ERFCX_TAILS, a) + slope * low)))
+    hl = ((head - hh) + p0) + (fma(s1, d, -p0) + (e1 * d + (_select(bounds, tails, a) + slope * low)))
+    return hh, hl
+
+
+@core
+def _erfcx_pair(a):
+    """``(gh, gl)``: ``e**(a**2) erfc(a) = gh + gl`` to about 2**-60 relative, for ``0.45 <= a <= ERFC_ZERO``.
+
+    On each piece a polynomial in ``d = v - center`` (exact), ``v = a`` on the
+    first pieces, ``v = w = 1/a`` (in two parts) on the others, where it gives
+    ``erfcx(a) / w``; its last two Horner steps are carried in two parts.
+    """
+    inverse = 1.0 / a
+    inverse_low = fma(-inverse, a, 1.0) / a  # 1/a = inverse + inverse_low, but for this last rounding
+    small = a < C.ERFCX_BOUNDS[C.ERFCX_IN_A - 1]
+    d = where(small, a, inverse) - _select(C.ERFCX_BOUNDS, C.ERFCX_CENTERS, a)  # exact (Sterbenz)
+    hh, hl = _piecewise(C.ERFCX_BOUNDS, C.ERFCX_CENTERS, C.ERFCX_HEADS, C.ERFCX_TAILS, C.ERFCX, a, d,
+                        where(small, 0.0, inverse_low))  # fmt: skip
     # times w = inverse + inverse_low on the pieces in 1/a (times 1, exactly, on the others)
     wh = where(small, 1.0, inverse)
     wl = where(small, 0.0, inverse_low)
@@ -533,8 +586,12 @@ def _erfcx_pair(a):
 
 
 @core
-def _erfc_parts(a):
-    """``(k, yh, yl)``: ``erfc(a) = 2**k (yh + yl)`` to about 2**-60 relative, for ``ERF_SMALL <= a <= ERFC_ZERO``."""
+def _erfc_core(a):
+    """``(k, yh, yl, ph, gh)``: ``erfc(a) = 2**k (yh + yl)`` to about 2**-60 relative, for ``0.45 <= a <= 27.3``.
+
+    ``2**k ph`` is ``e**(-a**2)`` and ``gh`` ``erfcx(a)``, each to about a
+    double's precision (for ndtri's Newton step).
+    """
     s = a * a
     t = fma(a, a, -s)  # a**2 = s + t exactly
     k, ph, pl = _exp_split(-s)
@@ -542,7 +599,14 @@ def _erfc_parts(a):
     main = ph * gh
     low = fma(ph, gh, -main) + ((ph * gl + pl * gh) - main * t)  # e**-t = 1 - t to far below the last bit
     yh = main + low
-    return k, yh, (main - yh) + low
+    return k, yh, (main - yh) + low, ph, gh
+
+
+@core
+def _erfc_parts(a):
+    """``(k, yh, yl)``: ``erfc(a) = 2**k (yh + yl)`` to about 2**-60 relative, for ``0.45 <= a <= ERFC_ZERO``."""
+    k, yh, yl, _, _ = _erfc_core(a)
+    return k, yh, yl
 
 
 @core
@@ -590,3 +654,238 @@ def erfc(x):
     y = where(a < ERF_SMALL, middle, y)
     y = where(x > ERFC_ZERO, 0.0, where(x < -ERF_ONE, 2.0, y))
     return where(x != x, x, y)
+
+
+# --- ndtri, the normal quantile -----------------------------------------------------------------
+#
+# |p - 1/2| <= 1/4, where q = p - 1/2 is exact: q S(q**2), S's constant term in two parts. In the tails,
+# with p' = min(p, 1 - p) (1 - p is exact there): a first guess x0 from r = sqrt(-2 log p') (a polynomial
+# on each of four pieces, about 1e-11 relative), then one Newton step with its quadratic term,
+#     x = x0 + delta + x0 delta**2 / 2,   delta = (p' - Phi(x0)) / phi(x0) = (p' / Phi(x0) - 1) Phi / phi,
+# where Phi(x0) = erfc(a) / 2 (a = -x0 / sqrt 2, in two parts) comes as 2**k (yh + yl) to about 2**-60, so
+# that p' / Phi - 1 is exact but for that, and Phi / phi = erfcx(a) sqrt(pi / 2) needs no exponential.
+# The step's error is of the order of x0's error cubed: the result is rounded once.
+
+
+@core
+def _ndtri_tail(p):
+    """``ndtri(p)`` for ``0 < p <= 1/4`` (subnormals included), within about half an ulp."""
+    r = sqrt(-2.0 * log(p))
+    d = r - _select(C.NDTRI_TAIL_BOUNDS, C.NDTRI_TAIL_CENTERS, r)
+    hh, hl = _piecewise(C.NDTRI_TAIL_BOUNDS, C.NDTRI_TAIL_CENTERS, C.NDTRI_TAIL_HEADS, C.NDTRI_TAIL_TAILS,
+                        C.NDTRI_TAIL, r, d, 0.0)  # fmt: skip
+    x0 = hh + hl
+    ah = -x0 * C.INV_SQRT2
+    al = fma(-x0, C.INV_SQRT2, -ah) - x0 * C.INV_SQRT2_LOW  # a = ah + al = -x0 / sqrt(2)
+    k, yh, yl, ph, gh = _erfc_core(ah)
+    yl = yl - al * C.TWO_OVER_SQRT_PI * ph  # erfc(ah + al) = erfc(ah) - al 2/sqrt(pi) e**(-ah**2)
+    scaled = _scale(p, 1.0 - k)  # p / 2**(k - 1), exactly (a number near yh, never subnormal)
+    rho = ((scaled - yh) - yl) / yh  # p / Phi(x0) - 1 (scaled - yh is exact: the two are within 2x)
+    delta = rho * gh * C.SQRT_HALF_PI
+    return x0 + (delta + 0.5 * x0 * (delta * delta))
+
+
+@core
+def ndtri(p):
+    """Return the standard normal quantile ``x`` with ``Phi(x) = p``, within 1 ulp for every p in (0, 1).
+
+    ``ndtri(0) = -inf``, ``ndtri(1) = inf``, ``ndtri(1/2) = 0``; NaN outside
+    [0, 1] and for NaN. Subnormal ``p`` are exact inputs (``ndtri(5e-324)``
+    is -38.47).
+    """
+    q = p - 0.5
+    z = q * q
+    r = z * _polynomial(z, C.NDTRI[1:])  # (NDTRI[0] is sqrt(2 pi): the head below, exactly)
+    sh = C.SQRT_2PI + r
+    sl = ((C.SQRT_2PI - sh) + r) + C.SQRT_2PI_LOW
+    central = fma(q, sh, q * sl)
+    upper = p > 0.5
+    tail = _ndtri_tail(where(upper, 1.0 - p, p))
+    y = where(fabs(q) <= 0.25, central, where(upper, -tail, tail))
+    y = where(p == 0.0, -INF, where(p == 1.0, INF, y))
+    return where((p < 0.0) | (p > 1.0) | (p != p), NAN, y)
+
+
+# --- lgamma and digamma ------------------------------------------------------------------------------
+#
+# Both on y = |x| > 0 first, each range a polynomial (generated, tools/make_math_coefficients.py) with its
+# last additions kept in two parts: lgamma as (y - 1) Q1(y - 1) around its zero at 1, y Q1(y) - log(y)
+# below 1/2, (y - 2) Q2(y - 2) around its zero at 2 (to 3), a polynomial on [3, 8], and Stirling's formula
+# beyond; digamma as psi(y + 1) - 1/y below 1, (y - x0) R(y - x0) around its zero x0 = 1.4616..., a
+# polynomial on [2, 8], and log(y) - 1/(2y) - w P(w) beyond. Negative x by reflection, with sin(pi x) and
+# cos(pi x) from x's exact distance to the nearest integer.
+
+#: lgamma(x) overflows above this (lgamma(2.5563e305) is the largest double).
+LGAMMA_OVERFLOW = 2.5563802833360187e305
+#: Every double at or beyond this magnitude is an integer: a pole of lgamma and digamma below 0.
+INTEGRAL = 4503599627370496.0  # 2**52
+
+
+@core
+def _two_sum(a, b):
+    """``(s, e)``: ``a + b = s + e`` exactly (Knuth)."""
+    s = a + b
+    back = s - a
+    return s, (a - (s - back)) + (b - back)
+
+
+@core
+def _times(ah, al, bh, bl):
+    """``(ah + al) (bh + bl)`` in two parts (the product of the high parts exact by an fma)."""
+    p = ah * bh
+    return p, fma(ah, bh, -p) + (ah * bl + al * bh)
+
+
+@core
+def _lgamma_positive(y):
+    """``(hi, lo)``: ``lgamma(y) = hi + lo`` for finite ``y > 0`` (below ``LGAMMA_OVERFLOW``)."""
+    # Stirling, y >= 8: (y - 1/2)(log y) - y + log(2 pi)/2 + P(1/y**2) / y
+    lh, ll = _log_pair(y)
+    ym = y - 0.5
+    th, tl = _times(ym, 0.0, lh, ll)
+    uh = th - y  # (th is about y log y > y here: the rounding is in ul)
+    ul = ((th - uh) - y) + tl
+    inverse = 1.0 / y
+    vh = uh + C.HALF_LOG_2PI
+    stirling = _polynomial(inverse * inverse, C.STIRLING) * inverse
+    vl = ((uh - vh) + C.HALF_LOG_2PI) + (ul + (C.HALF_LOG_2PI_LOW + stirling))
+    # [3, 8]: a polynomial in y - center on two pieces
+    mh, ml = _piecewise(C.LGAMMA_MID_BOUNDS, C.LGAMMA_MID_CENTERS, C.LGAMMA_MID_HEADS, C.LGAMMA_MID_TAILS,
+                        C.LGAMMA_MID, y, y - _select(C.LGAMMA_MID_BOUNDS, C.LGAMMA_MID_CENTERS, y), 0.0)  # fmt: skip
+    # [1.5, 3]: (y - 2) Q2(y - 2), y - 2 exact
+    t2 = y - 2.0
+    qh, ql = _piecewise(C.LGAMMA_Q2_BOUNDS, C.LGAMMA_Q2_CENTERS, C.LGAMMA_Q2_HEADS, C.LGAMMA_Q2_TAILS, C.LGAMMA_Q2,
+                        t2, t2, 0.0)  # fmt: skip
+    nh, nl = _times(t2, 0.0, qh, ql)
+    # (0, 1.5): t Q1(t), t = y - 1 (exact) from 0.5, t = y below, where log(y) is then subtracted
+    small = y < 0.5
+    t1 = where(small, y, y - 1.0)
+    rh, rl = _piecewise(C.LGAMMA_Q1_BOUNDS, C.LGAMMA_Q1_CENTERS, C.LGAMMA_Q1_HEADS, C.LGAMMA_Q1_TAILS, C.LGAMMA_Q1,
+                        t1, t1, 0.0)  # fmt: skip
+    ph, pl = _times(t1, 0.0, rh, rl)
+    sh, se = _two_sum(ph, -lh)
+    ph = where(small, sh, ph)
+    pl = where(small, se + (pl - ll), pl)
+    hi = where(y < 1.5, ph, where(y < 3.0, nh, where(y < 8.0, mh, vh)))
+    lo = where(y < 1.5, pl, where(y < 3.0, nl, where(y < 8.0, ml, vl)))
+    return hi, lo
+
+
+@core
+def _sin_cos_pairs(rh, rl):
+    """``(sh, sl, ch, cl)``: :func:`_sin_cos_reduced`'s sine and cosine, each with its last addition's rounding."""
+    z = rh * rh
+    small = rh * z * _polynomial(z, C.SIN) + rl * (1.0 - 0.5 * z)
+    sh = rh + small
+    half = 0.5 * z
+    w = 1.0 - half
+    tail = ((1.0 - w) - half) + (z * z * _polynomial(z, C.COS) - (0.5 * fma(rh, rh, -z) + rh * rl))
+    ch = w + tail
+    return sh, (rh - sh) + small, ch, (w - ch) + tail
+
+
+@core
+def _sin_cos_pi(x):
+    """``(sh, sl, ch, cl)``: ``sin(pi x)`` and ``cos(pi x)`` in two parts each, for finite ``|x| < 2**52``.
+
+    From x's exact distance ``r`` to the nearest integer ``n``, folded to
+    ``|pi r| <= pi/4`` (``1/2 - |r|`` is exact), times ``(-1)**n``.
+    """
+    n = where(x >= 0.0, (x + INTEGRAL) - INTEGRAL, (x - INTEGRAL) + INTEGRAL)  # the nearest integer
+    r = x - n  # exact, |r| <= 1/2
+    a = fabs(r)
+    folded = a > 0.25
+    u = where(folded, 0.5 - a, a)  # exact
+    uh = u * C.PI
+    ul = fma(u, C.PI, -uh) + u * C.PI_LOW  # pi u in two parts
+    sh, sl, ch, cl = _sin_cos_pairs(uh, ul)
+    half = 0.5 * fabs(n)
+    sign = where(((half + INTEGRAL) - INTEGRAL) != half, like(-1.0, x), 1.0)  # (-1)**n
+    sine_sign = sign * copysign(like(1.0, x), r)  # sin(pi r) has r's sign
+    return (sine_sign * where(folded, ch, sh), sine_sign * where(folded, cl, sl),
+            sign * where(folded, sh, ch), sign * where(folded, sl, cl))  # fmt: skip
+
+
+@core
+def lgamma(x):
+    """Return ``log|Gamma(x)|`` (see ``docs/math.md`` for the accuracy): inf at 0 and the negative integers.
+
+    inf at ±inf and above 2.5563e305; NaN for NaN. ``lgamma(1) = lgamma(2) = 0``
+    exactly. Below 0 by reflection,
+    ``lgamma(x) = log(pi) - log|x sin(pi x)| - lgamma(-x)``, whose absolute error is
+    a few ulps of the largest of those terms.
+    """
+    a = fabs(x)
+    safe = where((a > 0.0) & (a < LGAMMA_OVERFLOW), a, 1.0)
+    hi, lo = _lgamma_positive(safe)
+    positive = hi + lo
+    s, sl, _, _ = _sin_cos_pi(where(a < INTEGRAL, x, 0.5))
+    product = x * s
+    product_low = fma(x, s, -product) + x * sl  # x sin(pi x) in two parts
+    lh, ll = _log_pair(fabs(where(s != 0.0, product, like(1.0, x))))
+    ll = ll + product_low / product
+    reflected = ((C.LOG_PI - lh) - hi) + ((C.LOG_PI_LOW - ll) - lo)
+    y = where(x > 0.0, positive, where(s == 0.0, INF, reflected))
+    y = where((a >= LGAMMA_OVERFLOW) | (a == 0.0) | ((x < 0.0) & (a >= INTEGRAL)), INF, y)
+    return where(x != x, x, y)
+
+
+@core
+def _digamma_positive(y):
+    """``(hi, lo)``: ``digamma(y) = hi + lo`` for finite ``y > 0``."""
+    inverse = 1.0 / y
+    inverse_low = fma(-inverse, y, 1.0) / y
+    # y >= 8: log(y) - 1/(2y) - w P(w)
+    lh, ll = _log_pair(y)
+    half = 0.5 * inverse
+    ah, al = _two_sum(lh, -half)
+    w = inverse * inverse
+    al = al + (ll - (0.5 * inverse_low + w * _polynomial(w, C.DIGAMMA_ASYMPTOTIC)))
+    # [2, 8]
+    mh, ml = _piecewise(C.DIGAMMA_MID_BOUNDS, C.DIGAMMA_MID_CENTERS, C.DIGAMMA_MID_HEADS, C.DIGAMMA_MID_TAILS,
+                        C.DIGAMMA_MID, y, y - _select(C.DIGAMMA_MID_BOUNDS, C.DIGAMMA_MID_CENTERS, y), 0.0)  # fmt: skip
+    # [1, 2]: (y - x0) R(y - x0), y - x0 in two parts (the high one exact)
+    th = y - C.DIGAMMA_ZERO_HIGH
+    tl = -C.DIGAMMA_ZERO_LOW
+    rh, rl = _piecewise(C.DIGAMMA_NEAR_ZERO_BOUNDS, C.DIGAMMA_NEAR_ZERO_CENTERS, C.DIGAMMA_NEAR_ZERO_HEADS,
+                        C.DIGAMMA_NEAR_ZERO_TAILS, C.DIGAMMA_NEAR_ZERO, th, th, tl)  # fmt: skip
+    zh, zl = _times(th, tl, rh, rl)
+    # (0, 1): digamma(y + 1) - 1/y, digamma(y + 1) a polynomial in y - 1/2
+    d = y - 0.5
+    sh, sl = _piecewise(C.DIGAMMA_SMALL_BOUNDS, C.DIGAMMA_SMALL_CENTERS, C.DIGAMMA_SMALL_HEADS,
+                        C.DIGAMMA_SMALL_TAILS, C.DIGAMMA_SMALL, d, d, 0.0)  # fmt: skip
+    bh, be = _two_sum(sh, -inverse)
+    bl = be + (sl - inverse_low)
+    hi = where(y < 1.0, bh, where(y < 2.0, zh, where(y < 8.0, mh, ah)))
+    lo = where(y < 1.0, bl, where(y < 2.0, zl, where(y < 8.0, ml, al)))
+    return hi, lo
+
+
+@core
+def digamma(x):
+    """Return the digamma function ``Gamma'(x) / Gamma(x)`` (``docs/math.md`` has the accuracy).
+
+    ``digamma(+0) = -inf``, ``digamma(-0) = inf``, NaN at the negative
+    integers, at -inf and for NaN, inf at inf. Below 0 by reflection,
+    ``digamma(x) = digamma(1 - x) - pi cot(pi x)``.
+    """
+    a = fabs(x)
+    negative = x < 0.0
+    one_minus, one_minus_low = _two_sum(1.0, -x)  # 1 - x in two parts
+    y = where(negative, one_minus, x)
+    hi, lo = _digamma_positive(where((y > 0.0) & (y < INF), y, like(1.0, x)))
+    # below 0: digamma(1 - x) - pi cot(pi x); digamma(y + low) = digamma(y) + low trigamma(y), with
+    # trigamma(y) = 1/y + 1/(2 y**2) + 1/(6 y**3) - 1/(30 y**5) to about 1 % for y >= 1 (low is below y's ulp)
+    v = 1.0 / one_minus
+    trigamma = v * (1.0 + v * (0.5 + v * ((1.0 / 6.0) - v * v * (1.0 / 30.0))))
+    s, sl, c, cl = _sin_cos_pi(where(a < INTEGRAL, x, 0.5))
+    q = c / s  # cot(pi x), corrected by the quotient's remainder and the low parts
+    ql = ((fma(-s, q, c) + cl) - q * sl) / s
+    th = C.PI * q
+    tl = fma(C.PI, q, -th) + (C.PI * ql + C.PI_LOW * q)  # pi cot(pi x) = th + tl
+    vh, ve = _two_sum(hi, -th)
+    value = where(negative, vh + (ve + ((lo + one_minus_low * trigamma) - tl)), hi + lo)
+    value = where(x == INF, INF, value)
+    value = where(x == 0.0, -copysign(INF, x), value)
+    value = where(negative & ((s == 0.0) | (a >= INTEGRAL)), NAN, value)
+    return where(x != x, x, value)

@@ -32,6 +32,37 @@ def _near(points, spread=64, above=-INF):
     return out
 
 
+def ndtri(p):
+    """The normal quantile at mpmath's precision: Newton's method on log Phi(x) = log p."""
+    if p > 0.5:
+        return -ndtri(1 - p)
+    target = mpmath.log(p)
+    x = -mpmath.sqrt(-2 * target) if p < 0.1 else mpmath.sqrt(2) * mpmath.erfinv(2 * p - 1)
+    for _ in range(200):
+        step = (mpmath.log(mpmath.ncdf(x)) - target) * mpmath.ncdf(x) / mpmath.npdf(x)
+        x -= step
+        if abs(step) < mpmath.mpf(2) ** (10 - mpmath.mp.prec) * max(1, abs(x)):
+            return x
+    raise ArithmeticError(f"ndtri({p}) did not converge")
+
+
+def lgamma(x):
+    """log|Gamma(x)| (mpmath's loggamma is complex below 0)."""
+    return mpmath.loggamma(x) if x > 0 else mpmath.log(abs(mpmath.gamma(x)))
+
+
+def _p(r):
+    """The p whose tail variable sqrt(-2 log p) is r (ndtri's piece bounds)."""
+    return float(mpmath.exp(-(mpmath.mpf(r) ** 2) / 2))
+
+
+#: Below 0, lgamma and digamma come from the reflection formula, whose terms cancel near their zeros: their
+#: errors are measured in ulps of the largest term there (name -> that term's magnitude, for x < 0).
+SCALES = {
+    "lgamma": lambda x: max(mpmath.log(mpmath.pi), abs(mpmath.log(abs(x * mpmath.sinpi(x)))), abs(mpmath.loggamma(-x))),
+    "digamma": lambda x: max(abs(mpmath.digamma(1 - x)), abs(mpmath.pi * mpmath.cot(mpmath.pi * x))),
+}
+
 #: name -> (reference, max ulps, [(low, high, log-uniform?)...], hard cases, [(special input, exact output)...])
 #: The floats nearest to multiples k pi/2 (k small, around 2**20 where the reduction changes, and huge).
 _MULTIPLES_OF_HALF_PI = [
@@ -131,6 +162,33 @@ FUNCTIONS = {
               np.arange(-6.5, 27.5, 0.01)),
         [(0.0, 1.0), (-0.0, 1.0), (INF, 0.0), (-INF, 2.0), (NAN, NAN), (30.0, 0.0), (-10.0, 2.0), (1e300, 0.0)],
     ),
+    "ndtri": (
+        ndtri,
+        2.0,
+        [(5e-324, 0.25, True), (0.25, 0.75, False), (0.75, 1.0, False), (1e-10, 0.25, True)],
+        _hard(_near([0.25, 0.75, 0.5, 5e-324, 1e-310, _p(3), _p(6), _p(12), 1 - 1e-10, 0.2, 0.8], 16, above=0.0),
+              _near([1.0], 16, above=0.0)[:16]),
+        [(0.0, -INF), (-0.0, -INF), (1.0, INF), (0.5, 0.0), (-0.1, NAN), (1.1, NAN), (NAN, NAN), (INF, NAN)],
+    ),
+    "lgamma": (
+        lgamma,
+        2.0,
+        [(1e-300, 0.5, True), (0.5, 3.0, False), (3.0, 8.0, False), (8.0, 2.5e305, True), (-40.0, -1e-300, False),
+         (-1e15, -40.0, True)],
+        _hard(_near([1.0, 2.0, 0.5, 1.5, 3.0, 4.5, 8.0, 1e-300, 2.5e305, -0.5, -1.5, -2.4570247382208006,
+                     -2.7476826467274127], 32)),
+        [(1.0, 0.0), (2.0, 0.0), (0.0, INF), (-0.0, INF), (-3.0, INF), (-1e300, INF), (INF, INF), (-INF, INF),
+         (NAN, NAN), (3e305, INF)],
+    ),
+    "digamma": (
+        mpmath.digamma,
+        2.0,
+        [(1e-300, 1.0, True), (1.0, 8.0, False), (8.0, 1e300, True), (-40.0, -1e-300, False),
+         (-1e15, -40.0, True)],
+        _hard(_near([1.0, 1.4616321449683622, 2.0, 8.0, 0.5, 1e-300, -0.5, -1.5, -0.5040830082644554,
+                     -1.5734984731623021], 32)),
+        [(0.0, -INF), (-0.0, INF), (-3.0, NAN), (-1e300, NAN), (INF, INF), (-INF, NAN), (NAN, NAN)],
+    ),
 }
 # fmt: on
 
@@ -152,9 +210,24 @@ def sample(name, count=1000, seed=0):
     return np.concatenate(parts)
 
 
-def ulps(got, exact):
-    """|got - exact| in units of the last place of ``exact`` (subnormal spacing below the normal range)."""
+def ulps(got, exact, scale=None):
+    """|got - exact| in units of the last place of ``exact`` (subnormal spacing below the normal range).
+
+    With ``scale``, in units of the last place of ``scale`` instead (the
+    largest term a value is computed from, where those terms cancel).
+    """
     if exact == 0 or math.isinf(float(exact)):  # exactly 0, or beyond the largest float: only that value will do
-        return 0.0 if got == float(exact) else INF
-    spacing = mpmath.mpf(2) ** max(int(mpmath.floor(mpmath.log(abs(exact), 2))) - 52, -1074)
+        if scale is None or math.isinf(float(exact)):
+            return 0.0 if got == float(exact) else INF
+    magnitude = abs(exact) if scale is None else max(abs(exact), scale)
+    spacing = mpmath.mpf(2) ** max(int(mpmath.floor(mpmath.log(magnitude, 2))) - 52, -1074)
     return float(abs(mpmath.mpf(got) - exact) / spacing)
+
+
+def error(name, x, got):
+    """``got``'s error at ``x`` in ulps, as the accuracy table measures it for function ``name``."""
+    if name in SCALES and x <= 0 and x == math.floor(x):  # a pole: lgamma is inf there, digamma NaN
+        return 0.0 if (got == INF if name == "lgamma" else math.isnan(got)) else INF
+    exact = FUNCTIONS[name][0](mpmath.mpf(x))
+    scale = SCALES[name](mpmath.mpf(x)) if name in SCALES and x < 0 else None
+    return ulps(got, exact, scale)

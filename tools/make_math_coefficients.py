@@ -130,6 +130,7 @@ def _erfcx(a):
 #: nearly constant: erfcx(a) is about w / sqrt(pi)); the polynomial is in d = v - center, and center is a
 #: short dyadic number within a factor 2 of every v of its interval, so that v - center is exact (Sterbenz).
 ERFCX_PIECES = [
+    (mp.mpf("0.45"), mp.mpf("0.75"), "a", mp.mpf("0.5625"), 16),
     (mp.mpf("0.75"), mp.mpf(1.5), "a", mp.mpf("1.125"), 18),
     (mp.mpf(1.5), mp.mpf(3), "a", mp.mpf("2.25"), 20),
     (mp.mpf(3), mp.mpf(6), "1/a", mp.mpf("0.25"), 18),
@@ -143,9 +144,9 @@ def _piecewise(name, pieces, function, what):
     count = max(piece[4] for piece in pieces)
     heads, tails, rows, notes = [], [], [], []
     for low, high, variable, center, n in pieces:
-        ends = (low, high) if variable == "a" else (1 / high, 1 / low)
-        assert center / 2 <= ends[0] and ends[1] <= 2 * center, (name, low, high)
-        if variable == "a":
+        ends = (low, high) if variable in ("a", "t") else (1 / high, 1 / low)
+        assert variable == "t" or (center / 2 <= ends[0] and ends[1] <= 2 * center), (name, low, high)
+        if variable in ("a", "t"):
             back = lambda d, c=center: function(c + d)  # noqa: E731
         else:
             back = lambda d, c=center: function(1 / (c + d)) / (c + d)  # noqa: E731
@@ -178,6 +179,107 @@ def _piecewise(name, pieces, function, what):
     print(")")
 
 
+def ndtri(p):
+    """The normal quantile at the working precision: Newton's method on log Phi(x) = log p."""
+    if p > mp.mpf(0.5):
+        return -ndtri(1 - p)
+    target = mp.log(p)
+    x = -mp.sqrt(-2 * target) if p < mp.mpf("0.1") else mp.sqrt(2) * mp.erfinv(2 * p - 1)
+    for _ in range(200):
+        step = (mp.log(mp.ncdf(x)) - target) * mp.ncdf(x) / mp.npdf(x)
+        x -= step
+        if abs(step) < mp.mpf(10) ** (5 - mp.mp.dps) * max(1, abs(x)):
+            return x
+    raise ArithmeticError(f"ndtri({p}) did not converge")
+
+
+def _ndtri_ratio(z):
+    """ndtri(1/2 + q) / q with z = q**2: ndtri(1/2 + q) = q S(z)."""
+    return mp.sqrt(2 * mp.pi) if z == 0 else ndtri(mp.mpf(0.5) + mp.sqrt(z)) / mp.sqrt(z)
+
+
+#: ndtri's central polynomial serves |p - 1/2| up to this (where p - 1/2 is exact).
+NDTRI_CENTRAL = mp.mpf("0.25")
+
+POLYNOMIALS["NDTRI"] = (
+    _ndtri_ratio,
+    (0, NDTRI_CENTRAL**2),
+    16,
+    "ndtri(1/2 + q) = q * P(z), z = q**2 <= 0.25**2 (P(0) = sqrt(2 pi) in two parts: SQRT_2PI, SQRT_2PI_LOW)",
+)
+
+#: ndtri's first guess in the tails, x0(r) = ndtri(exp(-r**2 / 2)) for r = sqrt(-2 log p), p <= 1/4: a
+#: polynomial in d = r - center on each piece, about 1e-11 relative (Newton's step and its quadratic term
+#: make it exact). The last bound is r at p = 2**-1075, below every double.
+NDTRI_PIECES = [
+    (mp.sqrt(-2 * mp.log(NDTRI_CENTRAL)), mp.mpf(3), "a", mp.mpf("2.25"), 14),
+    (mp.mpf(3), mp.mpf(6), "a", mp.mpf("4.5"), 14),
+    (mp.mpf(6), mp.mpf(12), "a", mp.mpf(9), 14),
+    (mp.mpf(12), mp.sqrt(-2 * mp.log(mp.mpf(2) ** -1075)) + mp.mpf("0.01"), "a", mp.mpf(24), 16),
+]
+
+
+def _zero_form(function, at, limit):
+    """``t -> function(at + t) / t``, with its limit at ``t = 0`` (the function vanishes at ``at``)."""
+
+    def ratio(t):
+        if abs(t) < mp.mpf("1e-25"):
+            return limit(t)
+        with mp.workdps(120):  # (function(at + t) cancels near the zero)
+            return function(at + t) / t
+
+    return ratio
+
+
+# lgamma on x > 0: (x - 1) Q1(x - 1) on [0.5, 1.5] and x Q1(x) - log(x) below; (x - 2) Q2(x - 2) on
+# [1.5, 3] (beyond 2.5 too: a polynomial centred further away cancels against the small lgamma there);
+# a polynomial in x - center on [3, 4.5] and [4.5, 8]; Stirling's formula beyond, its remainder a
+# polynomial in 1/x**2. Negative x by reflection.
+LGAMMA_Q1 = [(mp.mpf(-0.5), mp.mpf(0.5), "t", mp.mpf(0), 32)]
+LGAMMA_Q2 = [(mp.mpf(-0.5), mp.mpf(1), "t", mp.mpf(0), 28)]
+LGAMMA_MID = [(mp.mpf(3), mp.mpf("4.5"), "a", mp.mpf("3.75"), 22), (mp.mpf("4.5"), mp.mpf(8), "a", mp.mpf(6), 24)]
+
+
+def _stirling_remainder(w):
+    """(lgamma(x) - ((x - 1/2) log x - x + log(2 pi) / 2)) x with w = 1/x**2: 1/12 - w/360 + ..."""
+    if w < mp.mpf("1e-30"):
+        return mp.mpf(1) / 12 - w / 360
+    x = 1 / mp.sqrt(w)
+    return (mp.loggamma(x) - ((x - mp.mpf(0.5)) * mp.log(x) - x + mp.log(2 * mp.pi) / 2)) * x
+
+
+POLYNOMIALS["STIRLING"] = (
+    _stirling_remainder,
+    (0, mp.mpf(1) / 64),
+    10,
+    "lgamma(x) = (x - 1/2) log(x) - x + log(2 pi)/2 + P(w) / x, w = 1/x**2 <= 1/64",
+)
+
+# digamma on x > 0: psi(x + 1) - 1/x on (0, 1] (psi(x + 1) a polynomial in x - 1/2); (x - x0) R(x - x0) on
+# [1, 2] around its zero x0; a polynomial in x - center on [2, 4] and [4, 8]; log(x) - 1/(2x) - w P(w)
+# beyond, w = 1/x**2. Negative x by reflection.
+DIGAMMA_ZERO = mp.findroot(mp.digamma, mp.mpf("1.4616321449683623"))
+DIGAMMA_NEAR_ZERO = [(1 - DIGAMMA_ZERO, 2 - DIGAMMA_ZERO, "t", mp.mpf(0), 26)]
+DIGAMMA_SMALL = [(mp.mpf(0), mp.mpf(1), "t", mp.mpf(0.5), 26)]
+DIGAMMA_MID = [(mp.mpf(2), mp.mpf(4), "a", mp.mpf(3), 26), (mp.mpf(4), mp.mpf(8), "a", mp.mpf(6), 26)]
+
+
+def _digamma_remainder(w):
+    """(log x - 1/(2x) - psi(x)) x**2 with w = 1/x**2: 1/12 - w/120 + ..."""
+    if w < mp.mpf("1e-30"):
+        return mp.mpf(1) / 12 - w / 120
+    x = 1 / mp.sqrt(w)
+    return (mp.log(x) - 1 / (2 * x) - mp.digamma(x)) * x * x
+
+
+POLYNOMIALS["DIGAMMA_ASYMPTOTIC"] = (
+    _digamma_remainder,
+    (0, mp.mpf(1) / 64),
+    10,
+    "digamma(x) = log(x) - 1/(2x) - w P(w), w = 1/x**2 <= 1/64",
+)
+
+
 #: 64-bit words of 2/pi's binary fraction (Payne-Hanek reduction of huge arguments): enough for x up to 2**1024.
 TWO_OVER_PI_WORDS = 20
 
@@ -203,6 +305,35 @@ def main():
         _erfcx,
         "erfcx(a) = e**(a**2) erfc(a) = (HEAD + TAIL + d * P(d)) * (1 or w), d = v - CENTER, on each piece",
     )
+    print(f"ERFCX_IN_A = {sum(piece[2] == 'a' for piece in ERFCX_PIECES)}  # the first pieces, in a; then in 1/a")
+    _piecewise(
+        "NDTRI_TAIL",
+        NDTRI_PIECES,
+        lambda r: ndtri(mp.exp(-r * r / 2)),
+        "ndtri's first guess x0(r) = ndtri(exp(-r**2 / 2)) = HEAD + TAIL + d * P(d), d = r - CENTER",
+    )
+    _piecewise("LGAMMA_Q1", LGAMMA_Q1, _zero_form(mp.loggamma, 1, lambda t: -mp.euler + mp.zeta(2) / 2 * t),
+               "lgamma(1 + t) = t (HEAD + TAIL + t P(t)), |t| <= 1/2")  # fmt: skip
+    _piecewise("LGAMMA_Q2", LGAMMA_Q2, _zero_form(mp.loggamma, 2, lambda t: 1 - mp.euler + (mp.zeta(2) - 1) / 2 * t),
+               "lgamma(2 + t) = t (HEAD + TAIL + t P(t)), -1/2 <= t <= 1")  # fmt: skip
+    _piecewise("LGAMMA_MID", LGAMMA_MID, mp.loggamma, "lgamma(x) = HEAD + TAIL + d P(d), d = x - CENTER")
+    zero = DIGAMMA_ZERO
+    _piecewise("DIGAMMA_NEAR_ZERO", DIGAMMA_NEAR_ZERO, _zero_form(mp.digamma, zero, lambda t: mp.psi(1, zero)),
+               "digamma(x0 + t) = t (HEAD + TAIL + t P(t)), x0 = DIGAMMA_ZERO_HIGH + _LOW, 1 <= x <= 2")  # fmt: skip
+    _piecewise("DIGAMMA_SMALL", DIGAMMA_SMALL, lambda x: mp.digamma(x + 1),
+               "digamma(x) + 1/x = digamma(x + 1) = HEAD + TAIL + d P(d), d = x - 1/2, 0 < x <= 1")  # fmt: skip
+    _piecewise("DIGAMMA_MID", DIGAMMA_MID, mp.digamma, "digamma(x) = HEAD + TAIL + d P(d), d = x - CENTER")
+    print()
+    print(f"DIGAMMA_ZERO_HIGH, DIGAMMA_ZERO_LOW = {float(zero)!r}, {float(zero - float(zero))!r}")
+    print(f"HALF_LOG_2PI, HALF_LOG_2PI_LOW = {float(mp.log(2 * mp.pi) / 2)!r}, "
+          f"{float(mp.log(2 * mp.pi) / 2 - float(mp.log(2 * mp.pi) / 2))!r}")  # fmt: skip
+    print(f"LOG_PI, LOG_PI_LOW = {float(mp.log(mp.pi))!r}, {float(mp.log(mp.pi) - float(mp.log(mp.pi)))!r}")
+    print(f"PI, PI_LOW = {float(mp.pi)!r}, {float(mp.pi - float(mp.pi))!r}")
+    head = mp.sqrt(2 * mp.pi)
+    print(f"SQRT_2PI, SQRT_2PI_LOW = {float(head)!r}, {float(head - float(head))!r}  # sqrt(2 pi) in two parts")
+    print(f"SQRT_HALF_PI = {float(mp.sqrt(mp.pi / 2))!r}")
+    print(f"INV_SQRT2, INV_SQRT2_LOW = {float(1 / mp.sqrt(2))!r}, {float(1 / mp.sqrt(2) - float(1 / mp.sqrt(2)))!r}")
+    print(f"TWO_OVER_SQRT_PI = {float(2 / mp.sqrt(mp.pi))!r}")
     mp.mp.prec = 64 * TWO_OVER_PI_WORDS + 64
     fraction = int(mp.floor(2 / mp.pi * mp.mpf(2) ** (64 * TWO_OVER_PI_WORDS)))
     words = [(fraction >> (64 * (TWO_OVER_PI_WORDS - 1 - i))) & (2**64 - 1) for i in range(TWO_OVER_PI_WORDS)]
