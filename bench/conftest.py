@@ -105,9 +105,11 @@ def pytest_terminal_summary(terminalreporter):
                     )
         if group == "math":
             for function in dict.fromkeys(m["function"] for m in MEASURED.values() if m["group"] == group):
-                speedup = _ratio(f"fastgrad.math {function}", f"NumPy {function}")
+                from test_math import peer
+
+                speedup = _ratio(f"fastgrad.math {function}", f"{peer(function)} {function}")
                 if speedup:
-                    write(f"    {function}: fastgrad.math vs NumPy's ufunc, one thread: {speedup:.2f}x")
+                    write(f"    {function}: fastgrad.math vs {peer(function)}'s ufunc, one thread: {speedup:.2f}x")
         if group == "functions":
             for case in dict.fromkeys(m["case"] for m in MEASURED.values() if m["group"] == group):
                 speedup = _ratio(f"fastgrad compare, 2 threads: {case}", f"NumPy vectorised: {case}")

@@ -2,13 +2,15 @@
 
 fastgrad's loop runs four values at a time on its F64x4 vectors (the way its
 kernels call these functions); NumPy's ufuncs use their own SIMD code where
-the CPU has it (AVX-512 here for exp, log, sin, cos, tanh). "values/s" is the
-array length over the median time.
+the CPU has it (AVX-512 here for exp, log, sin, cos, tanh). NumPy has no
+erf, erfc, ndtri, lgamma or digamma: SciPy's ufuncs (``scipy.special``) are
+the baseline there. "values/s" is the array length over the median time.
 """
 
 import numba
 import numpy as np
 import pytest
+from scipy import special
 
 import fastgrad.math as fm
 from fastgrad._simd import load4, store4
@@ -36,7 +38,21 @@ FUNCTIONS = {
     "tanh": (np.tanh, (-5.0, 5.0)),
     "sigmoid": (lambda x, out: _numpy_sigmoid(x, out), (-20.0, 20.0)),
     "softplus": (lambda x, out: np.logaddexp(0.0, x, out=out), (-20.0, 20.0)),
+    "erf": (special.erf, (-5.0, 5.0)),
+    "erfc": (special.erfc, (-5.0, 25.0)),
+    "ndtri": (special.ndtri, (1e-6, 1.0)),
+    "lgamma": (special.gammaln, (0.01, 100.0)),
+    "digamma": (special.psi, (0.01, 100.0)),
 }
+#: Functions NumPy lacks: SciPy's ufuncs are their baseline.
+SCIPY = ("erf", "erfc", "ndtri", "lgamma", "digamma")
+
+
+def peer(name):
+    """Who the baseline of function ``name`` is: NumPy, or SciPy for what NumPy lacks."""
+    return "SciPy" if name in SCIPY else "NumPy"
+
+
 _INPUTS = {name: _rng.uniform(*span, N) for name, (_, span) in FUNCTIONS.items()}
 _OUT = np.empty(N)
 
@@ -60,9 +76,9 @@ def _numpy(name):
 
 @pytest.mark.benchmark(group="math")
 @pytest.mark.parametrize("name", list(FUNCTIONS))
-@pytest.mark.parametrize("who", ["fastgrad.math", "NumPy"])
+@pytest.mark.parametrize("who", ["fastgrad.math", "peer"])
 def test_math(benchmark, record, name, who):
     run = _fastgrad(name) if who == "fastgrad.math" else _numpy(name)
     run()
     benchmark.pedantic(run, rounds=15, warmup_rounds=1)
-    record(f"{who} {name}", N, threads=1, function=name)
+    record(f"{who if who == 'fastgrad.math' else peer(name)} {name}", N, threads=1, function=name)
