@@ -153,7 +153,9 @@ def pytest_terminal_summary(terminalreporter):
     if functions:
         from test_functions import TARGETS as FUNCTION_TARGETS
 
-        write("  [non-polynomial functions, fastgrad-only ratios: interleaved rounds, 7 rounds, medians, 2 threads]")
+        write(
+            "  [non-polynomial functions, fastgrad-only ratios: 7 interleaved rounds of 1e8 draws, medians, 2 threads]"
+        )
         for name, rate in functions["rates"].items():
             write(f"    {name:<40} {rate / 1e6:9.1f} M draws/s")
         for label, _, _, goal in FUNCTION_TARGETS:
