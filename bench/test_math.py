@@ -82,3 +82,45 @@ def test_math(benchmark, record, name, who):
     run()
     benchmark.pedantic(run, rounds=15, warmup_rounds=1)
     record(f"{who if who == 'fastgrad.math' else peer(name)} {name}", N, threads=1, function=name)
+
+
+# --- gamma_sample_grad: scalar, one draw at a time ----------------------------------------------
+#
+# dx/dalpha of unit-rate Gamma(alpha) draws. NumPy and SciPy have no such function; the peer is what one would
+# write without it: a central difference of SciPy's inverse CDF at the draw's own quantile,
+# (gammaincinv(a + h, u) - gammaincinv(a - h, u)) / 2h with u = gammainc(a, x) and h = 1e-5 a (three ufunc calls
+# per draw; its relative error, measured on 20,000 draws per shape: medians 5e-12 (alpha = 100) to 2e-10 (0.1),
+# maxima 9e-11 to 1.8e-7, against fastgrad's 6e-15).
+
+GAMMA_N = 2**16
+GAMMA_SHAPES = (0.1, 1.0, 10.0, 100.0)
+_GAMMA_DRAWS = {a: _rng.gamma(a, size=GAMMA_N) for a in GAMMA_SHAPES}
+_GAMMA_OUT = np.empty(GAMMA_N)
+
+
+@numba.njit
+def _gamma_grads(x, alpha, out):
+    for i in range(x.size):
+        out[i] = fm.gamma_sample_grad(x[i], alpha)
+
+
+def _scipy_gamma_grads(x, alpha, out):
+    u = special.gammainc(alpha, x)
+    h = 1e-5 * alpha
+    np.subtract(special.gammaincinv(alpha + h, u), special.gammaincinv(alpha - h, u), out=out)
+    return np.divide(out, 2.0 * h, out=out)
+
+
+@pytest.mark.benchmark(group="gamma_sample_grad")
+@pytest.mark.parametrize("alpha", GAMMA_SHAPES)
+@pytest.mark.parametrize("who", ["fastgrad.math", "SciPy"])
+def test_gamma_sample_grad(benchmark, record, alpha, who):
+    x = _GAMMA_DRAWS[alpha]
+    if who == "fastgrad.math":
+        run = lambda: _gamma_grads(x, alpha, _GAMMA_OUT)  # noqa: E731
+    else:
+        run = lambda: _scipy_gamma_grads(x, alpha, _GAMMA_OUT)  # noqa: E731
+    run()
+    benchmark.pedantic(run, rounds=7, warmup_rounds=1)
+    record(f"{who} gamma_sample_grad alpha={alpha:g}", GAMMA_N, threads=1, function="gamma_sample_grad",
+           alpha=alpha)  # fmt: skip
