@@ -37,6 +37,8 @@ sizes reads the same sequence::
     rng.standard_normals(7, 0, 1000)     # the same numbers, in one call
 """
 
+import math
+
 import numpy as np
 
 from fastgrad import math as fm
@@ -53,6 +55,7 @@ __all__ = [
     "LANES",
     "STATE_SIZE",
     "STREAM_LAYOUT_VERSION",
+    "fill_gammas",
     "fill_normals",
     "fill_uniforms",
     "fill_words",
@@ -60,6 +63,8 @@ __all__ = [
     "next_word",
     "normals_from_words",
     "random_words",
+    "standard_gamma",
+    "standard_gammas",
     "standard_normal",
     "standard_normals",
     "stream_state",
@@ -443,6 +448,75 @@ def fill_normals(state, out):
         normals_from_words(state, words, out[start:], rejected, m)
 
 
+# --- the Gamma sampler ----------------------------------------------------
+#
+# Marsaglia & Tsang (2000), exact: for a >= 1, with d = a - 1/3 and c = 1 / (3 sqrt(d)), a normal z with
+# t = c z > -1 and v = (1 + t)**3 is accepted, as x = d v, when a uniform u has
+# log u < z**2 / 2 + d (1 - v + log v) (most of the time already u < 1 - 0.0331 z**4, which implies it);
+# otherwise both are drawn again. For a < 1 a draw of Gamma(a + 1) is multiplied by u**(1/a) for one more
+# uniform (Stuart's theorem). log v is 3 log1p(t), which keeps 1 - v + log v accurate for small t.
+
+
+@core
+def _gamma_block(state, alpha, out, m):
+    """Fill ``out[:m]`` with the stream's next unit-rate Gamma(``alpha``) draws (see :func:`standard_gamma`).
+
+    One loop with the normal sampler written into it: a call per draw to a
+    function taking ``state`` costs Numba a reference-count increment and
+    decrement of the array (atomic, about 16 ns) that it cannot prove
+    useless when the function has a rarely taken call in a branch
+    (measured: 19 ns a normal through ``standard_normal``, 2 ns here).
+    """
+    a = alpha if alpha >= 1.0 else alpha + 1.0
+    d = a - 1.0 / 3.0
+    c = 1.0 / (3.0 * math.sqrt(d))
+    for i in range(m):
+        while True:
+            idx, s, z = _decode(next_word(state))
+            if abs(s) >= _K[idx]:  # the normal's slow path (about 0.4 %)
+                z, slow = _normal_slow(idx, s, z, _load_slow(state))
+                _store_slow(state, slow)
+            t = c * z
+            if t <= -1.0:
+                continue
+            v = (1.0 + t) * (1.0 + t) * (1.0 + t)
+            u = unit_open_closed(next_word(state))
+            square = z * z
+            if u < 1.0 - 0.0331 * square * square:
+                break
+            if fm.log(u) < 0.5 * square + d * (1.0 - v + 3.0 * fm.log1p(t)):
+                break
+        x = d * v
+        if alpha < 1.0:
+            x *= fm.exp(fm.log(unit_open_closed(next_word(state))) / alpha)
+        out[i] = x
+
+
+@core
+def standard_gamma(state, alpha):
+    """Next unit-rate Gamma(``alpha``) draw of the stream (``@njit``-callable; ``alpha > 0`` finite, not checked).
+
+    Marsaglia and Tsang's method on the stream's normals and uniforms, in
+    the stream's order: per attempt one normal (one word; its rare slow path
+    uses the slow lane) and, unless ``1 + c z <= 0``, one uniform on (0, 1];
+    for ``alpha < 1`` one more uniform at the end. Each attempt is accepted
+    with probability 0.95 or more (``docs/random-streams.md``). ``log``,
+    ``log1p`` and ``exp`` are :mod:`fastgrad.math`'s, so the draws are the
+    same bits on every machine. Draws below the smallest subnormal (for
+    small ``alpha``: about half of them at ``alpha = 10**-3``) are 0. For
+    many draws, :func:`fill_gammas` is faster (one loop, no call per draw).
+    """
+    out = np.empty(1)
+    _gamma_block(state, alpha, out, 1)
+    return out[0]
+
+
+@serial
+def fill_gammas(state, alpha, out):
+    """Fill ``out`` (float64) with the stream's next unit-rate Gamma(``alpha``) draws (``alpha`` not checked)."""
+    _gamma_block(state, alpha, out, out.size)
+
+
 # --- Python conveniences ---------------------------------------------------
 
 
@@ -506,3 +580,31 @@ def standard_normals(seed, stream, n):
     out = np.empty(_check_count(n), np.float64)
     fill_normals(state, out)
     return out
+
+
+def standard_gammas(seed, stream, alpha, n):
+    """Return the first ``n`` unit-rate Gamma(``alpha``) draws of stream ``(seed, stream)``.
+
+    Divide by ``rate`` for Gamma(``alpha``, ``rate``).
+
+    Examples
+    --------
+    >>> from fastgrad import rng
+    >>> x = rng.standard_gammas(seed=0, stream=0, alpha=2.5, n=100_000)
+    >>> abs(float(x.mean()) - 2.5) < 0.03
+    True
+    """
+    alpha = _check_shape(alpha)
+    state = _new_state(seed, stream)
+    out = np.empty(_check_count(n), np.float64)
+    fill_gammas(state, alpha, out)
+    return out
+
+
+def _check_shape(alpha):
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+        raise TypeError(f"alpha must be a finite number > 0; got {alpha!r}")
+    alpha = float(alpha)
+    if not (0.0 < alpha < math.inf):
+        raise ValueError(f"alpha must be a finite number > 0; got {alpha!r}")
+    return alpha
