@@ -231,7 +231,7 @@ def _n_params(key):
     _kernel_only("_n_params")
 
 
-def _sample_noise(key, state, words, noise, scratch, m):
+def _sample_noise(key, state, words, noise, scratch, m, theta):
     _kernel_only("_sample_noise")
 
 
@@ -274,9 +274,12 @@ def _ol_n_params(key):
 
 
 @overload(_sample_noise, inline="always")
-def _ol_sample_noise(key, state, words, noise, scratch, m):
-    impl = FAMILIES[key.family].sample_noise
-    return lambda key, state, words, noise, scratch, m: impl(state, words, noise, scratch, m)
+def _ol_sample_noise(key, state, words, noise, scratch, m, theta):
+    family = FAMILIES[key.family]
+    impl = family.sample_noise
+    if family.noise_takes_theta:  # noise whose law depends on the parameters (the Gamma's shape)
+        return lambda key, state, words, noise, scratch, m, theta: impl(state, words, noise, scratch, m, theta)
+    return lambda key, state, words, noise, scratch, m, theta: impl(state, words, noise, scratch, m)
 
 
 @overload(_transform, inline="always")
@@ -628,7 +631,7 @@ def _ol_fill(key, f, df, streams, m, buffers):
         def vector(key, f, df, streams, m, buffers):
             (values, words, noise, scratch, xs, grads, noise_t, x_t, rows, keep,
              dim, theta, weights, fparams, need_f, need_df) = buffers  # fmt: skip
-            _sample_noise(key, streams[0], words, noise, scratch, m * dim)
+            _sample_noise(key, streams[0], words, noise, scratch, m * dim, theta)
             if by_draw:
                 _vector_block(key, f, df, noise, m, dim, theta, weights, fparams, need_f, need_df, xs, grads, values)
             else:
@@ -641,7 +644,7 @@ def _ol_fill(key, f, df, streams, m, buffers):
 
         def noise(key, f, df, streams, m, buffers):
             values, words, normals, scratch = buffers
-            _sample_noise(key, streams[0], words, normals, scratch, m)
+            _sample_noise(key, streams[0], words, normals, scratch, m, ())
             return values
 
         return noise
@@ -649,11 +652,11 @@ def _ol_fill(key, f, df, streams, m, buffers):
 
     def plain(key, f, df, streams, m, buffers):
         values, words, noise, scratch, keep, theta, fparams, need_f, need_df = buffers
-        _sample_noise(key, streams[0], words, noise, scratch, m)
+        _sample_noise(key, streams[0], words, noise, scratch, m, theta)
         if simd:
             _values_simd(key, f, df, theta, fparams, need_f, need_df, keep, noise, values, m)
         else:
-            _values_scalar(key, f, df, theta, fparams, need_f, need_df, noise, values, 0, m)
+            _values_scalar(key, f, df, theta, fparams, need_f, need_df, keep, noise, values, 0, m)
         return values
 
     return plain
@@ -745,8 +748,12 @@ def _kept_rows(n_value_rows, rows):
 
 
 @register_jitable
-def _values_scalar(key, f, df, theta, fparams, need_f, need_df, noise, values, lo, hi):
-    """Fill columns ``[lo, hi)`` a draw at a time: row ``j`` the score of parameter ``j``, ``P + j`` the pathwise."""
+def _values_scalar(key, f, df, theta, fparams, need_f, need_df, keep, noise, values, lo, hi):
+    """Fill columns ``[lo, hi)`` a draw at a time: row ``j`` the score of parameter ``j``, ``P + j`` the pathwise.
+
+    Only kept rows are filled (a Gamma's path factor for its shape costs far
+    more than the rest of a draw).
+    """
     n_params = _n_params(key)
     for i in range(lo, hi):
         eps = noise[i]
@@ -754,10 +761,12 @@ def _values_scalar(key, f, df, theta, fparams, need_f, need_df, noise, values, l
         fx, dfx = _evaluate(key, f, df, x, fparams, need_f, need_df)
         if need_f:
             for j in range(n_params):
-                values[j, i] = fx * _score_factor(key, j, eps, x, theta)
+                if keep[j]:
+                    values[j, i] = fx * _score_factor(key, j, eps, x, theta)
         if need_df:
             for j in range(n_params):
-                values[n_params + j, i] = dfx * _path_factor(key, j, eps, x, theta)
+                if keep[n_params + j]:
+                    values[n_params + j, i] = dfx * _path_factor(key, j, eps, x, theta)
 
 
 @register_jitable
@@ -781,7 +790,7 @@ def _values_simd(key, f, df, theta, fparams, need_f, need_df, keep, noise, value
             for j in range(n_params):
                 if keep[n_params + j]:
                     store4(values, n_params + j, i, dfx * _path_factor(key, j, eps, x, theta))
-    _values_scalar(key, f, df, theta, fparams, need_f, need_df, noise, values, m4, m)
+    _values_scalar(key, f, df, theta, fparams, need_f, need_df, keep, noise, values, m4, m)
 
 
 # --- the vector filler: D independent components ------------------------------------
@@ -1081,11 +1090,11 @@ def _general_block(
     """
     n_params = _n_params(key)
     m = m_units * group
-    _sample_noise(key, state, words, noise, scratch, m)
+    _sample_noise(key, state, words, noise, scratch, m, theta)
     if flags[F_WEAK]:
         take_words(aux, aux_words, 3 * m)
         if flags[F_WEAK_DECOUPLED]:
-            _sample_noise(key, aux_normal, words, aux_noise, scratch, m)
+            _sample_noise(key, aux_normal, words, aux_noise, scratch, m, theta)
     s0, sb0, p0, pb0, w0, wd0 = _q_rows(n_params)
     # pass 1: per-draw quantities, one simple loop per quantity
     for i in range(m):
@@ -1240,11 +1249,11 @@ def _vector_general_block(
     n_params = _n_params(key)
     n_pairs = n_params * dim
     draws = m_units * group
-    _sample_noise(key, state, words, noise, scratch, draws * dim)
+    _sample_noise(key, state, words, noise, scratch, draws * dim, theta)
     if flags[F_WEAK]:
         take_words(aux, aux_words, 3 * draws * dim)
         if flags[F_WEAK_DECOUPLED]:
-            _sample_noise(key, aux_normal, words, aux_noise, scratch, draws * dim)
+            _sample_noise(key, aux_normal, words, aux_noise, scratch, draws * dim, theta)
     scale = 1.0 / group
     pairs = 1.0 / (group * (group - 1.0)) if group > 1 else 0.0
     n_specs = kinds.size

@@ -52,6 +52,8 @@ class Family:
     sample_noise : compiled function ``(state, words, noise, scratch, m)``
         Fill ``noise[:m]`` with base noise from a stream. Called once per
         block of up to 512 draws; compiled once and shared by every kernel.
+        With ``noise_takes_theta``, ``(state, words, noise, scratch, m, theta)``:
+        noise whose law depends on the parameters (the Gamma's shape).
     transform : njit core ``(eps, theta) -> x``
     score_factor : njit core ``(j, eps, x, theta) -> d log q / d theta_j``
         ``theta`` here is the distribution's *kernel parameter vector*: the
@@ -91,6 +93,8 @@ class Family:
         ``where``; branches on ``j`` only), so that the kernels can run them on
         four draws at once (:mod:`fastgrad._simd` vectors), with the same
         operations, and so the same bits, as one draw at a time.
+    noise_takes_theta : bool
+        Whether ``sample_noise`` takes the kernel parameter vector as well.
     """
 
     name: str
@@ -106,6 +110,7 @@ class Family:
     weak_derivative: object = field(default=None, compare=False)
     simd: bool = False
     weak_moments: object = field(default=None, compare=False)
+    noise_takes_theta: bool = False
 
 
 @serial  # compiled once and cached: it does not depend on the function (see _kernels)

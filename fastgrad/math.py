@@ -927,7 +927,8 @@ _SUM_TOLERANCE = 2.0**-55
 
 
 @core
-def _gamma_grad_series(x, a):
+def _gamma_grad_series(x, a, ph, pl):
+    # (ph, pl): digamma(a + 1) in two parts
     t = 1.0  # t_n
     s = 1.0  # S
     total = 0.0  # T
@@ -944,14 +945,14 @@ def _gamma_grad_series(x, a):
         # the rest of both sums is bounded by geometric series of ratio x r < 1 (H_k < H_n + (k - n) r)
         q = 1.0 - x * r
         if q > 0.0 and t <= _SUM_TOLERANCE * q * s and t * (h * q + r) <= _SUM_TOLERANCE * q * q * total:
-            ph, pl = _digamma_positive(a + 1.0)
             lh, ll = _log_pair(x)
             return x * (s * ((ph - lh) + (pl - ll)) + total) / a
     return NAN
 
 
 @core
-def _gamma_grad_fraction(x, a):
+def _gamma_grad_fraction(x, a, ph, pl):
+    # (ph, pl): digamma(a) in two parts
     # G = x F = 1 / (b0 + a1 / (b1 + a2 / (b2 + ...))), b_n = (x + 2n + 1 - a) / x, a_n = n (a - n) / x**2 (the
     # fraction over x), summed as G = sum_n delta_n by Steed's method: d_n = 1 / (b_n + a_n d_(n-1)), delta_n =
     # -a_n d_(n-1) d_n delta_(n-1); every quantity's a-derivative (dd, ddelta) carried alongside
@@ -990,7 +991,6 @@ def _gamma_grad_fraction(x, a):
         room = 1.0 - future
         if room > 0.0 and abs(delta) <= _SUM_TOLERANCE * room * abs(g):
             if abs(ddelta) <= _SUM_TOLERANCE * room * abs(dg):
-                ph, pl = _digamma_positive(a)
                 lh, ll = _log_pair(x)
                 return g * ((lh - ph) + (ll - pl)) + dg
     return NAN
@@ -1020,5 +1020,27 @@ def gamma_sample_grad(x, alpha):
     if x == 0.0 or x == INF:
         return x
     if x <= max(alpha + sqrt(alpha), GAMMA_GRAD_SERIES):
-        return _gamma_grad_series(x, alpha)
-    return _gamma_grad_fraction(x, alpha)
+        ph, pl = _digamma_positive(alpha + 1.0)
+        return _gamma_grad_series(x, alpha, ph, pl)
+    ph, pl = _digamma_positive(alpha)
+    return _gamma_grad_fraction(x, alpha, ph, pl)
+
+
+def _gamma_grad_constants(alpha):
+    """``(digamma(alpha), digamma(alpha + 1))``, each in two parts: what :func:`_gamma_sample_grad_at` takes."""
+    return (*_digamma_positive(alpha), *_digamma_positive(alpha + 1.0))
+
+
+@core
+def _gamma_sample_grad_at(x, alpha, constants):
+    """:func:`gamma_sample_grad` with the digamma values of ``alpha`` given (:func:`_gamma_grad_constants`).
+
+    The same bits, without evaluating digamma per draw: what a kernel whose
+    ``alpha`` is fixed for the run calls (faster, and smaller to compile).
+    ``alpha > 0`` finite and ``x >= 0`` are not checked here.
+    """
+    if x == 0.0 or x == INF:
+        return x
+    if x <= max(alpha + sqrt(alpha), GAMMA_GRAD_SERIES):
+        return _gamma_grad_series(x, alpha, constants[2], constants[3])
+    return _gamma_grad_fraction(x, alpha, constants[0], constants[1])

@@ -111,7 +111,7 @@ def error_of(capsys, *args):
         (("compare", "--f", "square", "-n", "100", "--seed", "-3"), "argument --seed: seed must be"),
         (("compare", "--f", "square", "-n", "100", "--threads", "99"), "argument --threads: threads must be"),
         (("compare", "--f", "square", "-n", "100", "--nan-policy", "skip"), "argument --nan-policy: invalid choice"),
-        (("compare", "--f", "square", "-n", "100", "--dist", "gamma"), "argument --dist: invalid choice"),
+        (("compare", "--f", "square", "-n", "100", "--dist", "cauchy"), "argument --dist: invalid choice"),
         (("curve", "--f", "square", "--sizes", "10,x"), "argument --sizes: expected comma-separated"),
         (("curve", "--f", "square", "--sizes", "10,10"), "argument --sizes: sample_sizes must be"),
         (("curve", "--f", "square", "--repeats", "1"), "argument --repeats: repeats must be an integer >= 2"),

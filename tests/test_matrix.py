@@ -52,6 +52,7 @@ FAMILIES = {
     "bernoulli": ("fg.Bernoulli(0.3)", "'square'"),
     "diagnormal": ("fg.DiagNormal([1.5, -0.5, 0.0], [0.8, 1.2, 2.0])", "fg.functions.sum_of_squares()"),
     "laplace": ("fg.Laplace(0.5, 1.5)", "'square'"),
+    "gamma": ("fg.Gamma(2.5, 1.5)", "'square'"),
 }
 
 #: Every specification the pipeline has.
@@ -78,6 +79,11 @@ UNDEFINED = {
     ("bernoulli", "score+optimal-baseline+antithetic"): "symmetric about 0",
     ("bernoulli", "pathwise"): "discrete",
     ("bernoulli", "pathwise+antithetic"): "discrete",
+    ("gamma", "score+antithetic"): "symmetric about 0",
+    ("gamma", "score+optimal-baseline+antithetic"): "symmetric about 0",
+    ("gamma", "pathwise+antithetic"): "symmetric about 0",
+    ("gamma", "measure-valued+coupled"): "no weak derivative",
+    ("gamma", "measure-valued+decoupled"): "no weak derivative",
 }
 
 KINDS = ("compare", "estimate", "curve")
@@ -343,6 +349,7 @@ KILLED = [
     ("diagnormal", "compare", None),
     ("diagnormal", "curve", None),
     ("laplace", "estimate", "measure-valued+decoupled"),
+    ("gamma", "estimate", "pathwise"),
 ]
 
 

@@ -76,7 +76,7 @@ def _both_value_loops(key, theta, fparams, noise, m, need_f, need_df):
     keep = np.ones(n_rows, np.bool_)
     scalar = np.full((n_rows, m), np.nan)
     vector = np.full((n_rows, m), np.nan)
-    _kernels._values_scalar(key, None, None, theta, fparams, need_f, need_df, noise, scalar, 0, m)
+    _kernels._values_scalar(key, None, None, theta, fparams, need_f, need_df, keep, noise, scalar, 0, m)
     _kernels._values_simd(key, None, None, theta, fparams, need_f, need_df, keep, noise, vector, m)
     return scalar, vector
 
@@ -162,7 +162,7 @@ def _user_value_loops(one_key, lanes_key, f, df, theta, noise, m):
     keep = np.ones(n_rows, np.bool_)
     scalar = np.full((n_rows, m), np.nan)
     vector = np.full((n_rows, m), np.nan)
-    _kernels._values_scalar(one_key, f, df, theta, (0.0,), True, True, noise, scalar, 0, m)
+    _kernels._values_scalar(one_key, f, df, theta, (0.0,), True, True, keep, noise, scalar, 0, m)
     _kernels._values_simd(lanes_key, f, df, theta, (0.0,), True, True, keep, noise, vector, m)
     return scalar, vector
 

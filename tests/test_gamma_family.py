@@ -1,0 +1,139 @@
+"""The Gamma family: its exact references against closed forms, and what it refuses.
+
+The matrix (tests/test_matrix.py) runs every estimator of the family against
+these references; here the references themselves are checked, independently
+of the quadrature that computes them: the Gamma's moments
+``E[z**n] = (a)_n``, ``E[z**n L] = (a)_n (digamma(a + n) - digamma(a))`` and
+``E[z**n L**2] = (a)_n ((digamma(a + n) - digamma(a))**2 + trigamma(a + n))``
+(``L = log z - digamma(a)``: derivatives in ``a`` of ``(a)_n``), and the
+characteristic function ``E[e**(i w x)] = (1 - i w / rate)**-shape``.
+"""
+
+import cmath
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate, special
+
+import fastgrad as fg
+import fastgrad.math as fm
+from fastgrad import _analytic
+from fastgrad._api import NonFiniteValuesError
+
+CASES = [(0.3, 2.0), (2.5, 1.5), (40.0, 0.25)]
+RELATIVE = 1e-10  # the quadrature's references against closed forms
+
+
+def rising(a, n):
+    return math.prod(a + k for k in range(n))
+
+
+def moments(estimators, shape, rate, function="square"):
+    d = fg.Gamma(shape, rate)
+    return _analytic.estimator_moments(d, fg.functions.resolve(function), estimators, ["shape", "rate"])
+
+
+def close(value, exact, absolute=0.0):
+    assert abs(value - exact) <= max(RELATIVE * abs(exact), absolute), (value, exact)
+
+
+@pytest.mark.parametrize("shape, rate", CASES)
+def test_square_references_are_the_closed_forms(shape, rate):
+    a, b = shape, rate
+    found = moments(["score", "pathwise"], a, b)
+    digamma = special.digamma
+    d2, d4 = digamma(a + 2) - digamma(a), digamma(a + 4) - digamma(a)
+    # E[x**2] = (a)_2 / b**2: d/da = (2a + 1) / b**2, d/db = -2 (a)_2 / b**3
+    score_shape_second = rising(a, 4) / b**4 * (d4**2 + special.polygamma(1, a + 4))
+    score_rate_second = (a * a * rising(a, 4) - 2 * a * rising(a, 5) + rising(a, 6)) / b**6
+    close(found["score"]["shape"][0], rising(a, 2) / b**2 * d2)
+    close(found["score"]["shape"][0], (2 * a + 1) / b**2)
+    close(found["score"]["shape"][1], score_shape_second - ((2 * a + 1) / b**2) ** 2)
+    close(found["score"]["rate"][0], -2 * rising(a, 2) / b**3)
+    close(found["score"]["rate"][1], score_rate_second - (2 * rising(a, 2) / b**3) ** 2)
+    # pathwise: 2x dx/dshape = 2 z g / b**2 (its mean is d/da E[x**2] by the implicit function theorem), and
+    # 2x dx/drate = -2 z**2 / b**3
+    close(found["pathwise"]["shape"][0], (2 * a + 1) / b**2)
+    close(found["pathwise"]["rate"][0], -2 * rising(a, 2) / b**3)
+    close(found["pathwise"]["rate"][1], 4 * rising(a, 4) / b**6 - (2 * rising(a, 2) / b**3) ** 2)
+
+
+def test_the_pathwise_shape_variance_is_an_independent_quadrature():
+    # E[(2 z g / b**2)**2] by SciPy's QUADPACK over z, with fastgrad.math's g (checked against mpmath elsewhere)
+    a, b = 2.5, 1.5
+
+    def integrand(z):
+        return (2 * z * fm.gamma_sample_grad(z, a) / b**2) ** 2 * math.exp((a - 1) * math.log(z) - z - math.lgamma(a))
+
+    second = integrate.quad(integrand, 0, a, epsabs=0, epsrel=1e-13, limit=200)[0]
+    second += integrate.quad(integrand, a, np.inf, epsabs=0, epsrel=1e-13, limit=200)[0]
+    mean, variance = moments(["pathwise"], a, b)["pathwise"]["shape"]
+    assert abs(variance - (second - mean**2)) <= 1e-9 * variance
+
+
+@pytest.mark.parametrize("shape, rate", CASES)
+def test_cos_references_are_the_characteristic_function(shape, rate):
+    a, b, w = shape, rate, 1.0  # cos(omega x) with omega = 1
+    phi = (1 - 1j * w / b) ** -a
+    d_shape = -cmath.log(1 - 1j * w / b) * phi
+    d_rate = -a * (1 - 1j * w / b) ** (-a - 1) * (1j * w / b**2)
+    found = moments(["score", "pathwise"], a, b, "cos")
+    for estimator in ("score", "pathwise"):
+        # (the quadrature's error is about 1e-14 of the integral of |h q|, which is at most 1 + sqrt(a) / b here
+        # (E|a - z| <= sqrt(a)): at shape 40 the characteristic function is 1e-25, and the error absolute)
+        scale = 1e-13 * (1 + math.sqrt(a) / b)
+        close(found[estimator]["shape"][0], d_shape.real, absolute=scale)
+        close(found[estimator]["rate"][0], d_rate.real, absolute=scale)
+
+
+def test_estimates_are_unbiased_and_the_same_on_one_and_two_threads():
+    d = fg.Gamma(0.7, 3.0)
+    one = fg.compare(d, "square", n=2**17, seed=4, threads=1)
+    two = fg.compare(d, "square", n=2**17, seed=4, threads=2)
+    assert one.to_dict()["estimators"] == two.to_dict()["estimators"]
+    for estimator in (one.score, one.pathwise):
+        for parameter in ("shape", "rate"):
+            assert abs(estimator.mean[parameter] - estimator.analytic_mean[parameter]) < 5 * estimator.stderr[parameter]
+
+
+def test_antithetic_and_measure_valued_are_refused_with_the_reason():
+    d = fg.Gamma(2.0, 1.0)
+    with pytest.raises(ValueError, match="symmetric about 0; Gamma's is not"):
+        fg.compare(d, "square", n=1000, seed=0, estimators=["pathwise+antithetic"])
+    with pytest.raises(ValueError, match="Gamma has no weak derivative in fastgrad"):
+        fg.compare(d, "square", n=1000, seed=0, estimators=["measure-valued"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"shape": 0.0}, ValueError, "shape must be positive"),
+        ({"shape": 2e10}, ValueError, "shape must be at most 1e"),
+        ({"rate": -1.0}, ValueError, "rate must be positive"),
+        ({"shape": math.inf}, ValueError, "shape must be finite"),
+        ({"rate": "2"}, TypeError, "rate must be a real number"),
+    ],
+)
+def test_bad_parameters_are_refused_naming_them(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fg.Gamma(**kwargs)
+
+
+def test_draws_below_the_smallest_double_make_the_shape_score_non_finite():
+    # shape 0.005: 2.4 % of the draws lie below half the smallest subnormal (P = e**(-744.4 a) / Gamma(1 + a)) and are
+    # 0, where log z is -inf
+    d = fg.Gamma(0.005, 1.0)
+    with pytest.raises(NonFiniteValuesError, match="nan_policy='omit'"):
+        fg.compare(d, "square", n=20_000, seed=0, estimators=["score"], wrt=["shape"])
+    kept = fg.compare(d, "square", n=20_000, seed=0, estimators=["score"], wrt=["shape"], nan_policy="omit")
+    p = math.exp(-744.44 * 0.005) / math.gamma(1.005)
+    assert abs(kept.to_dict()["n_omitted"] - 20_000 * p) < 5 * math.sqrt(20_000 * p * (1 - p))
+
+
+def test_to_dict_and_the_command_line():
+    assert fg.Gamma(2.0, 0.5).to_dict() == {"family": "Gamma", "shape": 2.0, "rate": 0.5}
+    from fastgrad import cli
+
+    assert cli.main(["compare", "--dist", "gamma", "--shape", "2", "--rate", "0.5", "--f", "square", "-n", "1e4",
+                     "--seed", "0"]) == 0  # fmt: skip
