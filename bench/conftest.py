@@ -117,6 +117,17 @@ def pytest_terminal_summary(terminalreporter):
                     _target(write, "cos: fastgrad compare (2 threads) / NumPy vectorised", speedup, 10)
                 elif speedup:
                     write(f"    {case}: fastgrad compare (2 threads) vs NumPy vectorised: {speedup:.1f}x")
+        if group == "reference gradients":
+            for alpha in dict.fromkeys(n.rsplit("=", 1)[1] for n in MEASURED if n.startswith("fastgrad draws + dx/da")):
+                for peer in ("PyTorch", "JAX"):
+                    speedup = _ratio(f"fastgrad draws + dx/da, alpha={alpha}", f"{peer} draws + dx/da, alpha={alpha}")
+                    if speedup:
+                        write(f"    alpha = {alpha}: fastgrad vs {peer}, draws with their dx/dalpha: {speedup:.1f}x")
+        if group == "gamma pathwise":
+            speedup = _ratio(
+                "fastgrad estimate pathwise (shape), 2 threads", "PyTorch rsample + autograd (shape), 2 threads"
+            )
+            _target(write, "Gamma pathwise (shape): fastgrad / PyTorch rsample + autograd, 2 threads", speedup, 5)
         if group == "variants":
             speedup = _ratio("variants: all ten", "variants: NumPy vectorised, all ten")
             if speedup:
