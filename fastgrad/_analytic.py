@@ -403,6 +403,45 @@ def _factor_pair(p, q):
     return (lift(p) if isinstance(p, plain) else p, lift(q) if isinstance(q, plain) else q)
 
 
+class NoiseTerms:
+    """``sum c * m_key``: a family's own noise factors, keyed monomials with coefficients (see :func:`_factor_pair`).
+
+    A subclass says what a monomial is: ``_times(key1, key2)``, the key of
+    the product of two, and ``from_polynomial(coefficients)``, a polynomial in
+    the noise; sums, products and scalings are the same for every family.
+    """
+
+    def __init__(self, terms):
+        self.terms = {}
+        for key, c in terms.items():
+            if c != 0:
+                self.terms[key] = self.terms.get(key, 0) + c
+
+    @staticmethod
+    def _times(key1, key2):
+        raise NotImplementedError
+
+    def __mul__(self, other):
+        out = {}
+        for key1, c1 in self.terms.items():
+            for key2, c2 in other.terms.items():
+                key = self._times(key1, key2)
+                out[key] = out.get(key, 0) + c1 * c2
+        return type(self)(out)
+
+    def __add__(self, other):
+        out = dict(self.terms)
+        for key, c in other.terms.items():
+            out[key] = out.get(key, 0) + c
+        return type(self)(out)
+
+    def scale(self, factor):
+        return type(self)({key: c * factor for key, c in self.terms.items()})
+
+    def __iter__(self):
+        return iter(self.terms.values())
+
+
 def polynomial_product(p, q):
     """Coefficients of the product of two polynomials in z (or a family's own factors: :func:`_factor_pair`)."""
     pair = _factor_pair(p, q)

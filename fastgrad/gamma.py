@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastgrad import math as fm
-from fastgrad._analytic import Smooth, integrate
+from fastgrad._analytic import NoiseTerms, Smooth, integrate
 from fastgrad._checks import check_draw_size
 from fastgrad._checks import real as _real
 from fastgrad._jit import core, serial
@@ -84,46 +84,24 @@ def _sample_grads(z, shape):
 # --- exact expectations ---------------------------------------------------------------------
 
 
-class GammaTerms:
+class GammaTerms(NoiseTerms):
     """``sum c * z**k * L**m * g**p`` over ``(k, m, p)``: ``L = log z - digamma(shape)``, ``g = dz/dshape``.
 
     The Gamma's factors and their products (what :mod:`fastgrad._analytic`'s
     estimator formulas multiply and add); :func:`_expectation` integrates them.
     """
 
-    def __init__(self, terms):
-        self.terms = {}
-        for key, c in terms.items():
-            if c != 0:
-                self.terms[key] = self.terms.get(key, 0) + c
-
     @classmethod
     def from_polynomial(cls, coefficients):
         """``sum c_k z**k``."""
         return cls({(k, 0, 0): float(c) for k, c in enumerate(coefficients)})
 
-    def __mul__(self, other):
-        out = {}
-        for (k1, m1, p1), c1 in self.terms.items():
-            for (k2, m2, p2), c2 in other.terms.items():
-                key = (k1 + k2, m1 + m2, p1 + p2)
-                out[key] = out.get(key, 0) + c1 * c2
-        return GammaTerms(out)
-
-    def __add__(self, other):
-        out = dict(self.terms)
-        for key, c in other.terms.items():
-            out[key] = out.get(key, 0) + c
-        return GammaTerms(out)
-
-    def scale(self, factor):
-        return GammaTerms({key: c * float(factor) for key, c in self.terms.items()})
+    @staticmethod
+    def _times(key1, key2):
+        return key1[0] + key2[0], key1[1] + key2[1], key1[2] + key2[2]
 
     def reflect(self):
         raise ValueError("the Gamma's noise is not symmetric: it has no antithetic reflection")
-
-    def __iter__(self):
-        return iter(self.terms.values())
 
     def values(self, t, shape, digamma_shape):
         """Evaluate the sum at ``z = e**t`` for an array of ``t`` (``log z`` exact even where ``z`` underflows)."""

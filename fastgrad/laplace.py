@@ -30,7 +30,7 @@ from math import comb
 import numpy as np
 
 from fastgrad import math as fm
-from fastgrad._analytic import ExpPoly, Smooth, _exact, exponential_expectation
+from fastgrad._analytic import ExpPoly, NoiseTerms, Smooth, _exact, exponential_expectation
 from fastgrad._jit import core, serial
 from fastgrad.distributions import (
     Family,
@@ -77,43 +77,21 @@ def _laplace_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
 # --- exact expectations ---------------------------------------------------------------------
 
 
-class SignTerms:
+class SignTerms(NoiseTerms):
     """``sum c * s**a * r**k`` over ``(a, k)`` with ``s = sign(eps)`` (``s**2 = 1``) and ``r = |eps|``."""
-
-    def __init__(self, terms):
-        self.terms = {}
-        for key, c in terms.items():
-            if c != 0:
-                self.terms[key] = self.terms.get(key, 0) + c
 
     @classmethod
     def from_polynomial(cls, coefficients):
         """``sum c_k eps**k``, with ``eps**k = s**k r**k``."""
         return cls({(k % 2, k): _exact(c) for k, c in enumerate(coefficients)})
 
-    def __mul__(self, other):
-        out = {}
-        for (a1, k1), c1 in self.terms.items():
-            for (a2, k2), c2 in other.terms.items():
-                key = ((a1 + a2) % 2, k1 + k2)
-                out[key] = out.get(key, 0) + c1 * c2
-        return SignTerms(out)
-
-    def __add__(self, other):
-        out = dict(self.terms)
-        for key, c in other.terms.items():
-            out[key] = out.get(key, 0) + c
-        return SignTerms(out)
-
-    def scale(self, factor):
-        return SignTerms({key: c * factor for key, c in self.terms.items()})
+    @staticmethod
+    def _times(key1, key2):
+        return (key1[0] + key2[0]) % 2, key1[1] + key2[1]
 
     def reflect(self):
         """Return the same at ``-eps`` (``s -> -s``)."""
         return SignTerms({(a, k): -c if a else c for (a, k), c in self.terms.items()})
-
-    def __iter__(self):
-        return iter(self.terms.values())
 
     def on_half(self, sign):
         """Coefficients of the polynomial in ``r`` this is where ``s = sign``."""
