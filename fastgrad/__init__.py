@@ -63,5 +63,6 @@ __all__ += [name for name in distributions.__all__ if name != "DISTRIBUTIONS"]
 # Families in modules of their own register themselves when imported.
 from fastgrad.gamma import Gamma  # noqa: E402
 from fastgrad.laplace import Laplace  # noqa: E402
+from fastgrad.poisson import Poisson  # noqa: E402
 
-__all__ += ["Gamma", "Laplace"]
+__all__ += ["Gamma", "Laplace", "Poisson"]

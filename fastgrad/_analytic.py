@@ -287,6 +287,20 @@ class Smooth:
         return integrate(integrand, np.concatenate([[0.0], 2.0 ** np.arange(-4, 10), [800.0]]))
 
 
+def affine(h, shift, slope):
+    """``h(shift + slope * r)`` as an :class:`ExpPoly` in ``r`` (a :class:`Smooth` stays one)."""
+    if isinstance(h, Smooth):
+        return h.affine(shift, slope)
+    out = ExpPoly()
+    for (j, w), c in h.terms.items():
+        exact = w == 0
+        a, b = (_exact(shift), _exact(slope)) if exact else (float(shift), float(slope))
+        phase = c if exact else complex(c) * cmath.exp(1j * w * a)
+        for m in range(j + 1):
+            out._add_term((m, w * float(b)), phase * comb(j, m) * a ** (j - m) * b**m)
+    return out
+
+
 def exp_quadratic_form(k, polynomial=(1.0,)):
     """``P(x) exp(-k x**2)`` as a :class:`Smooth` (``P`` ascending coefficients); its derivative is the same form."""
     p = np.polynomial.Polynomial(polynomial)

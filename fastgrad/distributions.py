@@ -95,6 +95,10 @@ class Family:
         operations, and so the same bits, as one draw at a time.
     noise_takes_theta : bool
         Whether ``sample_noise`` takes the kernel parameter vector as well.
+    weak_parameters : tuple of str, optional
+        The parameters ``weak_derivative`` serves, when not all of them (the
+        Gamma's rate but not its shape); ``weak_note`` says why the others
+        have none.
     """
 
     name: str
@@ -111,6 +115,8 @@ class Family:
     simd: bool = False
     weak_moments: object = field(default=None, compare=False)
     noise_takes_theta: bool = False
+    weak_parameters: tuple = None
+    weak_note: str = ""
 
 
 @serial  # compiled once and cached: it does not depend on the function (see _kernels)

@@ -333,6 +333,7 @@ class Plan:
             reference = [spec.name for spec in specs].index(ref.name)
         groups = [spec.group for spec in specs if spec.baseline == "loo"]
         wrt = tuple(distribution.parameters if wrt is None else wrt)
+        _check_weak_parameters(specs, family, name, wrt)
         return cls._laid_out(distribution, function, tuple(specs), wrt, reference, classic, dim,
                              groups[0] if groups else 1)  # fmt: skip
 
@@ -492,6 +493,20 @@ class Plan:
 MAX_CV_PAIRS = 128
 
 
+def _check_weak_parameters(specs, family, name, wrt):
+    """Refuse a measure-valued specification for a parameter the family's weak derivative does not serve."""
+    if family.weak_parameters is None or family.weak_derivative is None:
+        return
+    missing = [p for p in wrt if p not in family.weak_parameters]
+    for spec in specs:
+        if spec.base == "measure-valued" and missing:
+            served = list(family.weak_parameters)
+            raise ValueError(
+                f"estimators: {spec.name!r}: {name} has a weak derivative for {', '.join(served)} only, not for "
+                f"{', '.join(missing)} ({family.weak_note}); pass wrt={served!r}"
+            )
+
+
 def _check_spec(spec, family, name, function, dim, many):
     """Refuse, before any work, a specification the family or the function cannot give."""
     n_pairs = len(family.parameters) * dim
@@ -535,5 +550,5 @@ def _check_spec(spec, family, name, function, dim, many):
     if spec.base == "measure-valued" and family.weak_derivative is None:
         raise ValueError(
             f"estimators: {spec.name!r}: {name} has no weak derivative in fastgrad (measure-valued gradients are "
-            "implemented for Normal, DiagNormal, Exponential and Bernoulli)"
+            "implemented for Normal, DiagNormal, Laplace, Exponential, Gamma (rate), Bernoulli and Poisson)"
         )

@@ -25,12 +25,11 @@ on each half ``s = +-1`` of the law, and ``|eps|`` is Exp(1), so
 
 import math
 from dataclasses import dataclass
-from math import comb
 
 import numpy as np
 
 from fastgrad import math as fm
-from fastgrad._analytic import ExpPoly, NoiseTerms, Smooth, _exact, exponential_expectation
+from fastgrad._analytic import NoiseTerms, _exact, affine, exponential_expectation
 from fastgrad._jit import core, serial
 from fastgrad.distributions import (
     Family,
@@ -102,25 +101,11 @@ class SignTerms(NoiseTerms):
         return out
 
 
-def _affine(h, shift, slope):
-    """``h(shift + slope * r)`` as an :class:`ExpPoly` in ``r`` (a :class:`Smooth` stays one)."""
-    if isinstance(h, Smooth):
-        return h.affine(shift, slope)
-    out = ExpPoly()
-    for (j, w), c in h.terms.items():
-        exact = w == 0
-        a, b = (_exact(shift), _exact(slope)) if exact else (float(shift), float(slope))
-        phase = c if exact else complex(c) * complex(math.cos(w * a), math.sin(w * a))
-        for m in range(j + 1):
-            out._add_term((m, w * float(b)), phase * comb(j, m) * a ** (j - m) * b**m)
-    return out
-
-
 def _expectation(h, theta, q):
     """``E[h(x) q]`` under Laplace(loc, scale): the mean of the two halves ``eps = +-r``, ``r ~ Exp(1)``."""
     loc, scale = theta[0], theta[1]
     q = q if isinstance(q, SignTerms) else SignTerms.from_polynomial(q)
-    halves = [exponential_expectation(_affine(h, loc, sign * _exact(scale)), 1, q.on_half(sign)) for sign in (1, -1)]
+    halves = [exponential_expectation(affine(h, loc, sign * _exact(scale)), 1, q.on_half(sign)) for sign in (1, -1)]
     return (halves[0] + halves[1]) / 2
 
 
@@ -133,11 +118,11 @@ def _analytic_factors(theta):
 def _weak_moments(theta, h, j, coupled):
     """Mean and variance of one measure-valued value (exact, but the coupled scale side: Gauss-Laguerre)."""
     loc, scale = _exact(theta[0]), _exact(theta[1])
-    sides = [(_affine(h, loc, scale), (1,)), (_affine(h, loc, -scale), (1,))]  # loc +- scale r
+    sides = [(affine(h, loc, scale), (1,)), (affine(h, loc, -scale), (1,))]  # loc +- scale r
     if j == 1:  # loc + s scale G (G ~ Gamma(2): density r times Exp(1)'s) against a Laplace draw, halves averaged
         c = 1 / scale
-        plus = [(_affine(h, loc, sign * scale), (0, 1)) for sign in (1, -1)]
-        minus = [(_affine(h, loc, sign * scale), (1,)) for sign in (1, -1)]
+        plus = [(affine(h, loc, sign * scale), (0, 1)) for sign in (1, -1)]
+        minus = [(affine(h, loc, sign * scale), (1,)) for sign in (1, -1)]
     else:
         c = 1 / (2 * scale)
         plus, minus = [sides[0]], [sides[1]]

@@ -60,6 +60,8 @@ CONSTRUCTORS = {
     "Exponential": (fg.Exponential, {"rate": 2.0}),
     "Bernoulli": (fg.Bernoulli, {"p": 0.3}),
     "Laplace": (fg.Laplace, {"loc": 0.0, "scale": 1.0}),
+    "Gamma": (fg.Gamma, {"shape": 2.0, "rate": 1.0}),
+    "Poisson": (fg.Poisson, {"rate": 2.0}),
     "DiagNormal": (fg.DiagNormal, {"loc": [1.0, 2.0], "scale": [1.0, 0.5]}),
     "shifted_square": (functions.shifted_square, {"k": 1.0}),
     "cos": (functions.cos, {"omega": 1.0}),

@@ -53,7 +53,13 @@ FAMILIES = {
     "diagnormal": ("fg.DiagNormal([1.5, -0.5, 0.0], [0.8, 1.2, 2.0])", "fg.functions.sum_of_squares()"),
     "laplace": ("fg.Laplace(0.5, 1.5)", "'square'"),
     "gamma": ("fg.Gamma(2.5, 1.5)", "'square'"),
+    "poisson": ("fg.Poisson(3.0)", "'square'"),
+    "gamma-rate": ("fg.Gamma(2.5, 1.5)", "'square'"),
 }
+
+#: Rows for some parameters only (``wrt``), and only the specifications that need that (the rest are the full row's).
+WRT = {"gamma-rate": ["rate"]}
+ONLY = {"gamma-rate": ("measure-valued+coupled", "measure-valued+decoupled")}
 
 #: Every specification the pipeline has.
 SPECS = (
@@ -82,8 +88,12 @@ UNDEFINED = {
     ("gamma", "score+antithetic"): "symmetric about 0",
     ("gamma", "score+optimal-baseline+antithetic"): "symmetric about 0",
     ("gamma", "pathwise+antithetic"): "symmetric about 0",
-    ("gamma", "measure-valued+coupled"): "no weak derivative",
-    ("gamma", "measure-valued+decoupled"): "no weak derivative",
+    ("gamma", "measure-valued+coupled"): "weak derivative for rate only",
+    ("gamma", "measure-valued+decoupled"): "weak derivative for rate only",
+    ("poisson", "score+antithetic"): "symmetric about 0",
+    ("poisson", "score+optimal-baseline+antithetic"): "symmetric about 0",
+    ("poisson", "pathwise"): "discrete",
+    ("poisson", "pathwise+antithetic"): "discrete",
 }
 
 KINDS = ("compare", "estimate", "curve")
@@ -97,7 +107,7 @@ PILOT = 20_000
 
 
 def defined(family):
-    return [spec for spec in SPECS if (family, spec) not in UNDEFINED]
+    return [spec for spec in ONLY.get(family, SPECS) if (family, spec) not in UNDEFINED]
 
 
 CELLS = [(family, kind, None) for family in FAMILIES for kind in ("compare", "curve")] + [
@@ -118,7 +128,7 @@ def _build(family):
 def run_cell(family, kind, spec, n=None, sizes=None, **options):
     """Run one cell with the table's sizes (or ``n`` draws / ``sizes``); return the result."""
     distribution, function = _build(family)
-    common = dict(seed=SEED, threads=options.pop("threads", 1), **options)
+    common = dict(seed=SEED, threads=options.pop("threads", 1), wrt=WRT.get(family), **options)
     if kind == "compare":
         return fg.compare(distribution, function, n or N, estimators=defined(family), pilot=PILOT, **common)
     if kind == "estimate":
@@ -350,6 +360,7 @@ KILLED = [
     ("diagnormal", "curve", None),
     ("laplace", "estimate", "measure-valued+decoupled"),
     ("gamma", "estimate", "pathwise"),
+    ("poisson", "estimate", "measure-valued+coupled"),
 ]
 
 
