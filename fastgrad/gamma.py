@@ -76,9 +76,10 @@ def _gamma_path_factor(j, eps, x, theta):
 
 # Weak derivative of Gamma(shape, rate) in rate: d q / d rate = (shape / rate - x) q = (shape / rate) (q - q'), q' the
 # density of Gamma(shape + 1, rate) (q'(x) = rate x / shape q(x)), so
-#   d/drate E[f] = shape / rate (E[f(x)] - E[f(x + y)]),  y ~ Exp(rate) independent of x (Gamma(shape + 1) = Gamma(shape) +
-# Exp(1)). The positive side is the draw itself; coupled, the negative side adds y = -log(u1) / rate to it; decoupled,
-# it is a fresh Gamma(shape + 1, rate) draw, (eps2 - log(u2)) / rate with eps2 the second stream's Gamma(shape) draw.
+#   d/drate E[f] = shape / rate (E[f(x)] - E[f(x + y)]),  y ~ Exp(rate) independent of x
+# (Gamma(shape + 1) = Gamma(shape) + Exp(1)). The positive side is the draw itself; coupled, the negative side adds
+# y = -log(u1) / rate to it; decoupled, it is a fresh Gamma(shape + 1, rate) draw, (eps2 - log(u2)) / rate with eps2
+# the second stream's Gamma(shape) draw.
 # The shape's derivative, (log z - digamma(shape)) q, splits into two parts that are no laws fastgrad can draw from
 # exactly (no closed form): the shape has no measure-valued estimator.
 

@@ -27,7 +27,7 @@ import cmath
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -80,7 +80,7 @@ def _poisson_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
 # --- exact expectations ---------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def _stirling2(n):
     """Stirling numbers of the second kind ``S(n, r)``, r = 0 .. n."""
     row = [1]
