@@ -164,6 +164,40 @@ def _expectation(h, theta, q):
         return integrate(integrand, _breaks(shape))
 
 
+def _coupled_cross(h, theta):
+    """``E[h(x) h(x + y)]``, ``x ~ Gamma(shape, rate)``, ``y ~ Exp(rate)`` independent.
+
+    For a built-in (``c x**j exp(i w x)`` terms) in closed form, term by term:
+    ``E[x**p e**(i W x)] = (shape)_p (rate - i W)**-p (1 - i W / rate)**-shape``
+    and ``E[y**n e**(i w y)] = n! rate / (rate - i w)**(n + 1)``, after
+    expanding ``(x + y)**k`` binomially. Otherwise the inner expectation by
+    120-node Gauss-Laguerre and the outer one by the quadrature over ``log z``.
+    """
+    shape, rate = float(theta[0]), float(theta[1])
+    if isinstance(h, Smooth):
+        t, w = np.polynomial.laguerre.laggauss(120)
+
+        def inner(x):
+            return np.sum(w * h.evaluate(x[..., None] + t / rate), axis=-1)
+
+        return _expectation(Smooth(lambda x: h.evaluate(x) * inner(x), None), theta, (1.0,))
+
+    def gamma_moment(p, omega):
+        rising = math.prod(shape + i for i in range(p))
+        return rising * (rate - 1j * omega) ** -p * (1.0 - 1j * omega / rate) ** -shape
+
+    def exponential_moment(n, omega):
+        return math.factorial(n) * rate / (rate - 1j * omega) ** (n + 1)
+
+    total = 0j
+    for (j, w1), c1 in h.terms.items():
+        for (k, w2), c2 in h.terms.items():
+            for m in range(k + 1):
+                total += (complex(c1) * complex(c2) * math.comb(k, m) * gamma_moment(j + m, w1 + w2)
+                          * exponential_moment(k - m, w2))  # fmt: skip
+    return total.real
+
+
 def _weak_moments(theta, h, j, coupled):
     """Mean and variance of one measure-valued value for the rate, ``c (h(x) - h(x'))``: quadrature, exact otherwise."""
     shape, rate = float(theta[0]), float(theta[1])
@@ -174,15 +208,7 @@ def _weak_moments(theta, h, j, coupled):
     if not coupled:
         spread = [_expectation(h * h, theta, (1.0,)) - plus**2, _expectation(h * h, theta, longer) - minus**2]
         return mean, c * c * (spread[0] + spread[1])
-    # E[h(x) h(x + y)], y ~ Exp(rate): the inner expectation over y by Gauss-Laguerre (exact for polynomials of
-    # degree < 240), the outer one by the quadrature over log z
-    t, w = np.polynomial.laguerre.laggauss(120)
-    h = Smooth.lift(h)
-
-    def inner(x):
-        return np.sum(w * h.evaluate(x[..., None] + t / rate), axis=-1)
-
-    cross = _expectation(Smooth(lambda x: h.evaluate(x) * inner(x), None), theta, (1.0,))
+    cross = _coupled_cross(h, theta)
     second = c * c * (_expectation(h * h, theta, (1.0,)) - 2.0 * cross + _expectation(h * h, theta, longer))
     return mean, second - mean * mean
 

@@ -633,7 +633,7 @@ def poisson(state, rate):
     with the cumulative probabilities ``exp(-rate) rate**k / k!`` summed in
     order. From 10 on, Hoermann's transformed rejection (PTRS): two words
     (a uniform on [0, 1) and one on (0, 1]) per attempt, each accepted with
-    probability 0.87 or more, against the log-probability computed without
+    probability 0.75 at rate 10 to 0.89 at 10**6 (measured), against the log-probability computed without
     cancellation (:func:`poisson_log_pmf`), so large rates stay exact.
     ``log`` and ``exp`` are :mod:`fastgrad.math`'s: the same bits on every
     machine. For many draws :func:`fill_poissons` is faster.

@@ -7,7 +7,8 @@ of the quadrature that computes them: the Gamma's moments
 ``E[z**n] = (a)_n``, ``E[z**n L] = (a)_n (digamma(a + n) - digamma(a))`` and
 ``E[z**n L**2] = (a)_n ((digamma(a + n) - digamma(a))**2 + trigamma(a + n))``
 (``L = log z - digamma(a)``: derivatives in ``a`` of ``(a)_n``), and the
-characteristic function ``E[e**(i w x)] = (1 - i w / rate)**-shape``.
+characteristic function ``E[e**(i w x)] = (1 - i w / rate)**-shape``; and the rate's measure-valued
+references against plain quadratures of their definitions.
 """
 
 import cmath
@@ -88,12 +89,14 @@ def test_cos_references_are_the_characteristic_function(shape, rate):
         close(found[estimator]["rate"][0], d_rate.real, absolute=scale)
 
 
-def test_antithetic_and_measure_valued_are_refused_with_the_reason():
+def test_antithetic_and_the_shapes_measure_valued_are_refused_with_the_reason():
     d = fg.Gamma(2.0, 1.0)
     with pytest.raises(ValueError, match="symmetric about 0; Gamma's is not"):
         fg.compare(d, "square", n=1000, seed=0, estimators=["pathwise+antithetic"])
-    with pytest.raises(ValueError, match="Gamma has no weak derivative in fastgrad"):
-        fg.compare(d, "square", n=1000, seed=0, estimators=["measure-valued"])
+    reason = r"weak derivative for rate only, not for shape \(the shape's .*wrt=\['rate'\]"
+    for wrt in (None, ["shape"], ["shape", "rate"]):
+        with pytest.raises(ValueError, match=reason):
+            fg.compare(d, "square", n=1000, seed=0, estimators=["measure-valued"], wrt=wrt)
 
 
 @pytest.mark.parametrize(
@@ -128,3 +131,35 @@ def test_to_dict_and_the_command_line():
 
     assert cli.main(["compare", "--dist", "gamma", "--shape", "2", "--rate", "0.5", "--f", "square", "-n", "1e4",
                      "--seed", "0"]) == 0  # fmt: skip
+
+
+def _weak_rate_closed_forms(function, a, b):
+    """``(E h(x), E h(x)**2)`` under Gamma(a, b) and Gamma(a + 1, b), and ``E[h(x) h(x + y)]``, ``y ~ Exp(b)``."""
+    if function == "square":  # E[x**n] = (a)_n / b**n, E[y**m] = m! / b**m
+        plus, minus = (rising(a, 2) / b**2, rising(a, 4) / b**4), (rising(a + 1, 2) / b**2, rising(a + 1, 4) / b**4)
+        cross = (rising(a, 4) + 2 * rising(a, 3) + 2 * rising(a, 2)) / b**4  # E[x**4 + 2 x**3 y + x**2 y**2]
+        return plus, minus, cross
+    # cos x: E[e**(i w x)] = (1 - i w / b)**-a; cos(x) cos(x + y) = (cos y + cos(2x + y)) / 2
+
+    def char(w, shape):
+        return (1 - 1j * w / b) ** -shape
+
+    plus = (char(1, a).real, (1 + char(2, a).real) / 2)
+    minus = (char(1, a + 1).real, (1 + char(2, a + 1).real) / 2)
+    cross = (char(1, 1).real + (char(2, a) * char(1, 1)).real) / 2
+    return plus, minus, cross
+
+
+@pytest.mark.parametrize("shape, rate", CASES)
+@pytest.mark.parametrize("function", ["square", "cos"])
+def test_the_rates_measure_valued_references_are_the_closed_forms(shape, rate, function):
+    # one value is c (h(x) - h(x')), c = shape / rate; coupled x' = x + y (y ~ Exp(rate)), decoupled x' independent
+    c = shape / rate
+    (plus, plus2), (minus, minus2), cross = _weak_rate_closed_forms(function, shape, rate)
+    mean = c * (plus - minus)
+    h = fg.functions.resolve(function).exact()
+    coupled, decoupled = (_analytic._weak_moments(fg.Gamma(shape, rate), h, 1, kind) for kind in (True, False))
+    scale = c * (plus2**0.5 + minus2**0.5)  # (the quadrature's error is relative to E|h|, which this bounds)
+    assert abs(coupled[0] - mean) < 1e-12 * scale and abs(decoupled[0] - mean) < 1e-12 * scale
+    assert decoupled[1] == pytest.approx(c * c * (plus2 - plus**2 + minus2 - minus**2), rel=1e-10)
+    assert coupled[1] == pytest.approx(c * c * (plus2 - 2 * cross + minus2) - mean**2, rel=1e-9, abs=1e-13 * scale**2)

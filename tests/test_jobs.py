@@ -414,16 +414,18 @@ def test_mpi_api_takes_a_communicator(tmp_path):
         "import fastgrad as fg\n"
         "r = fg.estimate(fg.Exponential(2.0), 'quartic', 500_000, estimator='pathwise', seed=3, threads=1,\n"
         "                comm=MPI.COMM_WORLD)\n"
-        "print(MPI.COMM_WORLD.Get_rank(), repr(r.variance['rate']) if r is not None else None)\n"
+        "rank = MPI.COMM_WORLD.Get_rank()\n"
+        "lines = [f\"{rank} {repr(r.variance['rate']) if r is not None else None}\"]\n"
         "c = fg.variance_curve(fg.Normal(2.0, 1.0), 'square', [7, 70_000, 300_000], 50, seed=2, threads=1,\n"
         "                      comm=MPI.COMM_WORLD)\n"
         "if c is not None:\n"
-        "    print('curve', repr(c.variance['score']['loc']), repr(c.variance_ratio_ci['scale']))\n"
+        "    lines.append(f\"curve {c.variance['score']['loc']!r} {c.variance_ratio_ci['scale']!r}\")\n"
+        "open(f'rank{rank}.txt', 'w').write('\\n'.join(lines))\n"  # (a file each: stdout lines can interleave)
     )
-    done = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(script)], cwd=ROOT, capture_output=True,
+    done = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(script)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    lines = sorted(done.stdout.split("\n"))
+    lines = sorted(["", *(tmp_path / "rank0.txt").read_text().split("\n"), (tmp_path / "rank1.txt").read_text()])
     single = fg.estimate(fg.Exponential(2.0), "quartic", 500_000, estimator="pathwise", seed=3)
     assert lines[-3:-1] == [f"0 {single.variance['rate']!r}", "1 None"]
     curve = fg.variance_curve(fg.Normal(2.0, 1.0), "square", [7, 70_000, 300_000], 50, seed=2)
