@@ -172,5 +172,5 @@ def test_to_dict_and_the_command_line():
     assert fg.Poisson(2.0).to_dict() == {"family": "Poisson", "rate": 2.0}
     from fastgrad import cli
 
-    assert cli.main(["compare", "--dist", "poisson", "--rate", "2", "--f", "cos", "-n", "1e4", "--seed", "0",
+    assert cli.main(["compare", "--dist", "poisson", "--rate", "2", "--f", "square", "-n", "1e4", "--seed", "0",
                      "--estimators", "score,measure-valued"]) == 0  # fmt: skip
