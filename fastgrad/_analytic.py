@@ -743,11 +743,20 @@ def _weak_moments(distribution, h, j, coupled):
     """Mean and variance of one measure-valued draw, by exact expectations or quadrature of exact integrals."""
     import numpy as np
 
+    from fastgrad.distributions import NATURAL_DERIVATIVES
+
     family = distribution.family
+    base = getattr(distribution, "distribution", None)  # a NaturalView: the chain rule on the parameter's moments
+    if base is not None and j >= len(base.parameters):
+        name = family.parameters[j]
+        of = dict(base.family.natural)[name]
+        mean, variance = _weak_moments(base, h, base.parameters.index(of), coupled)
+        factor = _exact(NATURAL_DERIVATIVES[name](_exact(getattr(base, of))))
+        return float(mean * factor), float(variance * factor * factor)
     if family.weak_moments is not None:
         params = [getattr(distribution, name) for name in family.parameters]
         return family.weak_moments(params, h, j, coupled)
-    name = family.name
+    name = family.name.removesuffix("+natural")
     if name == "bernoulli":  # f(1) - f(0): no randomness
         return float(h.evaluate(1.0) - h.evaluate(0.0)), 0.0
     if name == "exponential":
@@ -924,7 +933,12 @@ def separable_variant_moments(distribution, function, specs, coefficients, wrt):
                 if key is not None and key in memo:
                     found = memo[key]
                 elif spec.base == "measure-valued":
-                    found = _weak_moments(Normal(params[0], params[1]), h, j, spec.coupled)
+                    component = Normal(params[0], params[1])
+                    if j >= len(Normal.family.parameters):  # a natural parameter: the component's view
+                        from fastgrad.distributions import NaturalView
+
+                        component = NaturalView(component)
+                    found = _weak_moments(component, h, j, spec.coupled)
                 elif spec.base == "pathwise":
                     d, q = h.derivative(), path_factors[j]
                     pairs = [(d, q)]

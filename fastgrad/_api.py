@@ -17,7 +17,7 @@ from fastgrad import _kernels, _pilot, _validate, results
 from fastgrad._fingerprint import fingerprint, plan_from
 from fastgrad._reduction import record_width
 from fastgrad._validate import MAX_DRAWS, check_job_options
-from fastgrad.distributions import DiagNormal
+from fastgrad.distributions import DiagNormal, natural_names
 from fastgrad.estimators import ESTIMATORS, Plan, parse_estimators
 
 __all__ = ["MAX_DRAWS", "NonFiniteValuesError", "compare", "estimate", "merge", "variance_curve"]
@@ -334,7 +334,7 @@ def _plan(distribution, function, estimators, wrt, seed, threads, pilot, kind):
     """Check every argument a run shares and build its plan; return (plan, seed, threads, pilot)."""
     function = _validate.check_target(distribution, function)
     seed = _validate.check_seed(seed)
-    wrt = _validate.check_wrt(wrt, distribution.parameters)
+    wrt = _validate.check_wrt(wrt, distribution.parameters, natural_names(distribution))
     threads = _validate.check_threads(threads)
     classic = estimators is None
     if kind == "estimate":  # one specification: a plain one keeps the classic fingerprint and analytic engine
@@ -419,7 +419,7 @@ def _finite(values):
 def _exact_values(plan, coefficients):
     from fastgrad import _analytic
 
-    if isinstance(plan.distribution, DiagNormal):
+    if isinstance(getattr(plan.distribution, "distribution", plan.distribution), DiagNormal):  # (or its NaturalView)
         if not plan.classic:
             return _analytic.separable_variant_moments(plan.distribution, plan.function, plan.specs, coefficients,
                                                        plan.wrt)  # fmt: skip

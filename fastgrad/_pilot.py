@@ -79,8 +79,14 @@ def solve(record, pilot_plan):
         for k in range(j + 1, n_pairs):
             cov_s[j, k] = cov_s[k, j] = c11(n_pairs + j, n_pairs + k) / (n - 1)
     cov_gs = np.array([[c11(j, n_pairs + k) / (n - 1) for k in range(n_pairs)] for j in range(n_pairs)])
+    # Controls: the distribution's own parameters' score components (r = j * dim + i, j < P). A natural
+    # parameter's score is a multiple of its parameter's (eps**2 - 1 against (eps**2 - 1) / scale): as a control
+    # it would add nothing and make the covariance singular.
+    base = getattr(pilot_plan.distribution, "distribution", pilot_plan.distribution)
+    controls = len(base.parameters) * pilot_plan.dim
+    matrix = np.zeros((n_pairs, n_pairs))
     try:
-        matrix = np.linalg.solve(cov_s, cov_gs.T).T
+        matrix[:, :controls] = np.linalg.solve(cov_s[:controls, :controls], cov_gs[:, :controls].T).T
     except np.linalg.LinAlgError:
         raise ValueError("the pilot's score covariance is singular: the control variate is not defined") from None
     return baselines, matrix

@@ -99,9 +99,11 @@ def check_seed(seed):
     return int(seed)
 
 
-def check_wrt(wrt, parameters):
+def check_wrt(wrt, parameters, natural=()):
+    """``wrt`` as a tuple of names from ``parameters`` or the family's ``natural`` ones (None: ``parameters``)."""
     if wrt is None:
         return tuple(parameters)
+    parameters = tuple(parameters) + tuple(natural)
     names = (wrt,) if isinstance(wrt, str) else wrt
     try:
         names = tuple(names)

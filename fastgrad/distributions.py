@@ -22,7 +22,7 @@ scale      ``(eps**2 - 1) / scale`` ``eps``
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import numpy as np
@@ -99,6 +99,15 @@ class Family:
         The parameters ``weak_derivative`` serves, when not all of them (the
         Gamma's rate but not its shape); ``weak_note`` says why the others
         have none.
+    natural : tuple of (str, str)
+        Natural parameters ``(name, base)``: ``log_scale`` of ``scale``,
+        ``log_rate`` of ``rate``, ``logits`` of ``p``. Their factors are the
+        cores' own at ``j = len(parameters) + k`` (``eps**2 - 1``, not ``scale``
+        times ``(eps**2 - 1) / scale``, which rounds differently), and
+        ``natural_factors`` gives them for the exact references as
+        ``analytic_factors`` does the parameters'. A run that asks for one
+        uses the family's :func:`extended` twin (its own kernels), so runs
+        that do not pay nothing for them.
     """
 
     name: str
@@ -117,6 +126,8 @@ class Family:
     noise_takes_theta: bool = False
     weak_parameters: tuple = None
     weak_note: str = ""
+    natural: tuple = ()
+    natural_factors: object = field(default=None, compare=False)
 
 
 @serial  # compiled once and cached: it does not depend on the function (see _kernels)
@@ -140,15 +151,19 @@ def location_scale_transform(eps, theta):
 def _normal_score_factor(j, eps, x, theta):
     if j == 0:
         return eps * theta[2]
-    return (eps * eps - 1.0) * theta[2]
+    if j == 1:
+        return (eps * eps - 1.0) * theta[2]
+    return eps * eps - 1.0  # log_scale
 
 
 @core
 def location_scale_path_factor(j, eps, x, theta):
-    """``dx/dloc = 1``, ``dx/dscale = eps``: every location-scale family's path factors."""
+    """``dx/dloc = 1``, ``dx/dscale = eps``, ``dx/dlog_scale = scale eps``: every location-scale family's."""
     if j == 0:
         return like(1.0, eps)  # 1.0, or four of it when the kernel runs four draws at once
-    return eps
+    if j == 1:
+        return eps
+    return theta[1] * eps
 
 
 # Weak derivatives of N(loc, scale**2) (Pflug 1996; Mohamed et al. 2020, section 6):
@@ -168,14 +183,20 @@ def _normal_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
         r2 = sqrt(-2.0 * fm.log(u2))
         return theta[2] * _INV_SQRT_2PI, theta[0] + theta[1] * r1, theta[0] - theta[1] * r1, theta[0] - theta[1] * r2
     maxwell = copysign(sqrt(eps * eps - 2.0 * fm.log(u3)), eps)
-    return theta[2], theta[0] + theta[1] * maxwell, x, theta[0] + theta[1] * eps2
+    c = theta[2] if j == 1 else 1.0  # d/dlog_scale = scale d/dscale: the same sides, c = scale / scale
+    return c, theta[0] + theta[1] * maxwell, x, theta[0] + theta[1] * eps2
 
 
 def _normal_analytic_factors(theta):
-    _, scale = theta
+    scale = theta[1]
     score = ([0.0, 1.0 / scale], [-1.0 / scale, 0.0, 1.0 / scale])
     path = ([1.0], [0.0, 1.0])
     return score, path
+
+
+def location_scale_natural_factors(theta):
+    """``log_scale``: score ``eps**2 - 1`` (Normal; a Laplace's is its own), path ``scale eps``."""
+    return ([-1, 0, 1],), ([0, theta[1]],)
 
 
 NORMAL = Family(
@@ -190,6 +211,8 @@ NORMAL = Family(
     symmetric=True,
     weak_derivative=_normal_weak_derivative,
     simd=True,
+    natural=(("log_scale", "scale"),),
+    natural_factors=location_scale_natural_factors,
 )
 
 # --- Exponential(rate): x = eps / rate, eps ~ Exp(1) ------------------------------
@@ -214,12 +237,16 @@ def _exponential_transform(eps, theta):
 
 @core
 def _exponential_score_factor(j, eps, x, theta):
-    return (1.0 - eps) * theta[1]
+    if j == 0:
+        return (1.0 - eps) * theta[1]
+    return 1.0 - eps  # log_rate
 
 
 @core
 def _exponential_path_factor(j, eps, x, theta):
-    return -x * theta[1]
+    if j == 0:
+        return -x * theta[1]
+    return -x  # log_rate
 
 
 # Weak derivative of Exp(rate): d q / d rate = (1 / rate) (Exp(rate) density - Gamma(2, rate) density), so
@@ -232,12 +259,16 @@ def _exponential_path_factor(j, eps, x, theta):
 def _exponential_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
     coupled = x + -fm.log(u1) * theta[1]
     decoupled = (-fm.log(u2) - fm.log(u3)) * theta[1]
-    return theta[1], x, coupled, decoupled
+    return theta[1] if j == 0 else 1.0, x, coupled, decoupled
 
 
 def _exponential_analytic_factors(theta):
-    (rate,) = theta
+    rate = theta[0]
     return ([1 / rate, -1 / rate],), ([0.0, -1 / rate**2],)
+
+
+def _exponential_natural_factors(theta):
+    return ([1, -1],), ([0.0, -1 / theta[0]],)  # log_rate: 1 - eps, and -x = -eps / rate
 
 
 EXPONENTIAL = Family(
@@ -251,6 +282,8 @@ EXPONENTIAL = Family(
     expectation=lambda h, theta, q: exponential_expectation(h, theta[0], q),
     weak_derivative=_exponential_weak_derivative,
     simd=True,
+    natural=(("log_rate", "rate"),),
+    natural_factors=_exponential_natural_factors,
 )
 
 
@@ -276,7 +309,9 @@ def _bernoulli_transform(eps, theta):
 
 @core
 def _bernoulli_score_factor(j, eps, x, theta):
-    return x * theta[1] - (1.0 - x) * theta[2]
+    if j == 0:
+        return x * theta[1] - (1.0 - x) * theta[2]
+    return x - theta[0]  # logits: d/dlogits log q = x - p
 
 
 @core
@@ -290,13 +325,16 @@ def _bernoulli_path_factor(j, eps, x, theta):
 
 @core
 def _bernoulli_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
-    return 1.0, 1.0, 0.0, 0.0
+    return 1.0 if j == 0 else theta[0] * (1.0 - theta[0]), 1.0, 0.0, 0.0  # logits: dp/dlogits = p (1 - p)
 
 
 def _bernoulli_analytic_factors(theta):
-    (p,) = theta
-    p = Fraction(p)
+    p = Fraction(theta[0])
     return ([-1 / (1 - p), 1 / p + 1 / (1 - p)],), None
+
+
+def _bernoulli_natural_factors(theta):
+    return ([-Fraction(theta[0]), 1],), None  # logits: x - p
 
 
 BERNOULLI = Family(
@@ -310,10 +348,102 @@ BERNOULLI = Family(
     expectation=lambda h, theta, q: bernoulli_expectation(h, theta[0], q),
     pathwise=False,
     weak_derivative=_bernoulli_weak_derivative,
+    natural=(("logits", "p"),),
+    natural_factors=_bernoulli_natural_factors,
 )
 
-#: Every family the kernels know, by name.
-FAMILIES = {family.name: family for family in (NORMAL, EXPONENTIAL, BERNOULLI)}
+
+def extended(family):
+    """Return the family with its natural parameters after its own (``loc, scale, log_scale``), as ``name+natural``.
+
+    The same cores: the kernels call them with ``j`` up to the longer list.
+    """
+    names = tuple(name for name, _ in family.natural)
+    base = family.analytic_factors
+
+    def analytic_factors(theta):
+        score, path = base(theta)
+        natural_score, natural_path = family.natural_factors(theta)
+        return tuple(score) + tuple(natural_score), None if path is None else tuple(path) + tuple(natural_path)
+
+    weak = family.weak_parameters
+    if weak is not None:
+        weak = weak + tuple(name for name, of in family.natural if of in weak)
+    return replace(
+        family,
+        name=family.name + "+natural",
+        parameters=family.parameters + names,
+        analytic_factors=analytic_factors,
+        weak_parameters=weak,
+        natural=(),
+    )
+
+
+#: Every family the kernels know, by name (with the ``+natural`` twins).
+FAMILIES = {f.name: f for family in (NORMAL, EXPONENTIAL, BERNOULLI) for f in (family, extended(family))}
+
+
+#: dtheta / d(natural parameter), from the parameter's value: the chain rule of the exact references.
+NATURAL_DERIVATIVES = {"log_scale": lambda v: v, "log_rate": lambda v: v, "logits": lambda p: p * (1 - p)}
+
+
+class NaturalView:
+    """A distribution seen with its natural parameters too (internal): the same draws, the extended family.
+
+    What :class:`~fastgrad.estimators.Plan` runs when ``wrt`` names a
+    natural parameter; it forwards everything else (``to_dict``, ``theta``,
+    ``loc``, ...) to the distribution, so fingerprints, checkpoints and
+    printed tables are the distribution's own.
+    """
+
+    def __init__(self, distribution):
+        self.distribution = distribution
+        self.family = FAMILIES[distribution.family.name + "+natural"]
+
+    @property
+    def parameters(self):
+        """The distribution's parameters, then the natural ones."""
+        return self.family.parameters
+
+    def natural_value(self, name):
+        """Return a natural parameter's value (a float, or a tuple per component): ``log(scale)``, ``logit(p)``."""
+        of = dict(self.distribution.family.natural)[name]
+        value = getattr(self.distribution, of)
+
+        def one(v):
+            return math.log(v / (1.0 - v)) if name == "logits" else math.log(v)
+
+        return tuple(one(v) for v in value) if isinstance(value, tuple) else one(value)
+
+    def __getattr__(self, name):
+        if name in ("distribution", "family"):  # (not set yet: unpickling)
+            raise AttributeError(name)
+        if name in dict(self.distribution.family.natural):
+            return self.natural_value(name)
+        return getattr(self.distribution, name)
+
+    def __eq__(self, other):
+        return isinstance(other, NaturalView) and other.distribution == self.distribution
+
+    def __hash__(self):
+        return hash((NaturalView, self.distribution))
+
+    def __repr__(self):
+        return repr(self.distribution)
+
+
+def natural_names(distribution):
+    """Return the natural parameters ``wrt`` may name for ``distribution`` (``("log_scale",)`` for a Normal)."""
+    return tuple(name for name, _ in distribution.family.natural)
+
+
+def with_natural(distribution, wrt):
+    """``distribution``, or its :class:`NaturalView` when ``wrt`` names a natural parameter."""
+    if isinstance(distribution, NaturalView) or not wrt:
+        return distribution
+    if any(name in natural_names(distribution) for name in wrt):
+        return NaturalView(distribution)
+    return distribution
 
 
 @dataclass(frozen=True)
@@ -570,5 +700,7 @@ def register(cls):
     if cls.family.name in FAMILIES or cls in DISTRIBUTIONS:
         raise ValueError(f"a family named {cls.family.name!r} is already registered")
     FAMILIES[cls.family.name] = cls.family
+    if cls.family.natural:
+        FAMILIES[cls.family.name + "+natural"] = extended(cls.family)
     DISTRIBUTIONS.append(cls)
     return cls

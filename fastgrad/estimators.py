@@ -319,9 +319,12 @@ class Plan:
         plan takes ratios against its reference estimator (pathwise where
         there is one, else the score function), appended if not listed.
         """
+        from fastgrad.distributions import with_natural  # (distributions imports the analytic engine)
+
+        distribution = with_natural(distribution, wrt)  # natural parameters: the extended family's kernels
         specs = list(parse_estimators(estimators))
         family = distribution.family
-        name = type(distribution).__name__
+        name = type(getattr(distribution, "distribution", distribution)).__name__
         dim = getattr(distribution, "dim", 1)
         for spec in specs:
             _check_spec(spec, family, name, function, dim, many=not classic)

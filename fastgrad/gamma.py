@@ -64,14 +64,18 @@ def _gamma_transform(eps, theta):
 def _gamma_score_factor(j, eps, x, theta):
     if j == 0:
         return fm.log(eps) - theta[3]
-    return (theta[0] - eps) * theta[2]
+    if j == 1:
+        return (theta[0] - eps) * theta[2]
+    return theta[0] - eps  # log_rate
 
 
 @core
 def _gamma_path_factor(j, eps, x, theta):
     if j == 0:
         return fm._gamma_sample_grad_at(eps, theta[0], (theta[4], theta[5], theta[6], theta[7])) * theta[2]
-    return -x * theta[2]
+    if j == 1:
+        return -x * theta[2]
+    return -x  # log_rate
 
 
 # Weak derivative of Gamma(shape, rate) in rate: d q / d rate = (shape / rate - x) q = (shape / rate) (q - q'), q' the
@@ -88,7 +92,8 @@ def _gamma_path_factor(j, eps, x, theta):
 def _gamma_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
     if j == 0:
         return np.nan, np.nan, np.nan, np.nan  # never called: the shape has no weak derivative (weak_parameters)
-    return theta[0] * theta[2], x, x - fm.log(u1) * theta[2], (eps2 - fm.log(u2)) * theta[2]
+    c = theta[0] * theta[2] if j == 1 else theta[0]  # log_rate: rate * shape / rate
+    return c, x, x - fm.log(u1) * theta[2], (eps2 - fm.log(u2)) * theta[2]
 
 
 @serial
@@ -220,6 +225,11 @@ def _analytic_factors(theta):
     return score, path
 
 
+def _natural_factors(theta):
+    shape, rate = float(theta[0]), float(theta[1])
+    return (GammaTerms({(0, 0, 0): shape, (1, 0, 0): -1.0}),), (GammaTerms({(1, 0, 0): -1.0 / rate}),)  # log_rate
+
+
 GAMMA = Family(
     name="gamma",
     parameters=("shape", "rate"),
@@ -234,6 +244,8 @@ GAMMA = Family(
     weak_moments=_weak_moments,
     weak_parameters=("rate",),
     weak_note="the shape's derivative (log z - digamma(shape)) q splits into no two laws with a closed-form sampler",
+    natural=(("log_rate", "rate"),),
+    natural_factors=_natural_factors,
 )
 
 

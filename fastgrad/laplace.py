@@ -58,7 +58,9 @@ def _laplace_noise(state, words, noise, scratch, m):
 def _laplace_score_factor(j, eps, x, theta):
     if j == 0:
         return math.copysign(theta[2], eps)
-    return (abs(eps) - 1.0) * theta[2]
+    if j == 1:
+        return (abs(eps) - 1.0) * theta[2]
+    return abs(eps) - 1.0  # log_scale
 
 
 @core
@@ -70,7 +72,8 @@ def _laplace_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
     # scale: loc + s scale (E + E') against the draw itself (coupled) or a fresh Laplace draw (decoupled)
     sign = math.copysign(1.0, eps)
     fresh = -fm.log(u2) if u3 <= 0.5 else fm.log(u2)
-    return theta[2], theta[0] + theta[1] * sign * (magnitude - fm.log(u1)), x, theta[0] + theta[1] * fresh
+    c = theta[2] if j == 1 else 1.0  # log_scale: the same sides, c = scale / scale
+    return c, theta[0] + theta[1] * sign * (magnitude - fm.log(u1)), x, theta[0] + theta[1] * fresh
 
 
 # --- exact expectations ---------------------------------------------------------------------
@@ -113,6 +116,10 @@ def _analytic_factors(theta):
     inverse = 1 / _exact(theta[1])
     score = (SignTerms({(1, 0): inverse}), SignTerms({(0, 1): inverse, (0, 0): -inverse}))
     return score, ([1], [0, 1])
+
+
+def _natural_factors(theta):
+    return (SignTerms({(0, 1): 1, (0, 0): -1}),), ([0, _exact(theta[1])],)  # log_scale: |eps| - 1, scale eps
 
 
 def _weak_moments(theta, h, j, coupled):
@@ -163,6 +170,8 @@ LAPLACE = Family(
     symmetric=True,
     weak_derivative=_laplace_weak_derivative,
     weak_moments=_weak_moments,
+    natural=(("log_scale", "scale"),),
+    natural_factors=_natural_factors,
 )
 
 

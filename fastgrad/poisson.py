@@ -63,7 +63,9 @@ def _poisson_transform(eps, theta):
 
 @core
 def _poisson_score_factor(j, eps, x, theta):
-    return x * theta[1] - 1.0
+    if j == 0:
+        return x * theta[1] - 1.0
+    return x - theta[0]  # log_rate
 
 
 @core
@@ -74,7 +76,7 @@ def _poisson_path_factor(j, eps, x, theta):
 @core
 def _poisson_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
     # c = 1; the positive side x + 1; the negative side x itself (coupled) or another draw eps2 (decoupled)
-    return 1.0, x + 1.0, x, eps2
+    return 1.0 if j == 0 else theta[0], x + 1.0, x, eps2  # log_rate: c = rate
 
 
 # --- exact expectations ---------------------------------------------------------------------
@@ -137,8 +139,11 @@ def _expectation(h, theta, q):
 
 
 def _analytic_factors(theta):
-    (rate,) = theta
-    return ([-1, 1 / _exact(rate)],), None
+    return ([-1, 1 / _exact(theta[0])],), None
+
+
+def _natural_factors(theta):
+    return ([-_exact(theta[0]), 1],), None  # log_rate: x - rate
 
 
 def _weak_moments(theta, h, j, coupled):
@@ -167,6 +172,8 @@ POISSON = Family(
     weak_derivative=_poisson_weak_derivative,
     weak_moments=_weak_moments,
     noise_takes_theta=True,
+    natural=(("log_rate", "rate"),),
+    natural_factors=_natural_factors,
 )
 
 
