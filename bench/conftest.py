@@ -128,6 +128,11 @@ def pytest_terminal_summary(terminalreporter):
                 "fastgrad estimate pathwise (shape), 2 threads", "PyTorch rsample + autograd (shape), 2 threads"
             )
             _target(write, "Gamma pathwise (shape): fastgrad / PyTorch rsample + autograd, 2 threads", speedup, 5)
+        if group == "families":
+            for family in dict.fromkeys(m["family"] for m in MEASURED.values() if m["group"] == group):
+                speedup = _ratio(f"fastgrad compare, 2 threads: {family}", f"NumPy/SciPy vectorised: {family}")
+                if speedup:
+                    write(f"    {family}: fastgrad compare (2 threads) vs NumPy/SciPy vectorised: {speedup:.1f}x")
         if group == "variants":
             speedup = _ratio("variants: all ten", "variants: NumPy vectorised, all ten")
             if speedup:

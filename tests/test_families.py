@@ -157,7 +157,7 @@ def test_bad_parameters(make, error, match):
 
 
 def test_wrt_names_the_family_parameters():
-    with pytest.raises(ValueError, match=r"wrt must contain parameter names from \['rate'\]"):
+    with pytest.raises(ValueError, match=r"wrt must contain parameter names from \['rate', 'log_rate'\]"):
         fg.compare(EXPONENTIAL, "square", n=100, wrt="loc")
 
 

@@ -117,7 +117,12 @@ def test_vector_cores_are_chosen_only_where_family_and_function_allow_them():
     assert not _kernels._simd_cores(key("laplace", "square"))  # a branch on the noise's sign
     assert not _kernels._simd_cores(key("normal", _kernels.USER))
     assert {name for name, b in BUILTINS.items() if not b.simd} == set()  # every built-in is lane-generic
-    assert {name for name, f in FAMILIES.items() if f.simd} == {"normal", "exponential"}
+    assert {name for name, f in FAMILIES.items() if f.simd} == {
+        "normal",
+        "exponential",
+        "normal+natural",
+        "exponential+natural",
+    }
 
 
 @pytest.mark.parametrize(("family", "distribution", "function", "params"), CASES[-3:])

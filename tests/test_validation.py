@@ -78,7 +78,11 @@ def test_numpy_scalars_are_accepted():
         ({"function": "cube"}, ValueError, "function must be one of \\['cos', 'exp_quadratic', 'linear', 'logistic'"),
         ({"function": 3}, TypeError, "function must be a built-in name"),
         ({"function": lambda x: x}, TypeError, "function must be a built-in name"),
-        ({"wrt": "mean"}, ValueError, "wrt must contain parameter names from \\['loc', 'scale'\\]; got 'mean'"),
+        (
+            {"wrt": "mean"},
+            ValueError,
+            "wrt must contain parameter names from \\['loc', 'scale', 'log_scale'\\]; got 'mean'",
+        ),
         ({"wrt": ()}, ValueError, "wrt must name at least one parameter"),
         ({"wrt": ("loc", "loc")}, ValueError, "must not repeat"),
         ({"wrt": 3}, TypeError, "wrt must be a parameter name"),
