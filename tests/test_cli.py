@@ -209,7 +209,7 @@ def test_counts_are_read_exactly(text, value):
 
 
 def test_non_finite_run_exits_1(capsys):
-    status = cli.main(["compare", "--f", "quartic", "--loc", "1e80", "-n", "1000", "--seed", "0"])
+    status = cli.main(["compare", "--f", "square", "--loc", "1e160", "-n", "1000", "--seed", "0"])
     assert status == 1
     assert "non-finite" in capsys.readouterr().err
 

@@ -51,6 +51,9 @@ CASES = {
 }
 N = 120 * 2**13  # a multiple of every loo group above (8, 10, 3)
 
+# One worker runs the module, so that the session's tables (a kernel compile per case) are made once.
+pytestmark = pytest.mark.xdist_group("variants")
+
 
 @pytest.fixture(scope="session")
 def tables():
