@@ -40,6 +40,7 @@ def builtin_comparison(request):
     return fg.compare(DISTRIBUTION, BUILTINS[request.param], n=2_000_000, seed=17)
 
 
+@pytest.mark.xdist_group("estimators-builtins")  # (one worker: each built-in's run, and its kernel, made once)
 @pytest.mark.parametrize("estimator", ["score", "pathwise"])
 @pytest.mark.parametrize("parameter", ["loc", "scale"])
 def test_unbiased_for_every_builtin(builtin_comparison, estimator, parameter):
