@@ -20,12 +20,14 @@ vector width or its libm (``docs/math.md`` has the domains, the special
 values and the measured accuracy).
 """
 
+import math as _python_math
+
 import numpy as np
 from numba import types
 from numba.extending import overload
 
 from fastgrad import _math_coefficients as C
-from fastgrad._jit import core, inline_core
+from fastgrad._jit import core, inline_core, serial
 from fastgrad._simd import (
     any_lane,
     copysign,
@@ -1044,3 +1046,171 @@ def _gamma_sample_grad_at(x, alpha, constants):
     if x <= max(alpha + sqrt(alpha), GAMMA_GRAD_SERIES):
         return _gamma_grad_series(x, alpha, constants[2], constants[3])
     return _gamma_grad_fraction(x, alpha, constants[0], constants[1])
+
+
+# --- the implicit gradient at a shape fixed for a run: piecewise polynomials, checked against the series ----------
+#
+# A run's shape is fixed, so dz/dshape is one smooth function of z for the whole run. The kernels evaluate it from
+# piecewise polynomials fitted once per run: h(z) = g(z) / z is interpolated at the Chebyshev points of each piece,
+# then written as monomials in the piece's own variable s in [-1, 1] and summed by Estrin's scheme, which costs a
+# few integer operations and eight multiply-adds instead of the series' 30 to 900 terms. Below a shape of
+# GAMMA_FIT_LINEAR_FROM the pieces split each octave of z ([2**e sqrt(1/2), 2**e sqrt(2)), from the float's own
+# exponent: no log, whose latency measured 35 ns a draw) into equal parts; from it on they are equal in z over the
+# narrow bulk. The fit covers the draws' bulk; a draw outside it takes the series. The pieces are doubled until
+# every check point (8 a piece, between the interpolation points) agrees with the series to GAMMA_FIT_TOLERANCE; a
+# shape whose fit does not get there with GAMMA_FIT_MAX_PIECES pieces has no fit (the series for every draw).
+
+#: Polynomial degree of each piece.
+GAMMA_FIT_DEGREE = 7
+#: Largest relative difference from the series accepted at the check points.
+GAMMA_FIT_TOLERANCE = 2e-14
+#: Most pieces a fit may use (128 KiB of coefficients).
+GAMMA_FIT_MAX_PIECES = 2048
+#: From this shape on, the pieces are equal in z rather than parts of octaves (the bulk is narrow against z).
+GAMMA_FIT_LINEAR_FROM = 1000.0
+#: Above this shape there is no fit: the largest shape of the accuracy table (tests/data/gamma_sample_grad.csv), past
+#: which the series' own rounding nears the tolerance (5e-14 from the fit at 1e5) and a check point's series grows to
+#: thousands of terms (fitting took 110 s at 1e8).
+GAMMA_FIT_MAX_SHAPE = 1e4
+
+_OCTAVE_START = 0.7071067811865476  # sqrt(1/2): split_exponent's mantissas lie in [sqrt(1/2), sqrt(2))
+_OCTAVE_WIDTH = 1.4142135623730951 - 0.7071067811865476
+
+
+@core
+def _gamma_fit_position(x, octaves, start, scale, per_octave):
+    """``u`` with ``int(u)`` the piece of ``x`` and ``2 frac(u) - 1`` its variable (``x`` inside the fit)."""
+    if octaves:
+        m, e = split_exponent(x)
+        return (e - start) * per_octave + (m - _OCTAVE_START) * scale
+    return (x - start) * scale
+
+
+@core
+def _gamma_grad_fitted(x, fit):
+    """Return the fit's value at ``x``, or NaN outside it (then the caller takes the series).
+
+    ``fit = (octaves, z_lo, z_hi, start, scale, per_octave, table)``.
+    """
+    octaves, z_lo, z_hi, start, scale, per_octave, table = fit
+    if not (x >= z_lo and x < z_hi):  # (also NaN, 0, inf and subnormals: outside every fit)
+        return NAN
+    u = _gamma_fit_position(x, octaves, start, scale, per_octave)
+    k = min(max(int(u), 0), table.shape[0] - 1)  # (rounding at the ends)
+    s = 2.0 * (u - k) - 1.0
+    s2 = s * s
+    low = (table[k, 0] + table[k, 1] * s) + s2 * (table[k, 2] + table[k, 3] * s)
+    high = (table[k, 4] + table[k, 5] * s) + s2 * (table[k, 6] + table[k, 7] * s)
+    return x * (low + (s2 * s2) * high)
+
+
+@core
+def _gamma_grad_from_fit(x, alpha, constants, fit):
+    """:func:`_gamma_sample_grad_at` from a run's fit (:func:`_gamma_grad_fit`); the series outside it."""
+    fitted = _gamma_grad_fitted(x, fit)
+    if fitted == fitted:
+        return fitted
+    return _gamma_sample_grad_at(x, alpha, constants)
+
+
+@serial
+def _gamma_fit_pieces(alpha, constants, fit):
+    """Monomial coefficients in ``s`` of each piece's interpolant of ``h = g(z) / z``, into ``fit``'s table."""
+    table = fit[6]
+    n = GAMMA_FIT_DEGREE + 1
+    values = np.empty(n)
+    chebyshev = np.empty(n)
+    for p in range(table.shape[0]):
+        for k in range(n):
+            s = np.cos(np.pi * (k + 0.5) / n)
+            x = _gamma_fit_point(fit, p, s)
+            values[k] = _gamma_sample_grad_at(x, alpha, constants) / x
+        for j in range(n):
+            total = 0.0
+            for k in range(n):
+                total += values[k] * np.cos(np.pi * j * (k + 0.5) / n)
+            chebyshev[j] = (1.0 if j else 0.5) * 2.0 / n * total
+        # Chebyshev to monomial coefficients: T_0 = 1, T_1 = s, T_{j+1} = 2 s T_j - T_{j-1}
+        previous = np.zeros(n)
+        current = np.zeros(n)
+        previous[0] = 1.0
+        current[1] = 1.0
+        monomial = chebyshev[0] * previous + chebyshev[1] * current
+        for j in range(2, n):
+            following = -previous.copy()
+            following[1:] += 2.0 * current[:-1]
+            monomial += chebyshev[j] * following
+            previous, current = current, following
+        table[p] = monomial
+
+
+@core
+def _gamma_fit_point(fit, p, s):
+    """Return the ``z`` of piece ``p`` at its variable ``s`` in [-1, 1]."""
+    octaves, start, scale, per_octave = fit[0], fit[3], fit[4], fit[5]
+    u = p + 0.5 * (s + 1.0)
+    if octaves:
+        e = start + np.floor(u / per_octave)
+        m = _OCTAVE_START + (u - (e - start) * per_octave) / scale
+        return m * 2.0**e
+    return start + u / scale
+
+
+@serial
+def _gamma_fit_error(alpha, constants, fit):
+    """Largest relative difference between the fit and the series at 8 points a piece (not the fit's own)."""
+    worst = 0.0
+    for p in range(fit[6].shape[0]):
+        for k in range(8):
+            x = _gamma_fit_point(fit, p, (k + 0.5) / 4.0 - 1.0)
+            exact = _gamma_sample_grad_at(x, alpha, constants)
+            fitted = _gamma_grad_from_fit(x, alpha, constants, fit)
+            error = abs(fitted - exact) / abs(exact)
+            if not error <= worst:  # (NaN counts as a failure)
+                worst = error if error == error else np.inf
+    return worst
+
+
+def _no_fit():
+    return False, 1.0, 0.0, 0.0, 1.0, 1.0, np.zeros((0, GAMMA_FIT_DEGREE + 1))
+
+
+def _gamma_grad_fit(alpha):
+    """Return a run's fit of the implicit gradient at ``alpha`` (:func:`_gamma_grad_fitted` reads it).
+
+    The fit spans the draws' bulk: from the point below which a draw falls
+    with probability about 1e-7 (``(1e-7 Gamma(alpha + 1))**(1 / alpha)``,
+    or ``alpha - 12 sqrt(alpha)`` if higher) to ``alpha + 12 sqrt(alpha) +
+    40`` (widened to whole octaves below :data:`GAMMA_FIT_LINEAR_FROM`).
+    Without a fit that meets :data:`GAMMA_FIT_TOLERANCE` (or above
+    :data:`GAMMA_FIT_MAX_SHAPE`), the table has no pieces (every draw takes
+    the series).
+    """
+    constants = _gamma_grad_constants(alpha)
+    m = _python_math
+    if alpha > GAMMA_FIT_MAX_SHAPE:
+        return _no_fit()
+    low = m.exp((m.log(1e-7) + m.lgamma(alpha + 1.0)) / alpha) if alpha < 1e3 else 0.0
+    low = max(low, alpha - 12.0 * m.sqrt(alpha), 1e-300)
+    high = alpha + 12.0 * m.sqrt(alpha) + 40.0
+    octaves = alpha < GAMMA_FIT_LINEAR_FROM
+    if octaves:  # whole octaves [2**e sqrt(1/2), 2**e sqrt(2)) from the one holding low to the one holding high
+        first = m.floor(m.log2(low / _OCTAVE_START))
+        last = m.floor(m.log2(high / _OCTAVE_START))
+        count = int(last - first) + 1
+    pieces = 16
+    while pieces <= GAMMA_FIT_MAX_PIECES:
+        if octaves:
+            per_octave = max(1, pieces // count)
+            if per_octave * count > GAMMA_FIT_MAX_PIECES:
+                break
+            z_lo, z_hi = _OCTAVE_START * 2.0**first, _OCTAVE_START * 2.0 ** (last + 1.0)
+            fit = (True, z_lo, z_hi, float(first), per_octave / _OCTAVE_WIDTH, float(per_octave),
+                   np.empty((per_octave * count, GAMMA_FIT_DEGREE + 1)))  # fmt: skip
+        else:
+            fit = (False, low, high, low, pieces / (high - low), 1.0, np.empty((pieces, GAMMA_FIT_DEGREE + 1)))
+        _gamma_fit_pieces(alpha, constants, fit)
+        if _gamma_fit_error(alpha, constants, fit) <= GAMMA_FIT_TOLERANCE:
+            return fit
+        pieces *= 2
+    return _no_fit()

@@ -127,3 +127,47 @@ def test_callable_from_njit_with_the_same_bits():
     out = np.empty_like(xs)
     grads(xs, 3.5, out)
     assert [float(v) for v in out] == [fm.gamma_sample_grad(float(v), 3.5) for v in xs]
+
+
+# --- the kernels' per-run fit (fastgrad.math._gamma_grad_fit): the same promise, and the series' bits outside it ---
+
+
+def test_the_kernels_fit_keeps_the_promise_at_every_table_point(table):
+    alpha, x, _, text = table
+    worst = (0.0, None)
+    for a in np.unique(alpha):
+        constants = fm._gamma_grad_constants(a)
+        fit = fm._gamma_grad_fit(a)
+        chosen = np.flatnonzero(alpha == a)
+        for xi, exact in zip(x[chosen], [text[i] for i in chosen], strict=True):
+            value = fm._gamma_grad_from_fit(xi, a, constants, fit)
+            error, tiny = relative_error(value, exact)
+            if tiny:
+                assert abs(value - float(exact)) <= ABSOLUTE, (a, xi)
+            elif error > worst[0]:
+                worst = (error, (a, xi))
+    assert worst[0] < RELATIVE, worst
+
+
+@pytest.mark.parametrize("a", [0.5, 1.0, 2.5, 10.0, 100.0, 999.0, 1e3, 1e4])
+def test_the_fit_covers_the_draws_and_agrees_with_the_series(a):
+    from fastgrad import rng
+
+    constants = fm._gamma_grad_constants(a)
+    fit = fm._gamma_grad_fit(a)
+    assert fit[6].shape[0] >= 16 and fit[0] == (a < fm.GAMMA_FIT_LINEAR_FROM)  # octaves below 1,000, z above
+    z = rng.standard_gammas(3, 0, a, 5000)
+    fitted = np.array([fm._gamma_grad_fitted(v, fit) for v in z])
+    assert not np.any(np.isnan(fitted))  # every draw here is in the fit
+    series = np.array([fm._gamma_sample_grad_at(v, a, constants) for v in z])
+    assert np.max(np.abs(fitted / series - 1.0)) < 5e-14
+
+
+def test_outside_the_fit_and_without_one_the_draws_get_the_series_bits():
+    for a, xs in [(2.5, [1e-12, 100.0, 1e3, 5e-324]), (1e-3, [1e-300, 0.5, 3.0]), (0.1, [0.1]), (2e4, [2e4, 2.01e4])]:
+        constants = fm._gamma_grad_constants(a)
+        fit = fm._gamma_grad_fit(a)
+        for x in xs:
+            assert fm._gamma_grad_from_fit(x, a, constants, fit) == fm._gamma_sample_grad_at(x, a, constants)
+    for a in (1e-3, 0.1, 2e4):  # no fit: the bulk spans too many octaves, or beyond the accuracy table's shapes
+        assert fm._gamma_grad_fit(a)[6].shape[0] == 0

@@ -615,10 +615,10 @@ HAND_EDITS = {
     "next-beyond-the-end": (lambda b: b["parts"][0].__setitem__("next", 10**6), "parts[0].next must be"),
     "levels-not-a-list": (lambda b: b["parts"][0].__setitem__("levels", 3), "parts[0].levels must be"),
     "seconds-negative": (lambda b: b["parts"][0].__setitem__("seconds", -1), "parts[0].seconds must be"),
-    # a checkpoint of stream layout 2 (libm in the draws) cannot be continued by layout 3 (fastgrad.math)
-    "stream-layout-2": (
-        lambda b: b["fingerprint"].__setitem__("stream_layout", 2),
-        "was written with stream_layout 2; this fastgrad has stream_layout 3",
+    # a checkpoint of stream layout 3 (the Gamma's shape gradients from the series) cannot be continued by layout 4
+    "stream-layout-3": (
+        lambda b: b["fingerprint"].__setitem__("stream_layout", 3),
+        "was written with stream_layout 3; this fastgrad has stream_layout 4",
     ),
 }
 
