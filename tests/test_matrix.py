@@ -40,7 +40,12 @@ import pytest
 import fastgrad as fg
 from fastgrad import _jobs, _kernels
 
-pytestmark = pytest.mark.xdist_group("matrix")  # one worker: the plain runs below are computed once
+# Two halves of the table, each on one worker (so each cell's plain run below is computed once, on its family's
+# worker, and the two workers share the table's kernel compiles); the tests across the whole table (user function,
+# kills, MPI) with the first half.
+HALVES = {"normal": 0, "exponential": 0, "bernoulli": 0, "diagnormal": 0, "laplace": 1, "gamma": 1, "poisson": 1,
+          "gamma-rate": 1}  # fmt: skip
+FIRST_HALF = pytest.mark.xdist_group("matrix-0")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -128,6 +133,11 @@ def _cell_id(cell):
     return f"{family}-{kind}" + (f"-{spec}" if spec else "")
 
 
+def _in_half(cell):
+    """``cell`` as a pytest parameter marked with its half of the table's worker group."""
+    return pytest.param(cell, marks=pytest.mark.xdist_group(f"matrix-{HALVES[cell[0]]}"), id=_cell_id(cell))
+
+
 def _build(family):
     distribution, function = FAMILIES[family]
     return eval(distribution), eval(function)  # (our own table)
@@ -205,7 +215,7 @@ def _zero_variance_floor(mean):
     return (2.0**-40 * (1.0 + np.max(np.abs(mean)))) ** 2
 
 
-@pytest.mark.parametrize("cell", CELLS, ids=_cell_id)
+@pytest.mark.parametrize("cell", [_in_half(cell) for cell in CELLS])
 def test_every_cell_is_unbiased_with_its_exact_variance(cell):
     result = plain(cell)
     if cell[1] == "curve":
@@ -254,7 +264,7 @@ def _check_curve(curve):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("cell", CELLS, ids=_cell_id)
+@pytest.mark.parametrize("cell", [_in_half(cell) for cell in CELLS])
 def test_every_cell_in_every_mode_has_the_plain_runs_bits(cell, mode, tmp_path, monkeypatch, capsys,
                                                           one_chunk_batches):  # fmt: skip
     expected = figures(plain(cell))
@@ -318,6 +328,7 @@ def test_every_undefined_cell_is_refused_with_the_reason(family, spec, kind):
     assert parsed.name in message or (kind == "estimate" and parsed.base in message)
 
 
+@FIRST_HALF
 def test_a_user_function_has_every_row_and_says_it_has_no_exact_values():
     import numba
 
@@ -373,6 +384,7 @@ KILLED = [
 
 
 @pytest.mark.subprocess
+@FIRST_HALF
 @pytest.mark.parametrize(("family", "kind", "spec"), KILLED, ids=[_cell_id(cell) for cell in KILLED])
 def test_a_run_killed_mid_run_resumes_with_the_same_bits(family, kind, spec, tmp_path):
     path = tmp_path / "killed.ckpt"
@@ -410,6 +422,7 @@ if MPI.COMM_WORLD.Get_rank() == 0:
 
 
 @pytest.mark.subprocess
+@FIRST_HALF
 def test_every_cell_on_two_mpi_ranks_has_the_plain_runs_bits(tmp_path):
     mpiexec = shutil.which("mpiexec", path=sysconfig.get_path("scripts")) or shutil.which("mpiexec")
     if mpiexec is None:
