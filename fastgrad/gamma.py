@@ -80,10 +80,8 @@ def _gamma_score_factor(j, eps, x, theta):
 @core
 def _gamma_path_factor(j, eps, x, theta):
     if j == 0:  # from the run's fit of the implicit gradient (the series outside it)
-        fitted = fm._gamma_grad_fitted(eps, (theta[8], theta[9], theta[10], theta[11], theta[12], theta[13], theta[14]))
-        if fitted == fitted:
-            return fitted * theta[2]
-        return fm._gamma_sample_grad_at(eps, theta[0], (theta[4], theta[5], theta[6], theta[7])) * theta[2]
+        fit = (theta[8], theta[9], theta[10], theta[11], theta[12], theta[13], theta[14])
+        return fm._gamma_grad_from_fit(eps, theta[0], (theta[4], theta[5], theta[6], theta[7]), fit) * theta[2]
     if j == 1:
         return -x * theta[2]
     return -x  # log_rate
