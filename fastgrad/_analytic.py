@@ -734,9 +734,13 @@ def _loo_moments(family, params, h, q, group, extra_variance=0):
     # an independent additive part of f (the other components of a separable f) with this variance:
     var_f = var_f + extra_variance
     mu22 = mu22 + extra_variance * var_s
+    return float(cov), float(loo_variance(mu22, cov, var_f, var_s, group))
+
+
+def loo_variance(mu22, cov, var_f, var_s, group):
+    """K x the variance of a leave-one-out group estimate from the moments of ``(f, s)`` (see :func:`_loo_moments`)."""
     k = group
-    variance = mu22 - Fraction(k - 2, k - 1) * cov * cov + var_f * var_s / (k - 1)
-    return float(cov), float(variance)
+    return mu22 - Fraction(k - 2, k - 1) * cov * cov + var_f * var_s / (k - 1)
 
 
 def _weak_moments(distribution, h, j, coupled):

@@ -419,6 +419,9 @@ def _finite(values):
 def _exact_values(plan, coefficients):
     from fastgrad import _analytic
 
+    joint = plan.distribution.family.joint
+    if joint is not None:  # Beta, Dirichlet: every specification from the family's own exact engine
+        return joint.moments(plan.distribution, plan.function, plan.specs, coefficients, plan.wrt)
     if isinstance(getattr(plan.distribution, "distribution", plan.distribution), DiagNormal):  # (or its NaturalView)
         if not plan.classic:
             return _analytic.separable_variant_moments(plan.distribution, plan.function, plan.specs, coefficients,

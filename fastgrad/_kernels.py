@@ -573,8 +573,9 @@ def _ol_buffers(key, run):
     if key.filler == "vector-general":
 
         def vector_general(key, run):
-            draws = run.per_block * run.group * run.dim
+            draws = run.per_block * run.group * _width(key, run.dim)
             n_pairs = _n_params(key) * run.dim
+            size = _draw_size(key, run.dim)
             return (
                 np.empty((run.kinds.size * n_pairs, run.per_block)),
                 np.empty(draws, np.uint64),
@@ -582,13 +583,14 @@ def _ol_buffers(key, run):
                 np.empty(draws, np.int64),
                 np.empty(draws),
                 np.empty(3 * draws, np.uint64),
-                np.empty(run.dim),
-                np.empty(run.dim),
-                np.empty(run.dim),
-                np.empty(run.dim),
-                np.empty(run.dim),
+                np.empty(size),
+                np.empty(size),
+                np.empty(size),
+                np.empty(size),
+                np.empty(size),
                 np.zeros((8, n_pairs)),
-                run.group, run.dim, run.theta, run.weights, run.fparams, run.kinds, run.mirror, run.coupled, run.coef,
+                run.group, run.dim, _borrowed(run.theta), run.weights, run.fparams, run.kinds, run.mirror, run.coupled,
+                run.coef,
                 run.has_coef, run.flags, run.active,
             )  # fmt: skip
 
@@ -1271,6 +1273,164 @@ def _ol_replaced_difference(key, f, xs, i, y, z, weights, fparams, tmp):
     return separable
 
 
+# --- one draw of a multivariate family: D independent components, or a joint law --------------
+#
+# The vector-general filler reads one draw at a time through these. For a family of D
+# independent components (DiagNormal) they run the scalar cores per component; for a family
+# with a joint law (``Family.joint``: Beta, Dirichlet) they call its whole-draw cores, which
+# see all W noise numbers of the draw at once.
+
+
+def _width(key, dim):
+    """Noise numbers per draw: ``dim``, or the joint family's ``a * dim + b``."""
+    _kernel_only("_width")
+
+
+def _draw_size(key, dim):
+    """Components of a draw (the argument of ``f``): ``dim``, or the joint family's."""
+    _kernel_only("_draw_size")
+
+
+def _draw_noise(key, state, words, noise, scratch, draws, dim, theta):
+    """Fill the noise of ``draws`` draws."""
+    _kernel_only("_draw_noise")
+
+
+def _draw(key, noise, base, theta, dim, xs):
+    """Write the draw whose noise starts at ``noise[base]`` into ``xs``."""
+    _kernel_only("_draw")
+
+
+def _draw_value(key, f, xs, weights, fparams):
+    """``f`` of the draw."""
+    _kernel_only("_draw_value")
+
+
+def _draw_gradient(key, df, xs, weights, fparams, out):
+    """Write the gradient of ``f`` at the draw into ``out``."""
+    _kernel_only("_draw_gradient")
+
+
+def _draw_scores(key, noise, base, xs, theta, dim, q):
+    """``q[0, j * dim + i]``: the score of parameter ``j``, component ``i``."""
+    _kernel_only("_draw_scores")
+
+
+def _draw_paths(key, noise, base, xs, grads, theta, dim, active, q):
+    """``q[2, r]``: per (parameter, component) ``r``, what :func:`_path_value` makes the pathwise value of."""
+    _kernel_only("_draw_paths")
+
+
+def _path_value(key, grads, i, q, r):
+    """Return the pathwise value of ``r = j * dim + i``: ``grads[i] * q[2, r]``, or the joint family's ``q[2, r]``."""
+    _kernel_only("_path_value")
+
+
+def _joint(key):
+    return FAMILIES[key.family].joint
+
+
+def _affine(pair):
+    a, b = pair
+    return lambda key, dim: a * dim + b
+
+
+@overload(_width, inline="always")
+def _ol_width(key, dim):
+    joint = _joint(key)
+    return (lambda key, dim: dim) if joint is None else _affine(joint.width)
+
+
+@overload(_draw_size, inline="always")
+def _ol_draw_size(key, dim):
+    joint = _joint(key)
+    return (lambda key, dim: dim) if joint is None else _affine(joint.draw_size)
+
+
+@overload(_draw_noise, inline="always")
+def _ol_draw_noise(key, state, words, noise, scratch, draws, dim, theta):
+    joint = _joint(key)
+    if joint is None:
+        return lambda key, state, words, noise, scratch, draws, dim, theta: _sample_noise(
+            key, state, words, noise, scratch, draws * dim, theta)  # fmt: skip
+    sample = joint.sample
+    return lambda key, state, words, noise, scratch, draws, dim, theta: sample(state, noise, draws, theta)
+
+
+@overload(_draw, inline="always")
+def _ol_draw(key, noise, base, theta, dim, xs):
+    joint = _joint(key)
+    if joint is None:
+
+        def components(key, noise, base, theta, dim, xs):
+            for i in range(dim):
+                xs[i] = _transform(key, noise[base + i], _component(theta, i))
+
+        return components
+    impl = joint.draw
+    return lambda key, noise, base, theta, dim, xs: impl(noise, base, theta, xs)
+
+
+@overload(_draw_value, inline="always")
+def _ol_draw_value(key, f, xs, weights, fparams):
+    joint = _joint(key)
+    if joint is not None and joint.draw_size == (0, 1):  # a scalar draw: f of a number
+        return lambda key, f, xs, weights, fparams: _value(key, f, xs[0], fparams)
+    return lambda key, f, xs, weights, fparams: _vector_value(key, f, xs, weights, fparams)
+
+
+@overload(_draw_gradient, inline="always")
+def _ol_draw_gradient(key, df, xs, weights, fparams, out):
+    joint = _joint(key)
+    if joint is not None and joint.draw_size == (0, 1):
+
+        def scalar(key, df, xs, weights, fparams, out):
+            out[0] = _derivative(key, df, xs[0], fparams)
+
+        return scalar
+    return lambda key, df, xs, weights, fparams, out: _vector_gradient(key, df, xs, weights, fparams, out)
+
+
+@overload(_draw_scores, inline="always")
+def _ol_draw_scores(key, noise, base, xs, theta, dim, q):
+    joint = _joint(key)
+    if joint is None:
+
+        def components(key, noise, base, xs, theta, dim, q):
+            for i in range(dim):
+                component = _component(theta, i)
+                for j in range(_n_params(key)):
+                    q[0, j * dim + i] = _score_factor(key, j, noise[base + i], xs[i], component)
+
+        return components
+    impl = joint.scores
+    return lambda key, noise, base, xs, theta, dim, q: impl(noise, base, xs, theta, q, 0)
+
+
+@overload(_draw_paths, inline="always")
+def _ol_draw_paths(key, noise, base, xs, grads, theta, dim, active, q):
+    joint = _joint(key)
+    if joint is None:
+
+        def components(key, noise, base, xs, grads, theta, dim, active, q):
+            for i in range(dim):
+                component = _component(theta, i)
+                for j in active:
+                    q[2, j * dim + i] = _path_factor(key, j, noise[base + i], xs[i], component)
+
+        return components
+    impl = joint.paths
+    return lambda key, noise, base, xs, grads, theta, dim, active, q: impl(noise, base, xs, grads, theta, active, dim,
+                                                                            q, 2)  # fmt: skip
+
+
+@overload(_path_value, inline="always")
+def _ol_path_value(key, grads, i, q, r):
+    if _joint(key) is None:
+        return lambda key, grads, i, q, r: grads[i] * q[2, r]
+    return lambda key, grads, i, q, r: q[2, r]
+
+
 @block_filler
 def _vector_general_block(
     key, f, df, state, aux, aux_normal, words, noise, scratch, aux_words, aux_noise, m_units, group, dim, theta,
@@ -1286,7 +1446,8 @@ def _vector_general_block(
     n_params = _n_params(key)
     n_pairs = n_params * dim
     draws = m_units * group
-    _sample_noise(key, state, words, noise, scratch, draws * dim, theta)
+    width = _width(key, dim)
+    _draw_noise(key, state, words, noise, scratch, draws, dim, theta)
     if flags[F_WEAK]:
         take_words(aux, aux_words, 3 * draws * dim)
         if flags[F_WEAK_DECOUPLED]:
@@ -1304,23 +1465,16 @@ def _vector_general_block(
                 q[6, r] = 0.0
                 q[7, r] = 0.0
         for g in range(group):
-            base = (u * group + g) * dim
-            for i in range(dim):
-                xs[i] = _transform(key, noise[base + i], _component(theta, i))
+            base = (u * group + g) * width
+            _draw(key, noise, base, theta, dim, xs)
             fx = fb = 0.0
             if flags[F_F]:
-                fx = _vector_value(key, f, xs, weights, fparams)
+                fx = _draw_value(key, f, xs, weights, fparams)
             if flags[F_SCORE]:
-                for i in range(dim):
-                    component = _component(theta, i)
-                    for j in range(n_params):
-                        q[0, j * dim + i] = _score_factor(key, j, noise[base + i], xs[i], component)
+                _draw_scores(key, noise, base, xs, theta, dim, q)
             if flags[F_DF]:
-                _vector_gradient(key, df, xs, weights, fparams, grads)
-                for i in range(dim):
-                    component = _component(theta, i)
-                    for j in active:
-                        q[2, j * dim + i] = _path_factor(key, j, noise[base + i], xs[i], component)
+                _draw_gradient(key, df, xs, weights, fparams, grads)
+                _draw_paths(key, noise, base, xs, grads, theta, dim, active, q)
             if flags[F_MIRROR]:
                 for i in range(dim):
                     xb[i] = _transform(key, -noise[base + i], _component(theta, i))
@@ -1381,7 +1535,7 @@ def _vector_general_block(
                                         w -= coef[s, r, k] * q[1, k]
                                 v = 0.5 * (v + w)
                         elif kind == PATHWISE:
-                            v = grads[i] * q[2, r]
+                            v = _path_value(key, grads, i, q, r)
                             if mirror[s]:
                                 v = 0.5 * (v + gradb[i] * q[3, r])
                         elif kind == MEASURE_VALUED:

@@ -29,11 +29,12 @@ def check_target(distribution, function):
     A scalar family takes a built-in name, a :class:`~fastgrad.Function` or an
     ``@njit`` function; a :class:`~fastgrad.DiagNormal` a function of a vector.
     """
-    if isinstance(distribution, DiagNormal):
+    if hasattr(distribution, "dim"):  # draws are vectors: DiagNormal, Dirichlet
         if not isinstance(function, (SeparableFunction, VectorFunction)):
             raise TypeError(
-                "a DiagNormal needs a function of a vector: fastgrad.functions.sum_of_squares(), quadratic(diag), "
-                f"linear_form(weights), sum_cos(omega), or fastgrad.VectorFunction(f, grad_f); got {function!r}"
+                f"a {type(distribution).__name__} needs a function of a vector: fastgrad.functions.sum_of_squares(), "
+                "quadratic(diag), linear_form(weights), sum_cos(omega), or fastgrad.VectorFunction(f, grad_f); "
+                f"got {function!r}"
             )
         function.weights_for(distribution.dim)  # checks the number of weights
         return function

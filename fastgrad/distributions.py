@@ -108,6 +108,11 @@ class Family:
         ``analytic_factors`` does the parameters'. A run that asks for one
         uses the family's :func:`extended` twin (its own kernels), so runs
         that do not pay nothing for them.
+    joint : :class:`fastgrad.dirichlet.Joint`, optional
+        For a family whose draw reads several noise numbers at once and whose
+        factors need all of them (Beta, Dirichlet): its whole-draw cores,
+        which the vector-general filler runs in place of the per-component
+        ones above (then unused).
     """
 
     name: str
@@ -128,6 +133,7 @@ class Family:
     weak_note: str = ""
     natural: tuple = ()
     natural_factors: object = field(default=None, compare=False)
+    joint: object = field(default=None, compare=False)
 
 
 @serial  # compiled once and cached: it does not depend on the function (see _kernels)

@@ -344,9 +344,9 @@ class Plan:
     def _laid_out(cls, distribution, function, specs, wrt, reference, classic, dim, group, pairs=None):
         parameters = distribution.parameters
         n_params = len(parameters)
-        # Value rows: the general filler numbers them by specification; the plain and vector fillers
+        # Value rows: the general fillers number them by specification; the plain and vector fillers
         # by kind (score 0, pathwise 1), so their loops store to rows fixed when they compile.
-        by_kind = all(not isinstance(spec, str) and spec.plain for spec in specs)
+        by_kind = distribution.family.joint is None and all(not isinstance(spec, str) and spec.plain for spec in specs)
         order = [ESTIMATORS.index(spec.base) if by_kind else s for s, spec in enumerate(specs)]
         rows = [(order[s] * n_params + parameters.index(p)) * dim + i for s in range(len(specs)) for p in wrt
                 for i in range(dim)]  # fmt: skip
@@ -452,6 +452,8 @@ class Plan:
     def filler(self):
         """The kernel's filler (see :mod:`fastgrad._kernels`): plain, general or vector."""
         plain = all(not isinstance(spec, str) and spec.plain for spec in self.specs)
+        if self.distribution.family.joint is not None:  # whole-draw cores: the vector-general filler runs them
+            return "vector-general"
         if self.dim > 1 or self._weighted:
             return "vector" if plain else "vector-general"
         return "plain" if plain else "general"
@@ -476,7 +478,7 @@ class Plan:
             theta = tuple(float(row[0]) for row in theta)
         if filler in ("vector", "vector-general"):
             theta = tuple(np.ascontiguousarray(row, dtype=np.float64) for row in theta)  # one array per parameter
-            weights = self.function.weights_for(self.dim)
+            weights = self.function.weights_for(self.dim) if hasattr(self.function, "weights_for") else None
         run = make_run(theta, self.function.param_vector, self.specs, len(parameters), coefficients,
                        [parameters.index(p) for p in self.wrt], self.rows, seed=seed, n_units=n_units,
                        group=self.group, dim=self.dim, weights=weights, stream_base=stream_base,
