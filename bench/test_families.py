@@ -1,11 +1,12 @@
 """Each newer family's compare against vectorised NumPy/SciPy doing the same estimator work, one session.
 
-fastgrad: ``compare`` (score and pathwise for both parameters where the
+fastgrad: ``compare`` (score and pathwise for every parameter where the
 pathwise estimator exists; the Poisson: score and measure-valued, its two
-estimators) with f = x**2 on 2 threads. NumPy/SciPy: the same draws' law
-(``Generator.gamma``, ``Generator.poisson``), the same per-draw values, and
-their means and variances, on whole arrays. For the Gamma's shape the
-pathwise factor needs ``dz/dshape``, which neither library offers: the
+estimators) with f = x**2 (the Dirichlet: sum of squares) on 2 threads. NumPy/SciPy: the same draws' law
+(``Generator.gamma``, ``Generator.poisson``; a Beta or Dirichlet as normalised
+Gamma draws, as fastgrad makes them), the same per-draw values, and
+their means and variances, on whole arrays. For a Gamma shape (the
+Beta's and Dirichlet's concentrations too) the pathwise factor needs ``dz/dshape``, which neither library offers: the
 baseline takes SciPy's central difference quotient of the inverse CDF at the
 draw's quantile, ``(gammaincinv(a + h, u) - gammaincinv(a - h, u)) / 2h``
 (about 1e-7 relative: less accurate than fastgrad's 1e-13, and the cheapest
@@ -20,24 +21,41 @@ import fastgrad as fg
 
 SHAPE, RATE = 2.5, 1.5
 POISSON_RATE = 3.0
+BETA = (2.5, 1.5)
+CONCENTRATION = (1.5, 2.0, 3.0)
 N = 10**7  # fastgrad
-N_NUMPY = {"gamma": 10**6, "poisson": 10**7}  # (SciPy's gammaincinv: about 1.5 us a draw)
+N_NUMPY = {"gamma": 10**6, "poisson": 10**7, "beta": 10**6, "dirichlet": 10**6}  # (gammaincinv: about 1.5 us a draw)
+NAMES = ["gamma", "poisson", "beta", "dirichlet"]
+
+
+def _distribution(name):
+    return {"gamma": fg.Gamma(SHAPE, RATE), "poisson": fg.Poisson(POISSON_RATE), "beta": fg.Beta(*BETA),
+            "dirichlet": fg.Dirichlet(CONCENTRATION)}[name]  # fmt: skip
+
+
+def _function(name):
+    return fg.functions.sum_of_squares() if name == "dirichlet" else "square"
 
 
 def _fastgrad(name, n):
-    if name == "gamma":
-        return fg.compare(fg.Gamma(SHAPE, RATE), "square", n, seed=1, threads=2)
-    return fg.compare(fg.Poisson(POISSON_RATE), "square", n, seed=1, threads=2,
-                      estimators=["score", "measure-valued"])  # fmt: skip
+    if name == "poisson":
+        return fg.compare(fg.Poisson(POISSON_RATE), "square", n, seed=1, threads=2,
+                          estimators=["score", "measure-valued"])  # fmt: skip
+    return fg.compare(_distribution(name), _function(name), n, seed=1, threads=2)
+
+
+def _shape_grad(alpha, z):
+    """SciPy's central difference of the inverse CDF at each draw's quantile: ``dz/dalpha`` to about 1e-7."""
+    u = special.gammainc(alpha, z)
+    h = 1e-5 * alpha
+    return (special.gammaincinv(alpha + h, u) - special.gammaincinv(alpha - h, u)) / (2.0 * h)
 
 
 def _numpy_gamma(generator, n):
     z = generator.gamma(SHAPE, 1.0, n)
     x = z / RATE
     f, df = x * x, 2.0 * x
-    u = special.gammainc(SHAPE, z)
-    h = 1e-5 * SHAPE
-    grad = (special.gammaincinv(SHAPE + h, u) - special.gammaincinv(SHAPE - h, u)) / (2.0 * h)
+    grad = _shape_grad(SHAPE, z)
     rows = [f * (np.log(z) - special.digamma(SHAPE)), f * (SHAPE - z) / RATE, df * grad / RATE, df * (-x / RATE)]
     return [(row.mean(), row.var(ddof=1)) for row in rows]
 
@@ -49,8 +67,31 @@ def _numpy_poisson(generator, n):
     return [(row.mean(), row.var(ddof=1)) for row in rows]
 
 
+def _numpy_joint(generator, n, alphas, size):
+    """Beta (``size`` 1: f of the first component) or Dirichlet: score and pathwise rows of every concentration."""
+    g = np.array([generator.gamma(a, 1.0, n) for a in alphas])
+    total = g.sum(axis=0)
+    x = g / total
+    f = np.sum(x[:size] ** 2, axis=0)
+    grads = 2.0 * x[:size]
+    dot = np.sum(x[:size] * grads, axis=0)
+    digamma_total = special.digamma(sum(alphas))
+    rows = [f * (np.log(g[k]) - np.log(total) + digamma_total - special.digamma(a)) for k, a in enumerate(alphas)]
+    for k, a in enumerate(alphas):
+        rows.append(_shape_grad(a, g[k]) / total * ((grads[k] if k < size else 0.0) - dot))
+    return [(row.mean(), row.var(ddof=1)) for row in rows]
+
+
+def _numpy_beta(generator, n):
+    return _numpy_joint(generator, n, BETA, 1)
+
+
+def _numpy_dirichlet(generator, n):
+    return _numpy_joint(generator, n, CONCENTRATION, len(CONCENTRATION))
+
+
 @pytest.mark.benchmark(group="families")
-@pytest.mark.parametrize("name", ["gamma", "poisson"])
+@pytest.mark.parametrize("name", NAMES)
 def test_fastgrad_family(benchmark, record, name):
     _fastgrad(name, 10**5)  # compile or load outside the timing
     result = benchmark.pedantic(_fastgrad, args=(name, N), rounds=5, warmup_rounds=1)
@@ -59,14 +100,15 @@ def test_fastgrad_family(benchmark, record, name):
 
 
 @pytest.mark.benchmark(group="families")
-@pytest.mark.parametrize("name", ["gamma", "poisson"])
+@pytest.mark.parametrize("name", NAMES)
 def test_numpy_family(benchmark, record, name):
     generator = np.random.default_rng(1)
-    work = _numpy_gamma if name == "gamma" else _numpy_poisson
+    work = {"gamma": _numpy_gamma, "poisson": _numpy_poisson, "beta": _numpy_beta, "dirichlet": _numpy_dirichlet}[name]
     n = N_NUMPY[name]
     rows = benchmark.pedantic(work, args=(generator, n), rounds=3, warmup_rounds=1)
-    exact = fg.compare(fg.Gamma(SHAPE, RATE) if name == "gamma" else fg.Poisson(POISSON_RATE), "square", 10**4,
-                       seed=0, estimators=["score", "pathwise" if name == "gamma" else "measure-valued"])  # fmt: skip
+    exact = fg.compare(_distribution(name), _function(name), 10**4, seed=0,
+                       estimators=["score", "measure-valued" if name == "poisson" else "pathwise"])  # fmt: skip
     first = exact.results[0]
-    assert abs(rows[0][0] - first.analytic_mean[first.wrt[0]]) < 5 * (rows[0][1] / n) ** 0.5  # the same work
+    truth = np.ravel(first.analytic_mean[first.wrt[0]])[0]
+    assert abs(rows[0][0] - truth) < 5 * (rows[0][1] / n) ** 0.5  # the same work
     record(f"NumPy/SciPy vectorised: {name}", n, threads=1, family=name)

@@ -42,13 +42,18 @@ def cases():
 
     def runs(family, function_name, distribution, function, default, vector):
         fillers = ("vector", "vector-general") if vector else ("plain", "general")
-        for filler, estimators in zip(fillers, (default, GENERAL), strict=True):
+        pairs = list(zip(fillers, (default, GENERAL), strict=True))
+        if distribution.family.joint is not None:  # (Beta, Dirichlet: every run takes the vector-general filler)
+            pairs = [("vector-general", GENERAL)]
+        for filler, estimators in pairs:
             rows.append(Case(family, function_name, filler, "moments", lambda e=estimators: fg.compare(
                 distribution, function, 128, seed=0, estimators=e, threads=1)))  # fmt: skip
             rows.append(Case(family, function_name, filler, "curve", lambda e=estimators: fg.variance_curve(
                 distribution, function, [8], repeats=2, seed=0, estimators=e, threads=1)))  # fmt: skip
 
     for cls in DISTRIBUTIONS:
+        if cls is fg.Dirichlet:  # (a function of a vector: below)
+            continue
         distribution = cls()
         default = ["score"] if cls.__name__ == "Bernoulli" else None
         for name in functions.BUILTINS:
@@ -56,6 +61,7 @@ def cases():
     diag = fg.DiagNormal([0.0, 0.0], [1.0, 1.0])
     for function in (functions.linear_form([1.0, 1.0]), functions.sum_of_squares(), functions.sum_cos()):
         runs("diagnormal", function.builtin.name, diag, function, None, vector=True)
+        runs("dirichlet", function.builtin.name, fg.Dirichlet([1.0, 1.0]), function, None, vector=True)
     rows.append(Case("normal", "linear", "noise", "sum", lambda: _kernels.normal_sum(1, 0)))
     return rows
 

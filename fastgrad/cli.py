@@ -10,6 +10,7 @@ gradients); 130, that it was interrupted (Ctrl-C).
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import math
@@ -160,7 +161,8 @@ def _vector_function(match, text, weights):
     names = ("sum_of_squares", "quadratic", "linear_form", "sum_cos")
     if not match or match[1] not in names:
         raise UsageError(
-            f"argument --f: with --dist diagnormal, expected one of {', '.join(names)} (or module:name); got {text!r}"
+            f"argument --f: with --dist diagnormal or dirichlet, expected one of {', '.join(names)} (or module:name); "
+            f"got {text!r}"
         )
     name, inside = match[1], (match[2] or "").strip()
     if name in ("quadratic", "linear_form"):
@@ -206,7 +208,9 @@ def parse_function(text, derivative=None, *, vector=False, weights=None):
     if vector:
         return _vector_function(match, text, weights)
     if weights is not None:
-        raise UsageError("argument --weights: only with --dist diagnormal and --f quadratic or linear_form")
+        raise UsageError(
+            "argument --weights: only with --dist diagnormal or dirichlet and --f quadratic or linear_form"
+        )
     names = sorted(functions.BUILTINS)
     if not match or match[1] not in functions.BUILTINS:
         raise UsageError(f"argument --f: expected one of {', '.join(names)} (e.g. 'cos(omega=2)'); got {text!r}")
@@ -244,17 +248,21 @@ def _common(parser):
             added.add(parameter)
             users = [other for other, c in families.items() if parameter in c.family.parameters]
             default = cls.__dataclass_fields__[parameter].default
+            default = "required" if isinstance(default, type(dataclasses.MISSING)) else f"default: {default:g}"
             group.add_argument(
                 f"--{parameter}",
                 type=_reals,
                 default=None,
-                help=f"{', '.join(users)}: {parameter} (default: {default:g}); diagnormal: comma-separated, one per "
-                "component, or one number for all (with --dim)"
-                if "diagnormal" in users
-                else f"{name}: {parameter} (default: {default:g})",
+                help=f"{', '.join(users)}: {parameter} ({default}); comma-separated, one per component, or one number "
+                "for all (with --dim)"
+                if _is_vector(cls)
+                else f"{name}: {parameter} ({default})",
             )
     group.add_argument(
-        "--dim", type=int, default=None, help="diagnormal: number of components, when --loc/--scale are one number"
+        "--dim",
+        type=int,
+        default=None,
+        help="diagnormal, dirichlet: number of components, when --loc/--scale/--concentration are one number",
     )
     group.add_argument(
         "--f",
@@ -267,7 +275,7 @@ def _common(parser):
         type=_reals,
         default=None,
         metavar="W[,W...]",
-        help="diagnormal with --f quadratic or linear_form: the weights, one per component",
+        help="diagnormal or dirichlet with --f quadratic or linear_form: the weights, one per component",
     )
     group.add_argument(
         "--df",
@@ -537,9 +545,11 @@ def _distribution(args):
     values = {option: getattr(args, option) for option in cls.family.parameters if getattr(args, option) is not None}
     if args.dist == "diagnormal":
         values = _diag_values(values, args.dim)
+    elif args.dist == "dirichlet":
+        values = _concentration(values, args.dim)
     else:
         if args.dim is not None:
-            raise UsageError(f"argument --dim: applies to --dist diagnormal, not --dist {args.dist}")
+            raise UsageError(f"argument --dim: applies to --dist diagnormal or dirichlet, not --dist {args.dist}")
         for option, value in values.items():
             if isinstance(value, list):
                 raise UsageError(f"argument --{option}: --dist {args.dist} takes one number; got {len(value)}")
@@ -547,6 +557,25 @@ def _distribution(args):
         return cls(**values)
     except (TypeError, ValueError) as error:
         raise UsageError(f"argument --{str(error).split()[0].split('[')[0]}: {error}") from None
+
+
+def _is_vector(cls):
+    """Whether the family's draws are vectors (its ``--f`` is a function of a vector)."""
+    return isinstance(getattr(cls, "dim", None), property)
+
+
+def _concentration(values, dim):
+    """--concentration as a list: given as one, or one number repeated ``--dim`` times."""
+    value = values.get("concentration")
+    if value is None:
+        raise UsageError("argument --concentration: required with --dist dirichlet (K >= 2 numbers, or one with --dim)")
+    if isinstance(value, list):
+        if dim is not None and dim != len(value):
+            raise UsageError(f"arguments --concentration/--dim: lengths differ: {sorted({dim, len(value)})}")
+        return {"concentration": value}
+    if dim is None:
+        raise UsageError("argument --concentration: one number needs --dim K (the number of components)")
+    return {"concentration": [value] * dim}
 
 
 def _diag_values(values, dim):
@@ -638,7 +667,7 @@ def _run(args, prog, argv):
         comm = _mpi_world()
     if getattr(args, "shard", None) is not None and (args.json is None or args.json == "-"):
         raise UsageError("argument --shard: a shard writes a partial result: give --json PATH for it")
-    vector = args.dist == "diagnormal"
+    vector = _is_vector(_families()[args.dist])
     function = parse_function(args.f, args.df, vector=vector, weights=args.weights)
     json_path = _output_path("--json", args.json)
     plot_path = _output_path("--plot", getattr(args, "plot", None))

@@ -344,6 +344,8 @@ def _family(name, parameters, joint):
         path_factor=_unused_factor,
         noise_takes_theta=True,
         joint=joint,
+        weak_note="a concentration's score, log x_k - digamma(alpha_k) + digamma(alpha_0), splits into no two laws "
+        "with a closed-form sampler",
     )
 
 

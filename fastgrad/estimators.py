@@ -553,7 +553,8 @@ def _check_spec(spec, family, name, function, dim, many):
             f"symmetric about 0; {name}'s is not (antithetic pairs are implemented for fastgrad.Normal)"
         )
     if spec.base == "measure-valued" and family.weak_derivative is None:
+        why = f" ({family.weak_note})" if family.weak_note else ""
         raise ValueError(
-            f"estimators: {spec.name!r}: {name} has no weak derivative in fastgrad (measure-valued gradients are "
-            "implemented for Normal, DiagNormal, Laplace, Exponential, Gamma (rate), Bernoulli and Poisson)"
+            f"estimators: {spec.name!r}: {name} has no weak derivative in fastgrad{why}; measure-valued gradients are "
+            "implemented for Normal, DiagNormal, Laplace, Exponential, Gamma (rate), Bernoulli and Poisson"
         )

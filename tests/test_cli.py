@@ -146,7 +146,23 @@ def error_of(capsys, *args):
         ),
         (
             ("compare", "--dist", "diagnormal", "--f", "square", "-n", "100"),
-            "argument --f: with --dist diagnormal, expected one of sum_of_squares",
+            "argument --f: with --dist diagnormal or dirichlet, expected one of sum_of_squares",
+        ),
+        (
+            ("compare", "--dist", "dirichlet", "--f", "sum_of_squares", "-n", "100"),
+            "argument --concentration: required with --dist dirichlet",
+        ),
+        (
+            ("compare", "--dist", "dirichlet", "--concentration", "2", "--f", "sum_of_squares", "-n", "100"),
+            "argument --concentration: one number needs --dim K",
+        ),
+        (
+            ("compare", "--dist", "dirichlet", "--concentration", "1,-2", "--f", "sum_of_squares", "-n", "100"),
+            "argument --concentration: concentration[1] must be positive",
+        ),
+        (
+            ("compare", "--dist", "beta", "--concentration", "1,2", "--f", "square", "-n", "100"),
+            "argument --concentration: applies to --dist dirichlet, not --dist beta",
         ),
         (
             ("compare", "--dist", "diagnormal", "--f", "quadratic", "-n", "100"),

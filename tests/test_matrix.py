@@ -43,8 +43,8 @@ from fastgrad import _jobs, _kernels
 # Two halves of the table, each on one worker (so each cell's plain run below is computed once, on its family's
 # worker, and the two workers share the table's kernel compiles); the tests across the whole table (user function,
 # kills, MPI) with the first half.
-HALVES = {"normal": 0, "exponential": 0, "bernoulli": 0, "diagnormal": 0, "laplace": 1, "gamma": 1, "poisson": 1,
-          "gamma-rate": 1}  # fmt: skip
+HALVES = {"normal": 0, "exponential": 0, "bernoulli": 0, "diagnormal": 0, "beta": 0, "laplace": 1, "gamma": 1,
+          "poisson": 1, "gamma-rate": 1, "dirichlet": 1}  # fmt: skip
 FIRST_HALF = pytest.mark.xdist_group("matrix-0")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,6 +61,8 @@ FAMILIES = {
     "gamma": ("fg.Gamma(2.5, 1.5)", "'square'"),
     "poisson": ("fg.Poisson(3.0)", "'square'"),
     "gamma-rate": ("fg.Gamma(2.5, 1.5)", "'square'"),
+    "beta": ("fg.Beta(2.5, 1.5)", "'square'"),
+    "dirichlet": ("fg.Dirichlet([1.5, 2.0, 3.0])", "fg.functions.sum_of_squares()"),
 }
 
 #: Rows for some parameters only (``wrt``), and only the specifications that need that (the rest are the full row's).
@@ -100,7 +102,14 @@ UNDEFINED = {
     ("poisson", "score+optimal-baseline+antithetic"): "symmetric about 0",
     ("poisson", "pathwise"): "discrete",
     ("poisson", "pathwise+antithetic"): "discrete",
-}
+    **{(family, spec): reason for family in ("beta", "dirichlet") for spec, reason in (
+        ("score+antithetic", "symmetric about 0"),
+        ("score+optimal-baseline+antithetic", "symmetric about 0"),
+        ("pathwise+antithetic", "symmetric about 0"),
+        ("measure-valued+coupled", "no weak derivative"),
+        ("measure-valued+decoupled", "no weak derivative"),
+    )},
+}  # fmt: skip
 
 KINDS = ("compare", "estimate", "curve")
 MODES = ("threads", "progress", "interrupt", "checkpoint", "shard")
@@ -380,6 +389,8 @@ KILLED = [
     ("laplace", "estimate", "measure-valued+decoupled"),
     ("gamma", "estimate", "pathwise"),
     ("poisson", "estimate", "measure-valued+coupled"),
+    ("beta", "estimate", "score+cv"),
+    ("dirichlet", "compare", None),
 ]
 
 

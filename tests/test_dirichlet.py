@@ -1,0 +1,172 @@
+"""Beta and Dirichlet: the sampler, the exact references against closed forms, and what they refuse.
+
+The matrix (tests/test_matrix.py) runs every estimator of both families against
+these references (unbiased, exact variances, bit-identical in every run mode).
+Here the references themselves are checked, independently of the quadrature
+over the Gamma draws that computes them, against the Dirichlet's moments:
+for a monomial ``x**e`` (exponents ``e``), ``E[x**e] = prod_i (alpha_i)_(e_i) /
+(alpha_0)_|e|``, and under the law tilted by ``x**e`` (a Dirichlet(alpha + e))
+``log x_k`` has mean ``digamma(alpha_k + e_k) - digamma(alpha_0 + |e|)`` and
+variance ``trigamma(alpha_k + e_k) - trigamma(alpha_0 + |e|)``: so every
+``E[x**e (log x_k - c)**r]``, ``r <= 2``, is in closed form, and with it the
+mean of every estimator and the variance of the score function's.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import special, stats
+
+import fastgrad as fg
+from fastgrad import dirichlet, rng
+from fastgrad.estimators import parse_estimators
+
+#: (distribution, function, relative accuracy of the quadrature: docs/families.md, dirichlet.NODES_PER_PIECE)
+CASES = [
+    (fg.Beta(2.5, 1.5), fg.functions.resolve("square"), 1e-12),
+    (fg.Beta(0.3, 5.0), fg.functions.resolve("quartic"), 1e-10),
+    (fg.Dirichlet([1.5, 2.0, 3.0]), fg.functions.sum_of_squares(), 1e-5),
+    (fg.Dirichlet([0.4, 2.0, 30.0]), fg.functions.quadratic([1.0, -2.0, 0.5]), 1e-5),
+]
+POWERS = {"square": 2, "quartic": 4}
+
+
+def rising(a, n):
+    return math.prod(a + k for k in range(n))
+
+
+def tilted(alphas, e, k, c, r):
+    """``E[x**e (log x_k - c)**r]`` under Dirichlet(alphas), r in 0, 1, 2."""
+    a0, n = sum(alphas), sum(e)
+    moment = math.prod(rising(a, m) for a, m in zip(alphas, e, strict=True)) / rising(a0, n)
+    mean = special.digamma(alphas[k] + e[k]) - special.digamma(a0 + n) - c
+    variance = special.polygamma(1, alphas[k] + e[k]) - special.polygamma(1, a0 + n)
+    return moment * (1.0, mean, mean * mean + variance)[r]
+
+
+def polynomial_terms(distribution, function):
+    """``f = sum_i w_i x_i**n`` as (weights over the draw's components, n)."""
+    n = POWERS[function.builtin.name]
+    if isinstance(distribution, fg.Beta):
+        return [1.0], n
+    return list(function.weights_for(distribution.dim)), n
+
+
+def closed_forms(distribution, function):
+    """Per (parameter, component) ``r``: the gradient, and the score function's per-draw variance."""
+    alphas = list(distribution.concentration)
+    weights, n = polynomial_terms(distribution, function)
+    dim = len(alphas)
+
+    def unit(i, m):
+        return [m if j == i else 0 for j in range(dim)]
+
+    out = []
+    for k in range(dim):
+        c = special.digamma(alphas[k]) - special.digamma(sum(alphas))
+        mean = sum(w * tilted(alphas, unit(i, n), k, c, 1) for i, w in enumerate(weights))
+        second = 0.0
+        for i, wi in enumerate(weights):
+            for j, wj in enumerate(weights):
+                e = [a + b for a, b in zip(unit(i, n), unit(j, n), strict=True)]
+                second += wi * wj * tilted(alphas, e, k, c, 2)
+        out.append((mean, second - mean * mean))
+    return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=[repr(case[0]) for case in CASES])
+def test_the_quadrature_references_are_the_closed_forms(case):
+    distribution, function, relative = case
+    specs = parse_estimators(["score", "pathwise"])
+    found = dirichlet.noise_moments(distribution, function, specs, None, distribution.parameters)
+    truth = closed_forms(distribution, function)
+    for r, (mean, variance) in enumerate(truth):
+        if isinstance(distribution, fg.Beta):
+            parameter, i = distribution.parameters[r], None
+        else:
+            parameter, i = "concentration", r
+
+        def pick(spec, what, parameter=parameter, i=i):
+            value = found[spec][parameter][what]
+            return value if i is None else value[i]
+
+        # the score function and the pathwise estimator are both unbiased: their means are the gradient
+        assert pick(0, 0) == pytest.approx(mean, rel=relative, abs=1e-14)
+        assert pick(1, 0) == pytest.approx(mean, rel=relative, abs=1e-14)
+        assert pick(0, 1) == pytest.approx(variance, rel=relative)
+        assert pick(1, 1) > 0
+
+
+def test_the_gradient_of_the_mean_is_the_closed_form():
+    # d/da E[x] = b / (a + b)**2 for a Beta: the doctest's case, and the quadrature's mean against it
+    found = dirichlet.noise_moments(fg.Beta(2.0, 3.0), fg.functions.resolve("linear"), parse_estimators(["pathwise"]),
+                                    None, ("a", "b"))  # fmt: skip
+    assert found[0]["a"][0] == pytest.approx(3.0 / 25.0, rel=1e-13)
+    assert found[0]["b"][0] == pytest.approx(-2.0 / 25.0, rel=1e-13)
+
+
+def test_rows_of_gamma_draws_are_the_gamma_sampler_in_the_streams_order():
+    alphas = np.array([0.5, 3.0, 2.0])
+    state = rng.stream_state(5, 1)
+    rows = np.empty(3 * 1000)
+    dirichlet._rows_noise(state, rows, 1000, (alphas,))
+    # one at a time through standard_gamma, in the same order, gives the same bits
+    state = rng.stream_state(5, 1)
+    one_by_one = np.array([rng.standard_gamma(state, alphas[k % 3]) for k in range(3000)])
+    assert np.array_equal(rows, one_by_one)
+
+
+@pytest.mark.parametrize("alphas", [(0.5, 0.5), (2.5, 1.5), (0.3, 2.0, 7.0)])
+def test_dirichlet_draws_have_the_right_marginals(alphas):
+    # x_k ~ Beta(alpha_k, alpha_0 - alpha_k): Kolmogorov-Smirnov on 20 000 draws of each component
+    alphas = np.array(alphas)
+    n = 20_000
+    state = rng.stream_state(3, 0)
+    rows = np.empty(alphas.size * n)
+    dirichlet._rows_noise(state, rows, n, (alphas,))
+    g = rows.reshape(n, alphas.size)
+    x = g / g.sum(axis=1, keepdims=True)
+    for k, a in enumerate(alphas):
+        assert stats.kstest(x[:, k], stats.beta(a, alphas.sum() - a).cdf).pvalue > 1e-4
+
+
+def test_a_beta_run_is_a_dirichlet_runs_first_component():
+    # the same streams and the same cores: Beta(a, b)'s values are Dirichlet([a, b])'s with f of x_1 only (in the
+    # first chunk: a Dirichlet's chunks hold 65 536 / K draws, a Beta's 65 536)
+    beta = fg.estimate(fg.Beta(2.0, 3.0), "linear", 2**15, estimator="pathwise", seed=4)
+    dirichlet_run = fg.estimate(fg.Dirichlet([2.0, 3.0]), fg.functions.linear_form([1.0, 0.0]), 2**15,
+                                estimator="pathwise", seed=4)  # fmt: skip
+    assert beta.mean["a"] == dirichlet_run.mean["concentration"][0]
+    assert beta.mean["b"] == dirichlet_run.mean["concentration"][1]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: fg.Dirichlet([1.0]), "at least 2 components"),
+        (lambda: fg.Dirichlet([1.0, -2.0]), "concentration[1] must be positive"),
+        (lambda: fg.Dirichlet([1.0, 2e10]), "concentration[1] must be at most"),
+        (lambda: fg.Dirichlet(2.0), "concentration must be a sequence"),
+        (lambda: fg.Beta(0.0, 1.0), "a must be positive"),
+        (lambda: fg.Beta(1.0, math.inf), "b must be"),
+    ],
+)
+def test_bad_parameters_are_refused_naming_the_argument(make, message):
+    with pytest.raises((TypeError, ValueError)) as refused:
+        make()
+    assert message in str(refused.value)
+
+
+def test_a_dirichlet_needs_a_function_of_a_vector_and_a_beta_of_a_number():
+    with pytest.raises(TypeError, match="Dirichlet needs a function of a vector"):
+        fg.compare(fg.Dirichlet([1.0, 2.0]), "square", 1000, seed=0)
+    with pytest.raises(TypeError):
+        fg.compare(fg.Beta(1.0, 2.0), fg.functions.sum_of_squares(), 1000, seed=0)
+
+
+def test_no_exact_values_beyond_three_components_or_for_a_users_function():
+    d = fg.Dirichlet([1.0, 2.0, 3.0, 4.0])
+    result = fg.compare(d, fg.functions.sum_of_squares(), 4096, seed=0)
+    assert result.score.analytic_mean is None and result.pathwise.analytic_variance is None
+    assert len(result.pathwise.mean["concentration"]) == 4
