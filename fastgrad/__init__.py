@@ -61,9 +61,10 @@ __all__ = [  # and the distributions, added below
 __all__ += [name for name in distributions.__all__ if name != "DISTRIBUTIONS"]
 
 # Families in modules of their own register themselves when imported.
+from fastgrad.categorical import Categorical  # noqa: E402
 from fastgrad.dirichlet import Beta, Dirichlet  # noqa: E402
 from fastgrad.gamma import Gamma  # noqa: E402
 from fastgrad.laplace import Laplace  # noqa: E402
 from fastgrad.poisson import Poisson  # noqa: E402
 
-__all__ += ["Beta", "Dirichlet", "Gamma", "Laplace", "Poisson"]
+__all__ += ["Beta", "Categorical", "Dirichlet", "Gamma", "Laplace", "Poisson"]

@@ -737,6 +737,62 @@ def _loo_moments(family, params, h, q, group, extra_variance=0):
     return float(cov), float(loo_variance(mu22, cov, var_f, var_s, group))
 
 
+def grid_moments(distribution, specs, coefficients, wrt, weights, fx, scores, paths=None, weak=None):
+    """Exact mean and per-draw variance of each specification from per-draw values on a weighted grid.
+
+    A joint family's exact engine (Beta, Dirichlet, Categorical): the law of
+    a draw's noise as points with probabilities ``weights`` (a quadrature
+    rule, or the categories themselves), and at each point ``f`` (``fx``),
+    every (parameter, component) ``r``'s score ``scores[r]``, pathwise value
+    ``paths[r]`` and measure-valued value ``weak[r]`` (the same law coupled
+    or not). A score value is ``f s_r - sum_k B[r, k] s_k`` with the run's
+    coefficients ``B`` (a vector of baselines is its diagonal); ``loo(K)``
+    comes from the moments of ``(f, s_r)`` (:func:`loo_variance`). Returns
+    the list :func:`variant_moments` does: floats per parameter, or lists
+    over components for a distribution with ``dim``.
+    """
+    import numpy as np
+
+    parameters = distribution.parameters
+    dim = getattr(distribution, "dim", 1)
+
+    def moments(values):
+        mean = float(weights @ values)
+        return mean, float(weights @ (values - mean) ** 2)
+
+    out = []
+    for s, spec in enumerate(specs):
+        result = {}
+        coef = None if coefficients is None else coefficients[s]
+        if coef is not None:
+            coef = np.diag(coef) if np.ndim(coef) == 1 else np.asarray(coef)
+        for parameter in wrt:
+            j = parameters.index(parameter)
+            pairs = []
+            for i in range(dim):
+                r = j * dim + i
+                if spec.base == "pathwise":
+                    pairs.append(moments(paths[r]))
+                elif spec.base == "measure-valued":
+                    pairs.append(moments(weak[r]))
+                elif spec.baseline == "loo":
+                    mean_f, var_f = moments(fx)
+                    cov = float(weights @ (fx * scores[r]))
+                    mu22 = float(weights @ ((fx - mean_f) ** 2 * scores[r] ** 2))
+                    var_s = float(weights @ scores[r] ** 2)
+                    pairs.append((cov, float(loo_variance(mu22, cov, var_f, var_s, spec.group))))
+                else:
+                    values = fx * scores[r]
+                    if coef is not None:
+                        width = coef.shape[1]  # (controls: the distribution's own parameters' scores)
+                        values = values - coef[r] @ scores[:width]
+                    pairs.append(moments(values))
+            vector = hasattr(distribution, "dim")
+            result[parameter] = ([p[0] for p in pairs], [p[1] for p in pairs]) if vector else pairs[0]
+        out.append(result)
+    return out
+
+
 def loo_variance(mu22, cov, var_f, var_s, group):
     """K x the variance of a leave-one-out group estimate from the moments of ``(f, s)`` (see :func:`_loo_moments`)."""
     k = group

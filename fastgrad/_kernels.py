@@ -1326,8 +1326,77 @@ def _path_value(key, grads, i, q, r):
     _kernel_only("_path_value")
 
 
+def _weak_noise(key, state, words, noise, scratch, m, theta):
+    """Draw the decoupled negative sides' noise: the family's own, from the second auxiliary stream (none: joint)."""
+    _kernel_only("_weak_noise")
+
+
+def _draw_weak(key, f, noise, base, xs, aux_words, aux_noise, theta, dim, active, flags, weights, fparams, tmpx, q):
+    """``q[4, r]`` and ``q[5, r]``: the coupled and decoupled measure-valued values of every active ``r``."""
+    _kernel_only("_draw_weak")
+
+
 def _joint(key):
     return FAMILIES[key.family].joint
+
+
+@overload(_weak_noise, inline="always")
+def _ol_weak_noise(key, state, words, noise, scratch, m, theta):
+    if _joint(key) is None:
+        return lambda key, state, words, noise, scratch, m, theta: _sample_noise(key, state, words, noise, scratch, m,
+                                                                                 theta)  # fmt: skip
+    return lambda key, state, words, noise, scratch, m, theta: None  # (a joint family's sides come from uniforms)
+
+
+@overload(_draw_weak, inline="always")
+def _ol_draw_weak(key, f, noise, base, xs, aux_words, aux_noise, theta, dim, active, flags, weights, fparams, tmpx, q):
+    joint = _joint(key)
+    if joint is None:
+
+        def components(key, f, noise, base, xs, aux_words, aux_noise, theta, dim, active, flags, weights, fparams,
+                       tmpx, q):  # fmt: skip
+            for i in range(dim):
+                component = _component(theta, i)
+                a = 3 * (base + i)
+                u1 = unit_open_closed(aux_words[a])
+                u2 = unit_open_closed(aux_words[a + 1])
+                u3 = unit_open_closed(aux_words[a + 2])
+                eps2 = aux_noise[base + i] if flags[F_WEAK_DECOUPLED] else 0.0
+                for j in active:
+                    c, x_plus, x_coupled, x_decoupled = _weak_points(key, j, noise[base + i], xs[i], u1, u2, u3, eps2,
+                                                                     component)  # fmt: skip
+                    if flags[F_WEAK_COUPLED]:
+                        q[4, j * dim + i] = c * _replaced_difference(key, f, xs, i, x_plus, x_coupled, weights,
+                                                                     fparams, tmpx)  # fmt: skip
+                    if flags[F_WEAK_DECOUPLED]:
+                        q[5, j * dim + i] = c * _replaced_difference(key, f, xs, i, x_plus, x_decoupled, weights,
+                                                                     fparams, tmpx)  # fmt: skip
+
+        return components
+    points = joint.weak
+    if points is None:  # (never called: measure-valued specifications are refused without a weak derivative)
+
+        def none(key, f, noise, base, xs, aux_words, aux_noise, theta, dim, active, flags, weights, fparams, tmpx, q):
+            pass
+
+        return none
+
+    def whole(key, f, noise, base, xs, aux_words, aux_noise, theta, dim, active, flags, weights, fparams, tmpx, q):
+        # a scalar draw (Categorical): the sides are numbers; three uniforms per draw
+        a = 3 * base
+        u1 = unit_open_closed(aux_words[a])
+        u2 = unit_open_closed(aux_words[a + 1])
+        u3 = unit_open_closed(aux_words[a + 2])
+        for j in active:
+            for i in range(dim):
+                c, x_plus, x_coupled, x_decoupled = points(j, i, noise, base, xs, u1, u2, u3, theta)
+                high = _value(key, f, x_plus, fparams)
+                if flags[F_WEAK_COUPLED]:
+                    q[4, j * dim + i] = c * (high - _value(key, f, x_coupled, fparams))
+                if flags[F_WEAK_DECOUPLED]:
+                    q[5, j * dim + i] = c * (high - _value(key, f, x_decoupled, fparams))
+
+    return whole
 
 
 def _affine(pair):
@@ -1449,9 +1518,9 @@ def _vector_general_block(
     width = _width(key, dim)
     _draw_noise(key, state, words, noise, scratch, draws, dim, theta)
     if flags[F_WEAK]:
-        take_words(aux, aux_words, 3 * draws * dim)
+        take_words(aux, aux_words, 3 * draws * width)
         if flags[F_WEAK_DECOUPLED]:
-            _sample_noise(key, aux_normal, words, aux_noise, scratch, draws * dim, theta)
+            _weak_noise(key, aux_normal, words, aux_noise, scratch, draws * width, theta)
     scale = 1.0 / group
     pairs = 1.0 / (group * (group - 1.0)) if group > 1 else 0.0
     n_specs = kinds.size
@@ -1491,22 +1560,8 @@ def _vector_general_block(
                         for j in active:
                             q[3, j * dim + i] = _path_factor(key, j, -noise[base + i], xb[i], component)
             if flags[F_WEAK]:
-                for i in range(dim):
-                    component = _component(theta, i)
-                    a = 3 * (base + i)
-                    u1 = unit_open_closed(aux_words[a])
-                    u2 = unit_open_closed(aux_words[a + 1])
-                    u3 = unit_open_closed(aux_words[a + 2])
-                    eps2 = aux_noise[base + i] if flags[F_WEAK_DECOUPLED] else 0.0
-                    for j in active:
-                        c, x_plus, x_coupled, x_decoupled = _weak_points(key, j, noise[base + i], xs[i], u1, u2, u3,
-                                                                         eps2, component)  # fmt: skip
-                        if flags[F_WEAK_COUPLED]:
-                            q[4, j * dim + i] = c * _replaced_difference(key, f, xs, i, x_plus, x_coupled, weights,
-                                                                         fparams, tmpx)  # fmt: skip
-                        if flags[F_WEAK_DECOUPLED]:
-                            q[5, j * dim + i] = c * _replaced_difference(key, f, xs, i, x_plus, x_decoupled, weights,
-                                                                         fparams, tmpx)  # fmt: skip
+                _draw_weak(key, f, noise, base, xs, aux_words, aux_noise, theta, dim, active, flags, weights, fparams,
+                           tmpx, q)  # fmt: skip
             if flags[F_LOO]:
                 sum_f += fx
                 for r in range(n_pairs):

@@ -84,9 +84,18 @@ def solve(record, pilot_plan):
     # it would add nothing and make the covariance singular.
     base = getattr(pilot_plan.distribution, "distribution", pilot_plan.distribution)
     controls = len(base.parameters) * pilot_plan.dim
+    # A Categorical's scores sum to zero with weights probs (one linear dependency): there the minimum-norm least-squares
+    # coefficients give the same control, the projection of g on the scores' span. Elsewhere the plain solve, as before.
     matrix = np.zeros((n_pairs, n_pairs))
-    try:
-        matrix[:, :controls] = np.linalg.solve(cov_s[:controls, :controls], cov_gs[:, :controls].T).T
-    except np.linalg.LinAlgError:
-        raise ValueError("the pilot's score covariance is singular: the control variate is not defined") from None
+    cov, right = cov_s[:controls, :controls], cov_gs[:, :controls].T
+    if not np.all(np.isfinite(cov)) or not np.all(np.isfinite(right)):
+        raise ValueError("the pilot's score covariance is not finite: the control variate is not defined")
+    if np.linalg.cond(cov) < SINGULAR:
+        matrix[:, :controls] = np.linalg.solve(cov, right).T
+    else:
+        matrix[:, :controls] = np.linalg.lstsq(cov, right, rcond=1.0 / SINGULAR)[0].T
     return baselines, matrix
+
+
+#: Condition number of the pilot's score covariance above which it is taken as singular (a least-squares solve).
+SINGULAR = 1e10

@@ -10,7 +10,7 @@ import numba
 import numpy as np
 
 from fastgrad._checks import real
-from fastgrad.distributions import DISTRIBUTIONS, DiagNormal
+from fastgrad.distributions import DISTRIBUTIONS, DiagNormal, draws_vectors
 from fastgrad.functions import SeparableFunction, VectorFunction, resolve
 
 #: Largest ``n``: counts are float64 in the moment records, exact up to 2**53.
@@ -29,7 +29,7 @@ def check_target(distribution, function):
     A scalar family takes a built-in name, a :class:`~fastgrad.Function` or an
     ``@njit`` function; a :class:`~fastgrad.DiagNormal` a function of a vector.
     """
-    if hasattr(distribution, "dim"):  # draws are vectors: DiagNormal, Dirichlet
+    if draws_vectors(distribution):  # DiagNormal, Dirichlet
         if not isinstance(function, (SeparableFunction, VectorFunction)):
             raise TypeError(
                 f"a {type(distribution).__name__} needs a function of a vector: fastgrad.functions.sum_of_squares(), "

@@ -262,7 +262,8 @@ def _common(parser):
         "--dim",
         type=int,
         default=None,
-        help="diagnormal, dirichlet: number of components, when --loc/--scale/--concentration are one number",
+        help="diagnormal, dirichlet, categorical: number of components, when --loc/--scale/--concentration/--probs "
+        "are one number",
     )
     group.add_argument(
         "--f",
@@ -545,11 +546,11 @@ def _distribution(args):
     values = {option: getattr(args, option) for option in cls.family.parameters if getattr(args, option) is not None}
     if args.dist == "diagnormal":
         values = _diag_values(values, args.dim)
-    elif args.dist == "dirichlet":
-        values = _concentration(values, args.dim)
+    elif args.dist in ("dirichlet", "categorical"):
+        values = _vector_parameter(cls.family.parameters[0], args.dist, values, args.dim)
     else:
         if args.dim is not None:
-            raise UsageError(f"argument --dim: applies to --dist diagnormal or dirichlet, not --dist {args.dist}")
+            raise UsageError(f"argument --dim: applies to a vector --dist (diagnormal, ...), not --dist {args.dist}")
         for option, value in values.items():
             if isinstance(value, list):
                 raise UsageError(f"argument --{option}: --dist {args.dist} takes one number; got {len(value)}")
@@ -560,22 +561,28 @@ def _distribution(args):
 
 
 def _is_vector(cls):
-    """Whether the family's draws are vectors (its ``--f`` is a function of a vector)."""
+    """Whether the family's parameters are vectors (``--dim``; comma-separated values)."""
     return isinstance(getattr(cls, "dim", None), property)
 
 
-def _concentration(values, dim):
-    """--concentration as a list: given as one, or one number repeated ``--dim`` times."""
-    value = values.get("concentration")
+def _draws_vectors(cls):
+    """Whether the family's draws are vectors (its ``--f`` is a function of a vector)."""
+    joint = cls.family.joint
+    return joint.draw_size != (0, 1) if joint is not None else _is_vector(cls)
+
+
+def _vector_parameter(name, dist, values, dim):
+    """Return a vector family's one parameter (--concentration, --probs) as a list (one number: ``--dim`` times)."""
+    value = values.get(name)
     if value is None:
-        raise UsageError("argument --concentration: required with --dist dirichlet (K >= 2 numbers, or one with --dim)")
+        raise UsageError(f"argument --{name}: required with --dist {dist} (K >= 2 numbers, or one with --dim)")
     if isinstance(value, list):
         if dim is not None and dim != len(value):
-            raise UsageError(f"arguments --concentration/--dim: lengths differ: {sorted({dim, len(value)})}")
-        return {"concentration": value}
+            raise UsageError(f"arguments --{name}/--dim: lengths differ: {sorted({dim, len(value)})}")
+        return {name: value}
     if dim is None:
-        raise UsageError("argument --concentration: one number needs --dim K (the number of components)")
-    return {"concentration": [value] * dim}
+        raise UsageError(f"argument --{name}: one number needs --dim K (the number of components)")
+    return {name: [value] * dim}
 
 
 def _diag_values(values, dim):
@@ -667,7 +674,7 @@ def _run(args, prog, argv):
         comm = _mpi_world()
     if getattr(args, "shard", None) is not None and (args.json is None or args.json == "-"):
         raise UsageError("argument --shard: a shard writes a partial result: give --json PATH for it")
-    vector = _is_vector(_families()[args.dist])
+    vector = _draws_vectors(_families()[args.dist])
     function = parse_function(args.f, args.df, vector=vector, weights=args.weights)
     json_path = _output_path("--json", args.json)
     plot_path = _output_path("--plot", getattr(args, "plot", None))

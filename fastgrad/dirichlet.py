@@ -41,8 +41,8 @@ from fastgrad import math as fm
 from fastgrad._checks import check_draw_size
 from fastgrad._checks import real as _real
 from fastgrad._checks import real_vector as _vector
-from fastgrad._jit import core, inline_core, serial
-from fastgrad.distributions import Family, register
+from fastgrad._jit import inline_core, serial
+from fastgrad.distributions import Joint, joint_family, register
 from fastgrad.gamma import MAX_SHAPE, _sample_grads
 from fastgrad.rng import _gamma_rows
 
@@ -57,40 +57,6 @@ MAX_EXACT_COMPONENTS = 3
 NODES_PER_PIECE = {2: 16, 3: 6}
 
 
-@dataclass(frozen=True)
-class Joint:
-    """How a family whose draw reads several noise numbers at once plugs into the kernels (internal).
-
-    Attributes
-    ----------
-    width : (int, int)
-        Noise numbers per draw, ``a * dim + b`` for ``(a, b)``.
-    draw_size : (int, int)
-        Components of a draw (what ``f`` takes), the same way; ``(0, 1)`` is a
-        scalar draw, for which ``f`` is a function of a number.
-    sample : compiled ``(state, noise, m, theta)``
-        Fill the noise of ``m`` draws, a row of ``width`` numbers each.
-    draw : core ``(noise, base, theta, xs)``
-        The draw whose row starts at ``noise[base]``, into ``xs``.
-    scores : core ``(noise, base, xs, theta, q, row)``
-        ``q[row, r]``: the score of every (parameter, component) ``r = j * dim + i``.
-    paths : core ``(noise, base, xs, grads, theta, active, dim, q, row)``
-        ``q[row, r]`` for the parameters ``j`` in ``active``: the pathwise
-        value, the gradient of ``f`` (``grads``) times ``dx / dtheta_r``.
-    moments : callable ``(distribution, function, specs, coefficients, wrt)``
-        Exact mean and per-draw variance of every specification (see
-        :func:`fastgrad._analytic.variant_moments` for the form), or None.
-    """
-
-    width: tuple
-    draw_size: tuple
-    sample: object
-    draw: object
-    scores: object
-    paths: object
-    moments: object = None
-
-
 # --- the cores: one row of K Gamma draws ------------------------------------------------
 #
 # Kernel parameter vector (Dirichlet and Beta alike): (alpha, digamma(alpha_0) - digamma(alpha), then
@@ -100,11 +66,6 @@ class Joint:
 @serial
 def _rows_noise(state, noise, m, theta):
     _gamma_rows(state, theta[0], noise, m)
-
-
-@serial
-def _unused_noise(state, words, noise, scratch, m, theta):  # (the scalar fillers' hook: joint families have none)
-    noise[:m] = np.nan
 
 
 @inline_core
@@ -144,16 +105,6 @@ def _paths(noise, base, xs, grads, theta, active, dim, q, row):
                    theta[13][k, : int(theta[12][k])])  # fmt: skip
             grad = fm._gamma_grad_from_fit(noise[base + k], theta[0][k], constants, fit)
             q[row, k] = grad / total * (own - dot)
-
-
-@core
-def _unused_factor(j, eps, x, theta):  # (the per-component hooks: a joint family's draw has none)
-    return np.nan
-
-
-@core
-def _unused_transform(eps, theta):
-    return np.nan
 
 
 @functools.lru_cache(maxsize=16)
@@ -285,7 +236,7 @@ def noise_moments(distribution, function, specs, coefficients, wrt, per_piece=No
     (a vector of baselines is its diagonal), for ``score+loo(K)`` from the
     moments of ``(f, s_r)`` (:func:`fastgrad._analytic.loo_variance`).
     """
-    from fastgrad._analytic import loo_variance
+    from fastgrad._analytic import grid_moments
 
     alphas = distribution.concentration
     key = _function_key(function)
@@ -293,65 +244,25 @@ def noise_moments(distribution, function, specs, coefficients, wrt, per_piece=No
         return [None] * len(specs)
     _GRID_FUNCTIONS.setdefault(key, function)
     weights, fx, scores, paths = _grid(distribution, key, per_piece or NODES_PER_PIECE[len(alphas)])
-    parameters = distribution.parameters
-    dim = distribution.kernel_dim
-    vector = hasattr(distribution, "dim")
-
-    def moments(values):
-        mean = float(weights @ values)
-        return mean, float(weights @ (values - mean) ** 2)
-
-    out = []
-    for s, spec in enumerate(specs):
-        result = {}
-        coef = None if coefficients is None else coefficients[s]
-        if coef is not None:
-            coef = np.diag(coef) if np.ndim(coef) == 1 else np.asarray(coef)
-        for parameter in wrt:
-            j = parameters.index(parameter)
-            pairs = []
-            for i in range(dim):
-                r = j * dim + i
-                if spec.base == "pathwise":
-                    pairs.append(moments(paths[r]))
-                elif spec.baseline == "loo":
-                    mean_f, var_f = moments(fx)
-                    cov = float(weights @ (fx * scores[r]))
-                    mu22 = float(weights @ ((fx - mean_f) ** 2 * scores[r] ** 2))
-                    var_s = float(weights @ scores[r] ** 2)
-                    pairs.append((cov, float(loo_variance(mu22, cov, var_f, var_s, spec.group))))
-                else:
-                    values = fx * scores[r]
-                    if coef is not None:
-                        values = values - coef[r] @ scores
-                    pairs.append(moments(values))
-            result[parameter] = ([p[0] for p in pairs], [p[1] for p in pairs]) if vector else pairs[0]
-        out.append(result)
-    return out
+    return grid_moments(distribution, specs, coefficients, wrt, weights, fx, scores, paths)
 
 
 JOINT = Joint(width=(1, 0), draw_size=(1, 0), sample=_rows_noise, draw=_draw, scores=_scores, paths=_paths,
               moments=noise_moments)  # fmt: skip
 
 
-def _family(name, parameters, joint):
-    return Family(
-        name=name,
-        parameters=parameters,
-        sample_noise=_unused_noise,
-        transform=_unused_transform,
-        score_factor=_unused_factor,
-        path_factor=_unused_factor,
-        noise_takes_theta=True,
-        joint=joint,
-        weak_note="a concentration's score, log x_k - digamma(alpha_k) + digamma(alpha_0), splits into no two laws "
-        "with a closed-form sampler",
-    )
-
-
-DIRICHLET = _family("dirichlet", ("concentration",), JOINT)
-BETA = _family("beta", ("a", "b"), Joint(width=(0, 2), draw_size=(0, 1), sample=_rows_noise, draw=_draw,
-                                         scores=_scores, paths=_paths, moments=noise_moments))  # fmt: skip
+_WEAK_NOTE = (
+    "a concentration's score, log x_k - digamma(alpha_k) + digamma(alpha_0), splits into no two laws with a "
+    "closed-form sampler"
+)
+DIRICHLET = joint_family("dirichlet", ("concentration",), JOINT, weak_note=_WEAK_NOTE)
+BETA = joint_family(
+    "beta",
+    ("a", "b"),
+    Joint(width=(0, 2), draw_size=(0, 1), sample=_rows_noise, draw=_draw, scores=_scores, paths=_paths,
+          moments=noise_moments),
+    weak_note=_WEAK_NOTE,
+)  # fmt: skip
 
 
 def _check_concentrations(names, values):

@@ -108,7 +108,7 @@ class Family:
         ``analytic_factors`` does the parameters'. A run that asks for one
         uses the family's :func:`extended` twin (its own kernels), so runs
         that do not pay nothing for them.
-    joint : :class:`fastgrad.dirichlet.Joint`, optional
+    joint : :class:`Joint`, optional
         For a family whose draw reads several noise numbers at once and whose
         factors need all of them (Beta, Dirichlet): its whole-draw cores,
         which the vector-general filler runs in place of the per-component
@@ -134,6 +134,67 @@ class Family:
     natural: tuple = ()
     natural_factors: object = field(default=None, compare=False)
     joint: object = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Joint:
+    """How a family whose draw reads several noise numbers at once plugs into the kernels (internal).
+
+    Attributes
+    ----------
+    width : (int, int)
+        Noise numbers per draw, ``a * dim + b`` for ``(a, b)``.
+    draw_size : (int, int)
+        Components of a draw (what ``f`` takes), the same way; ``(0, 1)`` is a
+        scalar draw, for which ``f`` is a function of a number.
+    sample : compiled ``(state, noise, m, theta)``
+        Fill the noise of ``m`` draws, a row of ``width`` numbers each.
+    draw : core ``(noise, base, theta, xs)``
+        The draw whose row starts at ``noise[base]``, into ``xs``.
+    scores : core ``(noise, base, xs, theta, q, row)``
+        ``q[row, r]``: the score of every (parameter, component) ``r = j * dim + i``.
+    paths : core ``(noise, base, xs, grads, theta, active, dim, q, row)``
+        ``q[row, r]`` for the parameters ``j`` in ``active``: the pathwise
+        value, the gradient of ``f`` (``grads``) times ``dx / dtheta_r``.
+    moments : callable ``(distribution, function, specs, coefficients, wrt)``
+        Exact mean and per-draw variance of every specification (see
+        :func:`fastgrad._analytic.variant_moments` for the form), or None.
+    weak : core ``(j, i, noise, base, xs, u1, u2, u3, theta)``, optional
+        For a scalar draw: ``(c, x_plus, x_coupled, x_decoupled)`` of the
+        measure-valued gradient of (parameter ``j``, component ``i``), from
+        the draw and three uniforms on (0, 1] (the Categorical's).
+    """
+
+    width: tuple
+    draw_size: tuple
+    sample: object
+    draw: object
+    scores: object
+    paths: object
+    moments: object = None
+    weak: object = None
+
+
+@serial
+def _unused_noise(state, words, noise, scratch, m, theta):  # (the scalar fillers' hook: a joint family has none)
+    noise[:m] = np.nan
+
+
+@core
+def _unused_factor(j, eps, x, theta):  # (the per-component hooks: a joint family's draw has none)
+    return np.nan
+
+
+@core
+def _unused_transform(eps, theta):
+    return np.nan
+
+
+def joint_family(name, parameters, joint, **options):
+    """Return the :class:`Family` of a joint family: its whole-draw cores, and no per-component ones."""
+    return Family(name=name, parameters=parameters, sample_noise=_unused_noise, transform=_unused_transform,
+                  score_factor=_unused_factor, path_factor=_unused_factor, noise_takes_theta=True, joint=joint,
+                  weak_derivative=joint.weak, **options)  # fmt: skip
 
 
 @serial  # compiled once and cached: it does not depend on the function (see _kernels)
@@ -413,6 +474,8 @@ class NaturalView:
 
     def natural_value(self, name):
         """Return a natural parameter's value (a float, or a tuple per component): ``log(scale)``, ``logit(p)``."""
+        if hasattr(self.distribution, "natural_value"):  # (the Categorical's logits: log(probs))
+            return self.distribution.natural_value(name)
         of = dict(self.distribution.family.natural)[name]
         value = getattr(self.distribution, of)
 
@@ -436,6 +499,14 @@ class NaturalView:
 
     def __repr__(self):
         return repr(self.distribution)
+
+
+def draws_vectors(distribution):
+    """Whether ``f`` takes a vector (DiagNormal, Dirichlet) rather than a number (a Categorical's draw is one)."""
+    joint = distribution.family.joint
+    if joint is not None:
+        return joint.draw_size != (0, 1)
+    return hasattr(distribution, "dim")
 
 
 def natural_names(distribution):

@@ -173,7 +173,7 @@ def error_of(capsys, *args):
             "argument --weights: quadratic has 1 weights but the distribution has 2 components",
         ),
         (("compare", "--loc", "1,2", "--f", "square", "-n", "100"), "argument --loc: --dist normal takes one number"),
-        (("compare", "--dim", "3", "--f", "square", "-n", "100"), "argument --dim: applies to --dist diagnormal"),
+        (("compare", "--dim", "3", "--f", "square", "-n", "100"), "argument --dim: applies to a vector --dist"),
         (
             (
                 "compare",

@@ -44,7 +44,7 @@ from fastgrad import _jobs, _kernels
 # worker, and the two workers share the table's kernel compiles); the tests across the whole table (user function,
 # kills, MPI) with the first half.
 HALVES = {"normal": 0, "exponential": 0, "bernoulli": 0, "diagnormal": 0, "beta": 0, "laplace": 1, "gamma": 1,
-          "poisson": 1, "gamma-rate": 1, "dirichlet": 1}  # fmt: skip
+          "poisson": 1, "gamma-rate": 1, "dirichlet": 1, "categorical": 0}  # fmt: skip
 FIRST_HALF = pytest.mark.xdist_group("matrix-0")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,10 +63,11 @@ FAMILIES = {
     "gamma-rate": ("fg.Gamma(2.5, 1.5)", "'square'"),
     "beta": ("fg.Beta(2.5, 1.5)", "'square'"),
     "dirichlet": ("fg.Dirichlet([1.5, 2.0, 3.0])", "fg.functions.sum_of_squares()"),
+    "categorical": ("fg.Categorical([0.2, 0.3, 0.5])", "'square'"),
 }
 
 #: Rows for some parameters only (``wrt``), and only the specifications that need that (the rest are the full row's).
-WRT = {"gamma-rate": ["rate"]}
+WRT = {"gamma-rate": ["rate"], "categorical": ["probs", "logits"]}
 ONLY = {"gamma-rate": ("measure-valued+coupled", "measure-valued+decoupled")}
 
 #: Every specification the pipeline has.
@@ -109,6 +110,10 @@ UNDEFINED = {
         ("measure-valued+coupled", "no weak derivative"),
         ("measure-valued+decoupled", "no weak derivative"),
     )},
+    ("categorical", "score+antithetic"): "symmetric about 0",
+    ("categorical", "score+optimal-baseline+antithetic"): "symmetric about 0",
+    ("categorical", "pathwise"): "discrete",
+    ("categorical", "pathwise+antithetic"): "discrete",
 }  # fmt: skip
 
 KINDS = ("compare", "estimate", "curve")
@@ -391,6 +396,7 @@ KILLED = [
     ("poisson", "estimate", "measure-valued+coupled"),
     ("beta", "estimate", "score+cv"),
     ("dirichlet", "compare", None),
+    ("categorical", "estimate", "measure-valued+decoupled"),
 ]
 
 
