@@ -29,6 +29,9 @@ def check_target(distribution, function):
     A scalar family takes a built-in name, a :class:`~fastgrad.Function` or an
     ``@njit`` function; a :class:`~fastgrad.DiagNormal` a function of a vector.
     """
+    if not isinstance(distribution, (*DISTRIBUTIONS, DiagNormal)):
+        accepted = ", ".join(f"fastgrad.{cls.__name__}" for cls in (*DISTRIBUTIONS, DiagNormal))
+        raise TypeError(f"distribution must be one of {accepted}; got {distribution!r}")
     if draws_vectors(distribution):  # DiagNormal, Dirichlet
         if not isinstance(function, (SeparableFunction, VectorFunction)):
             raise TypeError(
@@ -38,9 +41,6 @@ def check_target(distribution, function):
             )
         function.weights_for(distribution.dim)  # checks the number of weights
         return function
-    if not isinstance(distribution, tuple(DISTRIBUTIONS)):
-        accepted = ", ".join(f"fastgrad.{cls.__name__}" for cls in (*DISTRIBUTIONS, DiagNormal))
-        raise TypeError(f"distribution must be one of {accepted}; got {distribution!r}")
     return resolve(function)
 
 

@@ -149,8 +149,9 @@ class Categorical:
     Examples
     --------
     >>> import fastgrad as fg
-    >>> r = fg.compare(fg.Categorical([0.2, 0.3, 0.5]), "linear", n=10**5, seed=0)
-    >>> [round(g, 12) for g in r.score.analytic_mean["probs"]]   # k - E[x], E[x] = 1.3
+    >>> r = fg.compare(fg.Categorical([0.2, 0.3, 0.5]), "linear", n=10**5, seed=0,
+    ...                estimators=["score", "measure-valued"])
+    >>> [round(float(g), 12) for g in r["score"].analytic_mean["probs"]]   # k - E[x], E[x] = 1.3
     [-1.3, -0.3, 0.7]
     """
 
