@@ -84,8 +84,9 @@ def solve(record, pilot_plan):
     # it would add nothing and make the covariance singular.
     base = getattr(pilot_plan.distribution, "distribution", pilot_plan.distribution)
     controls = len(base.parameters) * pilot_plan.dim
-    # A Categorical's scores sum to zero with weights probs (one linear dependency): there the minimum-norm least-squares
-    # coefficients give the same control, the projection of g on the scores' span. Elsewhere the plain solve, as before.
+    # A Categorical's scores sum to zero with weights probs (one linear dependency): there the minimum-norm
+    # least-squares coefficients give the same control, the projection of g on the scores' span. Elsewhere the plain
+    # solve, as before.
     matrix = np.zeros((n_pairs, n_pairs))
     cov, right = cov_s[:controls, :controls], cov_gs[:, :controls].T
     if not np.all(np.isfinite(cov)) or not np.all(np.isfinite(right)):
