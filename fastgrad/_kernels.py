@@ -1336,8 +1336,39 @@ def _draw_weak(key, f, noise, base, xs, aux_words, aux_noise, theta, dim, active
     _kernel_only("_draw_weak")
 
 
+def _draw_mirrored(key, f, df, noise, base, theta, dim, active, flags, weights, fparams, xb, gradb, q):
+    """Return ``f`` of the antithetic draw (noise ``-eps``); its factors go into ``q[1]`` and ``q[3]``."""
+    _kernel_only("_draw_mirrored")
+
+
 def _joint(key):
     return FAMILIES[key.family].joint
+
+
+@overload(_draw_mirrored, inline="always")
+def _ol_draw_mirrored(key, f, df, noise, base, theta, dim, active, flags, weights, fparams, xb, gradb, q):
+    if not FAMILIES[key.family].symmetric:  # (never called: antithetic pairs are refused; nothing to compile)
+        return lambda key, f, df, noise, base, theta, dim, active, flags, weights, fparams, xb, gradb, q: 0.0
+
+    def components(key, f, df, noise, base, theta, dim, active, flags, weights, fparams, xb, gradb, q):
+        fb = 0.0
+        for i in range(dim):
+            xb[i] = _transform(key, -noise[base + i], _component(theta, i))
+        if flags[F_F]:
+            fb = _vector_value(key, f, xb, weights, fparams)
+            for i in range(dim):
+                component = _component(theta, i)
+                for j in range(_n_params(key)):
+                    q[1, j * dim + i] = _score_factor(key, j, -noise[base + i], xb[i], component)
+        if flags[F_DF]:
+            _vector_gradient(key, df, xb, weights, fparams, gradb)
+            for i in range(dim):
+                component = _component(theta, i)
+                for j in active:
+                    q[3, j * dim + i] = _path_factor(key, j, -noise[base + i], xb[i], component)
+        return fb
+
+    return components
 
 
 @overload(_weak_noise, inline="always")
@@ -1545,20 +1576,7 @@ def _vector_general_block(
                 _draw_gradient(key, df, xs, weights, fparams, grads)
                 _draw_paths(key, noise, base, xs, grads, theta, dim, active, q)
             if flags[F_MIRROR]:
-                for i in range(dim):
-                    xb[i] = _transform(key, -noise[base + i], _component(theta, i))
-                if flags[F_F]:
-                    fb = _vector_value(key, f, xb, weights, fparams)
-                    for i in range(dim):
-                        component = _component(theta, i)
-                        for j in range(n_params):
-                            q[1, j * dim + i] = _score_factor(key, j, -noise[base + i], xb[i], component)
-                if flags[F_DF]:
-                    _vector_gradient(key, df, xb, weights, fparams, gradb)
-                    for i in range(dim):
-                        component = _component(theta, i)
-                        for j in active:
-                            q[3, j * dim + i] = _path_factor(key, j, -noise[base + i], xb[i], component)
+                fb = _draw_mirrored(key, f, df, noise, base, theta, dim, active, flags, weights, fparams, xb, gradb, q)
             if flags[F_WEAK]:
                 _draw_weak(key, f, noise, base, xs, aux_words, aux_noise, theta, dim, active, flags, weights, fparams,
                            tmpx, q)  # fmt: skip

@@ -149,10 +149,12 @@ class Categorical:
     Examples
     --------
     >>> import fastgrad as fg
-    >>> r = fg.compare(fg.Categorical([0.2, 0.3, 0.5]), "linear", n=10**5, seed=0,
-    ...                estimators=["score", "measure-valued"])
-    >>> [round(float(g), 12) for g in r["score"].analytic_mean["probs"]]   # k - E[x], E[x] = 1.3
-    [-1.3, -0.3, 0.7]
+    >>> r = fg.compare(fg.Categorical([0.2, 0.3, 0.5]), "square", n=10**5, seed=0,
+    ...                estimators=["score", "measure-valued"], wrt=["probs", "logits"])
+    >>> [round(float(g), 12) for g in r["score"].analytic_mean["probs"]]   # k**2 - E[x**2], E[x**2] = 2.3
+    [-2.3, -1.3, 1.7]
+    >>> [round(float(g), 12) for g in r["score"].analytic_mean["logits"]]  # probs[k] times those
+    [-0.46, -0.39, 0.85]
     """
 
     probs: tuple

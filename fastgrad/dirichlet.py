@@ -59,8 +59,9 @@ NODES_PER_PIECE = {2: 16, 3: 6}
 
 # --- the cores: one row of K Gamma draws ------------------------------------------------
 #
-# Kernel parameter vector (Dirichlet and Beta alike): (alpha, digamma(alpha_0) - digamma(alpha), then
-# digamma(alpha) and digamma(alpha + 1) in two parts each for the implicit gradient): six arrays of K.
+# Kernel parameter vector (Dirichlet and Beta alike): alpha, digamma(alpha_0) - digamma(alpha), digamma(alpha) and
+# digamma(alpha + 1) in two parts each for the implicit gradient, then each component's fit of it (_theta): arrays of
+# K, and the fits' tables in one (K, pieces, 8) array.
 
 
 @serial
@@ -274,9 +275,23 @@ def _check_concentrations(names, values):
             )
 
 
+class _GammaRows:
+    """What Dirichlet and Beta share: their kernel parameters come from the concentrations of a row of Gamma draws."""
+
+    @property
+    def parameters(self):
+        """Parameter names, in gradient order."""
+        return self.family.parameters
+
+    @property
+    def theta(self):
+        """Kernel parameters (the comment above ``_rows_noise``): arrays of one value per concentration."""
+        return _theta(self.concentration)
+
+
 @register
 @dataclass(frozen=True, eq=False)
-class Dirichlet:
+class Dirichlet(_GammaRows):
     """The Dirichlet distribution on the simplex: ``x_i = g_i / sum(g)``, ``g_i ~ Gamma(concentration_i)``.
 
     Gradients are taken with respect to every ``concentration_i``: score
@@ -318,18 +333,7 @@ class Dirichlet:
         """Number of components K."""
         return len(self.concentration)
 
-    kernel_dim = dim  # (parameter components per parameter: K)
-    draw_size = dim
-
-    @property
-    def parameters(self):
-        """Parameter names: ``("concentration",)``, a vector of K components."""
-        return self.family.parameters
-
-    @property
-    def theta(self):
-        """Kernel parameters (see the module's comment): a tuple of six arrays of K."""
-        return _theta(self.concentration)
+    draw_size = dim  # (the components f takes)
 
     def component_functions(self, function):
         """``f``'s exact form per component (``w_i h``), or None for a user's function."""
@@ -355,7 +359,7 @@ class Dirichlet:
 
 @register
 @dataclass(frozen=True)
-class Beta:
+class Beta(_GammaRows):
     """The Beta distribution on (0, 1): ``x = g_1 / (g_1 + g_2)``, ``g_1 ~ Gamma(a)``, ``g_2 ~ Gamma(b)``.
 
     Score function (and its variants) and pathwise gradients with respect to
@@ -382,7 +386,6 @@ class Beta:
     family = BETA
     name = "beta"  # the command line's --dist
 
-    kernel_dim = 1
     draw_size = 1
 
     def __post_init__(self):
@@ -395,16 +398,6 @@ class Beta:
     def concentration(self):
         """``(a, b)``: the Dirichlet whose first component the draw is."""
         return (self.a, self.b)
-
-    @property
-    def parameters(self):
-        """Parameter names, in gradient order: ``("a", "b")``."""
-        return self.family.parameters
-
-    @property
-    def theta(self):
-        """Kernel parameters: the Dirichlet(a, b)'s (a tuple of six arrays of 2)."""
-        return _theta(self.concentration)
 
     def component_functions(self, function):
         """``[h]``: ``f``'s exact form, or None for a user's function."""

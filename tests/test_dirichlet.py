@@ -131,11 +131,12 @@ def test_dirichlet_draws_have_the_right_marginals(alphas):
         assert stats.kstest(x[:, k], stats.beta(a, alphas.sum() - a).cdf).pvalue > 1e-4
 
 
+@pytest.mark.xdist_group("matrix-1")  # (with the matrix's Beta and Dirichlet cells: their kernels, in one process)
 def test_a_beta_run_is_a_dirichlet_runs_first_component():
     # the same streams and the same cores: Beta(a, b)'s values are Dirichlet([a, b])'s with f of x_1 only (in the
-    # first chunk: a Dirichlet's chunks hold 65 536 / K draws, a Beta's 65 536)
-    beta = fg.estimate(fg.Beta(2.0, 3.0), "linear", 2**15, estimator="pathwise", seed=4)
-    dirichlet_run = fg.estimate(fg.Dirichlet([2.0, 3.0]), fg.functions.linear_form([1.0, 0.0]), 2**15,
+    # first chunk: a Dirichlet's chunks hold 65 536 / K draws, a Beta's 65 536); square, the matrix's kernels
+    beta = fg.estimate(fg.Beta(2.0, 3.0), "square", 2**15, estimator="pathwise", seed=4)
+    dirichlet_run = fg.estimate(fg.Dirichlet([2.0, 3.0]), fg.functions.quadratic([1.0, 0.0]), 2**15,
                                 estimator="pathwise", seed=4)  # fmt: skip
     assert beta.mean["a"] == dirichlet_run.mean["concentration"][0]
     assert beta.mean["b"] == dirichlet_run.mean["concentration"][1]
@@ -165,6 +166,7 @@ def test_a_dirichlet_needs_a_function_of_a_vector_and_a_beta_of_a_number():
         fg.compare(fg.Beta(1.0, 2.0), fg.functions.sum_of_squares(), 1000, seed=0)
 
 
+@pytest.mark.xdist_group("matrix-1")
 def test_no_exact_values_beyond_three_components_or_for_a_users_function():
     d = fg.Dirichlet([1.0, 2.0, 3.0, 4.0])
     result = fg.compare(d, fg.functions.sum_of_squares(), 4096, seed=0)

@@ -12,10 +12,16 @@ filler kind: ``CURVE_FAMILIES``). Every cell is checked
   standard errors at every size);
 * in every run mode, bit for bit against its plain run: 2 threads against 1,
   with progress shown, stopped by Ctrl-C (equal to a run of the draws it
-  finished), resumed from a checkpoint taken mid-run (in this process for
-  every cell, and after a real ``kill -9`` of another process for every
-  family and every kind at least once, ``KILLED``), split into two shards
-  and merged, and on two MPI ranks;
+  finished), resumed from a checkpoint taken mid-run (in this process, and
+  after a real ``kill -9`` of another process for every family and every
+  kind at least once, ``KILLED``), split into two shards and merged, and on
+  two MPI ranks. Every ``compare`` and ``curve`` cell runs every mode (a
+  compare cell holds every specification of its family: each one's rows,
+  its pilot coefficients, auxiliary streams and leave-one-out groups go
+  through every mode there); an ``estimate`` cell, the same rows laid out
+  alone, runs 2 threads and shards (its own plan layout, and its merge
+  rebuilt from an estimate's fingerprint), and its Ctrl-C, checkpoint and
+  MPI runs are its compare cell's (``ESTIMATE_MODES``);
 
 and every undefined cell is refused before any work with a ``ValueError``
 naming the estimator, the family and the reason.
@@ -40,12 +46,16 @@ import pytest
 import fastgrad as fg
 from fastgrad import _jobs, _kernels
 
-# Two halves of the table, each on one worker (so each cell's plain run below is computed once, on its family's
-# worker, and the two workers share the table's kernel compiles); the tests across the whole table (user function,
-# kills, MPI) with the first half.
-HALVES = {"normal": 0, "exponential": 0, "bernoulli": 0, "diagnormal": 0, "beta": 0, "laplace": 1, "gamma": 1,
-          "poisson": 1, "gamma-rate": 1, "dirichlet": 1, "categorical": 0}  # fmt: skip
-FIRST_HALF = pytest.mark.xdist_group("matrix-0")
+# Two halves of the table, each on one worker, about equal in kernel compiles (so each cell's plain run below is
+# computed once, on its family's worker, with its family's kernels): a cell's kill -9 and MPI runs go with its half.
+HALVES = {"normal": 0, "exponential": 0, "bernoulli": 0, "diagnormal": 0, "beta": 1, "laplace": 1, "gamma": 1,
+          "poisson": 1, "gamma-rate": 1, "dirichlet": 1, "categorical": 1}  # fmt: skip
+
+
+def half_group(half):
+    """The xdist group of a half of the table."""
+    return pytest.mark.xdist_group(f"matrix-{half}")
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -118,6 +128,8 @@ UNDEFINED = {
 
 KINDS = ("compare", "estimate", "curve")
 MODES = ("threads", "progress", "interrupt", "checkpoint", "shard")
+#: The modes of an estimate cell (the rest are its compare cell's: see the module's docstring).
+ESTIMATE_MODES = ("threads", "shard")
 
 N = 2**19  # 8 chunks of a scalar family, 24 of the DiagNormal's
 SIZES = (8, 64)
@@ -149,7 +161,7 @@ def _cell_id(cell):
 
 def _in_half(cell):
     """``cell`` as a pytest parameter marked with its half of the table's worker group."""
-    return pytest.param(cell, marks=pytest.mark.xdist_group(f"matrix-{HALVES[cell[0]]}"), id=_cell_id(cell))
+    return pytest.param(cell, marks=half_group(HALVES[cell[0]]), id=_cell_id(cell))
 
 
 def _build(family):
@@ -277,8 +289,14 @@ def _check_curve(curve):
 # --- every defined cell in every run mode: the same bits ------------------------------------------
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("cell", [_in_half(cell) for cell in CELLS])
+@pytest.mark.parametrize(
+    ("cell", "mode"),
+    [
+        pytest.param(cell, mode, marks=half_group(HALVES[cell[0]]), id=f"{_cell_id(cell)}-{mode}")
+        for cell in CELLS
+        for mode in (ESTIMATE_MODES if cell[1] == "estimate" else MODES)
+    ],
+)
 def test_every_cell_in_every_mode_has_the_plain_runs_bits(cell, mode, tmp_path, monkeypatch, capsys,
                                                           one_chunk_batches):  # fmt: skip
     expected = figures(plain(cell))
@@ -342,7 +360,7 @@ def test_every_undefined_cell_is_refused_with_the_reason(family, spec, kind):
     assert parsed.name in message or (kind == "estimate" and parsed.base in message)
 
 
-@FIRST_HALF
+@half_group(1)
 def test_a_user_function_has_every_row_and_says_it_has_no_exact_values():
     import numba
 
@@ -401,8 +419,8 @@ KILLED = [
 
 
 @pytest.mark.subprocess
-@FIRST_HALF
-@pytest.mark.parametrize(("family", "kind", "spec"), KILLED, ids=[_cell_id(cell) for cell in KILLED])
+@pytest.mark.parametrize(("family", "kind", "spec"), [pytest.param(*cell, marks=half_group(HALVES[cell[0]]),
+                                                                   id=_cell_id(cell)) for cell in KILLED])  # fmt: skip
 def test_a_run_killed_mid_run_resumes_with_the_same_bits(family, kind, spec, tmp_path):
     path = tmp_path / "killed.ckpt"
     code = CHILD.format(tests=os.path.join(ROOT, "tests"), family=family, kind=kind, spec=spec, path=str(path))
@@ -424,9 +442,9 @@ MPI_CHILD = """
 import json, sys
 sys.path.insert(0, {tests!r})
 from mpi4py import MPI
-from test_matrix import CELLS, figures, run_cell
+from test_matrix import CELLS, HALVES, figures, run_cell
 out = {{}}
-for cell in CELLS:
+for cell in [cell for cell in CELLS if HALVES[cell[0]] == {half} and cell[1] != "estimate"]:
     result = run_cell(*cell, comm=MPI.COMM_WORLD)
     if MPI.COMM_WORLD.Get_rank() == 0:
         out["/".join(str(c) for c in cell)] = figures(result)
@@ -439,17 +457,17 @@ if MPI.COMM_WORLD.Get_rank() == 0:
 
 
 @pytest.mark.subprocess
-@FIRST_HALF
-def test_every_cell_on_two_mpi_ranks_has_the_plain_runs_bits(tmp_path):
+@pytest.mark.parametrize("half", [pytest.param(half, marks=half_group(half)) for half in (0, 1)])
+def test_every_cell_on_two_mpi_ranks_has_the_plain_runs_bits(half, tmp_path):
     mpiexec = shutil.which("mpiexec", path=sysconfig.get_path("scripts")) or shutil.which("mpiexec")
     if mpiexec is None:
         pytest.fail("mpiexec not found: the test extra installs mpi4py and mpich (pip install -e '.[test]')")
     path = tmp_path / "mpi.json"
     script = tmp_path / "cells.py"
-    script.write_text(MPI_CHILD.format(tests=os.path.join(ROOT, "tests"), path=str(path)))
+    script.write_text(MPI_CHILD.format(tests=os.path.join(ROOT, "tests"), path=str(path), half=half))
     done = subprocess.run([mpiexec, "-n", "2", sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr
     found = json.loads(path.read_text())
-    for cell in CELLS:
+    for cell in (cell for cell in CELLS if HALVES[cell[0]] == half and cell[1] != "estimate"):
         assert found["/".join(str(c) for c in cell)] == figures(plain(cell)), cell
