@@ -375,9 +375,9 @@ class Beta(_GammaRows):
     Examples
     --------
     >>> import fastgrad as fg
-    >>> r = fg.compare(fg.Beta(2.0, 3.0), "linear", n=10**5, seed=0)
-    >>> round(r.pathwise.analytic_mean["a"], 12)    # d/da E[x] = d/da a / (a + b) = b / (a + b)**2
-    0.12
+    >>> r = fg.compare(fg.Beta(2.0, 3.0), "square", n=10**5, seed=0)
+    >>> round(r.pathwise.analytic_mean["a"], 12)    # d/da E[x**2] = d/da a (a + 1) / ((a + b) (a + b + 1))
+    0.093333333333
     """
 
     a: float = 1.0

@@ -12,6 +12,9 @@ import fastgrad as fg
 from fastgrad import rng
 from fastgrad._analytic import estimator_moments, separable_moments
 
+# One worker runs the module: its module-scoped comparisons (a kernel each) are then made once, not on both workers.
+pytestmark = pytest.mark.xdist_group("diagnormal")
+
 D3 = fg.DiagNormal([2.0, -0.5, 0.3], [1.0, 0.7, 1.6])
 FUNCTIONS = {
     "sum_of_squares": fg.functions.sum_of_squares(),
