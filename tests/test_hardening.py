@@ -417,7 +417,8 @@ def test_a_checkpoint_directory_removed_mid_run_warns_and_the_run_finishes(tmp_p
     directory = tmp_path / "checkpoints"
     directory.mkdir()
     checkpoint = directory / "run.ckpt"
-    n = 2 * 10**8  # (a short first batch, then batches of about 0.5 s: saves after the removal fail)
+    n = 5 * 10**8  # (a short first batch, then batches of about 0.5 s: saves after the removal fail; at 2e8 the run
+    # could finish before a loaded machine scheduled the remover's thread)
     remover = _remove_when_saved(directory, checkpoint)
     with pytest.warns(fg.CheckpointWarning, match="could not write the checkpoint") as caught:
         result = fg.compare(fg.Normal(2.0, 1.0), "square", n, seed=0, checkpoint=checkpoint, checkpoint_every=0.01)
