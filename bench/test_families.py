@@ -1,16 +1,17 @@
 """Each newer family's compare against vectorised NumPy/SciPy doing the same estimator work, one session.
 
 fastgrad: ``compare`` (score and pathwise for every parameter where the
-pathwise estimator exists; the Poisson: score and measure-valued, its two
-estimators) with f = x**2 (the Dirichlet: sum of squares) on 2 threads. NumPy/SciPy: the same draws' law
-(``Generator.gamma``, ``Generator.poisson``; a Beta or Dirichlet as normalised
-Gamma draws, as fastgrad makes them), the same per-draw values, and
-their means and variances, on whole arrays. For a Gamma shape (the
-Beta's and Dirichlet's concentrations too) the pathwise factor needs ``dz/dshape``, which neither library offers: the
-baseline takes SciPy's central difference quotient of the inverse CDF at the
-draw's quantile, ``(gammaincinv(a + h, u) - gammaincinv(a - h, u)) / 2h``
-(about 1e-7 relative: less accurate than fastgrad's 1e-13, and the cheapest
-SciPy route).
+pathwise estimator exists; the Poisson and the Categorical: score and
+measure-valued, their two estimators) with f = x**2 (the Dirichlet: sum of
+squares) on 2 threads. NumPy/SciPy: the same draws' law (``Generator.gamma``,
+``Generator.poisson``, ``Generator.choice``; a Beta or Dirichlet as
+normalised Gamma draws, as fastgrad makes them), the same per-draw values,
+and their means and variances, on whole arrays. For a Gamma shape (and a
+Beta's or Dirichlet's concentration) the pathwise factor needs
+``dz/dshape``, which neither library offers: the baseline takes SciPy's
+central difference quotient of the inverse CDF at the draw's quantile,
+``(gammaincinv(a + h, u) - gammaincinv(a - h, u)) / 2h`` (about 1e-7
+relative: less accurate than fastgrad's 1e-13, and the cheapest SciPy route).
 """
 
 import numpy as np
@@ -23,14 +24,16 @@ SHAPE, RATE = 2.5, 1.5
 POISSON_RATE = 3.0
 BETA = (2.5, 1.5)
 CONCENTRATION = (1.5, 2.0, 3.0)
+PROBS = (0.1, 0.2, 0.3, 0.4)
 N = 10**7  # fastgrad
-N_NUMPY = {"gamma": 10**6, "poisson": 10**7, "beta": 10**6, "dirichlet": 10**6}  # (gammaincinv: about 1.5 us a draw)
-NAMES = ["gamma", "poisson", "beta", "dirichlet"]
+N_NUMPY = {"gamma": 10**6, "poisson": 10**7, "beta": 10**6, "dirichlet": 10**6,
+           "categorical": 10**7}  # (gammaincinv: about 1.5 us a draw)  # fmt: skip
+NAMES = ["gamma", "poisson", "beta", "dirichlet", "categorical"]
 
 
 def _distribution(name):
     return {"gamma": fg.Gamma(SHAPE, RATE), "poisson": fg.Poisson(POISSON_RATE), "beta": fg.Beta(*BETA),
-            "dirichlet": fg.Dirichlet(CONCENTRATION)}[name]  # fmt: skip
+            "dirichlet": fg.Dirichlet(CONCENTRATION), "categorical": fg.Categorical(PROBS)}[name]  # fmt: skip
 
 
 def _function(name):
@@ -38,9 +41,8 @@ def _function(name):
 
 
 def _fastgrad(name, n):
-    if name == "poisson":
-        return fg.compare(fg.Poisson(POISSON_RATE), "square", n, seed=1, threads=2,
-                          estimators=["score", "measure-valued"])  # fmt: skip
+    if name in ("poisson", "categorical"):  # (discrete: score and measure-valued, their two estimators)
+        return fg.compare(_distribution(name), "square", n, seed=1, threads=2, estimators=["score", "measure-valued"])
     return fg.compare(_distribution(name), _function(name), n, seed=1, threads=2)
 
 
@@ -82,6 +84,16 @@ def _numpy_joint(generator, n, alphas, size):
     return [(row.mean(), row.var(ddof=1)) for row in rows]
 
 
+def _numpy_categorical(generator, n):
+    """Score and measure-valued rows of every probability: f(x) (1[x = k]/p_k - 1) and f(k) - f(x)."""
+    probs = np.array(PROBS)
+    x = generator.choice(probs.size, n, p=probs)
+    f = (x * x).astype(np.float64)
+    rows = [f * ((x == k) / p - 1.0) for k, p in enumerate(probs)]
+    rows += [float(k * k) - f for k in range(probs.size)]
+    return [(row.mean(), row.var(ddof=1)) for row in rows]
+
+
 def _numpy_beta(generator, n):
     return _numpy_joint(generator, n, BETA, 1)
 
@@ -103,11 +115,12 @@ def test_fastgrad_family(benchmark, record, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_numpy_family(benchmark, record, name):
     generator = np.random.default_rng(1)
-    work = {"gamma": _numpy_gamma, "poisson": _numpy_poisson, "beta": _numpy_beta, "dirichlet": _numpy_dirichlet}[name]
+    work = {"gamma": _numpy_gamma, "poisson": _numpy_poisson, "beta": _numpy_beta, "dirichlet": _numpy_dirichlet,
+            "categorical": _numpy_categorical}[name]  # fmt: skip
     n = N_NUMPY[name]
     rows = benchmark.pedantic(work, args=(generator, n), rounds=3, warmup_rounds=1)
-    exact = fg.compare(_distribution(name), _function(name), 10**4, seed=0,
-                       estimators=["score", "measure-valued" if name == "poisson" else "pathwise"])  # fmt: skip
+    second = "measure-valued" if name in ("poisson", "categorical") else "pathwise"
+    exact = fg.compare(_distribution(name), _function(name), 10**4, seed=0, estimators=["score", second])
     first = exact.results[0]
     truth = np.ravel(first.analytic_mean[first.wrt[0]])[0]
     assert abs(rows[0][0] - truth) < 5 * (rows[0][1] / n) ** 0.5  # the same work

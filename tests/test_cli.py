@@ -300,7 +300,7 @@ def test_diagnormal_from_the_command_line_matches_the_api(tmp_path, capsys):
     api = fg.compare(fg.DiagNormal([2, 1, 0], [1, 1, 2]), fg.functions.sum_of_squares(), n=20000, seed=4).to_dict()
     assert data["estimators"] == api["estimators"] and data["total_variance_ratio"] == api["total_variance_ratio"]
     capsys.readouterr()
-    status = cli.main(["estimate", "--dist", "diagnormal", "--loc", "0", "--dim", "4", "--f", "linear_form",
+    status = cli.main(["estimate", "--dist", "diagnormal", "--loc", "0", "--dim", "4", "--f", "quadratic",
                        "--weights", "1,2,3,4", "-n", "1000", "--estimator", "pathwise", "--seed", "1"])  # fmt: skip
     printed = capsys.readouterr().out
     assert status == 0 and "D = 4 components" in printed

@@ -127,8 +127,10 @@ def test_exponential_noise_is_minus_log_of_open_closed_uniforms():
     words = rng.random_words(5, 0, n)
     eps = -np.log(((words >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53)
     rate = EXPONENTIAL.rate
-    g = fg.estimate(EXPONENTIAL, "linear", n=n, estimator="pathwise", seed=5)  # per draw: -x / rate
-    assert g.mean["rate"] == pytest.approx(np.mean(-(eps * (1 / rate)) * (1 / rate)), rel=1e-12)
+    # square, the matrix's kernel: per draw 2x (-x / rate), x = eps / rate
+    g = fg.estimate(EXPONENTIAL, "square", n=n, estimator="pathwise", seed=5)
+    x = eps * (1 / rate)
+    assert g.mean["rate"] == pytest.approx(np.mean(2.0 * x * (-x * (1 / rate))), rel=1e-12)
     assert eps.min() > 0 and eps.max() < 36.8
 
 
@@ -136,8 +138,8 @@ def test_bernoulli_draws_are_uniforms_below_p():
     n = rng.CHUNK_SIZE
     u = rng.uniforms(6, 0, n)
     x = (u < BERNOULLI.p).astype(np.float64)
-    g = fg.estimate(BERNOULLI, "linear", n=n, estimator="score", seed=6)
-    per_draw = x / BERNOULLI.p - (1 - x) * 0.0 / (1 - BERNOULLI.p)  # linear: f(0) = 0
+    g = fg.estimate(BERNOULLI, "square", n=n, estimator="score", seed=6)  # (the matrix's kernel)
+    per_draw = x / BERNOULLI.p - (1 - x) * 0.0 / (1 - BERNOULLI.p)  # x**2 = x: f(0) = 0, f(1) = 1
     assert g.mean["p"] == pytest.approx(per_draw.mean(), rel=1e-12)
 
 
