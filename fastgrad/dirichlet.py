@@ -50,11 +50,12 @@ __all__ = ["Beta", "Dirichlet"]
 
 #: Most components whose exact reference values are computed (a K-dimensional quadrature).
 MAX_EXACT_COMPONENTS = 3
-#: Gauss-Legendre nodes per piece of each Gamma draw's rule, by K (about 650 and 250 a draw). Measured (the means and
+#: Gauss-Legendre nodes per piece of each Gamma draw's rule, by K (about 650 and 165 a draw). Measured (the means and
 #: variances of score, pathwise and score+loo(4), sum_of_squares or square or cos): from 12 to 16 a piece, K = 2 moved
-#: by at most 2.2e-14 relative (Beta(0.3, 5) with cos); from 4 to 6, K = 3 by at most 1.7e-6 (Dirichlet([0.4, 2,
-#: 30])), in 3 s.
-NODES_PER_PIECE = {2: 16, 3: 6}
+#: by at most 2.2e-14 relative (Beta(0.3, 5) with cos); from 3 to 4, K = 3 by at most 4.2e-4 and from 4 to 6 by at
+#: most 1.7e-6 (Dirichlet([0.4, 2, 30])). K = 3 takes 4 a piece: 4.4 million points (1.0 s, 0.86 GB) where 6 took 15
+#: million (2.7 s, 2.4 GB; peak resident sizes, in every process that needs it, MPI ranks included).
+NODES_PER_PIECE = {2: 16, 3: 4}
 
 
 # --- the cores: one row of K Gamma draws ------------------------------------------------
@@ -202,7 +203,7 @@ def _function_key(function):
 _GRID_FUNCTIONS = {}
 
 
-@functools.lru_cache(maxsize=2)  # (K = 3: 15 million points, 0.8 GB of values a grid)
+@functools.lru_cache(maxsize=2)  # (K = 3: 4.4 million points, 0.25 GB of values a grid)
 def _grid(distribution, key, per_piece):
     """Return the quadrature's weights and, at its points, ``f``, the scores and the pathwise values (kept)."""
     function = _GRID_FUNCTIONS[key]
