@@ -47,6 +47,13 @@ SIGNAL_LEAD = 25
 RUN_SECONDS = 75
 
 
+#: The states a job ends in. Anything else is a job still on its way: a test that waited only for the end of
+#: PENDING/RUNNING/CONFIGURING/COMPLETING took SIGNALING (the moment slurmctld sends ``--signal``) for the end,
+#: read exit status 0 and the previous job's output (a CI run, 2026-12-06).
+FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE",
+                "OUT_OF_MEMORY")  # fmt: skip
+
+
 def _unavailable(reason):
     if os.environ.get("FASTGRAD_REQUIRE_SLURM"):
         pytest.fail(f"SLURM is required here (FASTGRAD_REQUIRE_SLURM) but: {reason}")
@@ -84,10 +91,14 @@ class Cluster:
     def wait(self, job_id, timeout=300):
         """Wait for a job to end (polled every 0.2 s: ``sbatch --wait`` polls every 10 s); its exit status."""
         deadline = time.monotonic() + timeout
+        states = []  # (printed: a failing test shows the states each job went through)
         while time.monotonic() < deadline:
             shown = self.command("scontrol", "--oneliner", "show", "job", job_id, timeout=30).stdout
             fields = dict(item.split("=", 1) for item in shown.split() if "=" in item)
-            if fields.get("JobState") not in (None, "PENDING", "RUNNING", "CONFIGURING", "COMPLETING"):
+            if fields.get("JobState") not in states[-1:]:
+                states.append(fields.get("JobState"))
+            if fields.get("JobState") in FINAL_STATES:
+                print(f"job {job_id}: {' -> '.join(map(str, states))}")
                 status, signal = (int(part) for part in fields["ExitCode"].split(":"))
                 return status if signal == 0 else 128 + signal
             time.sleep(0.2)
