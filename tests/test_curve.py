@@ -16,6 +16,10 @@ import user_functions as uf
 
 SEED_SIZES = (10, 100, 1_000, 10_000, 100_000)
 
+# One worker runs the module: its module-scoped curves are made once (on two workers both compiled the cos curve's
+# kernel, 7 s each, cold).
+pytestmark = pytest.mark.xdist_group("curve")
+
 
 @pytest.fixture(scope="module")
 def seed_curve():

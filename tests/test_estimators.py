@@ -157,6 +157,7 @@ def test_wrt_subset_equals_that_part_of_the_full_gradient():
     assert reordered.variance_ratio == full.variance_ratio
 
 
+@pytest.mark.xdist_group("user-functions")  # (tests/test_hardening.py's ONE_WORKER: its kernel is compiled once)
 def test_user_function_matches_the_builtin_bit_for_bit():
     user = fg.compare(DISTRIBUTION, fg.Function(uf.square, uf.square_derivative), n=300_000, seed=4)
     builtin = fg.compare(DISTRIBUTION, "square", n=300_000, seed=4)

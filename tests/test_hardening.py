@@ -113,12 +113,14 @@ def test_bad_parameters_are_refused_naming_them(name):
 
 # --- a user function that raises during the draws -------------------------------------------------------
 
-RAISING = fg.Function(user_functions.raises_above_five, user_functions.square_derivative)
+RAISING = fg.Function(user_functions.raises_above_five, user_functions.raises_above_five_derivative)
 
 
-#: The tests of RAISING and ALWAYS_NAN run on one worker (--dist loadgroup): kernels specialised on a user's
-#: function are compiled in each process that runs them (Numba cannot cache them), 4-6 s each here.
-ONE_WORKER = pytest.mark.xdist_group("hardening-user-functions")
+#: The tests of RAISING (and of its NaN side, ALWAYS_NAN below) run on one worker (--dist loadgroup), with the other
+#: tests of tests/user_functions.py's square (test_estimators, test_jobs, test_reference_results): kernels
+#: specialised on a user's function are compiled in each process that runs them (Numba cannot cache them), 4-14 s
+#: each here.
+ONE_WORKER = pytest.mark.xdist_group("user-functions")
 
 
 @ONE_WORKER
@@ -161,8 +163,8 @@ def test_draws_finished_before_the_function_raised_are_in_the_checkpoint(tmp_pat
 
 @ONE_WORKER
 def test_the_cli_exits_3_naming_the_function(capsys):
-    status = cli.main(["compare", "--f", "user_functions:raises_above_five", "--df", "user_functions:square_derivative",
-                       "-n", "1e7", "--seed", "0"])  # fmt: skip
+    status = cli.main(["compare", "--f", "user_functions:raises_above_five",
+                       "--df", "user_functions:raises_above_five_derivative", "-n", "1e7", "--seed", "0"])  # fmt: skip
     assert status == cli.USER_FUNCTION_FAILED == 3
     assert "the function 'raises_above_five' raised ValueError: x above 5" in capsys.readouterr().err
 
@@ -224,13 +226,15 @@ def test_user_functions_of_the_wrong_shape_are_refused_when_made(name):
 
 # --- nan_policy="omit" with nothing left to average: an error, never a mean of 0 --------------------------
 
-ALWAYS_NAN = fg.Function(user_functions.always_nan, user_functions.always_nan)
+#: NaN at every draw of N(-100, 1): RAISING's function and derivative (its kernels are the raising tests').
+ALWAYS_NAN = RAISING
+NAN_EVERYWHERE = fg.Normal(-100.0, 1.0)
 
 
 @ONE_WORKER
 @pytest.mark.parametrize("kind", ["compare", "estimate", "curve", "variants"])
 def test_omit_with_every_draw_non_finite_is_an_error(kind):
-    normal = fg.Normal(0.0, 1.0)
+    normal = NAN_EVERYWHERE
     calls = {
         "compare": lambda: fg.compare(normal, ALWAYS_NAN, 10**5, seed=0, nan_policy="omit"),
         "estimate": lambda: fg.estimate(normal, ALWAYS_NAN, 10**5, estimator="score", seed=0, nan_policy="omit"),
@@ -244,8 +248,9 @@ def test_omit_with_every_draw_non_finite_is_an_error(kind):
 
 @ONE_WORKER
 def test_the_cli_exits_1_when_omit_leaves_nothing(capsys):
-    status = cli.main(["compare", "--f", "user_functions:always_nan", "--df", "user_functions:always_nan",
-                       "-n", "1e5", "--seed", "0", "--nan-policy", "omit"])  # fmt: skip
+    status = cli.main(["compare", "--loc", "-100", "--f", "user_functions:raises_above_five",
+                       "--df", "user_functions:raises_above_five_derivative", "-n", "1e5", "--seed", "0",
+                       "--nan-policy", "omit"])  # fmt: skip
     assert status == 1 and "leaving 0" in capsys.readouterr().err
 
 
@@ -326,8 +331,7 @@ RESULTS = {
     "curve": lambda: fg.variance_curve(fg.Normal(2.0, 1.0), "square", [4, 40], repeats=20, seed=0),
     "curve-variants": lambda: fg.variance_curve(fg.Normal(2.0, 1.0), "square", [4, 40], repeats=20, seed=0,
                                                 estimators=["score+loo(4)", "score+optimal-baseline"], pilot=1_000),
-    "curve-diagnormal": lambda: fg.variance_curve(_DIAG, fg.functions.sum_of_squares(), [4, 40], repeats=20, seed=0,
-                                                  estimators=["score", "pathwise+antithetic"]),
+    "curve-diagnormal": lambda: fg.variance_curve(_DIAG, fg.functions.sum_of_squares(), [4, 40], repeats=20, seed=0),
     "merged-compare-variants": lambda: _merged(lambda **shard: fg.compare(fg.Normal(2.0, 1.0), "square", 200_000,
                                                                           seed=0, estimators=_VARIANTS, **shard)),
     "merged-curve-variants": lambda: _merged(lambda **shard: fg.variance_curve(

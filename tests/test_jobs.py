@@ -490,6 +490,7 @@ def test_mpi_a_rank_that_fails_otherwise_stops_every_rank_naming_it(tmp_path):
     assert (tmp_path / "rank1.txt").read_text() == "MemoryError no room"
 
 
+@pytest.mark.xdist_group("user-functions")  # (tests/test_hardening.py's ONE_WORKER: its kernel is compiled once)
 def test_variant_shards_of_a_user_function_merge_bit_identically(tmp_path):
     """The pilot's coefficients travel in the partial results: merge needs no function to recompute them."""
     import user_functions as uf

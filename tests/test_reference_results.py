@@ -11,7 +11,16 @@ from reference_results import cases, run_case
 REFERENCE = json.loads((Path(__file__).parent / "data" / "reference_results.json").read_text())["cases"]
 
 
-@pytest.mark.parametrize("name", list(cases()))
+#: Cases whose kernel other tests compile too, on the worker that runs them (tests/test_hardening.py's ONE_WORKER):
+#: a user function's kernel is compiled in every process that runs it.
+USER_FUNCTIONS_WORKER = ("variants-user-scale",)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.xdist_group("user-functions")) if n in USER_FUNCTIONS_WORKER else n
+     for n in cases()],
+)  # fmt: skip
 def test_every_float_matches_the_reference_file(name):
     expected = REFERENCE[name]
     got = run_case(name)

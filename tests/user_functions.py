@@ -34,16 +34,23 @@ def nan_above_one_derivative(x):
 
 @numba.njit
 def raises_above_five(x):
-    """x**2, but raises for x > 5: about once in 3.5 million standard normal draws."""
+    """x**2, but raises for x > 5 (about once in 3.5 million standard normal draws) and is NaN for x < -50.
+
+    One function for the tests of a function that raises (draws from N(0, 1)) and of draws that are all NaN
+    (from N(-100, 1)): kernels specialised on a user's function compile in every process that runs them, so the
+    two kinds of test share theirs (18 s of a cold suite run).
+    """
     if x > 5.0:
         raise ValueError("x above 5")
+    if x < -50.0:
+        return math.nan
     return x * x
 
 
 @numba.njit
-def always_nan(x):
-    """NaN everywhere: nothing is left to average under nan_policy="omit"."""
-    return math.nan
+def raises_above_five_derivative(x):
+    """The derivative of :func:`raises_above_five` where it is defined: 2 x, NaN for x < -50."""
+    return math.nan if x < -50.0 else 2.0 * x
 
 
 # --- functions of fastgrad.math: they type on 4-lane vectors, so the kernels run them four draws at a time ---
