@@ -65,6 +65,7 @@ from fastgrad.categorical import Categorical  # noqa: E402
 from fastgrad.dirichlet import Beta, Dirichlet  # noqa: E402
 from fastgrad.gamma import Gamma  # noqa: E402
 from fastgrad.laplace import Laplace  # noqa: E402
+from fastgrad.mvn import MultivariateNormal  # noqa: E402
 from fastgrad.poisson import Poisson  # noqa: E402
 
-__all__ += ["Beta", "Categorical", "Dirichlet", "Gamma", "Laplace", "Poisson"]
+__all__ += ["Beta", "Categorical", "Dirichlet", "Gamma", "Laplace", "MultivariateNormal", "Poisson"]

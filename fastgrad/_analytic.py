@@ -737,7 +737,7 @@ def _loo_moments(family, params, h, q, group, extra_variance=0):
     return float(cov), float(loo_variance(mu22, cov, var_f, var_s, group))
 
 
-def grid_moments(distribution, specs, coefficients, wrt, weights, fx, scores, paths=None, weak=None):
+def grid_moments(distribution, specs, coefficients, wrt, weights, fx, scores, paths=None, weak=None, mirror=None):
     """Exact mean and per-draw variance of each specification from per-draw values on a weighted grid.
 
     A joint family's exact engine (Beta, Dirichlet, Categorical): the law of
@@ -747,14 +747,19 @@ def grid_moments(distribution, specs, coefficients, wrt, weights, fx, scores, pa
     ``paths[r]`` and measure-valued value ``weak[r]`` (the same law coupled
     or not). A score value is ``f s_r - sum_k B[r, k] s_k`` with the run's
     coefficients ``B`` (a vector of baselines is its diagonal); ``loo(K)``
-    comes from the moments of ``(f, s_r)`` (:func:`loo_variance`). Returns
-    the list :func:`variant_moments` does: floats per parameter, or lists
-    over components for a distribution with ``dim``.
+    comes from the moments of ``(f, s_r)`` (:func:`loo_variance`). For
+    symmetric noise, ``mirror[k]`` is the point at the noise of point ``k``
+    negated (with the same weight): an antithetic value is the mean of a
+    point's value and its mirror's. Returns the list :func:`variant_moments`
+    does: floats per parameter, or lists over components for a distribution
+    with ``dim``.
     """
     import numpy as np
 
+    from fastgrad.estimators import parameter_sizes
+
     parameters = distribution.parameters
-    dim = getattr(distribution, "dim", 1)
+    sizes = parameter_sizes(distribution)
 
     def moments(values):
         mean = float(weights @ values)
@@ -769,10 +774,11 @@ def grid_moments(distribution, specs, coefficients, wrt, weights, fx, scores, pa
         for parameter in wrt:
             j = parameters.index(parameter)
             pairs = []
-            for i in range(dim):
-                r = j * dim + i
+            paired = (lambda v: 0.5 * (v + v[mirror])) if spec.antithetic else (lambda v: v)
+            for i in range(sizes[j]):
+                r = sum(sizes[:j]) + i
                 if spec.base == "pathwise":
-                    pairs.append(moments(paths[r]))
+                    pairs.append(moments(paired(paths[r])))
                 elif spec.base == "measure-valued":
                     pairs.append(moments(weak[r]))
                 elif spec.baseline == "loo":
@@ -786,7 +792,7 @@ def grid_moments(distribution, specs, coefficients, wrt, weights, fx, scores, pa
                     if coef is not None:
                         width = coef.shape[1]  # (controls: the distribution's own parameters' scores)
                         values = values - coef[r] @ scores[:width]
-                    pairs.append(moments(values))
+                    pairs.append(moments(paired(values)))
             vector = hasattr(distribution, "dim")
             result[parameter] = ([p[0] for p in pairs], [p[1] for p in pairs]) if vector else pairs[0]
         out.append(result)

@@ -403,8 +403,9 @@ def _analytic(plan, coefficients):
         found = _exact_values(plan, coefficients)
     except (OverflowError, ZeroDivisionError, FloatingPointError) as error:
         return None, f"the exact values do not fit a float64 ({type(error).__name__}: {error})"
-    if found is None:
-        return None, None
+    if found is None or all(values is None for values in found):  # (a family may say why it has none here)
+        why = getattr(plan.distribution, "exact_values_note", None)
+        return None, why(plan.function) if why is not None else None
     kept = [values if values is None or _finite(values) else None for values in found]
     if all(values is None for values in kept) and any(values is not None for values in found):
         return None, "the exact values do not fit a float64 (they overflow)"

@@ -109,8 +109,8 @@ def estimate_text(r):
 
 def _vector_estimate_text(r):
     lines = [header(f"fastgrad.estimate ({r.estimator})", r)]
-    shown = min(r.dim, 5)
     for p in r.wrt:
+        shown = min(len(r.mean[p]), 5)
         truth = ""
         if r.analytic_total_variance is not None:
             truth = f"   (analytic {fmt(r.analytic_total_variance[p], 8)})"
@@ -202,11 +202,12 @@ def _variants_text(c):
 
 def _vector_comparison_text(c):
     lines = [header("fastgrad.compare", c)]
-    shown = min(c.dim, 5)
     reference = c.results[c.reference_index]
     for p in c.wrt:
+        size = len(reference.mean[p])
+        shown = min(size, 5)
         lines.append("")
-        lines.append(f"d/d{p}_i E[f(x)]: total (trace) per-draw variance over the {c.dim} components")
+        lines.append(f"d/d{p}_i E[f(x)]: total (trace) per-draw variance over the {size} components")
         for r in c.results:
             truth = ""
             if r.analytic_total_variance is not None:

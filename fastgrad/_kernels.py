@@ -574,7 +574,7 @@ def _ol_buffers(key, run):
 
         def vector_general(key, run):
             draws = run.per_block * run.group * _width(key, run.dim)
-            n_pairs = _n_params(key) * run.dim
+            n_pairs = _n_pairs(key, run.dim)
             size = _draw_size(key, run.dim)
             return (
                 np.empty((run.kinds.size * n_pairs, run.per_block)),
@@ -1326,6 +1326,26 @@ def _path_value(key, grads, i, q, r):
     _kernel_only("_path_value")
 
 
+def _mirrored_path_value(key, gradb, i, q, r):
+    """Return the antithetic draw's pathwise value of ``r``: ``gradb[i] * q[3, r]``, or a joint family's ``q[3, r]``."""
+    _kernel_only("_mirrored_path_value")
+
+
+def _n_pairs(key, dim):
+    """(Parameter, component) pairs ``R``: ``P * dim``, or the sum of the joint family's parameter sizes."""
+    _kernel_only("_n_pairs")
+
+
+def _offset(key, j, dim):
+    """Position of parameter ``j``'s first component among the ``R`` pairs: ``j * dim``, or the joint family's."""
+    _kernel_only("_offset")
+
+
+def _size(key, j, dim):
+    """Components of parameter ``j``: ``dim``, or the joint family's."""
+    _kernel_only("_size")
+
+
 def _weak_noise(key, state, words, noise, scratch, m, theta):
     """Draw the decoupled negative sides' noise: the family's own, from the second auxiliary stream (none: joint)."""
     _kernel_only("_weak_noise")
@@ -1349,6 +1369,21 @@ def _joint(key):
 def _ol_draw_mirrored(key, f, df, noise, base, theta, dim, active, flags, weights, fparams, xb, gradb, q):
     if not FAMILIES[key.family].symmetric:  # (never called: antithetic pairs are refused; nothing to compile)
         return lambda key, f, df, noise, base, theta, dim, active, flags, weights, fparams, xb, gradb, q: 0.0
+    joint = _joint(key)
+    if joint is not None:
+        mirror_draw, mirror_factors = joint.mirrored
+
+        def whole(key, f, df, noise, base, theta, dim, active, flags, weights, fparams, xb, gradb, q):
+            fb = 0.0
+            mirror_draw(noise, base, theta, xb)
+            if flags[F_F]:
+                fb = _draw_value(key, f, xb, weights, fparams)
+            if flags[F_DF]:
+                _draw_gradient(key, df, xb, weights, fparams, gradb)
+            mirror_factors(noise, base, xb, gradb, theta, active, dim, flags[F_F] != 0, flags[F_DF] != 0, q)
+            return fb
+
+        return whole
 
     def components(key, f, df, noise, base, theta, dim, active, flags, weights, fparams, xb, gradb, q):
         fb = 0.0
@@ -1531,6 +1566,57 @@ def _ol_path_value(key, grads, i, q, r):
     return lambda key, grads, i, q, r: q[2, r]
 
 
+@overload(_mirrored_path_value, inline="always")
+def _ol_mirrored_path_value(key, gradb, i, q, r):
+    if _joint(key) is None:
+        return lambda key, gradb, i, q, r: gradb[i] * q[3, r]
+    return lambda key, gradb, i, q, r: q[3, r]
+
+
+def _sizes_of(key):
+    """Return the joint family's ``sizes(j, dim)`` core, or None where every parameter has ``dim`` components."""
+    joint = _joint(key)
+    return None if joint is None else joint.sizes
+
+
+@overload(_n_pairs, inline="always")
+def _ol_n_pairs(key, dim):
+    sizes = _sizes_of(key)
+    if sizes is None:
+        return lambda key, dim: _n_params(key) * dim
+
+    def summed(key, dim):
+        total = 0
+        for j in range(_n_params(key)):
+            total += sizes(j, dim)
+        return total
+
+    return summed
+
+
+@overload(_offset, inline="always")
+def _ol_offset(key, j, dim):
+    sizes = _sizes_of(key)
+    if sizes is None:
+        return lambda key, j, dim: j * dim
+
+    def summed(key, j, dim):
+        total = 0
+        for k in range(j):
+            total += sizes(k, dim)
+        return total
+
+    return summed
+
+
+@overload(_size, inline="always")
+def _ol_size(key, j, dim):
+    sizes = _sizes_of(key)
+    if sizes is None:
+        return lambda key, j, dim: dim
+    return lambda key, j, dim: sizes(j, dim)
+
+
 @block_filler
 def _vector_general_block(
     key, f, df, state, aux, aux_normal, words, noise, scratch, aux_words, aux_noise, m_units, group, dim, theta,
@@ -1543,8 +1629,7 @@ def _vector_general_block(
     factors, coupled and decoupled weak-derivative values, and the
     leave-one-out group sums of ``s`` and ``f s``.
     """
-    n_params = _n_params(key)
-    n_pairs = n_params * dim
+    n_pairs = _n_pairs(key, dim)
     draws = m_units * group
     width = _width(key, dim)
     _draw_noise(key, state, words, noise, scratch, draws, dim, theta)
@@ -1590,8 +1675,9 @@ def _vector_general_block(
                 if kind == LOO:
                     continue
                 for j in active:
-                    for i in range(dim):
-                        r = j * dim + i
+                    first = _offset(key, j, dim)
+                    for i in range(_size(key, j, dim)):
+                        r = first + i
                         if kind == SCORE:
                             v = fx * q[0, r]
                             if has_coef[s] == 1:
@@ -1610,7 +1696,7 @@ def _vector_general_block(
                         elif kind == PATHWISE:
                             v = _path_value(key, grads, i, q, r)
                             if mirror[s]:
-                                v = 0.5 * (v + gradb[i] * q[3, r])
+                                v = 0.5 * (v + _mirrored_path_value(key, gradb, i, q, r))
                         elif kind == MEASURE_VALUED:
                             v = q[4, r] if coupled[s] else q[5, r]
                         else:  # CONTROL
@@ -1618,8 +1704,9 @@ def _vector_general_block(
                         values[s * n_pairs + r, u] += v
         for s in range(n_specs):
             for j in active:
-                for i in range(dim):
-                    r = j * dim + i
+                first = _offset(key, j, dim)
+                for i in range(_size(key, j, dim)):
+                    r = first + i
                     if kinds[s] == LOO:
                         values[s * n_pairs + r, u] = (group * q[7, r] - sum_f * q[6, r]) * pairs
                     elif group > 1:
@@ -1756,23 +1843,25 @@ class Kernel:
             self.dispatcher(self.key, self.f, self.df, self.run, sink, out, 0, 0)
 
 
-def kernel_arguments(specs, n_params, coefficients, dim=1, vector=False):
+def kernel_arguments(specs, n_params, coefficients, dim=1, vector=False, n_pairs=None):
     """Run-time arrays describing the specifications: kinds, mirror, coupled, coef, has_coef, flags.
 
     ``specs`` are :class:`~fastgrad.estimators.EstimatorSpec` (or ``"control"``,
     the pilot's score-factor rows); ``coefficients[s]`` is the ``(P, P)``
     matrix ``B`` of a score specification (None for none). For the
-    ``vector-general`` filler (``vector``), it is a vector of ``P * dim``
-    baselines (``has_coef`` 1) or the ``(P * dim, P * dim)`` control-variate
-    matrix (``has_coef`` 2).
+    ``vector-general`` filler (``vector``), it is a vector of ``R`` baselines
+    (``has_coef`` 1) or the ``(R, R)`` control-variate matrix (``has_coef``
+    2), ``R = n_pairs`` (``P * dim`` unless the family's parameters have
+    sizes of their own).
     """
+    n_pairs = n_params * dim if n_pairs is None else n_pairs
     n_specs = len(specs)
     kinds = np.empty(n_specs, np.int64)
     mirror = np.zeros(n_specs, np.int64)
     coupled = np.zeros(n_specs, np.int64)
     if vector:
         full = any(c is not None and np.ndim(c) == 2 for c in (coefficients or ()))
-        coef = np.zeros((n_specs, n_params * dim, n_params * dim if full else 1))
+        coef = np.zeros((n_specs, n_pairs, n_pairs if full else 1))
     else:
         coef = np.zeros((n_specs, n_params, n_params))
     has_coef = np.zeros(n_specs, np.int64)
@@ -1812,16 +1901,23 @@ def kernel_arguments(specs, n_params, coefficients, dim=1, vector=False):
 
 
 def make_run(theta, fparams, specs, n_params, coefficients, active, rows, *, seed, n_units, group=1, dim=1,
-             weights=None, stream_base=0, vector=False):  # fmt: skip
-    """Return the :class:`Run` of a run: its streams, units, parameters, specifications and kept rows."""
-    kinds, mirror, coupled, coef, has_coef, flags = kernel_arguments(specs, n_params, coefficients, dim, vector)
+             weights=None, stream_base=0, vector=False, n_pairs=None):  # fmt: skip
+    """Return the :class:`Run` of a run: its streams, units, parameters, specifications and kept rows.
+
+    ``n_pairs`` is the family's (parameter, component) count where its
+    parameters' sizes differ (else ``n_params * dim``): a block then holds as
+    many units as ``n_pairs / n_params`` components each would.
+    """
+    kinds, mirror, coupled, coef, has_coef, flags = kernel_arguments(specs, n_params, coefficients, dim, vector,
+                                                                     n_pairs)  # fmt: skip
+    block_dim = dim if n_pairs is None else max(dim, -(-n_pairs // n_params))
     return Run(
         seed=np.uint64(seed),
         first_chunk=np.int64(0),
         stream_base=np.uint64(stream_base),
         n_units=np.int64(n_units),
         per_chunk=np.int64(units_per_chunk(dim, group)),
-        per_block=np.int64(units_per_block(dim, group)),
+        per_block=np.int64(units_per_block(block_dim, group)),
         group=np.int64(group),
         dim=np.int64(dim),
         theta=theta,

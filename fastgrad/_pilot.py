@@ -11,19 +11,21 @@ stays unbiased. From the pilot's per-draw ``g_j = f s_j`` and ``s_k``::
 import numpy as np
 
 from fastgrad._kernels import PILOT_STREAMS, run_records
+from fastgrad.estimators import parameter_sizes
 
 
 def coefficients(plan, pilot, seed):
     """Per specification of ``plan``, its coefficients or None.
 
     For a scalar family, a ``P x P`` matrix ``B``: ``baseline(b)`` is ``b``
-    times the identity. For a multivariate one (``R = P * dim`` score
-    components ``r = j * dim + i``), a vector of ``R`` baselines, or the
+    times the identity. For a multivariate one (``R`` score components,
+    :attr:`~fastgrad.estimators.Plan.n_pairs`: ``P * dim`` unless the
+    parameters' sizes differ), a vector of ``R`` baselines, or the
     ``R x R`` control-variate matrix. ``optimal-baseline`` and ``cv`` are
     estimated on ``pilot`` draws of the pilot streams (only when one of them
     is in the plan).
     """
-    n_pairs = len(plan.parameters) * plan.dim
+    n_pairs = plan.n_pairs
     estimated = None
     if plan.needs_pilot:
         pilot_plan = plan.pilot_plan()
@@ -79,11 +81,11 @@ def solve(record, pilot_plan):
         for k in range(j + 1, n_pairs):
             cov_s[j, k] = cov_s[k, j] = c11(n_pairs + j, n_pairs + k) / (n - 1)
     cov_gs = np.array([[c11(j, n_pairs + k) / (n - 1) for k in range(n_pairs)] for j in range(n_pairs)])
-    # Controls: the distribution's own parameters' score components (r = j * dim + i, j < P). A natural
+    # Controls: the distribution's own parameters' score components (the first ones: j < P). A natural
     # parameter's score is a multiple of its parameter's (eps**2 - 1 against (eps**2 - 1) / scale): as a control
     # it would add nothing and make the covariance singular.
     base = getattr(pilot_plan.distribution, "distribution", pilot_plan.distribution)
-    controls = len(base.parameters) * pilot_plan.dim
+    controls = sum(parameter_sizes(base))
     # A Categorical's scores sum to zero with weights probs (one linear dependency): there the minimum-norm
     # least-squares coefficients give the same control, the projection of g on the scores' span. Elsewhere the plain
     # solve, as before.

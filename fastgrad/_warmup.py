@@ -52,7 +52,7 @@ def cases():
                 distribution, function, [8], repeats=2, seed=0, estimators=e, threads=1)))  # fmt: skip
 
     for cls in DISTRIBUTIONS:
-        if cls is fg.Dirichlet:  # (a function of a vector: below)
+        if cls in (fg.Dirichlet, fg.MultivariateNormal):  # (functions of a vector: below)
             continue
         distribution = fg.Categorical([0.5, 0.5]) if cls is fg.Categorical else cls()
         default = ["score"] if cls.__name__ == "Bernoulli" else None
@@ -62,6 +62,8 @@ def cases():
     for function in (functions.linear_form([1.0, 1.0]), functions.sum_of_squares(), functions.sum_cos()):
         runs("diagnormal", function.builtin.name, diag, function, None, vector=True)
         runs("dirichlet", function.builtin.name, fg.Dirichlet([1.0, 1.0]), function, None, vector=True)
+        runs("mvn", function.builtin.name, fg.MultivariateNormal([0.0, 0.0], [[1.0, 0.0], [0.5, 1.0]]), function,
+             None, vector=True)  # fmt: skip
     rows.append(Case("normal", "linear", "noise", "sum", lambda: _kernels.normal_sum(1, 0)))
     return rows
 

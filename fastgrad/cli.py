@@ -115,6 +115,17 @@ def _reals(text):
     return values if len(values) > 1 else values[0]
 
 
+def _matrix(text):
+    """Read a matrix: rows separated by ';', entries by ',' (for MultivariateNormal's --scale-tril)."""
+    try:
+        rows = [[float(part) for part in row.split(",")] for row in text.split(";")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a matrix, rows separated by ';' and entries by ',' (e.g. '1,0;0.5,2'); got {text!r}"
+        ) from None
+    return rows
+
+
 def _seed(text):
     digits = text.strip().replace("_", "")
     try:  # decimal (leading zeros allowed: 007 is 7), or 0x / 0o / 0b
@@ -249,6 +260,11 @@ def _common(parser):
             users = [other for other, c in families.items() if parameter in c.family.parameters]
             default = cls.__dataclass_fields__[parameter].default
             default = "required" if isinstance(default, type(dataclasses.MISSING)) else f"default: {default:g}"
+            if parameter in MATRIX_PARAMETERS:
+                group.add_argument(f"--{parameter.replace('_', '-')}", dest=parameter, type=_matrix, default=None,
+                                   help=f"{name}: {parameter}, a matrix: rows separated by ';', entries by ',' "
+                                   f"(e.g. '1,0;0.5,2'; {default})")  # fmt: skip
+                continue
             group.add_argument(
                 f"--{parameter}",
                 type=_reals,
@@ -262,8 +278,8 @@ def _common(parser):
         "--dim",
         type=int,
         default=None,
-        help="diagnormal, dirichlet, categorical: number of components, when --loc/--scale/--concentration/--probs "
-        "are one number",
+        help="diagnormal, dirichlet, categorical, mvn: number of components, when --loc/--scale/--concentration/"
+        "--probs are one number",
     )
     group.add_argument(
         "--f",
@@ -528,6 +544,10 @@ def _warmup(args, prog):
     return 0
 
 
+#: Parameters given as matrices on the command line (``--scale-tril '1,0;0.5,2'``).
+MATRIX_PARAMETERS = ("scale_tril",)
+
+
 def _families():
     """``--dist`` name -> distribution class, from the package's registry (plus DiagNormal)."""
     from fastgrad.distributions import DISTRIBUTIONS, DiagNormal
@@ -546,6 +566,8 @@ def _distribution(args):
     values = {option: getattr(args, option) for option in cls.family.parameters if getattr(args, option) is not None}
     if args.dist == "diagnormal":
         values = _diag_values(values, args.dim)
+    elif args.dist == "mvn":
+        values = _mvn_values(values, args.dim)
     elif args.dist in ("dirichlet", "categorical"):
         values = _vector_parameter(cls.family.parameters[0], args.dist, values, args.dim)
     else:
@@ -557,7 +579,7 @@ def _distribution(args):
     try:
         return cls(**values)
     except (TypeError, ValueError) as error:
-        raise UsageError(f"argument --{str(error).split()[0].split('[')[0]}: {error}") from None
+        raise UsageError(f"argument --{str(error).split()[0].split('[')[0].replace('_', '-')}: {error}") from None
 
 
 def _is_vector(cls):
@@ -583,6 +605,17 @@ def _vector_parameter(name, dist, values, dim):
     if dim is None:
         raise UsageError(f"argument --{name}: one number needs --dim K (the number of components)")
     return {name: [value] * dim}
+
+
+def _mvn_values(values, dim):
+    """MultivariateNormal's loc (a list, or a number repeated to D) and scale_tril (required): D from either."""
+    if values.get("scale_tril") is None:
+        raise UsageError("argument --scale-tril: required with --dist mvn (a D x D lower-triangular matrix)")
+    size = len(values["scale_tril"])
+    if dim is not None and dim != size:
+        raise UsageError(f"arguments --scale-tril/--dim: sizes differ: {sorted({dim, size})}")
+    loc = values.get("loc", 0.0)
+    return {"loc": loc if isinstance(loc, list) else [loc] * size, "scale_tril": values["scale_tril"]}
 
 
 def _diag_values(values, dim):

@@ -354,6 +354,13 @@ class Dirichlet(_GammaRows):
         exact = getattr(function, "component_exact", None)
         return None if exact is None else [exact(i, self.dim) for i in range(self.dim)]
 
+    def exact_values_note(self, function):
+        """Why a run of ``function`` has no exact values (None: it has them, or it is a user's function)."""
+        if self.dim > MAX_EXACT_COMPONENTS and self.component_functions(function) is not None:
+            return (f"exact values are computed for K <= {MAX_EXACT_COMPONENTS} (a quadrature over the K Gamma "
+                    f"draws); this distribution has K = {self.dim}")  # fmt: skip
+        return None
+
     def to_dict(self):
         """JSON-ready description."""
         return {"family": "Dirichlet", "concentration": list(self.concentration)}

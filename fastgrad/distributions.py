@@ -163,6 +163,17 @@ class Joint:
         For a scalar draw: ``(c, x_plus, x_coupled, x_decoupled)`` of the
         measure-valued gradient of (parameter ``j``, component ``i``), from
         the draw and three uniforms on (0, 1] (the Categorical's).
+    sizes : core ``(j, dim)``, optional
+        Components of parameter ``j`` where they differ from ``dim`` (the
+        MultivariateNormal's ``scale_tril`` has ``dim (dim + 1) / 2``): the
+        pairs ``r`` above are then numbered ``o_j + i``, ``o_j`` the sizes of
+        the parameters before ``j`` summed.
+    mirrored : (core, core), optional
+        For noise symmetric about 0, the antithetic draw (noise ``-eps``):
+        ``(noise, base, theta, xb)`` writes it into ``xb``;
+        ``(noise, base, xb, gradb, theta, active, dim, scores, paths, q)``
+        its scores into ``q[1]`` (where ``scores``) and its pathwise values
+        into ``q[3]`` (where ``paths``; ``gradb`` its gradient of ``f``).
     """
 
     width: tuple
@@ -173,6 +184,8 @@ class Joint:
     paths: object
     moments: object = None
     weak: object = None
+    sizes: object = None
+    mirrored: object = None
 
 
 @serial

@@ -288,9 +288,15 @@ class Plan:
         ``compare``/``estimate`` without ``estimators=``: the classic results and fingerprints.
     dim, group : int
         Components of one draw, and draws per leave-one-out group (1 without ``loo``).
+    sizes : tuple of int
+        Components of each of the family's parameters, in kernel order:
+        ``dim`` each, or the family's own (``parameter_sizes``: a
+        MultivariateNormal's ``loc`` has D, its ``scale_tril`` D (D + 1) / 2).
     rows : numpy.ndarray
         Kernel value row of each kept (specification, parameter, component),
-        in that order: row ``(k * P + j) * dim + i``, with ``k`` the
+        in that order: row ``k * R + o_j + i``, with ``R`` the sum of the
+        sizes, ``o_j`` the sum of those before parameter ``j`` (so
+        ``(k * P + j) * dim + i`` where every size is ``dim``), and ``k`` the
         specification's index (general filler) or kind (score 0, pathwise 1:
         the plain and vector fillers).
     pair_x, pair_y : numpy.ndarray
@@ -306,6 +312,7 @@ class Plan:
     classic: bool
     dim: int
     group: int
+    sizes: tuple
     rows: np.ndarray
     pair_x: np.ndarray
     pair_y: np.ndarray
@@ -327,7 +334,8 @@ class Plan:
         name = type(getattr(distribution, "distribution", distribution)).__name__
         dim = getattr(distribution, "dim", 1)
         for spec in specs:
-            _check_spec(spec, family, name, function, dim, many=not classic)
+            _check_spec(spec, family, name, function, dim, many=not classic,
+                        n_pairs=sum(parameter_sizes(distribution)))  # fmt: skip
         reference = None
         if compare:
             ref = parse_estimator("pathwise" if family.pathwise and function.has_derivative else "score")
@@ -343,15 +351,17 @@ class Plan:
     @classmethod
     def _laid_out(cls, distribution, function, specs, wrt, reference, classic, dim, group, pairs=None):
         parameters = distribution.parameters
-        n_params = len(parameters)
         # Value rows: the general fillers number them by specification; the plain and vector fillers
         # by kind (score 0, pathwise 1), so their loops store to rows fixed when they compile.
         by_kind = distribution.family.joint is None and all(not isinstance(spec, str) and spec.plain for spec in specs)
         order = [ESTIMATORS.index(spec.base) if by_kind else s for s, spec in enumerate(specs)]
-        rows = [(order[s] * n_params + parameters.index(p)) * dim + i for s in range(len(specs)) for p in wrt
-                for i in range(dim)]  # fmt: skip
+        sizes = parameter_sizes(distribution)
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        n_pairs = offsets[-1]
+        rows = [order[s] * n_pairs + offsets[parameters.index(p)] + i for s in range(len(specs)) for p in wrt
+                for i in range(sizes[parameters.index(p)])]  # fmt: skip
         if pairs is None:
-            per_spec = len(wrt) * dim
+            per_spec = sum(sizes[parameters.index(p)] for p in wrt)
             pairs = [(s * per_spec + k, reference * per_spec + k) for s in range(len(specs))
                      if reference is not None and s != reference for k in range(per_spec)]  # fmt: skip
         return cls(
@@ -363,6 +373,7 @@ class Plan:
             classic=classic,
             dim=dim,
             group=group,
+            sizes=sizes,
             rows=np.array(rows, np.int64),
             pair_x=np.array([x for x, _ in pairs], np.int64),
             pair_y=np.array([y for _, y in pairs], np.int64),
@@ -376,13 +387,13 @@ class Plan:
     def pilot_plan(self):
         """Lay out the pilot run: rows ``g_r = f s_r`` and ``s_r`` of every (parameter, component) ``r``.
 
-        With ``R = P * dim`` such pairs, rows ``0 .. R-1`` are ``g`` and
+        With ``R`` such pairs (:attr:`n_pairs`), rows ``0 .. R-1`` are ``g`` and
         ``R .. 2R-1`` are ``s``. For a control variate, pairs ``(g_r, s_k)``
         for every ``r, k`` give ``E[f s_r s_k]`` and pairs ``(s_r, s_k)``,
         ``r < k``, the score covariance; for baselines only, the pairs
         ``(g_r, s_r)``.
         """
-        n = len(self.parameters) * self.dim
+        n = self.n_pairs
         if self.needs_control_matrix or not self.multivariate:  # (scalar pilots keep their layout and bits)
             pairs = [(j, n + k) for j in range(n) for k in range(n)]
             pairs += [(n + j, n + k) for j in range(n) for k in range(j + 1, n)]
@@ -430,9 +441,30 @@ class Plan:
         name = spec.name if isinstance(spec, EstimatorSpec) else parse_estimator(spec).name
         return self.names.index(name)
 
+    @property
+    def n_pairs(self):
+        """``R``: (parameter, component) pairs of the family, every parameter's (the kernels' row stride)."""
+        return sum(self.sizes)
+
+    def size(self, parameter):
+        """Components of ``parameter``."""
+        return self.sizes[self.parameters.index(parameter)]
+
+    def offset(self, parameter):
+        """Position of ``parameter``'s first component among the family's ``R`` pairs."""
+        return sum(self.sizes[: self.parameters.index(parameter)])
+
+    def _wrt_offset(self, parameter):
+        """Position of ``parameter``'s first component among one specification's kept rows."""
+        return sum(self.size(p) for p in self.wrt[: self.wrt.index(parameter)])
+
+    @property
+    def _per_spec(self):
+        return sum(self.size(p) for p in self.wrt)
+
     def row(self, spec, parameter, component=0):
         """Position in :attr:`rows` (and in a record) of ``(spec, parameter, component)``."""
-        return (self.spec_index(spec) * len(self.wrt) + self.wrt.index(parameter)) * self.dim + component
+        return self.spec_index(spec) * self._per_spec + self._wrt_offset(parameter) + component
 
     def component_row(self, spec, parameter, component):
         """:meth:`row` with the component spelled out."""
@@ -444,7 +476,7 @@ class Plan:
         if self.reference is None or s == self.reference:
             return None
         index = s if s < self.reference else s - 1
-        return (index * len(self.wrt) + self.wrt.index(parameter)) * self.dim + component
+        return index * self._per_spec + self._wrt_offset(parameter) + component
 
     # -- the kernel ----------------------------------------------------------------------------
 
@@ -482,7 +514,7 @@ class Plan:
         run = make_run(theta, self.function.param_vector, self.specs, len(parameters), coefficients,
                        [parameters.index(p) for p in self.wrt], self.rows, seed=seed, n_units=n_units,
                        group=self.group, dim=self.dim, weights=weights, stream_base=stream_base,
-                       vector=filler == "vector-general")  # fmt: skip
+                       vector=filler == "vector-general", n_pairs=self.n_pairs)  # fmt: skip
         return Kernel(self.distribution.family.name, self.function, filler, sink, run)
 
     @property
@@ -512,9 +544,16 @@ def _check_weak_parameters(specs, family, name, wrt):
             )
 
 
-def _check_spec(spec, family, name, function, dim, many):
+def parameter_sizes(distribution):
+    """Components of each of a distribution's parameters, in kernel order (``dim`` each unless it says otherwise)."""
+    sizes = getattr(distribution, "parameter_sizes", None)
+    if sizes is not None:
+        return tuple(int(n) for n in sizes)
+    return (getattr(distribution, "dim", 1),) * len(distribution.parameters)
+
+
+def _check_spec(spec, family, name, function, dim, many, n_pairs):
     """Refuse, before any work, a specification the family or the function cannot give."""
-    n_pairs = len(family.parameters) * dim
     if spec.baseline == "cv" and n_pairs > MAX_CV_PAIRS:
         raise ValueError(
             f"estimators: {spec.name!r} at D = {dim}: the control variate on the whole score vector needs a "

@@ -630,7 +630,7 @@ def chunk_trace_sums(records, plan):
     out = np.zeros((len(records), len(plan.specs), len(plan.wrt)))
     for a in range(len(plan.specs)):
         for b, p in enumerate(plan.wrt):
-            columns = 2 + 4 * np.array([plan.row(a, p, i) for i in range(plan.dim)]) + 1
+            columns = 2 + 4 * np.array([plan.row(a, p, i) for i in range(plan.size(p))]) + 1
             out[:, a, b] = records[:, columns].sum(axis=1)
     return out
 
@@ -657,11 +657,11 @@ def _row_stats(plan, s, record):
     out = {key: {} for key in ("mean", "variance", "stderr", "variance_stderr", "third", "fourth")}
     lost = []  # (parameter, component, what): figures float64 cannot hold, made NaN
     for p in plan.wrt:
-        base = 2 + 4 * np.array([plan.row(s, p, i) for i in range(plan.dim)])
+        base = 2 + 4 * np.array([plan.row(s, p, i) for i in range(plan.size(p))])
         mean, m2, m3, m4 = record[base], record[base + 1], record[base + 2], record[base + 3]
         out["mean"][p] = mean.copy()
-        out["third"][p] = m3 / units if units else np.full(plan.dim, math.nan)
-        out["fourth"][p] = m4 / units if units else np.full(plan.dim, math.nan)
+        out["third"][p] = m3 / units if units else np.full(plan.size(p), math.nan)
+        out["fourth"][p] = m4 / units if units else np.full(plan.size(p), math.nan)
         if units > 1:
             unit_variance = m2 / (units - 1)
             central2 = m2 / units
@@ -669,7 +669,7 @@ def _row_stats(plan, s, record):
             out["stderr"][p] = np.sqrt(unit_variance / units)
             out["variance_stderr"][p] = group * np.sqrt(np.maximum(m4 / units - central2 * central2, 0.0) / units)
             if units < MIN_INTERVAL_SAMPLES:
-                out["variance_stderr"][p] = np.full(plan.dim, math.nan)
+                out["variance_stderr"][p] = np.full(plan.size(p), math.nan)
             squares, fourths = outside_float64(mean, unit_variance, m4)
             for i in np.flatnonzero(fourths):
                 lost.append((p, int(i), "variance" if squares[i] else "interval"))
@@ -677,7 +677,7 @@ def _row_stats(plan, s, record):
                 if squares[i]:
                     out["variance"][p][i] = out["stderr"][p][i] = math.nan
         else:
-            out["variance"][p] = out["stderr"][p] = out["variance_stderr"][p] = np.full(plan.dim, math.nan)
+            out["variance"][p] = out["stderr"][p] = out["variance_stderr"][p] = np.full(plan.size(p), math.nan)
     out["lost"] = lost
     return out
 
@@ -729,11 +729,10 @@ def _coefficient_dict(matrix, plan, full):
     if matrix is None:
         return None
     out = {}
-    dim = plan.dim
     for p in plan.wrt:
         j = plan.parameters.index(p)
         if plan.multivariate:  # per component: its baseline, or its coefficients on every score component
-            out[p] = np.array(matrix[j * dim : (j + 1) * dim], dtype=float)
+            out[p] = np.array(matrix[plan.offset(p) : plan.offset(p) + plan.size(p)], dtype=float)
         else:
             out[p] = [float(v) for v in matrix[j]] if full else float(matrix[j][j])
     return out
@@ -777,11 +776,11 @@ def comparison(plan, record, analytic, context, coefficients=None, pilot=0, trac
             ratio, ratio_ci = {}, {}
             for p in plan.wrt:
                 if s == ref:
-                    values = [(1.0, (math.nan, math.nan))] * plan.dim
+                    values = [(1.0, (math.nan, math.nan))] * plan.size(p)
                 else:
-                    values = [variance_ratio(record, plan, plan.pair(s, p, i)) for i in range(plan.dim)]
+                    values = [variance_ratio(record, plan, plan.pair(s, p, i)) for i in range(plan.size(p))]
                     values = [(v * scale, (lo * scale, hi * scale)) for v, (lo, hi) in values]
-                    for i in range(plan.dim):  # a variance float64 cannot hold: no ratio; without fourths: no interval
+                    for i in range(plan.size(p)):  # a variance float64 cannot hold: no ratio; no fourths: no interval
                         kinds = {kind for e in (s, ref) for q, k, kind in stats[e]["lost"] if (q, k) == (p, i)}
                         if kinds:
                             values[i] = (math.nan if "variance" in kinds else values[i][0], (math.nan, math.nan))
@@ -886,7 +885,7 @@ def _trace_point(plan, estimates, per, lost_here, confidence_z=Z95):
     squares = {}
     for s, e in enumerate(plan.names):
         for p in plan.wrt:
-            rows = [plan.row(s, p, i) for i in range(plan.dim)]
+            rows = [plan.row(s, p, i) for i in range(plan.size(p))]
             block = estimates[rows]
             mean = block.mean(axis=1)
             y = ((block - mean[:, None]) ** 2).sum(axis=0)

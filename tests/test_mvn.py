@@ -1,0 +1,148 @@
+"""MultivariateNormal(loc, scale_tril): exact values against closed forms, its sampler, its layout, bad input.
+
+Every (specification, mode) cell of the family is tests/test_matrix.py's; here what is particular to it.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import fastgrad as fg
+from fastgrad import cli
+from fastgrad.estimators import parse_estimator
+from fastgrad.mvn import exact_moments
+
+LOC = [1.0, -0.5, 2.0]
+L = [[0.8, 0.0, 0.0], [0.3, 1.2, 0.0], [-0.4, 0.5, 0.7]]
+LOWER = [(a, b) for a in range(3) for b in range(a + 1)]
+
+# One worker: the module's runs share the family's kernel (compiled once a process).
+pytestmark = pytest.mark.xdist_group("mvn")
+
+
+def _exact(distribution, function, specs):
+    return exact_moments(distribution, function, [parse_estimator(s) for s in specs], None, ("loc", "scale_tril"))
+
+
+@pytest.mark.parametrize("weights", [[1.0, 1.0, 1.0], [0.5, -2.0, 1.5]])
+def test_quadratic_form_means_and_pathwise_variances_match_closed_forms(weights):
+    """f = sum_a w_a x_a**2: E f = sum_a w_a (loc_a**2 + Sigma_aa), so d/dloc_a = 2 w_a loc_a, d/dL_ab = 2 w_a L_ab;
+    the pathwise values 2 w_a x_a and 2 w_a x_a eps_b have variances 4 w_a**2 Sigma_aa and
+    4 w_a**2 (loc_a**2 + Sigma_aa + L_ab**2) (Isserlis: E[x_a**2 eps_b**2] = loc_a**2 + Sigma_aa + 2 L_ab**2)."""
+    distribution = fg.MultivariateNormal(LOC, L)
+    scale, loc, w = np.array(L), np.array(LOC), np.array(weights)
+    sigma = np.diag(scale @ scale.T)
+    (score, pathwise) = _exact(distribution, fg.functions.quadratic(weights), ["score", "pathwise"])
+    loc_grad = 2 * w * loc
+    tril_grad = [2 * w[a] * scale[a, b] for a, b in LOWER]
+    for result in (score, pathwise):
+        np.testing.assert_allclose(result["loc"][0], loc_grad, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(result["scale_tril"][0], tril_grad, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(pathwise["loc"][1], 4 * w**2 * sigma, rtol=1e-12)
+    np.testing.assert_allclose(pathwise["scale_tril"][1],
+                               [4 * w[a] ** 2 * (loc[a] ** 2 + sigma[a] + scale[a, b] ** 2) for a, b in LOWER],
+                               rtol=1e-12)  # fmt: skip
+
+
+def test_sum_cos_means_match_the_marginals_closed_form():
+    """E cos(w x_a) = cos(w loc_a) exp(-w**2 Sigma_aa / 2): its gradient through loc_a, and through L_ab by
+    dSigma_aa/dL_ab = 2 L_ab (the rule converges to about 1e-13 for a smooth f)."""
+    omega = 0.7
+    distribution = fg.MultivariateNormal(LOC, L)
+    scale, loc = np.array(L), np.array(LOC)
+    sigma = np.diag(scale @ scale.T)
+    damp = np.exp(-(omega**2) * sigma / 2)
+    (pathwise,) = _exact(distribution, fg.functions.sum_cos(omega), ["pathwise"])
+    np.testing.assert_allclose(pathwise["loc"][0], -omega * np.sin(omega * loc) * damp, rtol=1e-12)
+    d_sigma = [-(omega**2) / 2 * np.cos(omega * loc[a]) * damp[a] * 2 * scale[a, b] for a, b in LOWER]
+    np.testing.assert_allclose(pathwise["scale_tril"][0], d_sigma, rtol=1e-11, atol=1e-14)
+
+
+def test_a_diagonal_scale_tril_draws_the_diagnormals_values():
+    """The same normals, loc_a + L_aa eps_a: the pathwise values wrt loc (df/dx_a) are the DiagNormal's, bit for bit."""
+    scales = [0.8, 1.2, 2.0]
+    diagonal = [[s if a == b else 0.0 for b in range(3)] for a, s in enumerate(scales)]
+    function = fg.functions.sum_of_squares()  # (the matrix test's kernels)
+    mvn = fg.estimate(fg.MultivariateNormal(LOC, diagonal), function, 3 * 65536, estimator="pathwise", seed=5,
+                      wrt="loc")  # fmt: skip
+    diag = fg.estimate(fg.DiagNormal(LOC, scales), function, 3 * 65536, estimator="pathwise", seed=5, wrt="loc")
+    assert mvn.mean["loc"].tolist() == diag.mean["loc"].tolist()
+    assert mvn.variance["loc"].tolist() == diag.variance["loc"].tolist()
+
+
+def test_results_hold_the_lower_triangle_row_by_row():
+    r = fg.compare(fg.MultivariateNormal(LOC, L), fg.functions.sum_of_squares(), 2**16, seed=1,
+                   estimators=["pathwise"])  # fmt: skip
+    assert r.pathwise.mean["loc"].shape == (3,) and r.pathwise.mean["scale_tril"].shape == (6,)
+    for k, (a, b) in enumerate(LOWER):  # d/dL_ab E[sum x**2] = 2 L_ab, within 5 standard errors
+        assert abs(r.pathwise.mean["scale_tril"][k] - 2 * L[a][b]) < 5 * r.pathwise.stderr["scale_tril"][k]
+    data = r.to_dict()
+    assert data["distribution"] == {"family": "MultivariateNormal", "loc": LOC, "scale_tril": L}
+
+
+def test_two_hundred_components_run_and_say_why_there_are_no_exact_values():
+    """D = 200 (20 300 pairs a specification): unbiased for the quadratic form's closed-form gradient."""
+    dim = 200
+    scale = np.tril(np.full((dim, dim), 0.01)) + np.eye(dim)
+    loc = np.linspace(-1.0, 1.0, dim)
+    r = fg.compare(fg.MultivariateNormal(loc, scale), fg.functions.sum_of_squares(), 2_000, seed=2,
+                   estimators=["pathwise"])  # fmt: skip
+    assert r.analytic_note.startswith("exact values are computed for D <= 3")
+    z_loc = (r.pathwise.mean["loc"] - 2 * loc) / r.pathwise.stderr["loc"]
+    rows, cols = np.tril_indices(dim)
+    z_tril = (r.pathwise.mean["scale_tril"] - 2 * scale[rows, cols]) / r.pathwise.stderr["scale_tril"]
+    # 20 300 z-scores of a correct estimator: none beyond 5.5 (probability about 1e-3 under normality)
+    assert np.abs(z_loc).max() < 5.5 and np.abs(z_tril).max() < 5.5
+
+
+BAD = {
+    "not-square": (lambda: fg.MultivariateNormal([0.0, 0.0], [[1.0, 0.0]]), ValueError, "scale_tril must be 2 x 2"),
+    "upper": (lambda: fg.MultivariateNormal([0.0, 0.0], [[1.0, 0.5], [0.0, 1.0]]), ValueError, "scale_tril[0][1]"),
+    "diagonal": (lambda: fg.MultivariateNormal([0.0, 0.0], [[1.0, 0.0], [0.5, 0.0]]), ValueError, "scale_tril[1][1]"),
+    "nan": (lambda: fg.MultivariateNormal([0.0, 0.0], [[1.0, 0.0], [math.nan, 1.0]]), ValueError, "scale_tril[1][0]"),
+    "loc-nan": (lambda: fg.MultivariateNormal([0.0, math.inf], [[1.0, 0.0], [0.0, 1.0]]), ValueError, "loc[1]"),
+    "flat": (lambda: fg.MultivariateNormal([0.0], [1.0]), TypeError, "scale_tril must be a D x D matrix"),
+    "too-many": (lambda: fg.MultivariateNormal([0.0] * 1001, np.eye(1001)), ValueError, "1 to 1000 components"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_parameters_are_refused_naming_them(name):
+    construct, exception, words = BAD[name]
+    with pytest.raises(exception) as caught:
+        construct()
+    assert words in str(caught.value)
+
+
+def test_measure_valued_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match=r"no weak derivative in fastgrad \(fastgrad has no weak derivative for an"):
+        fg.compare(fg.MultivariateNormal([0.0], [[1.0]]), fg.functions.sum_of_squares(), 100,
+                   estimators=["measure-valued"])  # fmt: skip
+
+
+def test_the_cli_takes_a_matrix(capsys, tmp_path):
+    path = tmp_path / "out.json"
+    status = cli.main(["compare", "--dist", "mvn", "--loc", "1,-0.5,2", "--scale-tril",
+                       "0.8,0,0;0.3,1.2,0;-0.4,0.5,0.7", "--f", "sum_of_squares", "-n", "65536", "--seed", "1",
+                       "--json", str(path)])  # fmt: skip
+    assert status == 0
+    api = fg.compare(fg.MultivariateNormal(LOC, L), fg.functions.sum_of_squares(), 65536, seed=1)
+    data, expected = json.loads(path.read_text()), api.to_dict()
+    assert data["distribution"] == expected["distribution"]
+    assert data["estimators"]["pathwise"] == json.loads(json.dumps(expected["estimators"]["pathwise"]))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--loc", "1,2"], "--scale-tril: required with --dist mvn"),
+        (["--scale-tril", "1,1;0,1"], "--scale-tril: scale_tril[0][1] must be 0"),
+        (["--scale-tril", "1,0;x,1"], "expected a matrix"),
+        (["--scale-tril", "1,0;0,1", "--dim", "3"], "sizes differ"),
+    ],
+)
+def test_the_cli_refuses_bad_matrices(capsys, argv, message):
+    status = cli.main(["compare", "--dist", "mvn", *argv, "--f", "sum_of_squares", "-n", "100"])
+    assert status == 2 and message in capsys.readouterr().err
