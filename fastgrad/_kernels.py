@@ -1581,17 +1581,7 @@ def _sizes_of(key):
 
 @overload(_n_pairs, inline="always")
 def _ol_n_pairs(key, dim):
-    sizes = _sizes_of(key)
-    if sizes is None:
-        return lambda key, dim: _n_params(key) * dim
-
-    def summed(key, dim):
-        total = 0
-        for j in range(_n_params(key)):
-            total += sizes(j, dim)
-        return total
-
-    return summed
+    return lambda key, dim: _offset(key, _n_params(key), dim)  # (the offset after the last parameter)
 
 
 @overload(_offset, inline="always")

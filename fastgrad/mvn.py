@@ -67,23 +67,23 @@ def _sizes(j, dim):
 
 
 @inline_core
-def _draw(noise, base, theta, xs):
+def _affine(noise, base, theta, xs, sign):
     loc, scale = theta[0], theta[1]
     for a in range(loc.size):
         total = loc[a]
         for b in range(a + 1):
-            total += scale[a, b] * noise[base + b]
+            total += scale[a, b] * (sign * noise[base + b])  # (sign is 1 or -1: exact)
         xs[a] = total
 
 
 @inline_core
+def _draw(noise, base, theta, xs):
+    _affine(noise, base, theta, xs, 1.0)
+
+
+@inline_core
 def _mirror_draw(noise, base, theta, xs):
-    loc, scale = theta[0], theta[1]
-    for a in range(loc.size):
-        total = loc[a]
-        for b in range(a + 1):
-            total += scale[a, b] * -noise[base + b]
-        xs[a] = total
+    _affine(noise, base, theta, xs, -1.0)
 
 
 @inline_core
