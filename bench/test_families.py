@@ -3,9 +3,10 @@
 fastgrad: ``compare`` (score and pathwise for every parameter where the
 pathwise estimator exists; the Poisson and the Categorical: score and
 measure-valued, their two estimators) with f = x**2 (the Dirichlet: sum of
-squares) on 2 threads. NumPy/SciPy: the same draws' law (``Generator.gamma``,
+squares; the MultivariateNormal too) on 2 threads. NumPy/SciPy: the same draws' law (``Generator.gamma``,
 ``Generator.poisson``, ``Generator.choice``; a Beta or Dirichlet as
-normalised Gamma draws, as fastgrad makes them), the same per-draw values,
+normalised Gamma draws, as fastgrad makes them; a MultivariateNormal as
+``loc + L eps`` with SciPy's triangular solve for its scores), the same per-draw values,
 and their means and variances, on whole arrays. For a Gamma shape (and a
 Beta's or Dirichlet's concentration) the pathwise factor needs
 ``dz/dshape``, which neither library offers: the baseline takes SciPy's
@@ -25,19 +26,22 @@ POISSON_RATE = 3.0
 BETA = (2.5, 1.5)
 CONCENTRATION = (1.5, 2.0, 3.0)
 PROBS = (0.1, 0.2, 0.3, 0.4)
+LOC = (1.0, -0.5, 2.0)
+SCALE_TRIL = ((0.8, 0.0, 0.0), (0.3, 1.2, 0.0), (-0.4, 0.5, 0.7))
 N = 10**7  # fastgrad
 N_NUMPY = {"gamma": 10**6, "poisson": 10**7, "beta": 10**6, "dirichlet": 10**6,
-           "categorical": 10**7}  # (gammaincinv: about 1.5 us a draw)  # fmt: skip
-NAMES = ["gamma", "poisson", "beta", "dirichlet", "categorical"]
+           "categorical": 10**7, "mvn": 10**6}  # (gammaincinv: about 1.5 us a draw)  # fmt: skip
+NAMES = ["gamma", "poisson", "beta", "dirichlet", "categorical", "mvn"]
 
 
 def _distribution(name):
     return {"gamma": fg.Gamma(SHAPE, RATE), "poisson": fg.Poisson(POISSON_RATE), "beta": fg.Beta(*BETA),
-            "dirichlet": fg.Dirichlet(CONCENTRATION), "categorical": fg.Categorical(PROBS)}[name]  # fmt: skip
+            "dirichlet": fg.Dirichlet(CONCENTRATION), "categorical": fg.Categorical(PROBS),
+            "mvn": fg.MultivariateNormal(LOC, SCALE_TRIL)}[name]  # fmt: skip
 
 
 def _function(name):
-    return fg.functions.sum_of_squares() if name == "dirichlet" else "square"
+    return fg.functions.sum_of_squares() if name in ("dirichlet", "mvn") else "square"
 
 
 def _fastgrad(name, n):
@@ -94,6 +98,22 @@ def _numpy_categorical(generator, n):
     return [(row.mean(), row.var(ddof=1)) for row in rows]
 
 
+def _numpy_mvn(generator, n):
+    """Score and pathwise rows of every loc_a and L_ab: f w_a, f (w_a eps_b - delta_ab / L_aa); 2 x_a, 2 x_a eps_b."""
+    from scipy.linalg import solve_triangular
+
+    scale = np.array(SCALE_TRIL)
+    eps = generator.standard_normal((len(LOC), n))
+    x = np.array(LOC)[:, None] + scale @ eps
+    f = np.sum(x * x, axis=0)
+    w = solve_triangular(scale, eps, trans="T", lower=True)
+    lower = [(a, b) for a in range(len(LOC)) for b in range(a + 1)]
+    rows = [f * w[a] for a in range(len(LOC))]
+    rows += [f * (w[a] * eps[b] - (1.0 / scale[a, a] if a == b else 0.0)) for a, b in lower]
+    rows += [2.0 * x[a] for a in range(len(LOC))] + [2.0 * x[a] * eps[b] for a, b in lower]
+    return [(row.mean(), row.var(ddof=1)) for row in rows]
+
+
 def _numpy_beta(generator, n):
     return _numpy_joint(generator, n, BETA, 1)
 
@@ -116,7 +136,7 @@ def test_fastgrad_family(benchmark, record, name):
 def test_numpy_family(benchmark, record, name):
     generator = np.random.default_rng(1)
     work = {"gamma": _numpy_gamma, "poisson": _numpy_poisson, "beta": _numpy_beta, "dirichlet": _numpy_dirichlet,
-            "categorical": _numpy_categorical}[name]  # fmt: skip
+            "categorical": _numpy_categorical, "mvn": _numpy_mvn}[name]  # fmt: skip
     n = N_NUMPY[name]
     rows = benchmark.pedantic(work, args=(generator, n), rounds=3, warmup_rounds=1)
     second = "measure-valued" if name in ("poisson", "categorical") else "pathwise"

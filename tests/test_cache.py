@@ -163,7 +163,7 @@ def test_warmup_lists_every_builtin_kernel_once(capsys):
     keys = [tuple(line.split()) for line in lines]
     assert len(keys) == len(set(keys))
     families = {"normal", "exponential", "bernoulli", "laplace", "gamma", "poisson", "diagnormal", "beta",
-                "dirichlet", "categorical"}  # fmt: skip
+                "dirichlet", "categorical", "mvn"}  # fmt: skip
     assert {key[0] for key in keys} == families
     assert {key[2] for key in keys} == {"plain", "general", "vector", "vector-general", "noise"}
     assert {key[3] for key in keys} == {"moments", "curve", "sum"}
