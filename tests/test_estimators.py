@@ -167,6 +167,7 @@ def test_user_function_matches_the_builtin_bit_for_bit():
     assert user.score.analytic_mean is None and user.analytic_variance_ratio is None
 
 
+@pytest.mark.xdist_group("user-functions")  # (tests/test_hardening.py's ONE_WORKER: its kernel is compiled once)
 def test_user_function_kernel_is_compiled_once():
     function = fg.Function(uf.square, uf.square_derivative)
     fg.compare(DISTRIBUTION, function, n=10_000, seed=1)
