@@ -38,7 +38,7 @@ import numpy as np
 from fastgrad._checks import real_vector as _vector
 from fastgrad._jit import inline_core, serial
 from fastgrad.distributions import Joint, joint_family, register
-from fastgrad.rng import standard_normal
+from fastgrad.rng import normals_from_words, take_words
 
 __all__ = ["MultivariateNormal"]
 
@@ -57,8 +57,11 @@ NODES = {1: 64, 2: 48, 3: 24}
 
 @serial
 def _normal_rows(state, noise, m, theta):
-    for i in range(m * theta[0].size):
-        noise[i] = standard_normal(state)
+    n = m * theta[0].size  # (the DiagNormal's normals: words in a block, then the rare slow ones in order)
+    words = np.empty(n, np.uint64)
+    rejected = np.empty(n, np.int64)
+    take_words(state, words, n)
+    normals_from_words(state, words, noise, rejected, n)
 
 
 @inline_core
