@@ -12,6 +12,14 @@ Then the throughput of draws with their gradients (``THROUGHPUT_DRAWS``) for
 each library, and the pathwise estimate of ``d E[x**2] / d shape`` against
 PyTorch's ``rsample`` and autograd, in the same run.
 
+The Dirichlet: PyTorch's ``Dirichlet.rsample`` differentiates each
+component through its Beta marginal's CDF, so its per-draw
+``dx_k/dalpha_k`` is compared with :func:`fastgrad.dirichlet.beta_sample_grad`
+on the same draws (``Dirichlet([alpha, 1, 2])``, the first component, a
+Beta(alpha, 3) marginal; ``DIRICHLET_DRAWS`` per alpha). JAX's Dirichlet
+normalises Gamma draws it does not return, and its gradient goes through
+them: there is no per-draw value of the same quantity to compare.
+
 Skipped where a library is not installed (neither is a fastgrad dependency).
 """
 
@@ -31,6 +39,10 @@ THROUGHPUT_DRAWS = 10**7
 THROUGHPUT_SHAPES = (1.0, 100.0)
 PATHWISE_SHAPE = 2.5
 
+DIRICHLET_DRAWS = 20_000
+#: The Dirichlet's other concentrations: the first component is a Beta(alpha, sum(DIRICHLET_REST)) draw.
+DIRICHLET_REST = (1.0, 2.0)
+
 #: (library, shape) -> (median, max relative error, draws compared): the summary's table
 ERRORS = {}
 
@@ -41,10 +53,11 @@ def _exact(x, alpha, out):
         out[i] = fm.gamma_sample_grad(x[i], alpha)
 
 
-def _record_errors(library, alpha, x, grads):
-    exact = np.empty_like(x)
-    _exact(x, alpha, exact)
-    keep = (x > 0.0) & (exact != 0.0) & np.isfinite(exact)
+def _record_errors(library, alpha, x, grads, exact=None):
+    if exact is None:
+        exact = np.empty_like(x)
+        _exact(x, alpha, exact)
+    keep = (x > 0.0) & (exact != 0.0) & np.isfinite(exact)  # (a Dirichlet component of 1 has dx/dalpha 0: left out)
     relative = np.abs(grads[keep] / exact[keep] - 1.0)
     ERRORS[(library, alpha)] = (float(np.median(relative)), float(np.max(relative)), int(keep.sum()))
 
@@ -86,6 +99,23 @@ def test_torch_gradient_accuracy(alpha):
     torch = _torch()
     x, grads = _torch_draws(torch, alpha, ACCURACY_DRAWS)
     _record_errors("PyTorch", alpha, x, grads)
+
+
+@pytest.mark.parametrize("alpha", SHAPES)
+def test_torch_dirichlet_gradient_accuracy(alpha):
+    from fastgrad.dirichlet import beta_sample_grad
+
+    torch = _torch()
+    row = torch.tensor([alpha, *DIRICHLET_REST], dtype=torch.float64)
+    concentration = row.repeat(DIRICHLET_DRAWS, 1).requires_grad_()  # a row per draw: per-draw gradients
+    x = torch.distributions.Dirichlet(concentration).rsample()
+    x[:, 0].sum().backward()
+    first = x[:, 0].detach().numpy()
+    exact = beta_sample_grad(first, alpha, sum(DIRICHLET_REST))
+    # Left out: components PyTorch clamped to the smallest normal double (half of them at alpha = 1e-3), and any
+    # below 1e-290, where x S is subnormal and the reference's Gamma gradient is accurate in absolute terms only.
+    exact[first < 1e-290] = np.nan
+    _record_errors("PyTorch Dirichlet", alpha, first, concentration.grad[:, 0].numpy(), exact)
 
 
 @pytest.mark.parametrize("alpha", SHAPES)
@@ -171,6 +201,38 @@ def test_torch_gamma_pathwise(benchmark, record):
     assert time.perf_counter() - started > 0
     benchmark.pedantic(run, rounds=3, warmup_rounds=0)
     record("PyTorch rsample + autograd (shape), 2 threads", THROUGHPUT_DRAWS, threads=2)
+
+
+DIRICHLET_PATHWISE = (1.5, 2.0, 3.0)
+
+
+@pytest.mark.benchmark(group="dirichlet pathwise")
+def test_fastgrad_dirichlet_pathwise(benchmark, record):
+    d = fg.Dirichlet(DIRICHLET_PATHWISE)
+
+    def run():
+        return fg.estimate(d, fg.functions.sum_of_squares(), n=THROUGHPUT_DRAWS, seed=0, estimator="pathwise",
+                           threads=2)  # fmt: skip
+
+    run()
+    benchmark.pedantic(run, rounds=3, warmup_rounds=0)
+    record("fastgrad estimate pathwise (Dirichlet, K = 3), 2 threads", THROUGHPUT_DRAWS, threads=2)
+
+
+@pytest.mark.benchmark(group="dirichlet pathwise")
+def test_torch_dirichlet_pathwise(benchmark, record):
+    torch = _torch()
+    torch.set_num_threads(2)
+
+    def run():
+        a = torch.tensor(DIRICHLET_PATHWISE, dtype=torch.float64, requires_grad=True)
+        x = torch.distributions.Dirichlet(a).rsample((THROUGHPUT_DRAWS,))
+        (x * x).sum(-1).mean().backward()
+        return a.grad.numpy().copy()
+
+    run()
+    benchmark.pedantic(run, rounds=3, warmup_rounds=0)
+    record("PyTorch rsample + autograd (Dirichlet, K = 3), 2 threads", THROUGHPUT_DRAWS, threads=2)
 
 
 def test_print_the_error_table(capsys):
