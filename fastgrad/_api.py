@@ -410,6 +410,9 @@ def _analytic(plan, coefficients):
     if all(values is None for values in kept) and any(values is not None for values in found):
         return None, "the exact values do not fit a float64 (they overflow)"
     note = "some exact values do not fit a float64 (they overflow)" if kept != found else None
+    why = getattr(plan.distribution, "exact_values_note", None)
+    if why is not None and any(values is None for values in found):  # (some specifications have none: why)
+        note = "; ".join(part for part in (note, why(plan.function)) if part) or None
     return kept, note
 
 

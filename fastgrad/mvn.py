@@ -23,7 +23,9 @@ Exact reference values: for D <= 3 every specification's mean and per-draw
 variance by a tensor Gauss-Hermite rule over ``eps`` (exact for the
 polynomial built-ins, whose per-draw values are polynomials in ``eps`` of
 degree at most 8; about 1e-13 for ``sum_cos``), through the same engine as
-the Dirichlet's (:func:`fastgrad._analytic.grid_moments`).
+the Dirichlet's (:func:`fastgrad._analytic.grid_moments`); at any D, the
+pathwise specifications' for quadratic forms in closed form
+(:func:`pathwise_closed_forms`).
 
 Memory: the run's kernel parameters are ``L`` (D^2 numbers), and each thread's
 value rows hold ``D (D + 3) / 2`` per specification for a block of at least 8
@@ -158,14 +160,66 @@ def _rule(dim):
     return eps, w, mirror
 
 
+def _quadratic_coefficients(hs):
+    """``(c1, c2)`` per component of ``h_a(x) = c0 + c1 x + c2 x**2``, or None if some ``h_a`` is not of that form."""
+    out = []
+    for h in hs:
+        terms = getattr(h, "terms", None)
+        if terms is None or any(omega != 0 or j > 2 for j, omega in terms):
+            return None
+        out.append((float(terms.get((1, 0.0), 0)), float(terms.get((2, 0.0), 0))))
+    return np.array(out).reshape(-1, 2)
+
+
+def pathwise_closed_forms(distribution, coefficients, antithetic):
+    """Mean and per-draw variance of the pathwise values of ``f = sum_a h_a(x_a)``, ``h_a`` quadratic, any D.
+
+    With ``h_a'(x) = c1 + 2 c2 x``, ``m_a = c1 + 2 c2 loc_a`` and ``S_a = Sigma_aa``:
+    ``loc_a``: mean ``m_a``, variance ``4 c2**2 S_a``; ``L_ab``: the value
+    ``h_a'(x_a) eps_b`` has mean ``2 c2 L_ab`` and variance
+    ``m_a**2 + 4 c2**2 (S_a + L_ab**2)`` (Isserlis: ``E[(L eps)_a**2 eps_b**2] = S_a + 2 L_ab**2``). An
+    antithetic pair's mean value is ``m_a`` (variance 0) and ``2 c2 eps_b (L eps)_a`` (variance
+    ``4 c2**2 (S_a + L_ab**2)``). Returns ``{parameter: (means, variances)}`` over components.
+    """
+    loc, scale = np.array(distribution.loc), np.array(distribution.scale_tril)
+    sigma = np.sum(scale * scale, axis=1)
+    c1, c2 = coefficients[:, 0], coefficients[:, 1]
+    slope = c1 + 2.0 * c2 * loc
+    rows, cols = np.tril_indices(distribution.dim)
+    entries = scale[rows, cols]
+    spread = 4.0 * c2[rows] ** 2 * (sigma[rows] + entries**2)
+    return {
+        "loc": (slope, np.zeros_like(slope) if antithetic else 4.0 * c2**2 * sigma),
+        "scale_tril": (2.0 * c2[rows] * entries, spread if antithetic else slope[rows] ** 2 + spread),
+    }
+
+
 def exact_moments(distribution, function, specs, coefficients, wrt):
-    """Exact mean and per-draw variance of each specification (D <= 3, built-in functions; else None)."""
+    """Exact mean and per-draw variance of each specification (None where there is none).
+
+    D <= 3: every specification, from the Gauss-Hermite rule. Above, the
+    pathwise specifications of a function whose components are polynomials
+    of degree at most 2 (``sum_of_squares``, ``quadratic``, ``linear_form``),
+    in closed form (:func:`pathwise_closed_forms`).
+    """
     from fastgrad._analytic import grid_moments
 
     dim = distribution.dim
     hs = distribution.component_functions(function)
-    if dim > MAX_EXACT_DIM or hs is None:
+    if hs is None:
         return [None] * len(specs)
+    if dim > MAX_EXACT_DIM:
+        quadratic = _quadratic_coefficients(hs)
+        if quadratic is None:
+            return [None] * len(specs)
+        out = []
+        for spec in specs:
+            if spec.base != "pathwise":
+                out.append(None)
+                continue
+            forms = pathwise_closed_forms(distribution, quadratic, spec.antithetic)
+            out.append({p: tuple(np.asarray(v).tolist() for v in forms[p]) for p in wrt})
+        return out
     eps, weights, mirror = _rule(dim)
     loc, scale = np.array(distribution.loc), np.array(distribution.scale_tril)
     x = loc[:, None] + scale @ eps
@@ -278,11 +332,13 @@ class MultivariateNormal:
         return None if exact is None else [exact(i, self.dim) for i in range(self.dim)]
 
     def exact_values_note(self, function):
-        """Why a run of ``function`` has no exact values (None: it has them, or it is a user's function)."""
-        if self.dim > MAX_EXACT_DIM and self.component_functions(function) is not None:
-            return (f"exact values are computed for D <= {MAX_EXACT_DIM} (a Gauss-Hermite rule over the D normals); "
-                    f"this distribution has D = {self.dim}")  # fmt: skip
-        return None
+        """Why a run of ``function`` has no exact values, or only some (None: it has them, or it is a user's)."""
+        hs = self.component_functions(function)
+        if self.dim <= MAX_EXACT_DIM or hs is None:
+            return None
+        some = " (above it, the pathwise specifications' of quadratic forms)" if _quadratic_coefficients(hs) is not None else ""
+        return (f"exact values are computed for D <= {MAX_EXACT_DIM}, a Gauss-Hermite rule over the D normals{some}; "
+                f"this distribution has D = {self.dim}")  # fmt: skip
 
     def to_dict(self):
         """JSON-ready description."""

@@ -46,6 +46,23 @@ def test_quadratic_form_means_and_pathwise_variances_match_closed_forms(weights)
                                rtol=1e-12)  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    "function", [fg.functions.quadratic([0.5, -2.0, 1.5]), fg.functions.linear_form([1.0, -3.0, 0.5])], ids=str
+)
+@pytest.mark.parametrize("spec", ["pathwise", "pathwise+antithetic"])
+def test_the_closed_forms_above_three_components_are_the_rules_at_three(function, spec):
+    """mvn.pathwise_closed_forms (what runs above D = 3 use) against the Gauss-Hermite rule, at D = 3."""
+    from fastgrad.mvn import _quadratic_coefficients, pathwise_closed_forms
+
+    distribution = fg.MultivariateNormal(LOC, L)
+    quadratic = _quadratic_coefficients(distribution.component_functions(function))
+    forms = pathwise_closed_forms(distribution, quadratic, parse_estimator(spec).antithetic)
+    (rule,) = _exact(distribution, function, [spec])
+    for parameter in ("loc", "scale_tril"):
+        for got, expected in zip(forms[parameter], rule[parameter], strict=True):
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_sum_cos_means_match_the_marginals_closed_form():
     """E cos(w x_a) = cos(w loc_a) exp(-w**2 Sigma_aa / 2): its gradient through loc_a, and through L_ab by
     dSigma_aa/dL_ab = 2 L_ab (the rule converges to about 1e-13 for a smooth f)."""
@@ -82,19 +99,23 @@ def test_results_hold_the_lower_triangle_row_by_row():
     assert data["distribution"] == {"family": "MultivariateNormal", "loc": LOC, "scale_tril": L}
 
 
-def test_two_hundred_components_run_and_say_why_there_are_no_exact_values():
-    """D = 200 (20 300 pairs a specification): unbiased for the quadratic form's closed-form gradient."""
+def test_two_hundred_components_have_the_pathwise_closed_forms_and_say_why_the_score_has_none():
+    """D = 200 (20 300 pairs a specification): the pathwise rows against their closed forms, means and variances."""
     dim = 200
     scale = np.tril(np.full((dim, dim), 0.01)) + np.eye(dim)
     loc = np.linspace(-1.0, 1.0, dim)
     r = fg.compare(fg.MultivariateNormal(loc, scale), fg.functions.sum_of_squares(), 2_000, seed=2,
-                   estimators=["pathwise"])  # fmt: skip
+                   estimators=["score", "pathwise"])  # fmt: skip
     assert r.analytic_note.startswith("exact values are computed for D <= 3")
-    z_loc = (r.pathwise.mean["loc"] - 2 * loc) / r.pathwise.stderr["loc"]
+    assert r.score.analytic_mean is None  # (the score's variances would need Gaussian moments of degree 8)
     rows, cols = np.tril_indices(dim)
-    z_tril = (r.pathwise.mean["scale_tril"] - 2 * scale[rows, cols]) / r.pathwise.stderr["scale_tril"]
-    # 20 300 z-scores of a correct estimator: none beyond 5.5 (probability about 1e-3 under normality)
-    assert np.abs(z_loc).max() < 5.5 and np.abs(z_tril).max() < 5.5
+    np.testing.assert_allclose(r.pathwise.analytic_mean["loc"], 2 * loc, rtol=1e-15)
+    np.testing.assert_allclose(r.pathwise.analytic_mean["scale_tril"], 2 * scale[rows, cols], rtol=1e-15)
+    for p in ("loc", "scale_tril"):
+        z = (r.pathwise.mean[p] - r.pathwise.analytic_mean[p]) / r.pathwise.stderr[p]
+        z_variance = (r.pathwise.variance[p] - r.pathwise.analytic_variance[p]) / r.pathwise.variance_stderr[p]
+        # 20 300 z-scores of a correct estimator: none beyond 5.5 (probability about 1e-3 under normality)
+        assert np.abs(z).max() < 5.5 and np.abs(z_variance).max() < 5.5, p
 
 
 BAD = {
