@@ -336,7 +336,8 @@ class MultivariateNormal:
         hs = self.component_functions(function)
         if self.dim <= MAX_EXACT_DIM or hs is None:
             return None
-        some = " (above it, the pathwise specifications' of quadratic forms)" if _quadratic_coefficients(hs) is not None else ""
+        quadratic = _quadratic_coefficients(hs) is not None
+        some = " (above it, the pathwise specifications' of quadratic forms)" if quadratic else ""
         return (f"exact values are computed for D <= {MAX_EXACT_DIM}, a Gauss-Hermite rule over the D normals{some}; "
                 f"this distribution has D = {self.dim}")  # fmt: skip
 
