@@ -2,8 +2,9 @@
 
 Every run fastgrad makes (``compare``, ``estimate``, ``variance_curve``, any
 family, any dimension, any estimator list, the pilot, the normals-only bound)
-runs one chunk body, :func:`_chunks`, written once below. What varies is
-chosen at compile time through a *kernel key*, a small Numba type naming
+runs one chunk loop, written once per sink below (:func:`_moment_chunks`,
+:func:`_curve_chunks`, :func:`_sum_chunks`). What varies is chosen at
+compile time through a *kernel key*, a small Numba type naming
 
 * the **family** and the **function** (a built-in's name, or "user"):
   overloads read them while typing and splice in that family's and that
@@ -26,14 +27,14 @@ chosen at compile time through a *kernel key*, a small Numba type naming
 
 * the **sink**, which consumes a block's rows: ``moments`` (block moments
   merged into one record per chunk), ``curve`` (per-repeat sums of a
-  variance curve) or ``sum`` (a plain sum per chunk).
+  variance curve) or ``sum`` (a plain sum per chunk): each its own loop.
 
 Built-in functions are passed by name in the key, so the kernel's signature
 holds only stable types and Numba's on-disk cache finds it again in the next
 process (the key also carries the package's source digest, so editing any
 module can never load a stale kernel). User functions are Numba
 dispatchers; such signatures cannot be cached across processes, so they go
-to an uncached twin of the same body.
+to an uncached twin of the same loop.
 
 Which specifications, parameters and rows a run keeps are run-time
 arguments (:class:`Run`), so one compiled kernel per (family, function,
@@ -459,13 +460,14 @@ def runs_on_lanes(function):
 # --- the one chunk body ---------------------------------------------------------------
 
 
-def _chunks(key, f, df, run, sink, out, lo, hi):
-    """Fill the outputs of chunks ``run.first_chunk + b``, ``b`` in ``[lo, hi)``.
+def _moment_chunks(key, f, df, run, sink, out, lo, hi):
+    """Fill the moment records of chunks ``run.first_chunk + b``, ``b`` in ``[lo, hi)``: ``out[b]``.
 
     Chunk ``c`` covers units ``[c * per_chunk, min(n_units, (c + 1) * per_chunk))``
     and reads stream ``(seed, stream_base + c)`` (and its auxiliary streams);
-    nothing depends on which thread runs it. The filler and the sink are
-    those the key names: the sink walks the chunk's blocks of
+    nothing depends on which thread runs it. The filler is the one the key
+    names; each sink (moments here, :func:`_curve_chunks`, :func:`_sum_chunks`)
+    has a chunk loop of its own, which walks the chunk's blocks of
     ``run.per_block`` units, asking the filler for each block's values.
 
     Block code never sees ``run`` or ``sink``: ``_buffers`` and
@@ -473,31 +475,19 @@ def _chunks(key, f, df, run, sink, out, lo, hi):
     increfs every array of a tuple each time the tuple is passed into
     inlined code, and ``run`` holds eleven: passed at every block, that was
     10 % of the seed case (302 against 272 ms per 10^8 draws on one thread,
-    median of 4 alternating processes). For the same reason the sink
-    unpacks its scratch once per chunk and calls the reduction with plain
+    median of 4 alternating processes). For the same reason the sink's
+    scratch is unpacked once per call and the reduction called with plain
     local arrays.
-    """
-    buffers = _buffers(key, run)
-    scratch = _sink_scratch(key, run, sink, out)
-    for b in range(lo, hi):
-        chunk = run.first_chunk + b
-        start = chunk * run.per_chunk
-        stop = min(run.n_units, start + run.per_chunk)
-        streams = _streams(key, run, chunk)
-        _sink_chunk(key, f, df, streams, buffers, run.per_block, sink, out, b, start, stop, scratch)
 
-
-def _moment_chunks(key, f, df, run, sink, out, lo, hi):
-    """:func:`_chunks` for the moments sink, with its sink written out in place of ``_sink_chunk``.
-
-    The same operations in the same order (so the same bits). A kernel made of
-    a chain of separately compiled functions has each level's LLVM module,
-    with every level below linked in, optimised again: one level fewer is
-    less to compile. A new general kernel (Normal, 4 specifications, a new
-    built-in each time, the rest of the cache warm) compiled in 6.3-8.9 s,
-    median 7.7, against 8.4-13.0 s, median 9.4, before (6 functions,
-    alternating trees); the draws/s are the same (bench/ab.py, 5 rounds:
-    classic 1.025, pair 0.996 new/old, the machine's noise 0.75-1.9).
+    The sinks' loops were one function called per chunk (``_sink_chunk``,
+    dispatched on the key): a kernel made of a chain of separately compiled
+    functions has each level's LLVM module, with every level below linked
+    in, optimised again, and written out here there is one level fewer. A
+    new general kernel (Normal, 4 specifications, a new built-in each time,
+    the rest of the cache warm) compiled in 6.3-8.9 s, median 7.7, against
+    8.4-13.0 s, median 9.4, before (6 functions, alternating trees); the
+    draws/s and bits are the same (bench/ab.py, 5 rounds: classic 1.025,
+    pair 0.996 new/old, within the machine's noise of 0.75-1.9).
     """
     buffers = _buffers(key, run)
     block, means, acc, rows, pair_x, pair_y = _sink_scratch(key, run, sink, out)
@@ -514,6 +504,43 @@ def _moment_chunks(key, f, df, run, sink, out, lo, hi):
             reduce_block(values, rows, pair_x, pair_y, m, block, means, acc)
         for k in range(acc.size):  # (an array assignment would compile a shape check's error text: 3.7 s)
             out[b, k] = acc[k]
+
+
+def _curve_chunks(key, f, df, run, sink, out, lo, hi):
+    """:func:`_moment_chunks` for the curve sink: each chunk's repeat pieces into ``out``'s rows."""
+    buffers = _buffers(key, run)
+    rows, owners, offsets, sizes, repeats = _sink_scratch(key, run, sink, out)
+    per_block = run.per_block
+    for b in range(lo, hi):
+        chunk = run.first_chunk + b
+        start = chunk * run.per_chunk
+        stop = min(run.n_units, start + run.per_chunk)
+        streams = _streams(key, run, chunk)
+        piece = sink.first_piece[b]
+        owner, end = _repeat_at(offsets, sizes, repeats, start)
+        owners[piece] = owner
+        out[piece, :] = 0.0
+        for block_start in range(start, stop, per_block):
+            m = min(per_block, stop - block_start)
+            values = _fill(key, f, df, streams, m, buffers)
+            piece, end = _sum_pieces(values, rows, m, block_start, stop, piece, end, out, owners, offsets, sizes,
+                                     repeats)  # fmt: skip
+
+
+def _sum_chunks(key, f, df, run, sink, out, lo, hi):
+    """:func:`_moment_chunks` for the sum sink (the normals-only kernel): ``out[b]``, the sum of row 0."""
+    buffers = _buffers(key, run)
+    per_block = run.per_block
+    for b in range(lo, hi):
+        chunk = run.first_chunk + b
+        start = chunk * run.per_chunk
+        stop = min(run.n_units, start + run.per_chunk)
+        streams = _streams(key, run, chunk)
+        acc = 0.0
+        for block_start in range(start, stop, per_block):
+            m = min(per_block, stop - block_start)
+            acc += block_sum(_fill(key, f, df, streams, m, buffers)[0], m)
+        out[b] = acc
 
 
 def _buffers(key, run):
@@ -737,10 +764,6 @@ def _sink_scratch(key, run, sink, out):
     _kernel_only("_sink_scratch")
 
 
-def _sink_chunk(key, f, df, streams, buffers, per_block, sink, out, b, start, stop, scratch):
-    _kernel_only("_sink_chunk")
-
-
 @overload(_sink_scratch)
 def _ol_sink_scratch(key, run, sink, out):
     if key.sink == "moments":
@@ -754,53 +777,6 @@ def _ol_sink_scratch(key, run, sink, out):
     if key.sink == "curve":
         return lambda key, run, sink, out: (run.rows, sink.owners, sink.offsets, sink.sizes, sink.repeats)
     return lambda key, run, sink, out: (0.0,)
-
-
-@overload(_sink_chunk)
-def _ol_sink_chunk(key, f, df, streams, buffers, per_block, sink, out, b, start, stop, scratch):
-    """One chunk: its blocks' values from the filler, reduced into ``out``'s row (or rows) for the chunk.
-
-    A function of its own, called once per chunk: inlined into the kernel at
-    Numba-IR level, a new user function's kernel compiled in 3.0 s instead
-    of 2.15 s (bench/ab.py --compile, 3 rounds), at the same speed.
-    """
-    if key.sink == "moments":
-
-        def moments(key, f, df, streams, buffers, per_block, sink, out, b, start, stop, scratch):
-            block, means, acc, rows, pair_x, pair_y = scratch
-            acc[:] = 0.0
-            for block_start in range(start, stop, per_block):
-                m = min(per_block, stop - block_start)
-                values = _fill(key, f, df, streams, m, buffers)
-                reduce_block(values, rows, pair_x, pair_y, m, block, means, acc)
-            for k in range(acc.size):  # (an array assignment would compile a shape check's error text: 3.7 s)
-                out[b, k] = acc[k]
-
-        return moments
-    if key.sink == "curve":
-
-        def curve(key, f, df, streams, buffers, per_block, sink, out, b, start, stop, scratch):
-            rows, owners, offsets, sizes, repeats = scratch
-            piece = sink.first_piece[b]
-            owner, end = _repeat_at(offsets, sizes, repeats, start)
-            owners[piece] = owner
-            out[piece, :] = 0.0
-            for block_start in range(start, stop, per_block):
-                m = min(per_block, stop - block_start)
-                values = _fill(key, f, df, streams, m, buffers)
-                piece, end = _sum_pieces(values, rows, m, block_start, stop, piece, end, out, owners, offsets, sizes,
-                                         repeats)  # fmt: skip
-
-        return curve
-
-    def total(key, f, df, streams, buffers, per_block, sink, out, b, start, stop, scratch):
-        acc = 0.0
-        for block_start in range(start, stop, per_block):
-            m = min(per_block, stop - block_start)
-            acc += block_sum(_fill(key, f, df, streams, m, buffers)[0], m)
-        out[b] = acc
-
-    return total
 
 
 # --- the plain filler: score and pathwise rows, one component ------------------------
@@ -1813,8 +1789,10 @@ def curve_fold(sums, owners, count, totals):
 # uncached twin (see the module docstring).
 _cached_kernel = serial(_moment_chunks)
 _uncached_kernel = numba.njit(**UNCACHED)(_moment_chunks)
-_cached_other = serial(_chunks)  # (the curve and sum sinks)
-_uncached_other = numba.njit(**UNCACHED)(_chunks)
+_cached_curve = serial(_curve_chunks)
+_uncached_curve = numba.njit(**UNCACHED)(_curve_chunks)
+_cached_other = serial(_sum_chunks)  # (the sum sink: the normals-only kernel)
+_uncached_other = numba.njit(**UNCACHED)(_sum_chunks)
 
 
 # --- the Python side: one kernel, any run ----------------------------------------------
@@ -1834,6 +1812,8 @@ class Kernel:
         self.key = KernelKey(family, name, filler, sink)
         if sink == "moments":
             self.dispatcher = _cached_kernel if builtin else _uncached_kernel
+        elif sink == "curve":
+            self.dispatcher = _cached_curve if builtin else _uncached_curve
         else:
             self.dispatcher = _cached_other if builtin else _uncached_other
         self.f = None if builtin else function.f
