@@ -555,12 +555,14 @@ def parameter_sizes(distribution):
 def _check_spec(spec, family, name, function, dim, many, n_pairs):
     """Refuse, before any work, a specification the family or the function cannot give."""
     if spec.baseline == "cv" and n_pairs > MAX_CV_PAIRS:
+        bound = f" (D <= {MAX_CV_PAIRS // len(family.parameters)} for {name})"
+        if n_pairs != len(family.parameters) * dim:  # (parameters of sizes of their own: the pairs are the bound)
+            bound = f" ({name} at D = {dim} has {n_pairs})"
         raise ValueError(
             f"estimators: {spec.name!r} at D = {dim}: the control variate on the whole score vector needs a "
             f"{n_pairs} x {n_pairs} coefficient matrix, about {1.5 * n_pairs**2:,.0f} pilot co-moments and "
             f"{2 * n_pairs**2:,} extra flops per draw; it is offered up to {MAX_CV_PAIRS} (parameter, component) "
-            f"pairs (D <= {MAX_CV_PAIRS // len(family.parameters)} for {name}); use score+optimal-baseline, "
-            "one baseline per component, instead"
+            f"pairs{bound}; use score+optimal-baseline, one baseline per component, instead"
         )
     if spec.base == "pathwise" and not family.pathwise:
         if not many:

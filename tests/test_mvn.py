@@ -137,6 +137,15 @@ def test_bad_parameters_are_refused_naming_them(name):
     assert words in str(caught.value)
 
 
+def test_a_control_variate_beyond_128_pairs_is_refused_with_the_count():
+    """D = 15 has 15 + 120 = 135 (parameter, component) pairs; score+cv is offered up to 128 (D <= 14)."""
+    with pytest.raises(ValueError, match=r"offered up to 128 .*pairs \(MultivariateNormal at D = 15 has 135\)"):
+        fg.compare(fg.MultivariateNormal([0.0] * 15, np.eye(15)), fg.functions.sum_of_squares(), 100,
+                   estimators=["score+cv"])  # fmt: skip
+    fg.compare(fg.MultivariateNormal([0.0] * 14, np.eye(14)), fg.functions.sum_of_squares(), 100, seed=0,
+               estimators=["score+cv"], pilot=1000)  # fmt: skip
+
+
 def test_measure_valued_is_refused_with_the_reason():
     with pytest.raises(ValueError, match=r"no weak derivative in fastgrad \(fastgrad has no weak derivative for an"):
         fg.compare(fg.MultivariateNormal([0.0], [[1.0]]), fg.functions.sum_of_squares(), 100,
