@@ -23,9 +23,9 @@ Exact reference values: for D <= 3 every specification's mean and per-draw
 variance by a tensor Gauss-Hermite rule over ``eps`` (exact for the
 polynomial built-ins, whose per-draw values are polynomials in ``eps`` of
 degree at most 8; about 1e-13 for ``sum_cos``), through the same engine as
-the Dirichlet's (:func:`fastgrad._analytic.grid_moments`); at any D, the
-pathwise specifications' for quadratic forms in closed form
-(:func:`pathwise_closed_forms`).
+the Dirichlet's (:func:`fastgrad._analytic.grid_moments`); at any D, every
+specification's for quadratic forms in closed form
+(:func:`pathwise_closed_forms`, :func:`score_closed_forms`).
 
 Memory: the run's kernel parameters are ``L`` (D^2 numbers), and each thread's
 value rows hold ``D (D + 3) / 2`` per specification for a block of at least 8
@@ -161,14 +161,14 @@ def _rule(dim):
 
 
 def _quadratic_coefficients(hs):
-    """``(c1, c2)`` per component of ``h_a(x) = c0 + c1 x + c2 x**2``, or None if some ``h_a`` is not of that form."""
+    """``(c0, c1, c2)`` per component of ``h_a(x) = c0 + c1 x + c2 x**2``, or None if some ``h_a`` is not so."""
     out = []
     for h in hs:
         terms = getattr(h, "terms", None)
         if terms is None or any(omega != 0 or j > 2 for j, omega in terms):
             return None
-        out.append((float(terms.get((1, 0.0), 0)), float(terms.get((2, 0.0), 0))))
-    return np.array(out).reshape(-1, 2)
+        out.append([float(terms.get((j, 0.0), 0)) for j in range(3)])
+    return np.array(out).reshape(-1, 3)
 
 
 def pathwise_closed_forms(distribution, coefficients, antithetic):
@@ -183,7 +183,7 @@ def pathwise_closed_forms(distribution, coefficients, antithetic):
     """
     loc, scale = np.array(distribution.loc), np.array(distribution.scale_tril)
     sigma = np.sum(scale * scale, axis=1)
-    c1, c2 = coefficients[:, 0], coefficients[:, 1]
+    c1, c2 = coefficients[:, 1], coefficients[:, 2]
     slope = c1 + 2.0 * c2 * loc
     rows, cols = np.tril_indices(distribution.dim)
     entries = scale[rows, cols]
@@ -194,13 +194,200 @@ def pathwise_closed_forms(distribution, coefficients, antithetic):
     }
 
 
+# --- exact expectations above D = 3: Gaussian moments of quadratic forms ------------------------
+#
+# For f = sum_a h_a(x_a) with every h_a quadratic, f is a quadratic in the noise,
+# ``f = alpha + beta . eps + eps^T A eps``, and every score is a product of at most two
+# linear forms of eps (``w_a = u_a . eps``, ``u_a`` row a of L^-T, and ``eps_b = e_b . eps``)
+# less a constant. So every moment a score specification needs (``E[f s]``, ``E[f**2 s**2]``,
+# ``E[f s_r s_k]``, ...) is a sum of ``E[g(eps) prod_i (v_i . eps)]`` with g = 1, f or f**2 and
+# at most four v_i. Gaussian integration by parts (Stein's lemma, once per linear factor)
+# gives each as a sum over the partial matchings M of the v_i:
+#
+#     E[g prod_i (v_i . eps)] = sum_M  prod_{(i, k) in M} (v_i . v_k)  E[d g / d(the unmatched v_i)],
+#
+# and the expected derivatives of f and f**2 (polynomials of degree 4 at most) are closed forms
+# in alpha, beta and A (below). Every quantity is a D x D matrix product computed once, indexed
+# per (parameter, component) pair: O(D**3) in all, about a second at D = 1000.
+
+
+def _matchings(items):
+    """Every partial matching of ``items``: ``(pairs, unmatched)``."""
+    if not items:
+        yield [], []
+        return
+    first, rest = items[0], items[1:]
+    for pairs, unmatched in _matchings(rest):
+        yield pairs, [first, *unmatched]
+    for k, other in enumerate(rest):
+        for pairs, unmatched in _matchings(rest[:k] + rest[k + 1 :]):
+            yield [(first, other), *pairs], unmatched
+
+
+class _GaussianQuadratic:
+    """``E[g(eps) prod_i (v_i . eps)]``, ``eps ~ N(0, I)``, ``g = f**power``, ``f = alpha + beta.eps + eps^T A eps``.
+
+    A direction ``(V, index)`` is row ``index[n]`` of the matrix ``V`` for
+    item ``n`` (``V`` None: the identity's); every result is an array over
+    the items.
+    """
+
+    def __init__(self, alpha, beta, quad):
+        self.beta, self.quad = beta, quad
+        self.mean = alpha + np.trace(quad)  # E f
+        self.second = self.mean**2 + beta @ beta + 2.0 * np.sum(quad * quad)  # E f**2: Var(eps^T A eps) = 2 tr A**2
+        # E[d^2 f**2 / dv dv'] = v^T H v': 2 E[(v.grad f)(v'.grad f) + f v^T (2A) v']
+        self.hessian = 2.0 * (np.outer(beta, beta) + 4.0 * quad @ quad + 2.0 * self.mean * quad)
+        self._products = {}
+
+    def _form(self, middle, d1, d2):
+        """``v1^T M v2`` per item (``M`` None: the identity)."""
+        key = (id(middle), id(d1[0]), id(d2[0]))
+        if key not in self._products:
+            (v1, _), (v2, _) = d1, d2
+            out = middle if v1 is None else (v1 if middle is None else v1 @ middle)
+            if v2 is not None:
+                out = v2.T if out is None else out @ v2.T
+            self._products[key] = out
+        matrix = self._products[key]
+        if matrix is None:
+            return (d1[1] == d2[1]).astype(float)
+        return matrix[d1[1], d2[1]]
+
+    def _linear(self, vector, d):
+        """``v . b`` per item."""
+        v, index = d
+        return (vector if v is None else v @ vector)[index]
+
+    def _derivative(self, power, dirs):
+        """``E[d^m f**power / dv_1 ... dv_m]`` (``m = len(dirs)``)."""
+        m = len(dirs)
+        if power == 0:
+            return 1.0 if m == 0 else 0.0
+        if power == 1:
+            if m == 0:
+                return self.mean
+            if m == 1:
+                return self._linear(self.beta, dirs[0])
+            return 2.0 * self._form(self.quad, *dirs) if m == 2 else 0.0
+        if m == 0:
+            return self.second
+        if m == 1:  # 2 E[f v.grad f]
+            d = dirs[0]
+            return 2.0 * (self.mean * self._linear(self.beta, d) + 2.0 * self._linear(self.quad @ self.beta, d))
+        if m == 2:
+            return self._form(self.hessian, *dirs)
+        if m == 3:  # sum over which v takes the first derivative of one factor f, the other two the second of the other
+            a, b, c = dirs
+            return 4.0 * (self._linear(self.beta, a) * self._form(self.quad, b, c)
+                          + self._linear(self.beta, b) * self._form(self.quad, a, c)
+                          + self._linear(self.beta, c) * self._form(self.quad, a, b))  # fmt: skip
+        if m == 4:  # each factor f takes two of the four derivatives: the three pairings, twice each
+            a, b, c, d = dirs
+            return 8.0 * (self._form(self.quad, a, b) * self._form(self.quad, c, d)
+                          + self._form(self.quad, a, c) * self._form(self.quad, b, d)
+                          + self._form(self.quad, a, d) * self._form(self.quad, b, c))  # fmt: skip
+        return 0.0
+
+    def expect(self, power, terms):
+        """``E[f**power p(eps)]`` per item for a polynomial ``p``: terms ``(coefficients, directions)``."""
+        total = np.zeros(len(terms[0][0]))
+        for coefficients, dirs in terms:
+            for pairs, unmatched in _matchings(list(dirs)):
+                if len(unmatched) > 2 * power:
+                    continue
+                value = self._derivative(power, unmatched)
+                for d1, d2 in pairs:
+                    value = value * self._form(None, d1, d2)
+                total = total + coefficients * value
+        return total
+
+
+def _times(p, q, ip, iq):
+    """Return the polynomial ``p[ip] q[iq]`` per item (its terms' products; ``ip``, ``iq`` index the factors' items)."""
+    return [(cp[ip] * cq[iq], [(v, index[ip]) for v, index in dp] + [(v, index[iq]) for v, index in dq])
+            for cp, dp in p for cq, dq in q]  # fmt: skip
+
+
+def score_closed_forms(distribution, coefficients, spec, coef, wrt):
+    """Mean and per-draw variance of a score specification's values for ``f = sum_a h_a(x_a)``, ``h_a`` quadratic.
+
+    ``coefficients`` are ``(c0, c1, c2)`` per component; ``coef`` the run's
+    baselines (a vector over the pairs) or control-variate matrix, or None.
+    An antithetic pair's mean value is ``s f_odd`` for an odd score (``loc``'s,
+    ``f_odd = beta . eps``) and ``s f_even`` for an even one (``scale_tril``'s,
+    ``f_even = alpha + eps^T A eps``), less the even scores' controls (an odd
+    score's control cancels in the pair). Returns ``{parameter: (means, variances)}``.
+    """
+    from fastgrad._analytic import loo_variance
+
+    dim = distribution.dim
+    loc, scale = np.array(distribution.loc), np.array(distribution.scale_tril)
+    c0, c1, c2 = coefficients.T
+    alpha = np.sum(c0 + c1 * loc + c2 * loc * loc)
+    beta = scale.T @ (c1 + 2.0 * c2 * loc)
+    quad = scale.T @ (c2[:, None] * scale)
+    full = _GaussianQuadratic(alpha, beta, quad)
+    zero = np.zeros(dim)
+    odd, even = _GaussianQuadratic(0.0, beta, np.zeros((dim, dim))), _GaussianQuadratic(alpha, zero, quad)
+    u = np.linalg.inv(scale).T  # w = L^-T eps: row a is u_a
+    rows, cols = np.tril_indices(dim)
+    diagonal = np.where(rows == cols, 1.0 / scale[rows, rows], 0.0)
+    scores = [
+        [(np.ones(dim), [(u, np.arange(dim))])],  # loc: w_a
+        [(np.ones(rows.size), [(u, rows), (None, cols)]), (-diagonal, [])],  # L_ab: w_a eps_b - delta_ab / L_aa
+    ]
+    sizes = [dim, rows.size]
+    offsets = [0, dim]
+    if coef is not None and np.ndim(coef) == 2 and spec.antithetic:  # (a loc score's control cancels in a pair)
+        coef = np.array(coef, dtype=float)
+        coef[:, :dim] = 0.0
+    out = {}
+    for parameter in wrt:
+        j = distribution.parameters.index(parameter)
+        g = (odd if j == 0 else even) if spec.antithetic else full
+        s = scores[j]
+        items = np.arange(sizes[j])
+        square = _times(s, s, items, items)
+        mean = g.expect(1, s) * np.ones(sizes[j])
+        if spec.baseline == "loo":
+            f_s2, s2 = g.expect(1, square), g.expect(0, square)
+            mu22 = g.expect(2, square) - 2.0 * g.mean * f_s2 + g.mean**2 * s2
+            var_f = g.second - g.mean**2
+            variance = [float(loo_variance(m, c, var_f, v, spec.group)) for m, c, v in zip(mu22, mean, s2, strict=True)]
+            out[parameter] = (mean, np.array(variance))
+            continue
+        second = g.expect(2, square) * np.ones(sizes[j])
+        if coef is not None and np.ndim(coef) == 1:
+            if j == 1 or not spec.antithetic:
+                b = np.asarray(coef)[offsets[j] : offsets[j] + sizes[j]]
+                second = second - 2.0 * b * g.expect(1, square) + b * b * g.expect(0, square)
+        elif coef is not None:
+            block = np.asarray(coef)[offsets[j] : offsets[j] + sizes[j]]
+            for k in range(2):
+                other = np.arange(sizes[k])
+                ir, ik = np.repeat(items, other.size), np.tile(other, items.size)
+                cross = g.expect(1, _times(s, scores[k], ir, ik)).reshape(items.size, other.size)
+                second = second - 2.0 * np.sum(block[:, offsets[k] : offsets[k] + sizes[k]] * cross, axis=1)
+            whole = [np.arange(n) for n in sizes]
+            for k in range(2):
+                for m in range(2):
+                    ik, im = np.repeat(whole[k], sizes[m]), np.tile(whole[m], sizes[k])
+                    gram = full.expect(0, _times(scores[k], scores[m], ik, im)).reshape(sizes[k], sizes[m])
+                    left = block[:, offsets[k] : offsets[k] + sizes[k]]
+                    right = block[:, offsets[m] : offsets[m] + sizes[m]]
+                    second = second + np.einsum("rk,km,rm->r", left, gram, right)
+        out[parameter] = (mean, second - mean * mean)
+    return out
+
+
 def exact_moments(distribution, function, specs, coefficients, wrt):
     """Exact mean and per-draw variance of each specification (None where there is none).
 
-    D <= 3: every specification, from the Gauss-Hermite rule. Above, the
-    pathwise specifications of a function whose components are polynomials
-    of degree at most 2 (``sum_of_squares``, ``quadratic``, ``linear_form``),
-    in closed form (:func:`pathwise_closed_forms`).
+    D <= 3: every specification, from the Gauss-Hermite rule. Above, those
+    of a function whose components are polynomials of degree at most 2
+    (``sum_of_squares``, ``quadratic``, ``linear_form``), in closed form
+    (:func:`pathwise_closed_forms`, :func:`score_closed_forms`).
     """
     from fastgrad._analytic import grid_moments
 
@@ -213,11 +400,15 @@ def exact_moments(distribution, function, specs, coefficients, wrt):
         if quadratic is None:
             return [None] * len(specs)
         out = []
-        for spec in specs:
-            if spec.base != "pathwise":
+        for s, spec in enumerate(specs):
+            if spec.base == "pathwise":
+                forms = pathwise_closed_forms(distribution, quadratic, spec.antithetic)
+            elif spec.base == "score":
+                coef = None if coefficients is None else coefficients[s]
+                forms = score_closed_forms(distribution, quadratic, spec, coef, wrt)
+            else:
                 out.append(None)
                 continue
-            forms = pathwise_closed_forms(distribution, quadratic, spec.antithetic)
             out.append({p: tuple(np.asarray(v).tolist() for v in forms[p]) for p in wrt})
         return out
     eps, weights, mirror = _rule(dim)
@@ -334,12 +525,10 @@ class MultivariateNormal:
     def exact_values_note(self, function):
         """Why a run of ``function`` has no exact values, or only some (None: it has them, or it is a user's)."""
         hs = self.component_functions(function)
-        if self.dim <= MAX_EXACT_DIM or hs is None:
+        if self.dim <= MAX_EXACT_DIM or hs is None or _quadratic_coefficients(hs) is not None:
             return None
-        quadratic = _quadratic_coefficients(hs) is not None
-        some = " (above it, the pathwise specifications' of quadratic forms)" if quadratic else ""
-        return (f"exact values are computed for D <= {MAX_EXACT_DIM}, a Gauss-Hermite rule over the D normals{some}; "
-                f"this distribution has D = {self.dim}")  # fmt: skip
+        return (f"exact values are computed for D <= {MAX_EXACT_DIM}, a Gauss-Hermite rule over the D normals "
+                f"(above it, for quadratic forms); this distribution has D = {self.dim}")  # fmt: skip
 
     def to_dict(self):
         """JSON-ready description."""

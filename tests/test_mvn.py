@@ -63,6 +63,33 @@ def test_the_closed_forms_above_three_components_are_the_rules_at_three(function
             np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
+SCORE_SPECS = ["score", "score+antithetic", "score+loo(4)", "score+optimal-baseline",
+               "score+optimal-baseline+antithetic", "score+cv", "score+cv+antithetic"]  # fmt: skip
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+@pytest.mark.parametrize("name", ["quadratic", "linear_form", "sum_of_squares"])
+def test_the_score_closed_forms_above_three_components_are_the_rules_at_three(dim, name):
+    """mvn.score_closed_forms (Gaussian moments of degree 8 by integration by parts; what runs above D = 3 use)
+    against the Gauss-Hermite rule, every score variant, with baselines and control-variate matrices drawn at random."""
+    from fastgrad.mvn import _quadratic_coefficients, score_closed_forms
+
+    weights = {"quadratic": [0.5, -2.0, 1.5], "linear_form": [1.0, -3.0, 0.5]}
+    function = getattr(fg.functions, name)(*([weights[name][:dim]] if name in weights else []))
+    distribution = fg.MultivariateNormal(LOC[:dim], [row[:dim] for row in L[:dim]])
+    quadratic = _quadratic_coefficients(distribution.component_functions(function))
+    pairs = dim + dim * (dim + 1) // 2
+    rng = np.random.default_rng(dim)
+    for text in SCORE_SPECS:
+        spec = parse_estimator(text)
+        coef = {"optimal": rng.normal(size=pairs), "cv": rng.normal(size=(pairs, pairs))}.get(spec.baseline)
+        (rule,) = exact_moments(distribution, function, [spec], [coef], ("loc", "scale_tril"))
+        forms = score_closed_forms(distribution, quadratic, spec, coef, ("loc", "scale_tril"))
+        for parameter in ("loc", "scale_tril"):
+            for got, expected in zip(forms[parameter], rule[parameter], strict=True):
+                np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=f"{text} {parameter}")
+
+
 def test_sum_cos_means_match_the_marginals_closed_form():
     """E cos(w x_a) = cos(w loc_a) exp(-w**2 Sigma_aa / 2): its gradient through loc_a, and through L_ab by
     dSigma_aa/dL_ab = 2 L_ab (the rule converges to about 1e-13 for a smooth f)."""
@@ -99,23 +126,32 @@ def test_results_hold_the_lower_triangle_row_by_row():
     assert data["distribution"] == {"family": "MultivariateNormal", "loc": LOC, "scale_tril": L}
 
 
-def test_two_hundred_components_have_the_pathwise_closed_forms_and_say_why_the_score_has_none():
-    """D = 200 (20 300 pairs a specification): the pathwise rows against their closed forms, means and variances."""
+def test_two_hundred_components_have_closed_forms_and_a_run_checks_against_them():
+    """D = 200 (20 300 pairs a specification): the score and pathwise rows against their closed forms, means and
+    variances (the score's are Gaussian moments of degree 8 of the quadratic form)."""
     dim = 200
     scale = np.tril(np.full((dim, dim), 0.01)) + np.eye(dim)
     loc = np.linspace(-1.0, 1.0, dim)
     r = fg.compare(fg.MultivariateNormal(loc, scale), fg.functions.sum_of_squares(), 2_000, seed=2,
                    estimators=["score", "pathwise"])  # fmt: skip
-    assert r.analytic_note.startswith("exact values are computed for D <= 3")
-    assert r.score.analytic_mean is None  # (the score's variances would need Gaussian moments of degree 8)
+    assert r.analytic_note is None
     rows, cols = np.tril_indices(dim)
-    np.testing.assert_allclose(r.pathwise.analytic_mean["loc"], 2 * loc, rtol=1e-15)
-    np.testing.assert_allclose(r.pathwise.analytic_mean["scale_tril"], 2 * scale[rows, cols], rtol=1e-15)
-    for p in ("loc", "scale_tril"):
-        z = (r.pathwise.mean[p] - r.pathwise.analytic_mean[p]) / r.pathwise.stderr[p]
-        z_variance = (r.pathwise.variance[p] - r.pathwise.analytic_variance[p]) / r.pathwise.variance_stderr[p]
-        # 20 300 z-scores of a correct estimator: none beyond 5.5 (probability about 1e-3 under normality)
-        assert np.abs(z).max() < 5.5 and np.abs(z_variance).max() < 5.5, p
+    for result in (r.score, r.pathwise):
+        np.testing.assert_allclose(result.analytic_mean["loc"], 2 * loc, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(result.analytic_mean["scale_tril"], 2 * scale[rows, cols], rtol=1e-13, atol=1e-15)
+        for p in ("loc", "scale_tril"):
+            z = (result.mean[p] - result.analytic_mean[p]) / result.stderr[p]
+            z_variance = (result.variance[p] - result.analytic_variance[p]) / result.variance_stderr[p]
+            # 20 300 z-scores of a correct estimator: none beyond 5.5 (probability about 1e-3 under normality)
+            assert np.abs(z).max() < 5.5 and np.abs(z_variance).max() < 5.5, (result.estimator, p)
+
+
+def test_above_three_components_a_function_that_is_not_quadratic_has_no_exact_values_and_says_why():
+    distribution = fg.MultivariateNormal([0.0] * 4, np.eye(4))
+    assert distribution.exact_values_note(fg.functions.sum_of_squares()) is None
+    assert distribution.exact_values_note(fg.functions.sum_cos(1.0)).startswith("exact values are computed for D <= 3")
+    specs = [parse_estimator("pathwise")]
+    assert exact_moments(distribution, fg.functions.sum_cos(1.0), specs, None, ("loc",)) == [None]
 
 
 BAD = {
