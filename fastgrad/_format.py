@@ -51,7 +51,7 @@ def header(title, result):
         )
     components = f"D = {result.dim} components, " if result.vector else ""
     if getattr(result, "analytic_note", None):
-        stopped += f"no exact values: {result.analytic_note}\n"
+        stopped += _exact_values_line(getattr(result, "results", None) or [result], result.analytic_note)
     from fastgrad.results import MIN_INTERVAL_SAMPLES
 
     units = result.n // max(1, result.group)
@@ -63,6 +63,12 @@ def header(title, result):
         f"{components}n = {result.n:,} draws{omitted}, seed {result.seed}, {_plural(result.threads, 'thread')}, "
         f"{result.seconds:.3g} s ({rate(result.draws_per_second)})"
     )
+
+
+def _exact_values_line(results, note):
+    """Return the header line that says why exact values are missing: all of them, or some estimators'."""
+    some = any(getattr(r, "analytic_variance", None) is not None for r in results)
+    return f"{'exact values for some estimators only' if some else 'no exact values'}: {note}\n"
 
 
 def gradient_line(parameter, analytic):
@@ -259,7 +265,7 @@ def curve_text(c):
             "sample sizes finished; the others are left out\n"
         )
     if c.analytic_note:
-        stopped += f"no exact values: {c.analytic_note}\n"
+        stopped += _exact_values_line([c], c.analytic_note)
     from fastgrad.results import MIN_INTERVAL_SAMPLES
 
     if c.repeats < MIN_INTERVAL_SAMPLES:

@@ -644,7 +644,7 @@ def _ol_buffers(key, run):
                 np.empty(size),
                 np.empty(size),
                 np.empty(size),
-                np.zeros((8, n_pairs)),
+                np.zeros((Q_PREPARED + 1, n_pairs)),
                 run.group, run.dim, _borrowed(run.theta), run.weights, run.fparams, run.kinds, run.mirror, run.coupled,
                 run.coef,
                 run.has_coef, run.flags, run.active,
@@ -1254,6 +1254,12 @@ def _general_block(
 # operation for operation.
 
 
+#: Row of a draw's quantities ``q`` that holds what a vector draw's weak-derivative sides share
+#: (``Joint.weak_prepare``: the MultivariateNormal's ``w = L^-T eps``); rows 0-7 are described at
+#: :func:`_vector_general_block`.
+Q_PREPARED = 8
+
+
 def _replaced_difference(key, f, xs, i, y, z, weights, fparams, tmp):
     """``f(xs with x_i = y) - f(xs with x_i = z)``."""
     _kernel_only("_replaced_difference")
@@ -1451,6 +1457,31 @@ def _ol_draw_weak(key, f, noise, base, xs, aux_words, aux_noise, theta, dim, act
             pass
 
         return none
+    prepare = joint.weak_prepare
+    if prepare is not None:
+
+        def replaced(key, f, noise, base, xs, aux_words, aux_noise, theta, dim, active, flags, weights, fparams,
+                     tmpx, q):  # fmt: skip
+            # a vector draw (MultivariateNormal): the sides are the draw with component i replaced; three
+            # uniforms per component, as for D independent components
+            prepared = q[Q_PREPARED]
+            prepare(noise, base, xs, theta, prepared)
+            for j in active:
+                first = _offset(key, j, dim)
+                for i in range(_size(key, j, dim)):
+                    a = 3 * (base + i)
+                    u1 = unit_open_closed(aux_words[a])
+                    u2 = unit_open_closed(aux_words[a + 1])
+                    u3 = unit_open_closed(aux_words[a + 2])
+                    c, y_plus, y_coupled, y_decoupled = points(j, i, noise, base, xs, u1, u2, u3, theta, prepared)
+                    if flags[F_WEAK_COUPLED]:
+                        q[4, first + i] = c * _replaced_difference(key, f, xs, i, y_plus, y_coupled, weights,
+                                                                   fparams, tmpx)  # fmt: skip
+                    if flags[F_WEAK_DECOUPLED]:
+                        q[5, first + i] = c * _replaced_difference(key, f, xs, i, y_plus, y_decoupled, weights,
+                                                                   fparams, tmpx)  # fmt: skip
+
+        return replaced
 
     def whole(key, f, noise, base, xs, aux_words, aux_noise, theta, dim, active, flags, weights, fparams, tmpx, q):
         # a scalar draw (Categorical): the sides are numbers; three uniforms per draw
@@ -1622,7 +1653,8 @@ def _vector_general_block(
     ``q`` holds one draw's per-(parameter, component) quantities, a row each:
     score factors, mirrored score factors, path factors, mirrored path
     factors, coupled and decoupled weak-derivative values, and the
-    leave-one-out group sums of ``s`` and ``f s``.
+    leave-one-out group sums of ``s`` and ``f s``; row ``Q_PREPARED``, a
+    joint family's weak-derivative preparation.
     """
     n_pairs = _n_pairs(key, dim)
     draws = m_units * group

@@ -162,7 +162,14 @@ class Joint:
     weak : core ``(j, i, noise, base, xs, u1, u2, u3, theta)``, optional
         For a scalar draw: ``(c, x_plus, x_coupled, x_decoupled)`` of the
         measure-valued gradient of (parameter ``j``, component ``i``), from
-        the draw and three uniforms on (0, 1] (the Categorical's).
+        the draw and three uniforms on (0, 1] (the Categorical's). With
+        ``weak_prepare``, for a vector draw whose sides differ from it in
+        component ``i`` only: the core takes one more argument, the prepared
+        vector, and returns that component's values on the sides (the
+        MultivariateNormal's ``loc``).
+    weak_prepare : core ``(noise, base, xs, theta, out)``, optional
+        What a vector draw's sides share, written into ``out`` (D numbers)
+        once a draw before ``weak`` is called for its components.
     sizes : core ``(j, dim)``, optional
         Components of parameter ``j`` where they differ from ``dim`` (the
         MultivariateNormal's ``scale_tril`` has ``dim (dim + 1) / 2``): the
@@ -186,6 +193,7 @@ class Joint:
     weak: object = None
     sizes: object = None
     mirrored: object = None
+    weak_prepare: object = None
 
 
 @serial

@@ -34,9 +34,11 @@ draws (about 2.6 MB a specification at D = 200).
 
 import functools
 from dataclasses import dataclass
+from math import sqrt
 
 import numpy as np
 
+from fastgrad import math as fm
 from fastgrad._checks import real_vector as _vector
 from fastgrad._jit import inline_core, serial
 from fastgrad.distributions import Joint, joint_family, register
@@ -92,14 +94,21 @@ def _mirror_draw(noise, base, theta, xs):
 
 
 @inline_core
-def _scores(noise, base, xs, theta, q, row):
+def _solve(noise, base, theta, w):
+    """``w = L^-T eps`` (``Sigma^-1 (x - loc)``) into ``w[:D]``, by back substitution."""
     scale, inverse = theta[1], theta[2]
-    dim = inverse.size
-    for a in range(dim - 1, -1, -1):  # w = L^-T eps, by back substitution: the loc scores
+    for a in range(inverse.size - 1, -1, -1):
         total = noise[base + a]
-        for c in range(a + 1, dim):
-            total -= scale[c, a] * q[row, c]
-        q[row, a] = total * inverse[a]
+        for c in range(a + 1, inverse.size):
+            total -= scale[c, a] * w[c]
+        w[a] = total * inverse[a]
+
+
+@inline_core
+def _scores(noise, base, xs, theta, q, row):
+    inverse = theta[2]
+    dim = inverse.size
+    _solve(noise, base, theta, q[row])  # the loc scores
     k = dim
     for a in range(dim):
         for b in range(a + 1):
@@ -140,6 +149,32 @@ def _mirror_factors(noise, base, xb, gradb, theta, active, dim, scores, paths, q
                     for b in range(a + 1):
                         q[3, k] = gradb[a] * -noise[base + b]
                         k += 1
+
+
+# The weak derivative for loc_a (Pflug 1996 in the conditional law): with every other component
+# fixed, x_a is normal around its conditional mean m_a = x_a - w_a / kappa_a**2 with spread
+# 1 / kappa_a, kappa_a**2 = (Sigma^-1)_aa, and loc_a only shifts that law (the other components'
+# marginal law does not involve loc_a). So the Normal's weak derivative applies to x_a given the rest:
+#   d/dloc_a E[f] = kappa_a / sqrt(2 pi) (E[f(x; x_a = m_a + R / kappa_a)] - E[f(x; x_a = m_a - R' / kappa_a)]),
+# R, R' ~ Rayleigh(1), the same R when coupled. Kernel parameter theta[3] holds kappa / sqrt(2 pi),
+# 1 / kappa and 1 / kappa**2 per component.
+
+
+@inline_core
+def _weak_prepare(noise, base, xs, theta, w):
+    _solve(noise, base, theta, w)
+
+
+@inline_core
+def _weak_sides(j, i, noise, base, xs, u1, u2, u3, theta, w):
+    if j != 0:  # (never called: measure-valued is refused for scale_tril)
+        return np.nan, np.nan, np.nan, np.nan
+    spread = theta[3]
+    conditional = xs[i] - w[i] * spread[2, i]
+    r1 = sqrt(-2.0 * fm.log(u1))
+    r2 = sqrt(-2.0 * fm.log(u2))
+    side = spread[1, i]
+    return spread[0, i], conditional + side * r1, conditional - side * r1, conditional - side * r2
 
 
 # --- exact expectations: Gauss-Hermite over eps --------------------------------------------------
@@ -381,6 +416,44 @@ def score_closed_forms(distribution, coefficients, spec, coef, wrt):
     return out
 
 
+def weak_moments(distribution, hs, coupled):
+    """Mean and per-draw variance of the measure-valued values of ``loc``, for ``f = sum_a h_a(x_a)``, any D.
+
+    Only component ``a`` differs between the sides, so the value is
+    ``c (h_a(m + s R) - h_a(m - s R'))`` with ``c = kappa_a / sqrt(2 pi)``,
+    ``s = 1 / kappa_a`` and the conditional mean ``m ~ N(loc_a, Sigma_aa -
+    s**2)`` independent of the Rayleigh ``R``, ``R'`` (``R' = R`` coupled): a
+    Gauss-Hermite rule over ``m`` (64 nodes) times the Normal's Gauss-Legendre
+    rule over ``R`` (240 nodes on [0, 14]); exact for polynomial ``h_a``.
+    """
+    from fastgrad._analytic import _legendre
+
+    loc, scale = np.array(distribution.loc), np.array(distribution.scale_tril)
+    spread = distribution.theta[3]
+    sigma = np.sum(scale * scale, axis=1)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(64)
+    weights = weights / np.sqrt(2.0 * np.pi)
+    rho, rho_weights = _legendre(0.0, 14.0)
+    density = rho_weights * rho * np.exp(-0.5 * rho * rho)  # Rayleigh(1)
+    means, variances = [], []
+    for a, h in enumerate(hs):
+        c, s = spread[0, a], spread[1, a]
+        m = loc[a] + np.sqrt(max(sigma[a] - s * s, 0.0)) * nodes  # (0 for independent components, up to rounding)
+        plus = h.evaluate(m[:, None] + s * rho[None, :])
+        minus = h.evaluate(m[:, None] - s * rho[None, :])
+        if coupled:
+            first = c * (plus - minus) @ density
+            second = c * c * ((plus - minus) ** 2 @ density)
+        else:
+            p, q = plus @ density, minus @ density
+            first = c * (p - q)
+            second = c * c * (plus**2 @ density - 2.0 * p * q + minus**2 @ density)
+        mean = float(weights @ first)
+        means.append(mean)
+        variances.append(float(weights @ second) - mean * mean)
+    return means, variances
+
+
 def exact_moments(distribution, function, specs, coefficients, wrt):
     """Exact mean and per-draw variance of each specification (None where there is none).
 
@@ -395,6 +468,13 @@ def exact_moments(distribution, function, specs, coefficients, wrt):
     hs = distribution.component_functions(function)
     if hs is None:
         return [None] * len(specs)
+    weak = [spec.base == "measure-valued" for spec in specs]
+    if any(weak):  # (any D: one component's conditional law; loc only)
+        rest = [spec for spec, w in zip(specs, weak, strict=True) if not w]
+        kept = None if coefficients is None else [c for c, w in zip(coefficients, weak, strict=True) if not w]
+        others = iter(exact_moments(distribution, function, rest, kept, wrt) if rest else [])
+        return [({"loc": weak_moments(distribution, hs, spec.coupled)} if set(wrt) == {"loc"} else None) if w
+                else next(others) for spec, w in zip(specs, weak, strict=True)]  # fmt: skip
     if dim > MAX_EXACT_DIM:
         quadratic = _quadratic_coefficients(hs)
         if quadratic is None:
@@ -423,13 +503,15 @@ def exact_moments(distribution, function, specs, coefficients, wrt):
     return grid_moments(distribution, specs, coefficients, wrt, weights, fx, scores, paths, mirror=mirror)
 
 
-_WEAK_NOTE = "fastgrad has no weak derivative for an entry of scale_tril"
+_WEAK_NOTE = "the weak derivative of an entry of scale_tril is not derived here"
 MVN = joint_family(
     "mvn",
     ("loc", "scale_tril"),
     Joint(width=(1, 0), draw_size=(1, 0), sample=_normal_rows, draw=_draw, scores=_scores, paths=_paths,
-          moments=exact_moments, sizes=_sizes, mirrored=(_mirror_draw, _mirror_factors)),
+          moments=exact_moments, sizes=_sizes, mirrored=(_mirror_draw, _mirror_factors), weak=_weak_sides,
+          weak_prepare=_weak_prepare),
     symmetric=True,
+    weak_parameters=("loc",),
     weak_note=_WEAK_NOTE,
 )  # fmt: skip
 
@@ -514,7 +596,7 @@ class MultivariateNormal:
 
     @property
     def theta(self):
-        """Kernel parameters: ``loc``, ``L`` and ``1 / diag(L)``."""
+        """Kernel parameters: ``loc``, ``L``, ``1 / diag(L)`` and the weak derivative's ``kappa`` terms (3 x D)."""
         return _theta(self.loc, self.scale_tril)
 
     def component_functions(self, function):
@@ -528,7 +610,8 @@ class MultivariateNormal:
         if self.dim <= MAX_EXACT_DIM or hs is None or _quadratic_coefficients(hs) is not None:
             return None
         return (f"exact values are computed for D <= {MAX_EXACT_DIM}, a Gauss-Hermite rule over the D normals "
-                f"(above it, for quadratic forms); this distribution has D = {self.dim}")  # fmt: skip
+                f"(above it, for quadratic forms, and the measure-valued estimator's for any built-in); this "
+                f"distribution has D = {self.dim}")  # fmt: skip
 
     def to_dict(self):
         """JSON-ready description."""
@@ -550,4 +633,6 @@ class MultivariateNormal:
 @functools.lru_cache(maxsize=8)
 def _theta(loc, scale_tril):
     scale = np.array(scale_tril, dtype=np.float64)
-    return np.array(loc, dtype=np.float64), scale, 1.0 / np.diag(scale).copy()
+    kappa = np.sqrt(np.sum(np.linalg.inv(scale) ** 2, axis=0))  # sqrt((Sigma^-1)_aa): column norms of L^-1
+    spread = np.array([kappa / np.sqrt(2.0 * np.pi), 1.0 / kappa, 1.0 / kappa**2])
+    return np.array(loc, dtype=np.float64), scale, 1.0 / np.diag(scale).copy(), spread

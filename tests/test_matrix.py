@@ -48,8 +48,8 @@ from fastgrad import _jobs, _kernels
 
 # Two halves of the table, each on one worker, about equal in kernel compiles (so each cell's plain run below is
 # computed once, on its family's worker, with its family's kernels): a cell's kill -9 and MPI runs go with its half.
-HALVES = {"normal": 0, "exponential": 0, "bernoulli": 0, "diagnormal": 0, "mvn": 0, "beta": 1, "laplace": 1, "gamma": 1,
-          "poisson": 1, "gamma-rate": 1, "dirichlet": 1, "categorical": 1}  # fmt: skip
+HALVES = {"normal": 0, "exponential": 0, "bernoulli": 0, "diagnormal": 0, "mvn": 0, "mvn-loc": 0, "beta": 1,
+          "laplace": 1, "gamma": 1, "poisson": 1, "gamma-rate": 1, "dirichlet": 1, "categorical": 1}  # fmt: skip
 
 
 def half_group(half):
@@ -75,11 +75,13 @@ FAMILIES = {
     "dirichlet": ("fg.Dirichlet([1.5, 2.0, 3.0])", "fg.functions.sum_of_squares()"),
     "categorical": ("fg.Categorical([0.2, 0.3, 0.5])", "'square'"),
     "mvn": ("fg.MultivariateNormal([1.0, -0.5], [[0.8, 0.0], [0.3, 1.2]])", "fg.functions.sum_of_squares()"),
+    "mvn-loc": ("fg.MultivariateNormal([1.0, -0.5], [[0.8, 0.0], [0.3, 1.2]])", "fg.functions.sum_of_squares()"),
 }
 
 #: Rows for some parameters only (``wrt``), and only the specifications that need that (the rest are the full row's).
-WRT = {"gamma-rate": ["rate"], "categorical": ["probs", "logits"]}
-ONLY = {"gamma-rate": ("measure-valued+coupled", "measure-valued+decoupled")}
+WRT = {"gamma-rate": ["rate"], "categorical": ["probs", "logits"], "mvn-loc": ["loc"]}
+ONLY = {"gamma-rate": ("measure-valued+coupled", "measure-valued+decoupled"),
+        "mvn-loc": ("measure-valued+coupled", "measure-valued+decoupled")}  # fmt: skip
 
 #: Every specification the pipeline has.
 SPECS = (
@@ -125,8 +127,8 @@ UNDEFINED = {
     ("categorical", "score+optimal-baseline+antithetic"): "symmetric about 0",
     ("categorical", "pathwise"): "discrete",
     ("categorical", "pathwise+antithetic"): "discrete",
-    ("mvn", "measure-valued+coupled"): "no weak derivative",
-    ("mvn", "measure-valued+decoupled"): "no weak derivative",
+    ("mvn", "measure-valued+coupled"): "weak derivative for loc only",
+    ("mvn", "measure-valued+decoupled"): "weak derivative for loc only",
 }  # fmt: skip
 
 KINDS = ("compare", "estimate", "curve")

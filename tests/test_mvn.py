@@ -116,6 +116,19 @@ def test_a_diagonal_scale_tril_draws_the_diagnormals_values():
     assert mvn.variance["loc"].tolist() == diag.variance["loc"].tolist()
 
 
+@pytest.mark.parametrize("spec", ["measure-valued+coupled", "measure-valued+decoupled"])
+def test_a_diagonal_scale_tril_has_the_diagnormals_weak_derivative_sides(spec):
+    """The same uniforms per component: with a diagonal L the sides are the DiagNormal's up to the rounding of
+    the conditional mean x_a - w_a / kappa_a**2 (= loc_a) and of 1 / kappa_a (= L_aa)."""
+    scales = [0.8, 1.2, 2.0]
+    diagonal = [[s if a == b else 0.0 for b in range(3)] for a, s in enumerate(scales)]
+    function = fg.functions.sum_of_squares()
+    mvn = fg.estimate(fg.MultivariateNormal(LOC, diagonal), function, 65536, estimator=spec, seed=5, wrt="loc")
+    diag = fg.estimate(fg.DiagNormal(LOC, scales), function, 65536, estimator=spec, seed=5, wrt="loc")
+    np.testing.assert_allclose(mvn.mean["loc"], diag.mean["loc"], rtol=1e-13)
+    np.testing.assert_allclose(mvn.variance["loc"], diag.variance["loc"], rtol=1e-12)
+
+
 def test_results_hold_the_lower_triangle_row_by_row():
     r = fg.compare(fg.MultivariateNormal(LOC, L), fg.functions.sum_of_squares(), 2**16, seed=1,
                    estimators=["pathwise"])  # fmt: skip
@@ -182,10 +195,44 @@ def test_a_control_variate_beyond_128_pairs_is_refused_with_the_count():
                estimators=["score+cv"], pilot=1000)  # fmt: skip
 
 
-def test_measure_valued_is_refused_with_the_reason():
-    with pytest.raises(ValueError, match=r"no weak derivative in fastgrad \(fastgrad has no weak derivative for an"):
+def test_measure_valued_for_scale_tril_is_refused_with_the_reason():
+    words = r"weak derivative for loc only, not for scale_tril \(the weak derivative of an entry of scale_tril is not"
+    with pytest.raises(ValueError, match=words + r" derived here\); pass wrt=\['loc'\]"):
         fg.compare(fg.MultivariateNormal([0.0], [[1.0]]), fg.functions.sum_of_squares(), 100,
                    estimators=["measure-valued"])  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["sum_of_squares", "sum_cos", "linear_form"])
+def test_the_measure_valued_exact_values_at_one_component_are_the_normals(name):
+    """At D = 1 the conditional law of x_0 is the whole law: the Normal's weak derivative, quadrature for quadrature."""
+    from fastgrad._analytic import _weak_moments
+    from fastgrad.mvn import weak_moments
+
+    function = {"sum_of_squares": fg.functions.sum_of_squares(), "sum_cos": fg.functions.sum_cos(0.7),
+                "linear_form": fg.functions.linear_form([2.0])}[name]  # fmt: skip
+    distribution = fg.MultivariateNormal([0.7], [[1.3]])
+    (h,) = distribution.component_functions(function)
+    for coupled in (True, False):
+        means, variances = weak_moments(distribution, [h], coupled)
+        mean, variance = _weak_moments(fg.Normal(0.7, 1.3), h, 0, coupled)
+        np.testing.assert_allclose([means[0], variances[0]], [mean, variance], rtol=1e-13)
+
+
+def test_the_coupled_measure_valued_values_of_a_quadratic_form_have_their_closed_form():
+    """f = sum_a w_a x_a**2: the value is R (2 w_a) 2 m / sqrt(2 pi) (R Rayleigh, m the conditional mean, spread
+    tau_a**2 = Sigma_aa - 1 / (Sigma^-1)_aa), so its mean is 2 w_a loc_a and its variance
+    16 w_a**2 (loc_a**2 + tau_a**2) / pi - 4 w_a**2 loc_a**2, at any D (here 5)."""
+    from fastgrad.mvn import weak_moments
+
+    rng = np.random.default_rng(5)
+    scale = np.tril(rng.normal(size=(5, 5)) * 0.5, -1) + np.diag([0.5, 0.8, 1.0, 1.3, 2.0])
+    loc, w = np.linspace(-1.0, 2.0, 5), np.array([0.5, -2.0, 1.5, 1.0, 0.25])
+    distribution = fg.MultivariateNormal(loc, scale)
+    sigma = scale @ scale.T
+    tau2 = np.diag(sigma) - 1.0 / np.diag(np.linalg.inv(sigma))
+    means, variances = weak_moments(distribution, distribution.component_functions(fg.functions.quadratic(w)), True)
+    np.testing.assert_allclose(means, 2 * w * loc, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(variances, 16 * w**2 * (loc**2 + tau2) / np.pi - 4 * w**2 * loc**2, rtol=1e-12)
 
 
 def test_the_cli_takes_a_matrix(capsys, tmp_path):
@@ -212,3 +259,13 @@ def test_the_cli_takes_a_matrix(capsys, tmp_path):
 def test_the_cli_refuses_bad_matrices(capsys, argv, message):
     status = cli.main(["compare", "--dist", "mvn", *argv, "--f", "sum_of_squares", "-n", "100"])
     assert status == 2 and message in capsys.readouterr().err
+
+
+def test_a_run_with_exact_values_for_some_estimators_only_says_so():
+    from types import SimpleNamespace
+
+    from fastgrad._format import _exact_values_line
+
+    some = [SimpleNamespace(analytic_variance=None), SimpleNamespace(analytic_variance={"loc": [1.0]})]
+    assert _exact_values_line(some, "why").startswith("exact values for some estimators only: why")
+    assert _exact_values_line(some[:1], "why").startswith("no exact values: why")
