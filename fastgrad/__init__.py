@@ -18,7 +18,7 @@ Modules: :mod:`fastgrad.rng` (random streams), :mod:`fastgrad.distributions`,
 :mod:`fastgrad.math` (elementary functions with the same bits on every machine).
 """
 
-from fastgrad import distributions, estimators, functions, math, rng
+from fastgrad import distributions, estimators, functions, math, rng, schedules
 from fastgrad._api import MAX_DRAWS, NonFiniteValuesError, compare, estimate, merge, variance_curve
 from fastgrad._checks import FastgradWarning, PrecisionWarning
 from fastgrad._jit import CacheWarning
@@ -27,6 +27,7 @@ from fastgrad._jobs import CheckpointWarning, Partial, PartialError, UserFunctio
 # Every distribution class, so that adding a family touches distributions.py only.
 from fastgrad.distributions import *  # noqa: F403
 from fastgrad.functions import Function, VectorFunction
+from fastgrad.optimize import OptimizationResult, optimize
 from fastgrad.results import Comparison, EstimatorResult, VarianceCurve, VariantComparison, VariantResult
 
 __version__ = "0.1.0"
@@ -40,6 +41,7 @@ __all__ = [  # and the distributions, added below
     "FastgradWarning",
     "Function",
     "NonFiniteValuesError",
+    "OptimizationResult",
     "Partial",
     "PartialError",
     "PrecisionWarning",
@@ -55,7 +57,9 @@ __all__ = [  # and the distributions, added below
     "functions",
     "math",
     "merge",
+    "optimize",
     "rng",
+    "schedules",
     "variance_curve",
 ]
 __all__ += [name for name in distributions.__all__ if name != "DISTRIBUTIONS"]

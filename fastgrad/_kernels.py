@@ -79,7 +79,8 @@ from numba.extending import (
     unbox,
 )
 
-from fastgrad._jit import SOURCE_DIGEST, UNCACHED, block_filler, report_uncached, serial
+from fastgrad import math as fm
+from fastgrad._jit import SOURCE_DIGEST, UNCACHED, block_filler, core, report_uncached, serial
 from fastgrad._parallel import for_ranges
 from fastgrad._reduction import MomentTree, block_sum, reduce_block
 from fastgrad._simd import like, load4, store4
@@ -125,7 +126,7 @@ SCORE, PATHWISE, LOO, MEASURE_VALUED, CONTROL = 0, 1, 2, 3, 4
 F_F, F_SCORE, F_DF, F_MIRROR, F_WEAK, F_LOO, F_WEAK_COUPLED, F_WEAK_DECOUPLED = range(8)
 
 FILLERS = ("plain", "general", "vector", "vector-general", "noise")
-SINKS = ("moments", "curve", "sum")
+SINKS = ("moments", "curve", "sum", "optimize")
 
 
 def units_per_chunk(dim, group):
@@ -228,6 +229,38 @@ class CurveSink(NamedTuple):
     owners: np.ndarray
 
 
+class OptimizeSink(NamedTuple):
+    """A segment of an optimisation (:func:`_optimize_chunks`): every replicate from ``first_step`` to ``last_step``.
+
+    ``params`` (replicates x P, the family's parameters as ``theta_of`` takes
+    them), ``state`` (replicates x 2 x Q: Adam's two moments of each optimised
+    parameter's gradient) and ``reached`` (replicates: the first step count
+    within ``tolerance`` of ``optimum``, -1 none yet) are read and written,
+    row ``b`` for replicate ``run.first_chunk + b``.
+    Optimised parameter ``q`` takes its gradient from value row ``rows[q]``,
+    moves ``params[:, targets[q]]`` and is updated as ``updates[q]``: 0 on
+    itself, 1 through its logarithm (a positive parameter: ``log_scale``,
+    ``log_rate``), 2 through its logit (a probability: ``logits``).
+    ``schedule`` is ``(a, t0, power)``: the learning rate of step ``t`` is
+    ``a / (1 + t / t0)**power`` (``power = 0``: constant).
+    """
+
+    params: np.ndarray
+    state: np.ndarray
+    reached: np.ndarray
+    rows: np.ndarray
+    targets: np.ndarray
+    updates: np.ndarray
+    optimum: np.ndarray
+    first_step: np.int64
+    last_step: np.int64
+    batch: np.int64
+    adam: np.int64
+    schedule: np.ndarray
+    moments: np.ndarray
+    tolerance: np.float64
+
+
 # --- compile-time dispatch on the key --------------------------------------
 # These names exist only for Numba: inside a kernel, each is replaced while
 # typing by the core its key names (the overloads below). Called from plain
@@ -260,6 +293,10 @@ def _path_factor(key, j, eps, x, theta):
 
 def _weak_points(key, j, eps, x, u1, u2, u3, eps2, theta):
     _kernel_only("_weak_points")
+
+
+def _theta_of(key, params):
+    _kernel_only("_theta_of")
 
 
 def _value(key, f, x, fparams):
@@ -309,6 +346,12 @@ def _ol_score_factor(key, j, eps, x, theta):
 def _ol_path_factor(key, j, eps, x, theta):
     impl = FAMILIES[key.family].path_factor
     return lambda key, j, eps, x, theta: impl(j, eps, x, theta)
+
+
+@overload(_theta_of, inline="always")
+def _ol_theta_of(key, params):
+    impl = FAMILIES[key.family].theta_of
+    return lambda key, params: impl(params)
 
 
 @overload(_weak_points, inline="always")
@@ -525,6 +568,100 @@ def _curve_chunks(key, f, df, run, sink, out, lo, hi):
             values = _fill(key, f, df, streams, m, buffers)
             piece, end = _sum_pieces(values, rows, m, block_start, stop, piece, end, out, owners, offsets, sizes,
                                      repeats)  # fmt: skip
+
+
+@core
+def _learning_rate(schedule, step):
+    """Return ``a / (1 + step / t0)**power`` of ``schedule = (a, t0, power)`` (fastgrad.math: the same bits)."""
+    if schedule[2] == 0.0:
+        return schedule[0]
+    return schedule[0] * fm.exp(-schedule[2] * fm.log1p(step / schedule[1]))
+
+
+@core
+def _integer_power(base, n):
+    """``base**n`` by squaring (the same multiplications on every machine)."""
+    out = 1.0
+    while n > 0:
+        if n & 1:
+            out *= base
+        base *= base
+        n >>= 1
+    return out
+
+
+def _optimize_chunks(key, f, df, run, sink, out, lo, hi):
+    """Advance replicates ``run.first_chunk + b``, ``b`` in ``[lo, hi)``, from ``sink.first_step`` to ``last_step``.
+
+    Step ``t`` of replicate ``r`` reads stream ``(seed, stream_base + r * 2**32
+    + t)`` (and its auxiliary streams): a replicate's trajectory depends on
+    nothing but its number, so any replicate reruns alone, on any thread
+    count, from any segment boundary. A step: the kernel parameters from the
+    replicate's parameters (the family's ``theta_of``), ``sink.batch`` units
+    of the filler's values, their mean per optimised parameter (the
+    gradient estimate), then the update (SGD or Adam, :class:`OptimizeSink`).
+    ``out[b]`` is unused.
+    """
+    buffers = _buffers(key, run)
+    per_block = run.per_block
+    rows, targets, updates, optimum = sink.rows, sink.targets, sink.updates, sink.optimum
+    n_opt = rows.size
+    beta1, beta2, epsilon = sink.moments[0], sink.moments[1], sink.moments[2]
+    grad = np.empty(n_opt)
+    for b in range(lo, hi):
+        r = run.first_chunk + b  # (the replicate's number: its streams; its rows in the sink are b)
+        params = sink.params[b]
+        for t in range(sink.first_step, sink.last_step):
+            theta = _theta_of(key, params)
+            current = _replace_theta(key, buffers, theta)
+            base = run.stream_base + np.uint64(r) * np.uint64(1 << 32) + np.uint64(t)
+            streams = (stream_state(run.seed, base), stream_state(run.seed, base + np.uint64(AUX_STREAMS)),
+                       stream_state(run.seed, base + np.uint64(AUX_NORMAL_STREAMS)))  # fmt: skip
+            grad[:] = 0.0
+            for block_start in range(0, sink.batch, per_block):
+                m = min(per_block, sink.batch - block_start)
+                values = _fill(key, f, df, streams, m, current)
+                for q in range(n_opt):
+                    for u in range(m):
+                        grad[q] += values[rows[q], u]
+            rate = _learning_rate(sink.schedule, t)
+            for q in range(n_opt):
+                g = grad[q] / sink.batch
+                if sink.adam:
+                    first = beta1 * sink.state[b, 0, q] + (1.0 - beta1) * g
+                    second = beta2 * sink.state[b, 1, q] + (1.0 - beta2) * (g * g)
+                    sink.state[b, 0, q] = first
+                    sink.state[b, 1, q] = second
+                    first /= 1.0 - _integer_power(beta1, t + 1)
+                    second /= 1.0 - _integer_power(beta2, t + 1)
+                    g = first / (np.sqrt(second) + epsilon)
+                j = targets[q]
+                if updates[q] == 0:
+                    params[j] -= rate * g
+                elif updates[q] == 1:
+                    params[j] *= fm.exp(-rate * g)
+                else:
+                    logit = fm.log(params[j]) - fm.log1p(-params[j]) - rate * g
+                    params[j] = 1.0 / (1.0 + fm.exp(-logit))
+            if sink.reached[b] < 0:
+                within = True
+                for q in range(n_opt):
+                    if not abs(params[targets[q]] - optimum[q]) < sink.tolerance:
+                        within = False
+                if within:
+                    sink.reached[b] = t + 1
+
+
+def _replace_theta(key, buffers, theta):
+    """Return the general filler's buffers with another kernel parameter vector."""
+    _kernel_only("_replace_theta")
+
+
+@overload(_replace_theta, inline="always")
+def _ol_replace_theta(key, buffers, theta):
+    if key.filler != "general":  # (an optimisation runs the general filler)
+        raise TypeError(f"an optimisation runs the general filler, not {key.filler!r}")
+    return lambda key, buffers, theta: (*buffers[:10], theta, *buffers[11:])
 
 
 def _sum_chunks(key, f, df, run, sink, out, lo, hi):
@@ -1825,6 +1962,8 @@ _cached_curve = serial(_curve_chunks)
 _uncached_curve = numba.njit(**UNCACHED)(_curve_chunks)
 _cached_other = serial(_sum_chunks)  # (the sum sink: the normals-only kernel)
 _uncached_other = numba.njit(**UNCACHED)(_sum_chunks)
+_cached_optimize = serial(_optimize_chunks)
+_uncached_optimize = numba.njit(**UNCACHED)(_optimize_chunks)
 
 
 # --- the Python side: one kernel, any run ----------------------------------------------
@@ -1846,6 +1985,8 @@ class Kernel:
             self.dispatcher = _cached_kernel if builtin else _uncached_kernel
         elif sink == "curve":
             self.dispatcher = _cached_curve if builtin else _uncached_curve
+        elif sink == "optimize":
+            self.dispatcher = _cached_optimize if builtin else _uncached_optimize
         else:
             self.dispatcher = _cached_other if builtin else _uncached_other
         self.f = None if builtin else function.f

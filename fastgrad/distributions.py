@@ -108,6 +108,11 @@ class Family:
         ``analytic_factors`` does the parameters'. A run that asks for one
         uses the family's :func:`extended` twin (its own kernels), so runs
         that do not pay nothing for them.
+    theta_of : njit core ``(params) -> theta``, optional
+        The kernel parameter vector from the parameters' values (an array, in
+        ``parameters`` order), the same numbers ``theta`` gives: what lets an
+        optimisation (:func:`fastgrad.optimize`) move the parameters inside a
+        kernel. None: the family cannot be optimised yet.
     joint : :class:`Joint`, optional
         For a family whose draw reads several noise numbers at once and whose
         factors need all of them (Beta, Dirichlet): its whole-draw cores,
@@ -133,6 +138,7 @@ class Family:
     weak_note: str = ""
     natural: tuple = ()
     natural_factors: object = field(default=None, compare=False)
+    theta_of: object = field(default=None, compare=False)
     joint: object = field(default=None, compare=False)
 
 
@@ -275,6 +281,12 @@ def _normal_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
     return c, theta[0] + theta[1] * maxwell, x, theta[0] + theta[1] * eps2
 
 
+@core
+def location_scale_theta(params):
+    """``(loc, scale, 1 / scale)``: every location-scale family's kernel parameters."""
+    return params[0], params[1], 1.0 / params[1]
+
+
 def _normal_analytic_factors(theta):
     scale = theta[1]
     score = ([0.0, 1.0 / scale], [-1.0 / scale, 0.0, 1.0 / scale])
@@ -301,6 +313,7 @@ NORMAL = Family(
     simd=True,
     natural=(("log_scale", "scale"),),
     natural_factors=location_scale_natural_factors,
+    theta_of=location_scale_theta,
 )
 
 # --- Exponential(rate): x = eps / rate, eps ~ Exp(1) ------------------------------
@@ -350,6 +363,12 @@ def _exponential_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
     return theta[1] if j == 0 else 1.0, x, coupled, decoupled
 
 
+@core
+def rate_theta(params):
+    """``(rate, 1 / rate)``: the Exponential's and the Poisson's kernel parameters."""
+    return params[0], 1.0 / params[0]
+
+
 def _exponential_analytic_factors(theta):
     rate = theta[0]
     return ([1 / rate, -1 / rate],), ([0.0, -1 / rate**2],)
@@ -372,6 +391,7 @@ EXPONENTIAL = Family(
     simd=True,
     natural=(("log_rate", "rate"),),
     natural_factors=_exponential_natural_factors,
+    theta_of=rate_theta,
 )
 
 
@@ -416,6 +436,11 @@ def _bernoulli_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
     return 1.0 if j == 0 else theta[0] * (1.0 - theta[0]), 1.0, 0.0, 0.0  # logits: dp/dlogits = p (1 - p)
 
 
+@core
+def _bernoulli_theta(params):
+    return params[0], 1.0 / params[0], 1.0 / (1.0 - params[0])
+
+
 def _bernoulli_analytic_factors(theta):
     p = Fraction(theta[0])
     return ([-1 / (1 - p), 1 / p + 1 / (1 - p)],), None
@@ -438,6 +463,7 @@ BERNOULLI = Family(
     weak_derivative=_bernoulli_weak_derivative,
     natural=(("logits", "p"),),
     natural_factors=_bernoulli_natural_factors,
+    theta_of=_bernoulli_theta,
 )
 
 

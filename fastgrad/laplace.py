@@ -35,6 +35,7 @@ from fastgrad.distributions import (
     Family,
     LocationScale,
     location_scale_path_factor,
+    location_scale_theta,
     location_scale_transform,
     register,
 )
@@ -172,6 +173,7 @@ LAPLACE = Family(
     weak_moments=_weak_moments,
     natural=(("log_scale", "scale"),),
     natural_factors=_natural_factors,
+    theta_of=location_scale_theta,
 )
 
 

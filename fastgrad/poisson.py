@@ -34,7 +34,7 @@ import numpy as np
 from fastgrad._analytic import ExpPoly, Smooth, _exact, affine
 from fastgrad._checks import real as _real
 from fastgrad._jit import core, serial
-from fastgrad.distributions import Family, register
+from fastgrad.distributions import Family, rate_theta, register
 from fastgrad.rng import _poisson_block, poisson_log_pmf
 
 __all__ = ["Poisson"]
@@ -174,6 +174,7 @@ POISSON = Family(
     noise_takes_theta=True,
     natural=(("log_rate", "rate"),),
     natural_factors=_natural_factors,
+    theta_of=rate_theta,
 )
 
 

@@ -1,0 +1,355 @@
+"""Stochastic-gradient optimisation with each estimator: many replicates in parallel, exact and reproducible.
+
+``optimize`` runs, for every estimator, ``replicates`` independent SGD (or
+Adam) trajectories from the same start. Step ``t`` of replicate ``r`` draws
+``batch`` draws from stream ``(seed, r * 2**32 + t)``, estimates the gradient
+with the estimator at the replicate's current parameters, and updates them;
+a replicate's trajectory depends on nothing but ``(seed, r)``, so it is the
+same on any thread count and reruns alone. Positive parameters move through
+their logarithms (``scale`` as ``log_scale``, ``rate`` as ``log_rate``) and
+probabilities through their logits, with gradients the estimators compute
+natively for those parameterisations. Only the logged steps are kept.
+
+Families so far: Normal, Laplace, Exponential, Bernoulli and Poisson (those
+whose kernel parameters a kernel can rebuild from the parameters,
+``Family.theta_of``), with any built-in or user function of a number.
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fastgrad import _validate
+from fastgrad.estimators import Plan, parse_estimators
+from fastgrad.schedules import Schedule, constant
+
+__all__ = ["OptimizationResult", "optimize"]
+
+OPTIMIZERS = ("sgd", "adam")
+#: Most replicates (stream r * 2**32 + t needs r < 2**30) and steps (t < 2**32).
+MAX_REPLICATES = 2**30
+MAX_STEPS = 2**32 - 1
+QUANTILES = (0.1, 0.5, 0.9)
+#: The columns of every logged statistic.
+COLUMNS = ("mean", "q10", "q50", "q90", "std")
+#: How each optimised coordinate moves its parameter: itself, its logarithm, its logit (OptimizeSink.updates).
+_UPDATES = {"log_scale": 1, "log_rate": 1, "logits": 2}
+
+
+@dataclass
+class EstimatorTrajectory:
+    """One estimator's replicates: statistics over them at every logged step.
+
+    ``parameters[name]`` and ``objective`` are ``(steps logged, 5)`` arrays:
+    the mean, the 10, 50 and 90 % quantiles and the standard deviation over
+    replicates (:data:`COLUMNS`; for every
+    parameter of the distribution and every optimised natural one);
+    ``objective`` is the exact ``E_q[f]`` at each replicate's parameters
+    (None for a user's function); ``distance`` the largest absolute
+    difference to ``optimum`` over the optimised parameters (None without
+    one). ``reached`` holds each replicate's steps to come within
+    ``tolerance`` of the optimum (-1: not within ``steps``), ``final`` its
+    parameters after the last step (replicates x the family's parameters).
+    """
+
+    estimator: str
+    evaluations_per_step: int
+    parameters: dict
+    objective: object
+    distance: object
+    reached: np.ndarray = field(repr=False)
+    final: np.ndarray = field(repr=False)
+
+    def steps_to_tolerance(self):
+        """``(median, 10 %, 90 % quantiles, replicates that never reached it)`` of the steps needed (None: none did)."""
+        done = self.reached[self.reached >= 0]
+        never = int(np.sum(self.reached < 0))
+        if done.size == 0:
+            return None, never
+        return tuple(float(v) for v in np.quantile(done, (0.5, 0.1, 0.9))), never
+
+
+@dataclass
+class OptimizationResult:
+    """What :func:`optimize` returns: per estimator, the logged statistics of its replicates.
+
+    ``steps`` are the logged step counts (0 is the start); ``trajectories``
+    maps each estimator's name to its :class:`EstimatorTrajectory`.
+    """
+
+    distribution: object
+    function: object
+    wrt: tuple
+    optimized: tuple
+    steps: np.ndarray
+    batch: int
+    replicates: int
+    optimizer: str
+    schedule: Schedule
+    seed: int
+    optimum: dict
+    tolerance: float
+    trajectories: dict
+    seconds: float
+
+    def __getitem__(self, estimator):
+        return self.trajectories[parse_estimators([estimator])[0].name]
+
+    def to_dict(self):
+        """JSON-ready: every logged statistic, the steps to tolerance per estimator, the run's settings."""
+
+        def table(values):
+            return None if values is None else [dict(zip(COLUMNS, map(float, row), strict=True)) for row in values]
+
+        out = {}
+        for name, t in self.trajectories.items():
+            quantiles, never = t.steps_to_tolerance()
+            out[name] = {
+                "evaluations_per_step": t.evaluations_per_step,
+                "parameters": {p: table(v) for p, v in t.parameters.items()},
+                "objective": table(t.objective),
+                "distance": table(t.distance),
+                "steps_to_tolerance": None
+                if quantiles is None
+                else dict(zip(("q50", "q10", "q90"), quantiles, strict=True)),
+                "never_reached": never,
+            }
+        return {
+            "distribution": self.distribution.to_dict(),
+            "function": self.function.to_dict() if hasattr(self.function, "to_dict") else str(self.function),
+            "wrt": list(self.wrt),
+            "optimized": list(self.optimized),
+            "steps": self.steps.tolist(),
+            "batch": self.batch,
+            "replicates": self.replicates,
+            "optimizer": self.optimizer,
+            "learning_rate": self.schedule.to_dict(),
+            "seed": self.seed,
+            "optimum": self.optimum,
+            "tolerance": self.tolerance,
+            "estimators": out,
+        }
+
+    def __str__(self):
+        lines = [
+            f"fastgrad.optimize: {self.distribution!r}, {self.function}, wrt {', '.join(self.wrt)}",
+            f"{self.optimizer}, learning rate {self.schedule}, batch {self.batch}, {self.replicates:,} replicates "
+            f"per estimator, {int(self.steps[-1]):,} steps, seed {self.seed}, {self.seconds:.3g} s",
+        ]
+        if self.optimum:
+            target = ", ".join(f"{k} = {v:g}" for k, v in self.optimum.items())
+            lines.append(f"steps (and function evaluations) to come within {self.tolerance:g} of {target}:")
+            rows = [("estimator", "median steps [10 %, 90 %]", "evaluations (median)", "never")]
+            for name, t in self.trajectories.items():
+                quantiles, never = t.steps_to_tolerance()
+                if quantiles is None:
+                    rows.append((name, "-", "-", f"{never:,}"))
+                else:
+                    median, low, high = quantiles
+                    rows.append((name, f"{median:g} [{low:g}, {high:g}]", f"{median * t.evaluations_per_step:g}",
+                                 f"{never:,}"))  # fmt: skip
+            lines += _columns(rows)
+        final = len(self.steps) - 1
+        rows = [("estimator", *(f"{p} mean [10 %, 90 %]" for p in self.optimized), "exact objective median")]
+        for name, t in self.trajectories.items():
+            cells = [f"{v[final, 0]:.6g} [{v[final, 1]:.4g}, {v[final, 3]:.4g}]"
+                     for v in (t.parameters[p] for p in self.optimized)]  # fmt: skip
+            objective = "-" if t.objective is None else f"{t.objective[final, 2]:.6g}"
+            rows.append((name, *cells, objective))
+        lines.append(f"at step {int(self.steps[-1]):,}:")
+        lines += _columns(rows)
+        return "\n".join(lines)
+
+
+def _columns(rows):
+    widths = [max(len(str(row[c])) for row in rows) for c in range(len(rows[0]))]
+    return ["  " + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in rows]  # fmt: skip
+
+
+def _check_count(name, value, low, high):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer from {low} to {high:,}; got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high:,}; got {value!r}")
+    return int(value)
+
+
+def _coordinates(distribution, wrt):
+    """Return the optimised coordinates: each parameter or its natural one (``log_scale``, ``log_rate``, ``logits``)."""
+    natural = {base: name for name, base in distribution.family.natural}
+    return tuple(natural.get(name, name) for name in wrt)
+
+
+def _exact_objective(distribution, function, params):
+    """``E_q[f]`` at each row of ``params`` (the family's parameters), or None for a user's function."""
+    h = function.exact() if hasattr(function, "exact") and function.builtin is not None else None
+    if h is None:
+        return None
+    family = distribution.family
+    if family.name == "normal" and all(omega == omega for _, omega in h.terms):
+        return _normal_expectations(h, params[:, 0], params[:, 1])
+    out = np.empty(len(params))
+    for r, row in enumerate(params):
+        theta = family.theta_of(np.ascontiguousarray(row, dtype=np.float64))
+        out[r] = float(family.expectation(h, theta, (1,)))
+    return out
+
+
+def _normal_expectations(h, loc, scale):
+    """``E[h(loc + scale z)]`` for arrays ``loc``, ``scale`` and ``h = sum c x**j exp(i w x)`` (vectorised).
+
+    Completing the square: ``E[x**j e^(iwx)] = e^(i w loc - w**2 scale**2 / 2) E[(m + scale z)**j]`` with
+    ``m = loc + i w scale**2``, and ``E[(m + s z)**j] = sum_k C(j, k) m**(j - k) s**k (k - 1)!!`` over even ``k``.
+    """
+    total = np.zeros(loc.shape, dtype=complex)
+    for (j, w), c in h.terms.items():
+        m = loc + 1j * w * scale**2
+        moment = np.zeros(loc.shape, dtype=complex)
+        for k in range(0, j + 1, 2):
+            moment += math.comb(j, k) * m ** (j - k) * scale**k * math.prod(range(k - 1, 0, -2))
+        total += complex(c) * np.exp(1j * w * loc - 0.5 * w * w * scale**2) * moment
+    return total.real
+
+
+def _statistics(values):
+    """Return a row of :data:`COLUMNS` over replicates (``std``: the sample standard deviation; 0 for one)."""
+    spread = float(np.std(values, ddof=1)) if values.size > 1 else 0.0
+    return np.array([np.mean(values), *np.quantile(values, QUANTILES), spread])
+
+
+def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise"), steps, learning_rate,
+             batch=1, optimizer="sgd", replicates=1000, first_replicate=0, seed=None, log_every=None, optimum=None,
+             tolerance=None, pilot=None, threads=None, adam=(0.9, 0.999, 1e-8)):  # fmt: skip
+    """Run ``replicates`` stochastic-gradient optimisations of ``E_q[f]`` per estimator, in parallel.
+
+    Parameters
+    ----------
+    distribution : Normal, Laplace, Exponential, Bernoulli or Poisson
+        The start.
+    function : built-in name, Function or @njit function
+    wrt : str or sequence of str, optional
+        Parameters to optimise (default: all); the others stay fixed.
+        Positive ones move through their logarithms, probabilities through
+        their logits (reported in both parameterisations).
+    estimators : sequence of str
+        Specifications (``score``, ``score+optimal-baseline``,
+        ``pathwise+antithetic``, ``measure-valued``, ...). Optimal
+        baselines and control variates are estimated once, on ``pilot``
+        draws at the start.
+    steps : int
+        Steps per replicate, 1 to 2**32 - 1.
+    learning_rate : float or fastgrad.schedules.Schedule
+    batch : int
+        Draws per step (a multiple of a leave-one-out group).
+    optimizer : "sgd" or "adam"
+    replicates : int
+        Independent runs per estimator, 1 to 2**30.
+    first_replicate : int
+        Number of the first (default 0): ``first_replicate=r, replicates=1``
+        reruns replicate ``r`` of a larger run alone, bit for bit.
+    seed : int, optional
+    log_every : int, optional
+        Steps between logged statistics (default: about 100 logged steps).
+    optimum : dict, optional
+        Known optimum of the optimised parameters (original
+        parameterisation), e.g. ``{"loc": 0.0}``, with ``tolerance``: the
+        steps each replicate needs to come within it.
+    threads : int, optional
+    adam : (beta1, beta2, epsilon)
+
+    Returns
+    -------
+    OptimizationResult
+
+    Examples
+    --------
+    >>> import fastgrad as fg
+    >>> r = fg.optimize(fg.Normal(2.0, 1.0), "square", "loc", estimators=["pathwise"], steps=100,
+    ...                 learning_rate=0.01, replicates=100, seed=0)
+    >>> round(float(r["pathwise"].parameters["loc"][-1, 0]), 4)    # E[theta_t] = (1 - 2 eta)**t theta_0 = 0.2652
+    0.2679
+    """
+    from fastgrad._kernels import Kernel, OptimizeSink, make_run
+
+    started = time.perf_counter()
+    function = _validate.check_target(distribution, function)
+    family = distribution.family
+    if family.theta_of is None or family.joint is not None or hasattr(distribution, "dim"):
+        raise ValueError(f"optimize supports Normal, Laplace, Exponential, Bernoulli and Poisson so far; got "
+                         f"{type(distribution).__name__}")  # fmt: skip
+    wrt = _validate.check_wrt(wrt, family.parameters)
+    coordinates = _coordinates(distribution, wrt)
+    steps = _check_count("steps", steps, 1, MAX_STEPS)
+    batch = _check_count("batch", batch, 1, 2**31)
+    replicates = _check_count("replicates", replicates, 1, MAX_REPLICATES)
+    first_replicate = _check_count("first_replicate", first_replicate, 0, MAX_REPLICATES - replicates)
+    seed = _validate.check_seed(seed)
+    threads = _validate.check_threads(threads)
+    log_every = max(1, steps // 100) if log_every is None else _check_count("log_every", log_every, 1, steps)
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}; got {optimizer!r}")
+    schedule = learning_rate if isinstance(learning_rate, Schedule) else constant(learning_rate)
+    if optimum is not None:
+        if not isinstance(optimum, dict) or set(optimum) != set(wrt):
+            raise ValueError(f"optimum must be a dict with a value for each of {list(wrt)}; got {optimum!r}")
+        if tolerance is None or not (isinstance(tolerance, (int, float)) and tolerance > 0):
+            raise ValueError(f"tolerance must be a number > 0 with optimum; got {tolerance!r}")
+    specs = parse_estimators(estimators)
+    for spec in specs:
+        if spec.baseline == "loo" and batch % spec.group:
+            raise ValueError(f"batch must be a multiple of {spec.name}'s group of {spec.group}; got {batch}")
+    plans = [Plan.build(distribution, function, [spec], coordinates, compare=False) for spec in specs]
+    start = np.array([float(getattr(distribution, p)) for p in family.parameters])
+    targets = np.array([family.parameters.index(p) for p in wrt], np.int64)
+    updates = np.array([_UPDATES.get(c, 0) for c in coordinates], np.int64)
+    target = np.array([np.nan if optimum is None else float(optimum[p]) for p in wrt])
+    logged = np.unique(np.concatenate([np.arange(0, steps, log_every), [steps]])).astype(np.int64)
+    trajectories = {}
+    from fastgrad import _pilot
+    from fastgrad._api import _numba_threads
+
+    for spec, plan in zip(specs, plans, strict=True):
+        coefficients = None if plan.classic else _pilot.coefficients(plan, pilot or _validate.DEFAULT_PILOT, seed)
+        units = batch // plan.group
+        run = make_run(distribution.theta, function.param_vector, plan.specs, len(plan.parameters), coefficients,
+                       [plan.parameters.index(c) for c in coordinates], plan.rows, seed=seed, n_units=replicates,
+                       group=plan.group)  # fmt: skip
+        kernel = Kernel(plan.distribution.family.name, function, "general", "optimize", run)
+        params = np.tile(start, (replicates, 1))
+        state = np.zeros((replicates, 2, len(wrt)))
+        reached = np.full(replicates, -1, np.int64)
+        rows = np.array([plan.parameters.index(c) for c in coordinates], np.int64)
+        stats = {name: [] for name in dict.fromkeys(family.parameters + coordinates)}
+        objective, distance = [], []
+        previous = 0
+        with _numba_threads(threads):
+            for step in logged:
+                if step > previous:
+                    sink = OptimizeSink(params, state, reached, rows, targets, updates, target, np.int64(previous),
+                                        np.int64(step), np.int64(units), np.int64(optimizer == "adam"),
+                                        np.array([schedule.a, schedule.t0, schedule.power]), np.array(adam, float),
+                                        np.float64(tolerance or 0.0))  # fmt: skip
+                    kernel(first_replicate, sink, np.empty((1, 1)), replicates)
+                    previous = step
+                for p in family.parameters:
+                    stats[p].append(_statistics(params[:, family.parameters.index(p)]))
+                for c, p in zip(coordinates, wrt, strict=True):
+                    if c != p:
+                        values = params[:, family.parameters.index(p)]
+                        natural = np.log(values) if c != "logits" else np.log(values) - np.log1p(-values)
+                        stats[c].append(_statistics(natural))
+                exact = _exact_objective(distribution, function, params)
+                if exact is not None:
+                    objective.append(_statistics(exact))
+                if optimum is not None:
+                    distance.append(_statistics(np.max(np.abs(params[:, targets] - target), axis=1)))
+        trajectories[spec.name] = EstimatorTrajectory(
+            spec.name, batch * spec.evaluations, {k: np.array(v) for k, v in stats.items()},
+            np.array(objective) if objective else None, np.array(distance) if distance else None, reached.copy(),
+            params.copy())  # fmt: skip
+    return OptimizationResult(distribution, function, wrt, coordinates, logged, batch, replicates, optimizer,
+                              schedule, seed, dict(optimum or {}), tolerance, trajectories,
+                              time.perf_counter() - started)  # fmt: skip

@@ -1,0 +1,117 @@
+"""fastgrad.optimize: stochastic-gradient runs per estimator against their closed forms, reproducible, bad input.
+
+The seed problem min_theta E_{N(theta, 1)}[x**2] with SGD and a constant step eta: the pathwise gradient of a draw is
+2 x = 2 theta + 2 eps, so theta_{t+1} = (1 - 2 eta) theta_t - 2 eta eps_t: Gaussian, with mean (1 - 2 eta)**t theta_0
+and variance 4 eta**2 (1 - (1 - 2 eta)**(2 t)) / (1 - (1 - 2 eta)**2). The score function's estimate is unbiased for
+2 theta_t whatever theta_t is, so its mean follows the same recursion (its variance does not).
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+import fastgrad as fg
+
+# One worker: the module's runs share two kernels (Normal with square, and with linear), compiled once a process.
+pytestmark = pytest.mark.xdist_group("optimize")
+
+ETA, STEPS, THETA0 = 0.01, 100, 2.0
+
+
+@pytest.fixture(scope="module")
+def seed_runs():
+    return fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", estimators=["pathwise", "score"], steps=STEPS,
+                       learning_rate=ETA, replicates=4000, seed=11, log_every=25, optimum={"loc": 0.0},
+                       tolerance=0.05)  # fmt: skip
+
+
+def test_the_pathwise_mean_and_variance_follow_their_closed_forms(seed_runs):
+    stats = seed_runs["pathwise"].parameters["loc"]
+    replicates = seed_runs.replicates
+    for row, t in zip(stats, seed_runs.steps, strict=True):
+        mean = (1 - 2 * ETA) ** t * THETA0
+        variance = 4 * ETA**2 * (1 - (1 - 2 * ETA) ** (2 * t)) / (1 - (1 - 2 * ETA) ** 2)
+        assert abs(row[0] - mean) <= 5 * math.sqrt(variance / replicates) + 1e-15, t
+        # theta_t is Gaussian: the sample variance's standard error is variance * sqrt(2 / (R - 1))
+        assert abs(row[4] ** 2 - variance) <= 5 * variance * math.sqrt(2 / (replicates - 1)) + 1e-15, t
+
+
+def test_the_score_functions_mean_follows_the_same_recursion(seed_runs):
+    stats = seed_runs["score"].parameters["loc"]
+    for row, t in zip(stats, seed_runs.steps, strict=True):
+        assert abs(row[0] - (1 - 2 * ETA) ** t * THETA0) <= 5 * row[4] / math.sqrt(seed_runs.replicates) + 1e-15, t
+    # the exact objective at each replicate's theta: E[x**2] = theta**2 + 1, its median from theta's
+    final = seed_runs["score"].final[:, 0]
+    assert seed_runs["score"].objective[-1, 2] == pytest.approx(np.median(final**2 + 1.0), rel=1e-12)
+
+
+def test_threads_do_not_change_a_bit_and_a_replicate_reruns_alone(seed_runs):
+    kwargs = dict(estimators=["score"], steps=STEPS, learning_rate=ETA, seed=11, log_every=25)
+    one = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", replicates=4000, threads=1, **kwargs)
+    assert one["score"].final.tolist() == seed_runs["score"].final.tolist()
+    alone = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", replicates=1, first_replicate=1234, **kwargs)
+    assert alone["score"].final.tolist() == seed_runs["score"].final[1234:1235].tolist()
+
+
+def test_steps_to_tolerance_are_the_first_steps_within_it(seed_runs):
+    reached = seed_runs["pathwise"].reached
+    assert np.all((reached == -1) | ((reached >= 1) & (reached <= STEPS)))
+    r = int(np.flatnonzero(reached > 1)[0])
+    kwargs = dict(estimators=["pathwise"], learning_rate=ETA, seed=11, replicates=1, first_replicate=r)
+    at = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", steps=int(reached[r]), **kwargs)
+    before = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", steps=int(reached[r]) - 1, **kwargs)
+    assert abs(at["pathwise"].final[0, 0]) < 0.05 <= abs(before["pathwise"].final[0, 0])
+    quantiles, never = seed_runs["pathwise"].steps_to_tolerance()
+    assert never == int(np.sum(reached < 0)) and quantiles[0] == np.median(reached[reached >= 0])
+    data = seed_runs.to_dict()
+    assert data["estimators"]["pathwise"]["never_reached"] == never
+    assert "steps (and function evaluations) to come within 0.05 of loc = 0" in str(seed_runs)
+
+
+def test_a_positive_parameter_moves_through_its_logarithm(seed_runs):
+    # the scale of N(0, 2) under E[x**2] = scale**2: reported as scale and log_scale, the same replicates
+    r = fg.optimize(fg.Normal(0.0, 2.0), "square", "scale", estimators=["pathwise"], steps=20, learning_rate=0.05,
+                    replicates=101, seed=3)  # fmt: skip
+    assert r.optimized == ("log_scale",)
+    scale, log_scale = r["pathwise"].parameters["scale"], r["pathwise"].parameters["log_scale"]
+    np.testing.assert_allclose(log_scale[:, 2], np.log(scale[:, 2]), rtol=1e-15)  # the median of 101: one replicate
+    assert scale[-1, 0] < 2.0  # E[x**2] falls with the scale
+
+
+def test_sgd_and_adam_take_their_exact_steps_on_a_constant_gradient():
+    """f(x) = x: every pathwise value is exactly 1, so SGD moves loc by the learning rate of each step and Adam by
+    a / (1 + epsilon) (its bias-corrected moments of a constant gradient are 1)."""
+    schedule = fg.schedules.inverse_power(0.1, 10.0, 0.75)
+    sgd = fg.optimize(fg.Normal(2.0, 1.0), "linear", "loc", estimators=["pathwise"], steps=50,
+                      learning_rate=schedule, replicates=3, seed=0)  # fmt: skip
+    expected = 2.0 - math.fsum(schedule(t) for t in range(50))
+    np.testing.assert_allclose(sgd["pathwise"].final[:, 0], expected, rtol=1e-13)
+    adam = fg.optimize(fg.Normal(2.0, 1.0), "linear", "loc", estimators=["pathwise"], steps=50, learning_rate=0.01,
+                       optimizer="adam", replicates=3, seed=0)  # fmt: skip
+    np.testing.assert_allclose(adam["pathwise"].final[:, 0], 2.0 - 50 * 0.01 / (1 + 1e-8), rtol=1e-12)
+
+
+BAD = {
+    "steps": (dict(steps=-1), ValueError, "steps must be an integer from 1"),
+    "steps-float": (dict(steps=10.0), TypeError, "steps must be an integer"),
+    "learning-rate": (dict(learning_rate=0.0), ValueError, "learning_rate must be a finite number > 0"),
+    "optimizer": (dict(optimizer="rmsprop"), ValueError, "optimizer must be one of ['sgd', 'adam']"),
+    "loo-batch": (dict(estimators=["score+loo(4)"], batch=6), ValueError, "batch must be a multiple of"),
+    "optimum": (dict(optimum={"scale": 1.0}, tolerance=0.1), ValueError, "optimum must be a dict with a value"),
+    "tolerance": (dict(optimum={"loc": 0.0}), ValueError, "tolerance must be a number > 0"),
+    "replicates": (dict(replicates=0), ValueError, "replicates must be an integer from 1"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_input_is_refused_before_any_work(name):
+    kwargs = dict(estimators=["score"], steps=10, learning_rate=0.1)
+    change, exception, words = BAD[name]
+    with pytest.raises(exception, match=words.replace("[", r"\[").replace("]", r"\]")):
+        fg.optimize(fg.Normal(1.0, 1.0), "square", "loc", **{**kwargs, **change})
+
+
+def test_a_family_it_cannot_move_yet_is_refused_naming_those_it_can():
+    with pytest.raises(ValueError, match="optimize supports Normal, Laplace, Exponential, Bernoulli and Poisson"):
+        fg.optimize(fg.Gamma(2.0, 1.0), "square", steps=10, learning_rate=0.1)
