@@ -571,11 +571,11 @@ def _curve_chunks(key, f, df, run, sink, out, lo, hi):
 
 
 @core
-def _learning_rate(schedule, step):
-    """Return ``a / (1 + step / t0)**power`` of ``schedule = (a, t0, power)`` (fastgrad.math: the same bits)."""
-    if schedule[2] == 0.0:
-        return schedule[0]
-    return schedule[0] * fm.exp(-schedule[2] * fm.log1p(step / schedule[1]))
+def _learning_rate(a, t0, power, step):
+    """Return ``a / (1 + step / t0)**power`` (fastgrad.math: the same bits on every machine)."""
+    if power == 0.0:
+        return a
+    return a * fm.exp(-power * fm.log1p(step / t0))
 
 
 @core
@@ -593,75 +593,125 @@ def _integer_power(base, n):
 def _optimize_chunks(key, f, df, run, sink, out, lo, hi):
     """Advance replicates ``run.first_chunk + b``, ``b`` in ``[lo, hi)``, from ``sink.first_step`` to ``last_step``.
 
-    Step ``t`` of replicate ``r`` reads stream ``(seed, stream_base + r * 2**32
-    + t)`` (and its auxiliary streams): a replicate's trajectory depends on
-    nothing but its number, so any replicate reruns alone, on any thread
-    count, from any segment boundary. A step: the kernel parameters from the
-    replicate's parameters (the family's ``theta_of``), ``sink.batch`` units
-    of the filler's values, their mean per optimised parameter (the
-    gradient estimate), then the update (SGD or Adam, :class:`OptimizeSink`).
-    ``out[b]`` is unused.
+    Replicate ``r``'s draws are a sequence of units (``sink.batch`` a step),
+    in blocks of ``run.per_block``: block ``k`` reads stream ``(seed,
+    stream_base + r * 2**32 + k)`` (and its auxiliary streams), drawn whole
+    when the first of its units is needed, so a stream is started once per
+    block, not per step, and a segment starting at any step redraws the
+    block it starts in and skips to its unit. Where the noise's law depends
+    on the parameters (the Poisson's draws), each step draws its own at the
+    step's parameters instead, from stream ``r * 2**32 + t``. Either way a
+    replicate's trajectory depends on nothing but its number: any replicate
+    reruns alone, on any thread count, from any step. A step: the kernel
+    parameters from the replicate's parameters (the family's ``theta_of``),
+    the general filler's values of the step's units from their noise, their
+    mean per optimised parameter (the gradient estimate), then the update
+    (SGD or Adam, :class:`OptimizeSink`). ``out[b]`` is unused.
     """
-    buffers = _buffers(key, run)
+    (values, words, noise, scratch, aux_noise, aux_words, q, tmp, uniforms,
+     group, theta, fparams, kinds, mirror, coupled, coef, has_coef, flags, active) = _buffers(key, run)  # fmt: skip
     per_block = run.per_block
+    per_step = _noise_follows_theta(key)
+    units = sink.batch
+    # (the sink's fields as locals, once: each use of a named tuple's array in the loops increfs it)
     rows, targets, updates, optimum = sink.rows, sink.targets, sink.updates, sink.optimum
+    all_params, state, reached, schedule = sink.params, sink.state, sink.reached, sink.schedule
+    first_step, last_step, adam, tolerance = sink.first_step, sink.last_step, sink.adam, sink.tolerance
     n_opt = rows.size
     beta1, beta2, epsilon = sink.moments[0], sink.moments[1], sink.moments[2]
     grad = np.empty(n_opt)
+    streams = (stream_state(run.seed, run.stream_base), stream_state(run.seed, run.stream_base),
+               stream_state(run.seed, run.stream_base))  # fmt: skip
+    # a plain score or pathwise specification: its values in the step loop itself, the general filler's
+    # operations (f(x) times the score factor, f'(x) times the path factor), without a call per step
+    plain = kinds.size == 1 and (kinds[0] == SCORE or kinds[0] == PATHWISE) and mirror[0] == 0
+    plain = plain and has_coef[0] == 0 and group == 1
+    score = kinds[0] == SCORE
     for b in range(lo, hi):
         r = run.first_chunk + b  # (the replicate's number: its streams; its rows in the sink are b)
-        params = sink.params[b]
-        for t in range(sink.first_step, sink.last_step):
+        params = all_params[b]
+        unit = first_step * units
+        block = -1
+        for t in range(first_step, last_step):
             theta = _theta_of(key, params)
-            current = _replace_theta(key, buffers, theta)
-            base = run.stream_base + np.uint64(r) * np.uint64(1 << 32) + np.uint64(t)
-            streams = (stream_state(run.seed, base), stream_state(run.seed, base + np.uint64(AUX_STREAMS)),
-                       stream_state(run.seed, base + np.uint64(AUX_NORMAL_STREAMS)))  # fmt: skip
-            grad[:] = 0.0
-            for block_start in range(0, sink.batch, per_block):
-                m = min(per_block, sink.batch - block_start)
-                values = _fill(key, f, df, streams, m, current)
-                for q in range(n_opt):
+            for o in range(n_opt):
+                grad[o] = 0.0
+            done = 0
+            while done < units:
+                if per_step:
+                    k, offset = t, 0
+                    m = min(units - done, per_block)
+                else:
+                    k, offset = unit // per_block, unit % per_block
+                    m = min(units - done, per_block - offset)
+                if per_step or k != block:
+                    base = run.stream_base + np.uint64(r) * np.uint64(1 << 32) + np.uint64(k)
+                    if not per_step or done == 0:
+                        streams = (stream_state(run.seed, base), stream_state(run.seed, base + np.uint64(AUX_STREAMS)),
+                                   stream_state(run.seed, base + np.uint64(AUX_NORMAL_STREAMS)))  # fmt: skip
+                    drawn = m if per_step else per_block
+                    _general_noise(key, streams[0], streams[1], streams[2], words, noise, scratch, aux_words,
+                                   aux_noise, drawn * group, theta, flags)  # fmt: skip
+                    block = k
+                d = offset * group
+                if plain:
                     for u in range(m):
-                        grad[q] += values[rows[q], u]
-            rate = _learning_rate(sink.schedule, t)
-            for q in range(n_opt):
-                g = grad[q] / sink.batch
-                if sink.adam:
-                    first = beta1 * sink.state[b, 0, q] + (1.0 - beta1) * g
-                    second = beta2 * sink.state[b, 1, q] + (1.0 - beta2) * (g * g)
-                    sink.state[b, 0, q] = first
-                    sink.state[b, 1, q] = second
+                        eps = noise[d + u]
+                        x = _transform(key, eps, theta)
+                        if score:
+                            fx = _value(key, f, x, fparams)
+                            for o in range(n_opt):
+                                grad[o] += fx * _score_factor(key, rows[o], eps, x, theta)
+                        else:
+                            dfx = _derivative(key, df, x, fparams)
+                            for o in range(n_opt):
+                                grad[o] += dfx * _path_factor(key, rows[o], eps, x, theta)
+                else:
+                    _general_values(key, f, df, noise[d:], aux_words[3 * d :], aux_noise[d:], m, group, theta,
+                                    fparams, kinds, mirror, coupled, coef, has_coef, flags, active, values, q, tmp,
+                                    uniforms)  # fmt: skip
+                    for o in range(n_opt):
+                        for u in range(m):
+                            grad[o] += values[rows[o], u]
+                done += m
+                unit += m
+            rate = _learning_rate(schedule[0], schedule[1], schedule[2], t)
+            for o in range(n_opt):
+                g = grad[o] / units
+                if adam:
+                    first = beta1 * state[b, 0, o] + (1.0 - beta1) * g
+                    second = beta2 * state[b, 1, o] + (1.0 - beta2) * (g * g)
+                    state[b, 0, o] = first
+                    state[b, 1, o] = second
                     first /= 1.0 - _integer_power(beta1, t + 1)
                     second /= 1.0 - _integer_power(beta2, t + 1)
                     g = first / (np.sqrt(second) + epsilon)
-                j = targets[q]
-                if updates[q] == 0:
+                j = targets[o]
+                if updates[o] == 0:
                     params[j] -= rate * g
-                elif updates[q] == 1:
+                elif updates[o] == 1:
                     params[j] *= fm.exp(-rate * g)
                 else:
                     logit = fm.log(params[j]) - fm.log1p(-params[j]) - rate * g
                     params[j] = 1.0 / (1.0 + fm.exp(-logit))
-            if sink.reached[b] < 0:
+            if reached[b] < 0:
                 within = True
-                for q in range(n_opt):
-                    if not abs(params[targets[q]] - optimum[q]) < sink.tolerance:
+                for o in range(n_opt):
+                    if not abs(params[targets[o]] - optimum[o]) < tolerance:
                         within = False
                 if within:
-                    sink.reached[b] = t + 1
+                    reached[b] = t + 1
 
 
-def _replace_theta(key, buffers, theta):
-    """Return the general filler's buffers with another kernel parameter vector."""
-    _kernel_only("_replace_theta")
+def _noise_follows_theta(key):
+    """Whether the family's noise law depends on its parameters (a compile-time constant)."""
+    _kernel_only("_noise_follows_theta")
 
 
-@overload(_replace_theta, inline="always")
-def _ol_replace_theta(key, buffers, theta):
-    if key.filler != "general":  # (an optimisation runs the general filler)
-        raise TypeError(f"an optimisation runs the general filler, not {key.filler!r}")
-    return lambda key, buffers, theta: (*buffers[:10], theta, *buffers[11:])
+@overload(_noise_follows_theta, inline="always")
+def _ol_noise_follows_theta(key):
+    follows = FAMILIES[key.family].noise_takes_theta
+    return lambda key: follows
 
 
 def _sum_chunks(key, f, df, run, sink, out, lo, hi):
@@ -747,7 +797,8 @@ def _ol_buffers(key, run):
 
         def general(key, run):
             n_params = _n_params(key)
-            draws = (run.per_block * run.group + 3) // 4 * 4  # (a multiple of 4: see _weak_rows)
+            # (a multiple of 4, see _weak_rows, and 4 more: an optimisation's blocks start anywhere in these)
+            draws = (run.per_block * run.group + 3) // 4 * 4 + 4
             return (
                 np.empty((run.kinds.size * n_params, run.per_block)),
                 np.empty(draws, np.uint64),
@@ -840,9 +891,10 @@ def _ol_fill(key, f, df, streams, m, buffers):
         def general(key, f, df, streams, m, buffers):
             (values, words, noise, scratch, aux_noise, aux_words, q, tmp, uniforms,
              group, theta, fparams, kinds, mirror, coupled, coef, has_coef, flags, active) = buffers  # fmt: skip
-            _general_block(key, f, df, streams[0], streams[1], streams[2], words, noise, scratch, aux_words,
-                           aux_noise, m, group, theta, fparams, kinds, mirror, coupled, coef, has_coef, flags, active,
-                           values, q, tmp, uniforms)  # fmt: skip
+            _general_noise(key, streams[0], streams[1], streams[2], words, noise, scratch, aux_words, aux_noise,
+                           m * group, theta, flags)  # fmt: skip
+            _general_values(key, f, df, noise, aux_words, aux_noise, m, group, theta, fparams, kinds, mirror, coupled,
+                            coef, has_coef, flags, active, values, q, tmp, uniforms)  # fmt: skip
             return values
 
         return general
@@ -1256,26 +1308,39 @@ def _ol_weak_rows(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, coup
     return four_at_a_time
 
 
+def _general_noise(key, state, aux, aux_normal, words, noise, scratch, aux_words, aux_noise, m, theta, flags):
+    """Draw the noise of ``m`` draws of the general filler (and the weak derivative's words and normals)."""
+    _kernel_only("_general_noise")
+
+
+@overload(_general_noise, inline="always")
+def _ol_general_noise(key, state, aux, aux_normal, words, noise, scratch, aux_words, aux_noise, m, theta, flags):
+    def draw(key, state, aux, aux_normal, words, noise, scratch, aux_words, aux_noise, m, theta, flags):
+        _sample_noise(key, state, words, noise, scratch, m, theta)
+        if flags[F_WEAK]:
+            take_words(aux, aux_words, 3 * m)
+            if flags[F_WEAK_DECOUPLED]:
+                _sample_noise(key, aux_normal, words, aux_noise, scratch, m, theta)
+
+    return draw
+
+
 @block_filler
-def _general_block(
-    key, f, df, state, aux, aux_normal, words, noise, scratch, aux_words, aux_noise, m_units, group, theta, fparams,
-    kinds, mirror, coupled, coef, has_coef, flags, active, values, q, tmp, uniforms,
+def _general_values(
+    key, f, df, noise, aux_words, aux_noise, m_units, group, theta, fparams, kinds, mirror, coupled, coef, has_coef,
+    flags, active, values, q, tmp, uniforms,
 ):  # fmt: skip
     """Fill columns ``[0, m_units)`` of the value rows (row ``s * P + j``: specification ``s``, parameter ``j``).
 
-    Two passes over the block, so that each inner loop does one thing and
-    LLVM can vectorise it: first the per-draw quantities into the rows of
-    ``q`` (see :func:`_q_rows`), then each specification's values from them.
-    Only the parameters in ``active`` (the run's ``wrt``) get values; every
-    score factor is computed, since a control variate uses all of them.
+    From the block's noise (:func:`_general_noise`, drawn first), in two
+    passes, so that each inner loop does one thing and LLVM can vectorise
+    it: first the per-draw quantities into the rows of ``q`` (see
+    :func:`_q_rows`), then each specification's values from them. Only the
+    parameters in ``active`` (the run's ``wrt``) get values; every score
+    factor is computed, since a control variate uses all of them.
     """
     n_params = _n_params(key)
     m = m_units * group
-    _sample_noise(key, state, words, noise, scratch, m, theta)
-    if flags[F_WEAK]:
-        take_words(aux, aux_words, 3 * m)
-        if flags[F_WEAK_DECOUPLED]:
-            _sample_noise(key, aux_normal, words, aux_noise, scratch, m, theta)
     s0, sb0, p0, pb0, w0, wd0 = _q_rows(n_params)
     # pass 1: per-draw quantities, one simple loop per quantity
     for i in range(m):

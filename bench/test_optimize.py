@@ -1,0 +1,47 @@
+"""The seed problem as an optimisation: fastgrad.optimize against vectorised NumPy doing the same experiment.
+
+``min_theta E_{N(theta, 1)}[x**2]`` from theta = 2, SGD with a constant step, one draw a step, many replicates:
+fastgrad on 2 threads (replicates in parallel, the steps of each fused in the kernel) against NumPy with all
+replicates as one array per step (``standard_normal`` and the update on whole arrays). Figures are replicate-steps
+per second (the summary's "draws/s": one draw a step).
+"""
+
+import numpy as np
+import pytest
+
+import fastgrad as fg
+
+REPLICATES, STEPS, ETA = 10_000, 1_000, 0.01
+
+
+def _fastgrad(estimator, replicates, steps):
+    return fg.optimize(fg.Normal(2.0, 1.0), "square", "loc", estimators=[estimator], steps=steps,
+                       learning_rate=ETA, replicates=replicates, seed=1, log_every=steps, threads=2)  # fmt: skip
+
+
+def _numpy(estimator, generator, replicates, steps):
+    theta = np.full(replicates, 2.0)
+    for _ in range(steps):
+        eps = generator.standard_normal(replicates)
+        x = theta + eps
+        theta -= ETA * (2.0 * x if estimator == "pathwise" else x * x * eps)  # score: f(x) (x - theta) / scale**2
+    return theta
+
+
+@pytest.mark.benchmark(group="optimisation")
+@pytest.mark.parametrize("estimator", ["pathwise", "score"])
+def test_fastgrad_optimize(benchmark, record, estimator):
+    _fastgrad(estimator, 10, 10)  # compile or load outside the timing
+    result = benchmark.pedantic(_fastgrad, args=(estimator, REPLICATES, STEPS), rounds=3, warmup_rounds=0)
+    mean = result[estimator].parameters["loc"][-1, 0]
+    assert abs(mean - 2.0 * (1 - 2 * ETA) ** STEPS) < 0.05
+    record(f"fastgrad optimize, 2 threads: {estimator}", REPLICATES * STEPS, threads=2)
+
+
+@pytest.mark.benchmark(group="optimisation")
+@pytest.mark.parametrize("estimator", ["pathwise", "score"])
+def test_numpy_optimize(benchmark, record, estimator):
+    generator = np.random.default_rng(1)
+    theta = benchmark.pedantic(_numpy, args=(estimator, generator, REPLICATES, STEPS), rounds=3, warmup_rounds=0)
+    assert abs(theta.mean() - 2.0 * (1 - 2 * ETA) ** STEPS) < 0.05
+    record(f"NumPy vectorised optimise: {estimator}", REPLICATES * STEPS, threads=1)
