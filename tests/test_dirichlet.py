@@ -221,6 +221,11 @@ def test_exact_values_beyond_three_components_for_polynomials_and_none_for_other
     specs = parse_estimators(["score"])
     assert dirichlet.noise_moments(d, fg.functions.sum_cos(1.0), specs, None, d.parameters) == [None]
     assert "above it for polynomial functions only" in d.exact_values_note(fg.functions.sum_cos(1.0))
+    # at K = 3 the rule over the K Gamma draws is used for sum_cos, but not below concentrations of 0.5
+    small = fg.Dirichlet([0.3, 2.0, 5.0])
+    assert dirichlet.noise_moments(small, fg.functions.sum_cos(1.0), specs, None, small.parameters) == [None]
+    assert "concentration >= 0.5" in small.exact_values_note(fg.functions.sum_cos(1.0))
+    assert small.exact_values_note(fg.functions.sum_of_squares()) is None
 
 
 # --- the Beta's implicit gradient through its own CDF (the reference for PyTorch's Dirichlet) -----------------
