@@ -6,17 +6,34 @@ replicates as one array per step (``standard_normal`` and the update on whole ar
 per second (the summary's "draws/s": one draw a step).
 """
 
+import numba
 import numpy as np
 import pytest
 
 import fastgrad as fg
+from fastgrad import rng
 
 REPLICATES, STEPS, ETA = 10_000, 1_000, 0.01
 
 
-def _fastgrad(estimator, replicates, steps):
+def _fastgrad(estimator, replicates, steps, threads=2):
     return fg.optimize(fg.Normal(2.0, 1.0), "square", "loc", estimators=[estimator], steps=steps,
-                       learning_rate=ETA, replicates=replicates, seed=1, log_every=steps, threads=2)  # fmt: skip
+                       learning_rate=ETA, replicates=replicates, seed=1, log_every=steps, threads=threads)  # fmt: skip
+
+
+@numba.njit
+def _bound(replicates, steps, eta):
+    """The least a replicate-step can cost here: fastgrad's normals (blocks of 512) and the SGD update, nothing else."""
+    out = np.empty(replicates)
+    noise = np.empty(512)
+    for r in range(replicates):
+        theta = 2.0
+        for k in range(0, steps, 512):
+            rng.fill_normals(rng.stream_state(1, r * 2**32 + k), noise)
+            for i in range(min(512, steps - k)):
+                theta -= eta * 2.0 * (theta + noise[i])
+        out[r] = theta
+    return out
 
 
 def _numpy(estimator, generator, replicates, steps):
@@ -45,3 +62,19 @@ def test_numpy_optimize(benchmark, record, estimator):
     theta = benchmark.pedantic(_numpy, args=(estimator, generator, REPLICATES, STEPS), rounds=3, warmup_rounds=0)
     assert abs(theta.mean() - 2.0 * (1 - 2 * ETA) ** STEPS) < 0.05
     record(f"NumPy vectorised optimise: {estimator}", REPLICATES * STEPS, threads=1)
+
+
+@pytest.mark.benchmark(group="optimisation")
+def test_fastgrad_optimize_one_thread(benchmark, record):
+    _fastgrad("pathwise", 10, 10, threads=1)
+    benchmark.pedantic(_fastgrad, args=("pathwise", REPLICATES, STEPS, 1), rounds=3, warmup_rounds=0)
+    record("fastgrad optimize, 1 thread: pathwise", REPLICATES * STEPS, threads=1)
+
+
+@pytest.mark.benchmark(group="optimisation")
+def test_bound_optimize(benchmark, record):
+    """The bound the 1-thread row is read against: normals and the update alone (docs/optimisation.md)."""
+    _bound(2, 600, ETA)
+    theta = benchmark.pedantic(_bound, args=(REPLICATES, STEPS, ETA), rounds=3, warmup_rounds=0)
+    assert abs(theta.mean() - 2.0 * (1 - 2 * ETA) ** STEPS) < 0.05
+    record("bound, 1 thread: fastgrad normals + SGD update only", REPLICATES * STEPS, threads=1)

@@ -116,6 +116,8 @@ USER_LANES = "<user, lanes>"
 AUX_STREAMS = 1 << 62
 #: Stream numbers of the auxiliary normals (decoupled measure-valued scale side) start here.
 AUX_NORMAL_STREAMS = AUX_STREAMS + (1 << 61)
+#: Replicates an optimisation advances in lockstep, one step of each in turn (see :func:`_optimize_chunks`).
+OPTIMIZE_LANES = 4
 #: Stream numbers of pilot runs start here.
 PILOT_STREAMS = 1 << 63
 
@@ -606,14 +608,15 @@ def _draw_optimize_block(key, seed, base, spare, words, noise, scratch, aux_word
 
 
 @block_filler
-def _general_step(key, f, df, seed, first, spare, per_step, per_block, t, units, block, theta, grad, rows, buffers):
+def _general_step(key, f, df, seed, first, spare, per_step, per_block, t, units, block, theta, grad, rows, noise,
+                  buffers):  # fmt: skip
     """Sum step ``t``'s values into ``grad`` (row ``rows[o]`` for optimised parameter ``o``) through the general filler.
 
-    The step's units may lie in several blocks (drawn as needed: the block
-    in ``noise`` is ``block``; returns the one it leaves there), or, where
+    The step's units may lie in several blocks (drawn into ``noise`` as
+    needed: the block there is ``block``; returns the one it leaves there), or, where
     the noise follows the parameters, in stream ``first + t`` of their own.
     """
-    (values, words, noise, scratch, aux_noise, aux_words, q, tmp, uniforms,
+    (values, words, _, scratch, aux_noise, aux_words, q, tmp, uniforms,
      group, _, fparams, kinds, mirror, coupled, coef, has_coef, flags, active) = buffers  # fmt: skip
     for o in range(rows.size):
         grad[o] = 0.0
@@ -671,91 +674,104 @@ def _optimize_chunks(key, f, df, run, sink, out, lo, hi):
     """
     buffers = _buffers(key, run)
     words, noise, scratch, aux_noise, aux_words = buffers[1], buffers[2], buffers[3], buffers[4], buffers[5]
-    group, fparams, kinds, mirror, has_coef, flags = (
-        buffers[9],
-        buffers[11],
-        buffers[12],
-        buffers[13],
-        buffers[16],
-        buffers[17],
-    )
+    group, fparams, kinds, mirror = buffers[9], buffers[11], buffers[12], buffers[13]
+    has_coef, flags = buffers[16], buffers[17]
     per_block = run.per_block
     per_step = _noise_follows_theta(key)
     units = sink.batch
-    # The sink's arrays (which the sink owns for the whole call) and the gradient as borrowed views: passed to
-    # the step functions at every step, owned arrays were increfed and decrefed there, atomically, 18 times a
-    # step (gdb on NRT_incref); the seed case's pathwise steps ran at 13.9 M/s on 2 threads against 107 M/s
-    # with the update removed.
-    gradient = np.empty(sink.rows.size)
-    rows, targets, updates, optimum, schedule, moments, reached, grad = _borrowed(
-        (sink.rows, sink.targets, sink.updates, sink.optimum, sink.schedule, sink.moments, sink.reached, gradient)
-    )
-    first_step, last_step, adam, tolerance = sink.first_step, sink.last_step, sink.adam, sink.tolerance
-    beta1, beta2, epsilon = moments[0], moments[1], moments[2]
-    n_opt = rows.size
-    spare = stream_state(run.seed, run.stream_base)  # (stands in for the streams a block draw does not start)
+    n_opt = sink.rows.size
     # a plain score or pathwise specification: its values in the step loop itself, the general filler's
-    # operations (f(x) times the score factor, f'(x) times the path factor), without a call per step
+    # operations (f(x) times the score factor, f'(x) times the path factor), without a call per step; where
+    # no step straddles two blocks, OPTIMIZE_LANES replicates in lockstep (each step's update waits on the last: one
+    # replicate at a time, a step's chain of latencies was most of its time)
     plain = kinds.size == 1 and (kinds[0] == SCORE or kinds[0] == PATHWISE) and mirror[0] == 0
     plain = plain and has_coef[0] == 0 and group == 1 and not per_step
     score = kinds[0] == SCORE
-    for b in range(lo, hi):
-        r = run.first_chunk + b  # (the replicate's number: its streams; its rows in the sink are b)
-        params, moments_b = _borrowed((sink.params[b], sink.state[b]))
-        first = run.stream_base + np.uint64(r) * np.uint64(1 << 32)
-        block = -1
+    lanes = OPTIMIZE_LANES if plain and per_block % units == 0 else 1
+    # The sink's arrays (which the sink owns for the whole call) and the scratch as borrowed views: passed to
+    # the step functions at every step, owned arrays were increfed and decrefed there, atomically, 18 times a
+    # step (gdb on NRT_incref); the seed case's pathwise steps ran at 13.9 M/s on 2 threads against 107 M/s
+    # with the update removed.
+    owned = (np.empty((lanes, n_opt)), np.empty((lanes, noise.size)), np.full(lanes, -1))
+    (all_params, state, rows, targets, updates, optimum, schedule, moments, reached, grad, lane_noise,
+     blocks) = _borrowed((sink.params, sink.state, sink.rows, sink.targets, sink.updates, sink.optimum, sink.schedule,
+                          sink.moments, sink.reached, *owned))  # fmt: skip
+    first_step, last_step, adam, tolerance = sink.first_step, sink.last_step, sink.adam, sink.tolerance
+    beta1, beta2, epsilon = moments[0], moments[1], moments[2]
+    tracking = tolerance > 0.0  # (0: no optimum given, no steps to tolerance)
+    spare = stream_state(run.seed, run.stream_base)  # (stands in for the streams a block draw does not start)
+    replicate_step = np.uint64(1 << 32)
+    for b0 in range(lo, hi, lanes):
+        n_lanes = min(lanes, hi - b0)
+        blocks[:] = -1
         for t in range(first_step, last_step):
-            theta = _theta_of(key, params)
             unit = t * units
             k, offset = unit // per_block, unit % per_block
-            if plain and offset + units <= per_block:
-                if k != block:
-                    _draw_optimize_block(key, run.seed, first + np.uint64(k), spare, words, noise, scratch, aux_words,
-                                         aux_noise, per_block, theta, flags)  # fmt: skip
-                    block = k
-                for o in range(n_opt):
-                    grad[o] = 0.0
-                for d in range(offset, offset + units):
-                    eps = noise[d]
-                    x = _transform(key, eps, theta)
-                    if score:
-                        fx = _value(key, f, x, fparams)
-                        for o in range(n_opt):
-                            grad[o] += fx * _score_factor(key, rows[o], eps, x, theta)
-                    else:
-                        dfx = _derivative(key, df, x, fparams)
-                        for o in range(n_opt):
-                            grad[o] += dfx * _path_factor(key, rows[o], eps, x, theta)
-            else:
-                block = _general_step(key, f, df, run.seed, first, spare, per_step, per_block, t, units, block, theta,
-                                      grad, rows, buffers)  # fmt: skip
             rate = _learning_rate(schedule[0], schedule[1], schedule[2], t)
-            for o in range(n_opt):
-                g = grad[o] / units
-                if adam:
-                    first_moment = beta1 * moments_b[0, o] + (1.0 - beta1) * g
-                    second_moment = beta2 * moments_b[1, o] + (1.0 - beta2) * (g * g)
-                    moments_b[0, o] = first_moment
-                    moments_b[1, o] = second_moment
-                    first_moment /= 1.0 - _integer_power(beta1, t + 1)
-                    second_moment /= 1.0 - _integer_power(beta2, t + 1)
-                    g = first_moment / (np.sqrt(second_moment) + epsilon)
-                j = targets[o]
-                if updates[o] == 0:
-                    params[j] -= rate * g
-                elif updates[o] == 1:
-                    params[j] *= fm.exp(-rate * g)
+            for lane in range(n_lanes):
+                b = b0 + lane
+                # (the replicate's number r = run.first_chunk + b: its streams; its rows in the sink are b)
+                first = run.stream_base + np.uint64(run.first_chunk + b) * replicate_step
+                theta = _theta_of(key, all_params[b])
+                if plain and offset + units <= per_block:
+                    if k != blocks[lane]:
+                        _draw_optimize_block(key, run.seed, first + np.uint64(k), spare, words, lane_noise[lane],
+                                             scratch, aux_words, aux_noise, per_block, theta, flags)  # fmt: skip
+                        blocks[lane] = k
+                    if n_opt == 1:  # (a scalar sum: the loop below took 13 of the seed case's 33 ns a step)
+                        row, acc = rows[0], 0.0
+                        for d in range(offset, offset + units):
+                            eps = lane_noise[lane, d]
+                            x = _transform(key, eps, theta)
+                            if score:
+                                acc += _value(key, f, x, fparams) * _score_factor(key, row, eps, x, theta)
+                            else:
+                                acc += _derivative(key, df, x, fparams) * _path_factor(key, row, eps, x, theta)
+                        grad[lane, 0] = acc
+                    else:
+                        for o in range(n_opt):
+                            grad[lane, o] = 0.0
+                        for d in range(offset, offset + units):
+                            eps = lane_noise[lane, d]
+                            x = _transform(key, eps, theta)
+                            if score:
+                                fx = _value(key, f, x, fparams)
+                                for o in range(n_opt):
+                                    grad[lane, o] += fx * _score_factor(key, rows[o], eps, x, theta)
+                            else:
+                                dfx = _derivative(key, df, x, fparams)
+                                for o in range(n_opt):
+                                    grad[lane, o] += dfx * _path_factor(key, rows[o], eps, x, theta)
                 else:
-                    logit = fm.log(params[j]) - fm.log1p(-params[j]) - rate * g
-                    params[j] = 1.0 / (1.0 + fm.exp(-logit))
-            if reached[b] < 0:
-                within = True
+                    blocks[lane] = _general_step(key, f, df, run.seed, first, spare, per_step, per_block, t, units,
+                                                 blocks[lane], theta, grad[lane], rows, lane_noise[lane],
+                                                 buffers)  # fmt: skip
                 for o in range(n_opt):
-                    if not abs(params[targets[o]] - optimum[o]) < tolerance:
-                        within = False
-                if within:
-                    reached[b] = t + 1
-    gradient[:] = 0.0  # (the borrowed grad's owner, alive until here)
+                    g = grad[lane, o] / units
+                    if adam:
+                        first_moment = beta1 * state[b, 0, o] + (1.0 - beta1) * g
+                        second_moment = beta2 * state[b, 1, o] + (1.0 - beta2) * (g * g)
+                        state[b, 0, o] = first_moment
+                        state[b, 1, o] = second_moment
+                        first_moment /= 1.0 - _integer_power(beta1, t + 1)
+                        second_moment /= 1.0 - _integer_power(beta2, t + 1)
+                        g = first_moment / (np.sqrt(second_moment) + epsilon)
+                    j = targets[o]
+                    if updates[o] == 0:
+                        all_params[b, j] -= rate * g
+                    elif updates[o] == 1:
+                        all_params[b, j] *= fm.exp(-rate * g)
+                    else:
+                        logit = fm.log(all_params[b, j]) - fm.log1p(-all_params[b, j]) - rate * g
+                        all_params[b, j] = 1.0 / (1.0 + fm.exp(-logit))
+                if tracking and reached[b] < 0:
+                    within = True
+                    for o in range(n_opt):
+                        if not abs(all_params[b, targets[o]] - optimum[o]) < tolerance:
+                            within = False
+                    if within:
+                        reached[b] = t + 1
+    owned[0][:] = 0.0  # (the borrowed scratch's owner, alive until here)
 
 
 def _noise_follows_theta(key):
