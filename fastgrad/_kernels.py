@@ -244,7 +244,11 @@ class OptimizeSink(NamedTuple):
     itself, 1 through its logarithm (a positive parameter: ``log_scale``,
     ``log_rate``), 2 through its logit (a probability: ``logits``).
     ``schedule`` is ``(a, t0, power)``: the learning rate of step ``t`` is
-    ``a / (1 + t / t0)**power`` (``power = 0``: constant).
+    ``a / (1 + t / t0)**power`` (``power = 0``: constant). After step
+    ``log_steps[i] - 1`` (the step count ``log_steps[i]``, increasing, in
+    ``(first_step, last_step]``) each replicate's parameters are copied to
+    ``snapshots[i, b]``: one call logs many steps, so a replicate's current
+    block of draws is not redrawn at every logged step.
     """
 
     params: np.ndarray
@@ -261,6 +265,8 @@ class OptimizeSink(NamedTuple):
     schedule: np.ndarray
     moments: np.ndarray
     tolerance: np.float64
+    log_steps: np.ndarray
+    snapshots: np.ndarray
 
 
 # --- compile-time dispatch on the key --------------------------------------
@@ -701,10 +707,14 @@ def _optimize_chunks(key, f, df, run, sink, out, lo, hi):
     tracking = tolerance > 0.0  # (0: no optimum given, no steps to tolerance)
     spare = stream_state(run.seed, run.stream_base)  # (stands in for the streams a block draw does not start)
     replicate_step = np.uint64(1 << 32)
+    log_steps, snapshots = _borrowed((sink.log_steps, sink.snapshots))
+    n_params = all_params.shape[1]
     for b0 in range(lo, hi, lanes):
         n_lanes = min(lanes, hi - b0)
         blocks[:] = -1
+        logged = 0
         for t in range(first_step, last_step):
+            logging = logged < log_steps.size and log_steps[logged] == t + 1
             unit = t * units
             k, offset = unit // per_block, unit % per_block
             rate = _learning_rate(schedule[0], schedule[1], schedule[2], t)
@@ -771,6 +781,11 @@ def _optimize_chunks(key, f, df, run, sink, out, lo, hi):
                             within = False
                     if within:
                         reached[b] = t + 1
+                if logging:
+                    for j in range(n_params):
+                        snapshots[logged, b, j] = all_params[b, j]
+            if logging:
+                logged += 1
     owned[0][:] = 0.0  # (the borrowed scratch's owner, alive until here)
 
 

@@ -34,6 +34,15 @@ examples:
   fastgrad compare --loc 2 --f square -n 1e7 --seed 0 --wrt loc \
                    --estimators score,score+optimal-baseline,pathwise,pathwise+antithetic,measure-valued
 """,
+    "optimize": """\
+examples:
+  fastgrad optimize --loc 2 --f square --estimators score,score+optimal-baseline,pathwise --steps 2000 \\
+                    --batch 1 --lr 0.01 --replicates 10000 --seed 1 --plot opt.png --json opt.json
+  fastgrad optimize --loc 2 --f square --estimators score,pathwise,pathwise+antithetic,measure-valued \\
+                    --steps 2000 --batch 2 --equal-cost --lr 0.01 --optimum loc=0 --tolerance 0.05 --seed 1
+  fastgrad optimize --loc 1 --scale 2 --f "cos(omega=2)" --wrt loc,scale --optimizer adam --lr 0.05 \\
+                    --lr-decay 100,0.5 --steps 500 --batch 8 --seed 0
+""",
     "curve": """\
 examples:
   fastgrad curve --loc 2 --f square --sizes 10,100,1000,10000,100000 --repeats 1000 --seed 0
@@ -55,7 +64,7 @@ or your own @numba.njit function: --f mymodule:f --df mymodule:df (or file.py:f)
 """
 
 
-COMMANDS = ("compare", "estimate", "curve", "merge", "warmup")
+COMMANDS = ("compare", "estimate", "curve", "optimize", "merge", "warmup")
 
 
 class UsageError(Exception):
@@ -427,6 +436,88 @@ def _pilot_option(parser):
     )
 
 
+def _optimum(text):
+    """``loc=0,scale=1`` -> ``{"loc": 0.0, "scale": 1.0}``."""
+    out = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(f"expected P=V[,P=V...] (e.g. loc=0); got {text!r}")
+        out[name.strip()] = _real(value.strip())
+    return out
+
+
+def _decay(text):
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected T0,P (the rate lr / (1 + t / T0)**P); got {text!r}")
+    return tuple(_real(part.strip()) for part in parts)
+
+
+def _optimize_options(parser):
+    group = parser.add_argument_group("optimisation (docs/optimisation.md)")
+    group.add_argument("--estimators", type=_estimator_list, default=None, metavar="E[,E...]",
+                       help="estimators, each with its own replicates (default: score,pathwise)")  # fmt: skip
+    group.add_argument("--steps", type=_count, required=True, help="steps per replicate (required)")
+    group.add_argument("--batch", type=_count, default=1,
+                       help="draws per step (with --equal-cost: evaluations of f per step); default: 1")  # fmt: skip
+    group.add_argument("--equal-cost", action="store_true",
+                       help="--batch counts function evaluations: antithetic and measure-valued draw half")  # fmt: skip
+    group.add_argument("--lr", type=_real, required=True, help="learning rate (required)")
+    group.add_argument("--lr-decay", type=_decay, default=None, metavar="T0,P",
+                       help="decay the rate: lr / (1 + t / T0)**P (fastgrad.schedules.inverse_power)")  # fmt: skip
+    group.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="default: sgd")
+    group.add_argument("--replicates", type=_count, default=1000, help="runs per estimator (default: 1000)")
+    group.add_argument("--log-every", type=_count, default=None, metavar="K",
+                       help="steps between logged statistics (default: about 100 logged)")  # fmt: skip
+    group.add_argument("--optimum", type=_optimum, default=None, metavar="P=V[,P=V]",
+                       help="the known optimum of the --wrt parameters (default --wrt: these), with --tolerance: "
+                       "steps to reach it")  # fmt: skip
+    group.add_argument("--tolerance", type=_real, default=None, help="distance to --optimum that counts as reached")
+    group.add_argument("--plot", default=None, metavar="PNG",
+                       help="write the objective (log scale) against steps and evaluations to this PNG")  # fmt: skip
+    _pilot_option(group)
+
+
+def _optimize(args, prog, argv):
+    """``fastgrad optimize``: run, print, write the JSON and the plot; return the exit status."""
+    import fastgrad as fg
+    from fastgrad.schedules import constant, inverse_power
+
+    if _draws_vectors(_families()[args.dist]):
+        raise UsageError(f"argument --dist: optimize supports normal, laplace, exponential, bernoulli and poisson "
+                         f"so far; got {args.dist}")  # fmt: skip
+    function = parse_function(args.f, args.df, vector=False, weights=args.weights)
+    json_path = _output_path("--json", args.json)
+    plot_path = _output_path("--plot", args.plot)
+    if plot_path is not None:
+        from fastgrad.plotting import PlottingUnavailableError, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except PlottingUnavailableError as error:
+            raise UsageError(f"argument --plot: {error}") from None
+    distribution = _distribution(args)
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    clock = time.perf_counter()
+    try:
+        rate = constant(args.lr) if args.lr_decay is None else inverse_power(args.lr, *args.lr_decay)
+        wrt = args.wrt if args.wrt is not None or args.optimum is None else list(args.optimum)
+        result = fg.optimize(
+            distribution, function, wrt, estimators=args.estimators or ("score", "pathwise"), steps=args.steps,
+            learning_rate=rate, batch=args.batch, optimizer=args.optimizer, replicates=args.replicates,
+            seed=args.seed, log_every=args.log_every, optimum=args.optimum, tolerance=args.tolerance,
+            pilot=args.pilot, threads=args.threads, equal_cost=args.equal_cost,
+        )  # fmt: skip
+    except (TypeError, ValueError) as error:  # argument checks run before any draw
+        raise UsageError(_with_option(str(error))) from None
+    if plot_path is not None:
+        result.plot(plot_path)
+    threads_source = "--threads" if args.threads is not None else _threads_source()
+    metadata = _metadata(prog, argv, result, started, time.perf_counter() - clock, threads_source, 1)
+    return _emit(result, metadata, args.json, json_path, plot_path, prog)
+
+
 def build_parser(prog="fastgrad"):
     """Build the argument parser (exposed for documentation and tests)."""
     from fastgrad import __version__
@@ -487,6 +578,18 @@ def build_parser(prog="fastgrad"):
     _nan_policy(curve, "leave the non-finite estimates out and count them per size (omit)")
     _variant_options(curve)
     _long_run_options(curve)
+
+    optimize = commands.add_parser(
+        "optimize",
+        help="many SGD or Adam runs per estimator from the same start, in parallel: steps and evaluations to "
+        "tolerance, the exact objective's spread (docs/optimisation.md)",
+        description="Stochastic-gradient descent on E[f(x)] with each estimator's gradients: --replicates "
+        "independent runs per estimator, their parameters and exact objective logged over the steps.",
+        epilog=EXAMPLES["optimize"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(optimize)
+    _optimize_options(optimize)
 
     merge = commands.add_parser(
         "merge",
@@ -659,7 +762,9 @@ def _write_atomically(path, text):
 _OPTIONS = {"the pathwise estimator needs the derivative": "--df",
             "n": "-n", "sample_sizes": "--sizes", "repeats": "--repeats", "seed": "--seed", "wrt": "--wrt",
             "threads": "--threads", "repeats * sum(sample_sizes)": "--repeats/--sizes", "estimators:": "--estimators",
-            "pilot": "--pilot", "checkpoint:": "--checkpoint", "repeats * len(sample_sizes)": "--repeats"}  # fmt: skip
+            "pilot": "--pilot", "checkpoint:": "--checkpoint", "repeats * len(sample_sizes)": "--repeats",
+            "steps": "--steps", "batch": "--batch", "replicates": "--replicates", "log_every": "--log-every",
+            "learning_rate": "--lr", "optimum": "--optimum", "tolerance": "--tolerance"}  # fmt: skip
 
 
 def _with_option(message):
@@ -702,6 +807,8 @@ def _run(args, prog, argv):
         return _merge(args, prog, argv)
     if args.command == "warmup":
         return _warmup(args, prog)
+    if args.command == "optimize":
+        return _optimize(args, prog, argv)
     comm = None
     if getattr(args, "mpi", False):
         comm = _mpi_world()
@@ -890,7 +997,7 @@ def main(argv=None, prog="fastgrad"):
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            raise UsageError(f"choose a command: compare, estimate, curve, merge or warmup (see '{prog} --help')")
+            raise UsageError(f"choose a command: {', '.join(COMMANDS)} (see '{prog} --help')")
         return _run(args, prog, argv)
     except UsageError as error:
         command = f"{prog} {argv[0]}" if argv and argv[0] in COMMANDS else prog

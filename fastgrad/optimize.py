@@ -36,6 +36,8 @@ QUANTILES = (0.1, 0.5, 0.9)
 COLUMNS = ("mean", "q10", "q50", "q90", "std")
 #: How each optimised coordinate moves its parameter: itself, its logarithm, its logit (OptimizeSink.updates).
 _UPDATES = {"log_scale": 1, "log_rate": 1, "logits": 2}
+#: Most memory the logged parameters of one kernel call take (replicates x parameters x logged steps).
+SNAPSHOT_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -56,6 +58,7 @@ class EstimatorTrajectory:
 
     estimator: str
     evaluations_per_step: int
+    draws_per_step: int
     parameters: dict
     objective: object
     distance: object
@@ -93,9 +96,21 @@ class OptimizationResult:
     tolerance: float
     trajectories: dict
     seconds: float
+    equal_cost: bool = False
+    optimum_objective: object = None
+    threads: int = 1
 
     def __getitem__(self, estimator):
         return self.trajectories[parse_estimators([estimator])[0].name]
+
+    def plot(self, path, *, dpi=150):
+        """Write the objective (or distance) against steps and evaluations to ``path`` (PNG; needs matplotlib).
+
+        See :func:`fastgrad.plotting.plot_optimization`.
+        """
+        from fastgrad.plotting import plot_optimization
+
+        return plot_optimization(self, path, dpi=dpi)
 
     def to_dict(self):
         """JSON-ready: every logged statistic, the steps to tolerance per estimator, the run's settings."""
@@ -107,6 +122,7 @@ class OptimizationResult:
         for name, t in self.trajectories.items():
             quantiles, never = t.steps_to_tolerance()
             out[name] = {
+                "draws_per_step": t.draws_per_step,
                 "evaluations_per_step": t.evaluations_per_step,
                 "parameters": {p: table(v) for p, v in t.parameters.items()},
                 "objective": table(t.objective),
@@ -123,19 +139,23 @@ class OptimizationResult:
             "optimized": list(self.optimized),
             "steps": self.steps.tolist(),
             "batch": self.batch,
+            "equal_cost": self.equal_cost,
             "replicates": self.replicates,
             "optimizer": self.optimizer,
             "learning_rate": self.schedule.to_dict(),
             "seed": self.seed,
             "optimum": self.optimum,
             "tolerance": self.tolerance,
+            "optimum_objective": self.optimum_objective,
+            "threads": self.threads,
             "estimators": out,
         }
 
     def __str__(self):
         lines = [
             f"fastgrad.optimize: {self.distribution!r}, {self.function}, wrt {', '.join(self.wrt)}",
-            f"{self.optimizer}, learning rate {self.schedule}, batch {self.batch}, {self.replicates:,} replicates "
+            f"{self.optimizer}, learning rate {self.schedule}, batch {self.batch}"
+            f"{' function evaluations (equal cost)' if self.equal_cost else ''}, {self.replicates:,} replicates "
             f"per estimator, {int(self.steps[-1]):,} steps, seed {self.seed}, {self.seconds:.3g} s",
         ]
         if self.optimum:
@@ -222,7 +242,7 @@ def _statistics(values):
 
 def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise"), steps, learning_rate,
              batch=1, optimizer="sgd", replicates=1000, first_replicate=0, seed=None, log_every=None, optimum=None,
-             tolerance=None, pilot=None, threads=None, adam=(0.9, 0.999, 1e-8)):  # fmt: skip
+             tolerance=None, pilot=None, threads=None, adam=(0.9, 0.999, 1e-8), equal_cost=False):  # fmt: skip
     """Run ``replicates`` stochastic-gradient optimisations of ``E_q[f]`` per estimator, in parallel.
 
     Parameters
@@ -243,7 +263,8 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
         Steps per replicate, 1 to 2**32 - 1.
     learning_rate : float or fastgrad.schedules.Schedule
     batch : int
-        Draws per step (a multiple of a leave-one-out group).
+        Draws per step (a multiple of a leave-one-out group); with
+        ``equal_cost``, function evaluations per step.
     optimizer : "sgd" or "adam"
     replicates : int
         Independent runs per estimator, 1 to 2**30.
@@ -259,6 +280,10 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
         steps each replicate needs to come within it.
     threads : int, optional
     adam : (beta1, beta2, epsilon)
+    equal_cost : bool
+        Compare at equal cost: ``batch`` counts evaluations of ``f`` (or
+        ``f'``) per step, so an estimator with two a draw (antithetic,
+        measure-valued) draws ``batch / 2`` a step (``batch`` must be even).
 
     Returns
     -------
@@ -297,10 +322,18 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
             raise ValueError(f"optimum must be a dict with a value for each of {list(wrt)}; got {optimum!r}")
         if tolerance is None or not (isinstance(tolerance, (int, float)) and tolerance > 0):
             raise ValueError(f"tolerance must be a number > 0 with optimum; got {tolerance!r}")
+    if not isinstance(equal_cost, (bool, np.bool_)):
+        raise TypeError(f"equal_cost must be True or False; got {equal_cost!r}")
     specs = parse_estimators(estimators)
+    draws = {}
     for spec in specs:
-        if spec.baseline == "loo" and batch % spec.group:
-            raise ValueError(f"batch must be a multiple of {spec.name}'s group of {spec.group}; got {batch}")
+        if equal_cost and batch % spec.evaluations:
+            raise ValueError(f"batch must be a multiple of {spec.evaluations} with equal_cost ({spec.name} evaluates "
+                             f"f {spec.evaluations} times a draw); got {batch}")  # fmt: skip
+        draws[spec.name] = batch // spec.evaluations if equal_cost else batch
+        if spec.baseline == "loo" and draws[spec.name] % spec.group:
+            raise ValueError(f"batch must be a multiple of {spec.name}'s group of {spec.group}"
+                             f"{' (draws a step)' if equal_cost else ''}; got {batch}")  # fmt: skip
     plans = [Plan.build(distribution, function, [spec], coordinates, compare=False) for spec in specs]
     start = np.array([float(getattr(distribution, p)) for p in family.parameters])
     targets = np.array([family.parameters.index(p) for p in wrt], np.int64)
@@ -313,7 +346,7 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
 
     for spec, plan in zip(specs, plans, strict=True):
         coefficients = None if plan.classic else _pilot.coefficients(plan, pilot or _validate.DEFAULT_PILOT, seed)
-        units = batch // plan.group
+        units = draws[spec.name] // plan.group
         run = make_run(distribution.theta, function.param_vector, plan.specs, len(plan.parameters), coefficients,
                        [plan.parameters.index(c) for c in coordinates], plan.rows, seed=seed, n_units=replicates,
                        group=plan.group)  # fmt: skip
@@ -325,31 +358,48 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
         stats = {name: [] for name in dict.fromkeys(family.parameters + coordinates)}
         objective, distance = [], []
         previous = 0
-        with _numba_threads(threads):
-            for step in logged:
-                if step > previous:
-                    sink = OptimizeSink(params, state, reached, rows, targets, updates, target, np.int64(previous),
-                                        np.int64(step), np.int64(units), np.int64(optimizer == "adam"),
-                                        np.array([schedule.a, schedule.t0, schedule.power]), np.array(adam, float),
-                                        np.float64(tolerance or 0.0))  # fmt: skip
-                    kernel(first_replicate, sink, np.empty((1, 1)), replicates)
-                    previous = step
-                for p in family.parameters:
-                    stats[p].append(_statistics(params[:, family.parameters.index(p)]))
-                for c, p in zip(coordinates, wrt, strict=True):
-                    if c != p:
-                        values = params[:, family.parameters.index(p)]
-                        natural = np.log(values) if c != "logits" else np.log(values) - np.log1p(-values)
-                        stats[c].append(_statistics(natural))
-                exact = _exact_objective(distribution, function, params)
-                if exact is not None:
-                    objective.append(_statistics(exact))
-                if optimum is not None:
-                    distance.append(_statistics(np.max(np.abs(params[:, targets] - target), axis=1)))
+
+        def log(values, stats=stats, objective=objective, distance=distance):
+            for p in family.parameters:
+                stats[p].append(_statistics(values[:, family.parameters.index(p)]))
+            for c, p in zip(coordinates, wrt, strict=True):
+                if c != p:
+                    column = values[:, family.parameters.index(p)]
+                    natural = np.log(column) if c != "logits" else np.log(column) - np.log1p(-column)
+                    stats[c].append(_statistics(natural))
+            exact = _exact_objective(distribution, function, values)
+            if exact is not None:
+                objective.append(_statistics(exact))
+            if optimum is not None:
+                distance.append(_statistics(np.max(np.abs(values[:, targets] - target), axis=1)))
+
+        log(params)
+        # the kernel logs up to `per_call` steps a call into `snapshots` (at most SNAPSHOT_BYTES)
+        per_call = max(1, min(len(logged) - 1, SNAPSHOT_BYTES // (8 * replicates * len(start))))
+        snapshots = np.empty((per_call, replicates, len(start)))
+        with _numba_threads(threads) as used:
+            for first in range(1, len(logged), per_call):
+                log_steps = logged[first : first + per_call]
+                sink = OptimizeSink(params, state, reached, rows, targets, updates, target, np.int64(previous),
+                                    np.int64(log_steps[-1]), np.int64(units), np.int64(optimizer == "adam"),
+                                    np.array([schedule.a, schedule.t0, schedule.power]), np.array(adam, float),
+                                    np.float64(tolerance or 0.0), log_steps, snapshots)  # fmt: skip
+                kernel(first_replicate, sink, np.empty((1, 1)), replicates)
+                previous = int(log_steps[-1])
+                for i in range(len(log_steps)):
+                    log(snapshots[i])
         trajectories[spec.name] = EstimatorTrajectory(
-            spec.name, batch * spec.evaluations, {k: np.array(v) for k, v in stats.items()},
+            spec.name, draws[spec.name] * spec.evaluations, draws[spec.name],
+            {k: np.array(v) for k, v in stats.items()},
             np.array(objective) if objective else None, np.array(distance) if distance else None, reached.copy(),
             params.copy())  # fmt: skip
+    optimum_objective = None
+    if optimum is not None:
+        at_optimum = start.copy()
+        at_optimum[targets] = target
+        exact = _exact_objective(distribution, function, at_optimum[None, :])
+        optimum_objective = None if exact is None else float(exact[0])
     return OptimizationResult(distribution, function, wrt, coordinates, logged, batch, replicates, optimizer,
                               schedule, seed, dict(optimum or {}), tolerance, trajectories,
-                              time.perf_counter() - started)  # fmt: skip
+                              time.perf_counter() - started, bool(equal_cost), optimum_objective,
+                              used)  # fmt: skip

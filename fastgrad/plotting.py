@@ -9,7 +9,7 @@ display, no global state, safe in batch jobs and threads.
 import math
 from pathlib import Path
 
-__all__ = ["PlottingUnavailableError", "plot_curve"]
+__all__ = ["PlottingUnavailableError", "plot_curve", "plot_optimization"]
 
 #: Colour per estimator (matplotlib's default cycle, fixed so plots agree); other estimators take
 #: the rest of the cycle in order.
@@ -95,4 +95,63 @@ def plot_curve(curve, path, *, dpi=150):
         figure.legend(list(entries.values()), list(entries), loc="outside lower center", ncols=4, fontsize=8)
     figure.suptitle(f"{curve.function.formula} under {curve.distribution!r}, seed {curve.seed}", fontsize=10)
     figure.savefig(path, dpi=dpi, format="png")
+    return path
+
+
+def _optimization_quantity(result):
+    """Return what :func:`plot_optimization` draws: label, {estimator: median, 10 %, 90 % per step}, log scale."""
+    trajectories = result.trajectories
+    if result.optimum_objective is not None:
+        label = "excess objective E_q[f] - E_q*[f] (exact)"
+        gap = {name: t.objective[:, [2, 1, 3]] - result.optimum_objective for name, t in trajectories.items()}
+        return label, gap, True
+    if all(t.objective is not None for t in trajectories.values()):
+        return "objective E_q[f] (exact)", {n: t.objective[:, [2, 1, 3]] for n, t in trajectories.items()}, True
+    if result.optimum:
+        label = "distance to the optimum (largest over the optimised parameters)"
+        return label, {n: t.distance[:, [2, 1, 3]] for n, t in trajectories.items()}, True
+    first = result.optimized[0]
+    return first, {n: t.parameters[first][:, [2, 1, 3]] for n, t in trajectories.items()}, False
+
+
+def plot_optimization(result, path, *, dpi=150):
+    """Write an :class:`~fastgrad.optimize.OptimizationResult`'s plot to ``path`` (PNG); return the path.
+
+    Two panels, against steps and against function evaluations: per
+    estimator the median over replicates (line) and the 10-90 % band
+    (shaded) of the excess exact objective where the optimum and the
+    function's exact expectation are known (log scale), else of the exact
+    objective, of the distance to the optimum, or of the first optimised
+    parameter (linear scale). Values <= 0 on a log scale (an estimator exact
+    to rounding) are left out.
+    """
+    figure_class = require_matplotlib()
+    path = Path(path)
+    label, quantity, log = _optimization_quantity(result)
+    figure = figure_class(figsize=(11.0, 4.4), layout="constrained")
+    by_steps, by_evaluations = figure.subplots(1, 2, sharey=True)
+    others = iter(_OTHERS * (1 + len(quantity) // len(_OTHERS)))
+    steps = result.steps.astype(float)
+    for name, values in quantity.items():
+        colour = _COLOURS.get(name) or next(others)
+        shown = values.copy()
+        if log:
+            shown[shown <= 0] = math.nan
+        evaluations = steps * result.trajectories[name].evaluations_per_step
+        for ax, x in ((by_steps, steps), (by_evaluations, evaluations)):
+            ax.plot(x, shown[:, 0], color=colour, label=name)
+            ax.fill_between(x, shown[:, 1], shown[:, 2], color=colour, alpha=0.2, linewidth=0)
+    for ax, xlabel in ((by_steps, "steps"), (by_evaluations, "function evaluations (f or f')")):
+        ax.set_xlabel(xlabel)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+    by_steps.set_ylabel(label)
+    by_steps.legend(fontsize="small")
+    figure.suptitle(
+        f"{result.optimizer.upper()} on {result.function} under {result.distribution!r}: median over "
+        f"{result.replicates:,} replicates, 10-90 % shaded",
+        fontsize="medium",
+    )
+    figure.savefig(path, dpi=dpi)
     return path

@@ -117,7 +117,7 @@ def error_of(capsys, *args):
         (("curve", "--f", "square", "--repeats", "1"), "argument --repeats: repeats must be an integer >= 2"),
         (("curve", "--f", "square", "--bogus"), "unrecognized arguments: --bogus"),
         (("frobnicate",), "invalid choice: 'frobnicate'"),
-        ((), "choose a command: compare, estimate, curve, merge or warmup"),
+        ((), "choose a command: compare, estimate, curve, optimize, merge, warmup"),
         (("estimate", "--f", "square", "-n", "100"), "the following arguments are required: --estimator"),
         (("compare", "--dist", "bernoulli", "--f", "square", "-n", "100"), "Bernoulli has no pathwise"),
         (
@@ -197,6 +197,22 @@ def error_of(capsys, *args):
         (
             ("compare", "--dist", "diagnormal", "--loc", "x,1", "--f", "sum_of_squares", "-n", "100"),
             "argument --loc: expected a real number or comma-separated reals",
+        ),
+        (("optimize", "--f", "square", "--steps", "0", "--lr", "0.1"), "argument --steps: steps must be an integer"),
+        (("optimize", "--f", "square", "--steps", "5", "--lr", "-1"), "argument --lr: learning_rate must be"),
+        (("optimize", "--f", "square", "--steps", "5"), "the following arguments are required: --lr"),
+        (("optimize", "--f", "square", "--steps", "5", "--lr", "0.1", "--optimum", "loc"), "expected P=V[,P=V...]"),
+        (
+            ("optimize", "--f", "square", "--steps", "5", "--lr", "0.1", "--optimum", "loc=0"),
+            "argument --tolerance: tolerance must be a number > 0",
+        ),
+        (
+            ("optimize", "--f", "square", "--steps", "5", "--lr", "0.1", "--lr-decay", "10"),
+            "argument --lr-decay: expected T0,P",
+        ),
+        (
+            ("optimize", "--dist", "diagnormal", "--loc", "1,2", "--f", "sum_of_squares", "--steps", "5", "--lr", "1"),
+            "argument --dist: optimize supports normal, laplace, exponential, bernoulli and poisson so far",
         ),
     ],
 )
@@ -304,3 +320,22 @@ def test_diagnormal_from_the_command_line_matches_the_api(tmp_path, capsys):
                        "--weights", "1,2,3,4", "-n", "1000", "--estimator", "pathwise", "--seed", "1"])  # fmt: skip
     printed = capsys.readouterr().out
     assert status == 0 and "D = 4 components" in printed
+
+
+def test_optimize_prints_writes_json_and_plot_as_the_api(tmp_path, capsys):
+    """``fastgrad optimize``: the JSON is the API's result (the seed problem; --optimum's keys are the --wrt)."""
+    pytest.importorskip("matplotlib")
+    out, png = tmp_path / "opt.json", tmp_path / "opt.png"
+    args = ("optimize", "--loc", "2", "--f", "square", "--estimators", "score,pathwise", "--steps", "60", "--lr",
+            "0.01", "--lr-decay", "50,0.5", "--replicates", "40", "--seed", "1", "--optimum", "loc=0", "--tolerance",
+            "0.5", "--json", str(out), "--plot", str(png), "--threads", "1")  # fmt: skip
+    assert cli.main(list(args)) == 0
+    printed = capsys.readouterr().out
+    assert "steps (and function evaluations) to come within 0.5 of loc = 0" in printed and f"wrote {png}" in printed
+    data = json.loads(out.read_text())
+    api = fg.optimize(fg.Normal(2.0, 1.0), "square", "loc", estimators=["score", "pathwise"], steps=60,
+                      learning_rate=fg.schedules.inverse_power(0.01, 50.0, 0.5), replicates=40, seed=1,
+                      optimum={"loc": 0.0}, tolerance=0.5, threads=1).to_dict()  # fmt: skip
+    run = data.pop("run")
+    assert data == json.loads(json.dumps(api)) and run["command"][:2] == ["fastgrad", "optimize"]
+    assert png.read_bytes()[:4] == b"\x89PNG"

@@ -101,6 +101,12 @@ BAD = {
     "optimum": (dict(optimum={"scale": 1.0}, tolerance=0.1), ValueError, "optimum must be a dict with a value"),
     "tolerance": (dict(optimum={"loc": 0.0}), ValueError, "tolerance must be a number > 0"),
     "replicates": (dict(replicates=0), ValueError, "replicates must be an integer from 1"),
+    "equal-cost-batch": (
+        dict(estimators=["pathwise+antithetic"], batch=3, equal_cost=True),
+        ValueError,
+        "batch must be a multiple of 2 with equal_cost",
+    ),
+    "equal-cost-type": (dict(equal_cost="yes"), TypeError, "equal_cost must be True or False"),
 }
 
 
@@ -115,3 +121,40 @@ def test_bad_input_is_refused_before_any_work(name):
 def test_a_family_it_cannot_move_yet_is_refused_naming_those_it_can():
     with pytest.raises(ValueError, match="optimize supports Normal, Laplace, Exponential, Bernoulli and Poisson"):
         fg.optimize(fg.Gamma(2.0, 1.0), "square", steps=10, learning_rate=0.1)
+
+
+def test_logging_does_not_change_a_bit(seed_runs):
+    """Logged steps are snapshots taken inside the kernel: logging every step or only at the end, the same run."""
+    kwargs = dict(estimators=["pathwise"], steps=STEPS, learning_rate=ETA, replicates=300, seed=11)
+    every = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", log_every=1, **kwargs)
+    end = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", log_every=STEPS, **kwargs)
+    assert every["pathwise"].final.tolist() == end["pathwise"].final.tolist()
+    assert every["pathwise"].final.tolist() == seed_runs["pathwise"].final[:300].tolist()
+    assert every["pathwise"].parameters["loc"][[0, -1]].tolist() == end["pathwise"].parameters["loc"].tolist()
+
+
+def test_equal_cost_gives_two_evaluation_estimators_half_the_draws():
+    """With equal_cost, batch counts evaluations: the antithetic pair draws batch / 2; on f = x**2 each pair's
+    gradient is exactly 2 theta, so its replicates follow theta_t = (1 - 2 eta)**t theta_0 to rounding."""
+    r = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", estimators=["pathwise", "pathwise+antithetic"], steps=50,
+                    learning_rate=ETA, batch=4, equal_cost=True, replicates=20, seed=3)  # fmt: skip
+    assert (r["pathwise"].draws_per_step, r["pathwise"].evaluations_per_step) == (4, 4)
+    assert (r["pathwise+antithetic"].draws_per_step, r["pathwise+antithetic"].evaluations_per_step) == (2, 4)
+    np.testing.assert_allclose(r["pathwise+antithetic"].final[:, 0], (1 - 2 * ETA) ** 50 * THETA0, rtol=1e-12)
+    assert r.to_dict()["estimators"]["pathwise+antithetic"]["draws_per_step"] == 2
+    assert "batch 4 function evaluations (equal cost)" in str(r)
+
+
+def test_plot_writes_both_panels(tmp_path):
+    pytest.importorskip("matplotlib")
+    r = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", estimators=["pathwise", "pathwise+antithetic"],
+                    steps=40, learning_rate=ETA, replicates=50, seed=3, optimum={"loc": 0.0},
+                    tolerance=0.05)  # fmt: skip
+    assert r.optimum_objective == 1.0  # E[x**2] at loc 0, scale 1
+    path = r.plot(tmp_path / "opt.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from fastgrad.plotting import _optimization_quantity
+
+    label, quantity, log = _optimization_quantity(r)
+    assert log and label.startswith("excess objective")
+    np.testing.assert_allclose(quantity["pathwise"][:, 0], r["pathwise"].objective[:, 2] - 1.0)
