@@ -497,25 +497,36 @@ def _optimize(args, prog, argv):
             require_matplotlib()
         except PlottingUnavailableError as error:
             raise UsageError(f"argument --plot: {error}") from None
-    distribution = _distribution(args)
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    clock = time.perf_counter()
-    try:
-        rate = constant(args.lr) if args.lr_decay is None else inverse_power(args.lr, *args.lr_decay)
-        wrt = args.wrt if args.wrt is not None or args.optimum is None else list(args.optimum)
-        result = fg.optimize(
-            distribution, function, wrt, estimators=args.estimators or ("score", "pathwise"), steps=args.steps,
-            learning_rate=rate, batch=args.batch, optimizer=args.optimizer, replicates=args.replicates,
-            seed=args.seed, log_every=args.log_every, optimum=args.optimum, tolerance=args.tolerance,
-            pilot=args.pilot, threads=args.threads, equal_cost=args.equal_cost,
-        )  # fmt: skip
-    except (TypeError, ValueError) as error:  # argument checks run before any draw
-        raise UsageError(_with_option(str(error))) from None
-    if plot_path is not None:
-        result.plot(plot_path)
-    threads_source = "--threads" if args.threads is not None else _threads_source()
-    metadata = _metadata(prog, argv, result, started, time.perf_counter() - clock, threads_source, 1)
-    return _emit(result, metadata, args.json, json_path, plot_path, prog)
+    from fastgrad._jobs import holding_stops
+
+    # Ctrl-C and SIGTERM are held from here to the last line written (as for compare): one that comes while the
+    # kernels compile stops the run before its first segment, with the start logged
+    with holding_stops() as stops, _fastgrad_warnings(prog) as checkpoint_failed:
+        distribution = _distribution(args)
+        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        clock = time.perf_counter()
+        try:
+            rate = constant(args.lr) if args.lr_decay is None else inverse_power(args.lr, *args.lr_decay)
+            wrt = args.wrt if args.wrt is not None or args.optimum is None else list(args.optimum)
+            result = fg.optimize(
+                distribution, function, wrt, estimators=args.estimators or ("score", "pathwise"), steps=args.steps,
+                learning_rate=rate, batch=args.batch, optimizer=args.optimizer, replicates=args.replicates,
+                seed=args.seed, log_every=args.log_every, optimum=args.optimum, tolerance=args.tolerance,
+                pilot=args.pilot, threads=args.threads, equal_cost=args.equal_cost, progress=args.progress,
+                checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+            )  # fmt: skip
+        except fg.PartialError as error:
+            raise UsageError(f"argument --checkpoint: {error}") from None
+        except (TypeError, ValueError) as error:  # argument checks run before any draw
+            raise UsageError(_with_option(str(error))) from None
+        if plot_path is not None:
+            result.plot(plot_path)
+        threads_source = "--threads" if args.threads is not None else _threads_source()
+        metadata = _metadata(prog, argv, result, started, time.perf_counter() - clock, threads_source, 1)
+        status = _emit(result, metadata, args.json, json_path, plot_path, prog)
+        if status == 0 and stops:
+            print(f"{prog}: {stops[-1]} received with no steps left to stop: the result is complete", file=sys.stderr)
+    return CHECKPOINT_FAILED if status == 0 and checkpoint_failed else status
 
 
 def build_parser(prog="fastgrad"):
@@ -590,6 +601,7 @@ def build_parser(prog="fastgrad"):
     )
     _common(optimize)
     _optimize_options(optimize)
+    _long_run_options(optimize, cluster=False)
 
     merge = commands.add_parser(
         "merge",
@@ -932,6 +944,8 @@ def _emit(result, metadata, json_option, json_path, plot_path, prog):
     if interrupted:
         if hasattr(result, "sample_sizes_requested"):
             done = f"{len(result.sample_sizes)} of {len(result.sample_sizes_requested)} sample sizes finished"
+        elif hasattr(result, "steps_requested"):
+            done = f"after step {result.steps_done:,} of {result.steps_requested:,}"
         else:
             done = f"after {result.n + result.n_omitted:,} of {result.n_requested:,} draws"
         print(f"{prog}: interrupted ({interrupted}) {done}", file=sys.stderr)

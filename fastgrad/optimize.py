@@ -15,7 +15,9 @@ whose kernel parameters a kernel can rebuild from the parameters,
 ``Family.theta_of``), with any built-in or user function of a number.
 """
 
+import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -99,6 +101,9 @@ class OptimizationResult:
     equal_cost: bool = False
     optimum_objective: object = None
     threads: int = 1
+    steps_requested: int = None
+    steps_done: int = None
+    interrupted: str = None
 
     def __getitem__(self, estimator):
         return self.trajectories[parse_estimators([estimator])[0].name]
@@ -148,6 +153,9 @@ class OptimizationResult:
             "tolerance": self.tolerance,
             "optimum_objective": self.optimum_objective,
             "threads": self.threads,
+            "steps_requested": self.steps_requested,
+            "steps_done": self.steps_done,
+            "interrupted": self.interrupted,
             "estimators": out,
         }
 
@@ -180,6 +188,10 @@ class OptimizationResult:
             rows.append((name, *cells, objective))
         lines.append(f"at step {int(self.steps[-1]):,}:")
         lines += _columns(rows)
+        if self.interrupted:
+            lines.append(f"interrupted ({self.interrupted}) after step {self.steps_done:,} of "
+                         f"{self.steps_requested:,}: the statistics cover the logged steps done (a checkpoint, if "
+                         "given, resumes the run)")  # fmt: skip
         return "\n".join(lines)
 
 
@@ -187,6 +199,147 @@ def _columns(rows):
     widths = [max(len(str(row[c])) for row in rows) for c in range(len(rows[0]))]
     return ["  " + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
             for row in rows]  # fmt: skip
+
+
+#: A segment (every estimator's replicates advanced by the same steps, between two looks at signals,
+#: progress and checkpoints) aims at this many seconds.
+TARGET_SEGMENT_SECONDS = 0.5
+CHECKPOINT_FORMAT = "fastgrad-optimize-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class _EstimatorRun:
+    """One estimator's replicates while they run: the kernel, the replicates' state, the statistics logged."""
+
+    def __init__(self, spec, plan, draws, distribution, function, coordinates, wrt, start, replicates, seed, pilot,
+                 targets, target, optimum):  # fmt: skip
+        family = distribution.family
+        self.spec, self.plan, self.draws, self.units = spec, plan, draws, draws // plan.group
+        self.distribution, self.function, self.coordinates, self.wrt = distribution, function, coordinates, wrt
+        self.targets, self.target, self.optimum = targets, target, optimum
+        self.params = np.tile(start, (replicates, 1))
+        self.state = np.zeros((replicates, 2, len(wrt)))
+        self.reached = np.full(replicates, -1, np.int64)
+        self.rows = np.array([plan.parameters.index(c) for c in coordinates], np.int64)
+        self.stats = {name: [] for name in dict.fromkeys(family.parameters + coordinates)}
+        self.objective, self.distance = [], []
+        self.kernel = None
+
+    def prepare(self, pilot_module, kernel_class, make_run, seed, pilot):
+        """Estimate any pilot coefficients and build the kernel (compiled or loaded on its first call)."""
+        plan = self.plan
+        coefficients = None if plan.classic else pilot_module.coefficients(plan, pilot or _validate.DEFAULT_PILOT,
+                                                                             seed)  # fmt: skip
+        run = make_run(self.distribution.theta, self.function.param_vector, plan.specs, len(plan.parameters),
+                       coefficients, [plan.parameters.index(c) for c in self.coordinates], plan.rows, seed=seed,
+                       n_units=len(self.params), group=plan.group)  # fmt: skip
+        self.kernel = kernel_class(plan.distribution.family.name, self.function, "general", "optimize", run)
+
+    def log(self, values):
+        """Append the statistics over replicates of ``values`` (replicates x parameters) at a logged step."""
+        family = self.distribution.family
+        for p in family.parameters:
+            self.stats[p].append(_statistics(values[:, family.parameters.index(p)]))
+        for c, p in zip(self.coordinates, self.wrt, strict=True):
+            if c != p:
+                column = values[:, family.parameters.index(p)]
+                natural = np.log(column) if c != "logits" else np.log(column) - np.log1p(-column)
+                self.stats[c].append(_statistics(natural))
+        exact = _exact_objective(self.distribution, self.function, values)
+        if exact is not None:
+            self.objective.append(_statistics(exact))
+        if self.optimum is not None:
+            self.distance.append(_statistics(np.max(np.abs(values[:, self.targets] - self.target), axis=1)))
+
+    def trajectory(self):
+        spec = self.spec
+        return EstimatorTrajectory(
+            spec.name, self.draws * spec.evaluations, self.draws, {k: np.array(v) for k, v in self.stats.items()},
+            np.array(self.objective) if self.objective else None, np.array(self.distance) if self.distance else None,
+            self.reached.copy(), self.params.copy())  # fmt: skip
+
+    def to_dict(self):
+        from fastgrad._jobs import _encode
+
+        def rows(values):
+            return None if not values else _encode(np.array(values))
+
+        return {"estimator": self.spec.name, "params": _encode(self.params), "state": _encode(self.state),
+                "reached": _encode(self.reached.astype(np.float64)),
+                "stats": {k: rows(v) for k, v in self.stats.items()}, "objective": rows(self.objective),
+                "distance": rows(self.distance)}  # fmt: skip
+
+    def restore(self, data, source):
+        from fastgrad._jobs import PartialError, _decode
+
+        def rows(text):
+            return [] if text is None else list(_decode(text).reshape(-1, len(COLUMNS)))
+
+        try:
+            if data["estimator"] != self.spec.name:
+                raise ValueError(f"estimator {data['estimator']!r} where {self.spec.name!r} was expected")
+            self.params[...] = _decode(data["params"]).reshape(self.params.shape)
+            self.state[...] = _decode(data["state"]).reshape(self.state.shape)
+            self.reached[...] = _decode(data["reached"]).astype(np.int64)
+            self.stats = {k: rows(data["stats"][k]) for k in self.stats}
+            self.objective, self.distance = rows(data["objective"]), rows(data["distance"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise PartialError(f"{source!r} is corrupted: {error}") from None
+
+
+def _save(job, runs, step, seconds):
+    """Write the checkpoint: the fingerprint, the step every replicate has done, each estimator's state."""
+    from fastgrad._jobs import _digest, write_atomically
+
+    body = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "fingerprint": job.fingerprint,
+            "step": int(step), "seconds": float(seconds), "estimators": [r.to_dict() for r in runs]}  # fmt: skip
+
+    class _File:
+        def save(self, path):
+            write_atomically(path, json.dumps({"sha256": _digest(body), **body}, allow_nan=False) + "\n")
+
+    job._write_checkpoint(_File())
+    job._last_checkpoint = time.monotonic()
+
+
+def _restore(job, runs):
+    """Load the checkpoint into ``runs`` (refusing another run's, or a damaged one); return (step, seconds)."""
+    from fastgrad._jobs import Partial, PartialError, _digest
+
+    source = str(job.checkpoint)
+    try:
+        data = json.loads(job.checkpoint.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise PartialError(f"cannot read the checkpoint {source!r}: {error}") from None
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise PartialError(f"{source!r} is not a fastgrad optimisation checkpoint (no format {CHECKPOINT_FORMAT!r})")
+    if data.get("format_version") != CHECKPOINT_VERSION:
+        raise PartialError(f"{source!r} has format version {data.get('format_version')!r}; this fastgrad reads "
+                           f"{CHECKPOINT_VERSION}")  # fmt: skip
+    if data.pop("sha256", None) != _digest(data):
+        raise PartialError(f"{source!r} is corrupted: its SHA-256 checksum does not match its contents")
+    Partial(data["fingerprint"], 1, []).check_fingerprint(job.fingerprint, source)
+    if len(data["estimators"]) != len(runs):
+        raise PartialError(f"{source!r} is corrupted: {len(data['estimators'])} estimators, not {len(runs)}")
+    for r, saved in zip(runs, data["estimators"], strict=True):
+        r.restore(saved, source)
+    job.resumed_from = int(data["step"])
+    return int(data["step"]), float(data["seconds"])
+
+
+def _show_progress(job, step, steps, replicates, started, earlier):
+    if not job.progress:
+        return
+    from fastgrad._jobs import _duration
+
+    here = step - (job.resumed_from or 0)
+    elapsed = time.perf_counter() - started
+    rate = here / elapsed if elapsed > 0 else 0.0
+    eta = (steps - step) / rate if rate > 0 else math.inf
+    sys.stderr.write(f"\rfastgrad: step {step:,} of {steps:,} ({100 * step / steps:.1f}%), "
+                     f"{rate * replicates / 1e6:,.1f} M replicate-steps/s, ETA {_duration(eta)}  ")  # fmt: skip
+    sys.stderr.flush()
+    job._shown = True
 
 
 def _check_count(name, value, low, high):
@@ -242,7 +395,8 @@ def _statistics(values):
 
 def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise"), steps, learning_rate,
              batch=1, optimizer="sgd", replicates=1000, first_replicate=0, seed=None, log_every=None, optimum=None,
-             tolerance=None, pilot=None, threads=None, adam=(0.9, 0.999, 1e-8), equal_cost=False):  # fmt: skip
+             tolerance=None, pilot=None, threads=None, adam=(0.9, 0.999, 1e-8), equal_cost=False, progress=None,
+             checkpoint=None, checkpoint_every=60.0):  # fmt: skip
     """Run ``replicates`` stochastic-gradient optimisations of ``E_q[f]`` per estimator, in parallel.
 
     Parameters
@@ -284,6 +438,13 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
         Compare at equal cost: ``batch`` counts evaluations of ``f`` (or
         ``f'``) per step, so an estimator with two a draw (antithetic,
         measure-valued) draws ``batch / 2`` a step (``batch`` must be even).
+    progress : bool, optional
+        Show the steps done on stderr (default: when it is a terminal).
+    checkpoint : path, optional
+        Save every replicate's state there every ``checkpoint_every``
+        seconds, on Ctrl-C/SIGTERM and at the end; a run given a checkpoint
+        that exists resumes from it, bit for bit (the same arguments only).
+    checkpoint_every : float
 
     Returns
     -------
@@ -313,7 +474,7 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
     first_replicate = _check_count("first_replicate", first_replicate, 0, MAX_REPLICATES - replicates)
     seed = _validate.check_seed(seed)
     threads = _validate.check_threads(threads)
-    log_every = max(1, steps // 100) if log_every is None else _check_count("log_every", log_every, 1, steps)
+    log_every = max(1, steps // 100) if log_every is None else _check_count("log_every", log_every, 1, MAX_STEPS)
     if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}; got {optimizer!r}")
     schedule = learning_rate if isinstance(learning_rate, Schedule) else constant(learning_rate)
@@ -322,6 +483,8 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
             raise ValueError(f"optimum must be a dict with a value for each of {list(wrt)}; got {optimum!r}")
         if tolerance is None or not (isinstance(tolerance, (int, float)) and tolerance > 0):
             raise ValueError(f"tolerance must be a number > 0 with optimum; got {tolerance!r}")
+    if not (isinstance(checkpoint_every, (int, float)) and math.isfinite(checkpoint_every) and checkpoint_every > 0):
+        raise ValueError(f"checkpoint_every must be a number of seconds > 0; got {checkpoint_every!r}")
     if not isinstance(equal_cost, (bool, np.bool_)):
         raise TypeError(f"equal_cost must be True or False; got {equal_cost!r}")
     specs = parse_estimators(estimators)
@@ -339,67 +502,80 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
     targets = np.array([family.parameters.index(p) for p in wrt], np.int64)
     updates = np.array([_UPDATES.get(c, 0) for c in coordinates], np.int64)
     target = np.array([np.nan if optimum is None else float(optimum[p]) for p in wrt])
-    logged = np.unique(np.concatenate([np.arange(0, steps, log_every), [steps]])).astype(np.int64)
-    trajectories = {}
+    logged = np.append(np.arange(0, steps, log_every, dtype=np.int64), np.int64(steps))  # (steps is not in the range)
     from fastgrad import _pilot
     from fastgrad._api import _numba_threads
+    from fastgrad._fingerprint import fingerprint as run_fingerprint
+    from fastgrad._jobs import Job
 
+    settings = {"learning_rate": schedule.to_dict(), "optimizer": optimizer, "adam": list(map(float, adam)),
+              "steps": steps, "batch": batch, "equal_cost": bool(equal_cost), "replicates": replicates,
+              "first_replicate": first_replicate, "log_every": log_every, "optimum": dict(optimum or {}),
+              "tolerance": tolerance}  # fmt: skip
+    fingerprint = run_fingerprint(plans[0], "optimize", replicates, seed, pilot or _validate.DEFAULT_PILOT, **settings)
+    fingerprint["pilot"] = pilot or _validate.DEFAULT_PILOT
+    fingerprint["estimators"] = [spec.name for spec in specs]
+    job = Job(fingerprint, 1, lambda a, b: 0, progress=progress, checkpoint=checkpoint,
+              checkpoint_every=checkpoint_every)  # fmt: skip
+    runs = []
     for spec, plan in zip(specs, plans, strict=True):
-        coefficients = None if plan.classic else _pilot.coefficients(plan, pilot or _validate.DEFAULT_PILOT, seed)
-        units = draws[spec.name] // plan.group
-        run = make_run(distribution.theta, function.param_vector, plan.specs, len(plan.parameters), coefficients,
-                       [plan.parameters.index(c) for c in coordinates], plan.rows, seed=seed, n_units=replicates,
-                       group=plan.group)  # fmt: skip
-        kernel = Kernel(plan.distribution.family.name, function, "general", "optimize", run)
-        params = np.tile(start, (replicates, 1))
-        state = np.zeros((replicates, 2, len(wrt)))
-        reached = np.full(replicates, -1, np.int64)
-        rows = np.array([plan.parameters.index(c) for c in coordinates], np.int64)
-        stats = {name: [] for name in dict.fromkeys(family.parameters + coordinates)}
-        objective, distance = [], []
-        previous = 0
-
-        def log(values, stats=stats, objective=objective, distance=distance):
-            for p in family.parameters:
-                stats[p].append(_statistics(values[:, family.parameters.index(p)]))
-            for c, p in zip(coordinates, wrt, strict=True):
-                if c != p:
-                    column = values[:, family.parameters.index(p)]
-                    natural = np.log(column) if c != "logits" else np.log(column) - np.log1p(-column)
-                    stats[c].append(_statistics(natural))
-            exact = _exact_objective(distribution, function, values)
-            if exact is not None:
-                objective.append(_statistics(exact))
-            if optimum is not None:
-                distance.append(_statistics(np.max(np.abs(values[:, targets] - target), axis=1)))
-
-        log(params)
-        # the kernel logs up to `per_call` steps a call into `snapshots` (at most SNAPSHOT_BYTES)
-        per_call = max(1, min(len(logged) - 1, SNAPSHOT_BYTES // (8 * replicates * len(start))))
-        snapshots = np.empty((per_call, replicates, len(start)))
-        with _numba_threads(threads) as used:
-            for first in range(1, len(logged), per_call):
-                log_steps = logged[first : first + per_call]
-                sink = OptimizeSink(params, state, reached, rows, targets, updates, target, np.int64(previous),
-                                    np.int64(log_steps[-1]), np.int64(units), np.int64(optimizer == "adam"),
-                                    np.array([schedule.a, schedule.t0, schedule.power]), np.array(adam, float),
-                                    np.float64(tolerance or 0.0), log_steps, snapshots)  # fmt: skip
-                kernel(first_replicate, sink, np.empty((1, 1)), replicates)
-                previous = int(log_steps[-1])
-                for i in range(len(log_steps)):
-                    log(snapshots[i])
-        trajectories[spec.name] = EstimatorTrajectory(
-            spec.name, draws[spec.name] * spec.evaluations, draws[spec.name],
-            {k: np.array(v) for k, v in stats.items()},
-            np.array(objective) if objective else None, np.array(distance) if distance else None, reached.copy(),
-            params.copy())  # fmt: skip
+        runs.append(_EstimatorRun(spec, plan, draws[spec.name], distribution, function, coordinates, wrt, start,
+                                  replicates, seed, pilot, targets, target, optimum))  # fmt: skip
+    step, earlier = 0, 0.0
+    try:
+        if job.checkpoint is not None:
+            job.lock()
+            if job.checkpoint.exists():
+                step, earlier = _restore(job, runs)
+        # signals held from the pilot and the compilation on: a stop then ends the run before its first step
+        with job.signals():
+            for r in runs:
+                r.prepare(_pilot, Kernel, make_run, seed, pilot)
+                if step == 0 and not r.stats[family.parameters[0]]:
+                    r.log(r.params)
+            # the kernel logs up to `per_call` steps a call into each run's snapshots (at most SNAPSHOT_BYTES)
+            per_call = max(1, min(len(logged) - 1, SNAPSHOT_BYTES // (8 * replicates * len(start))))
+            snapshots = np.empty((per_call, replicates, len(start)))
+            schedule_row = np.array([schedule.a, schedule.t0, schedule.power])
+            moments = np.array(adam, float)
+            segment = max(1, min(steps, 2**20 // replicates))  # (the first segment: about 2**20 replicate-steps)
+            clock = time.perf_counter()
+            with _numba_threads(threads) as used:
+                while step < steps and job.stop_reason is None:
+                    first = int(np.searchsorted(logged, step, side="right"))
+                    stop = min(steps, step + segment, int(logged[min(first + per_call, len(logged)) - 1]))
+                    log_steps = logged[first : int(np.searchsorted(logged, stop, side="right"))]
+                    begun = time.perf_counter()
+                    for r in runs:
+                        sink = OptimizeSink(r.params, r.state, r.reached, r.rows, targets, updates, target,
+                                            np.int64(step), np.int64(stop), np.int64(r.units),
+                                            np.int64(optimizer == "adam"), schedule_row, moments,
+                                            np.float64(tolerance or 0.0), log_steps, snapshots)  # fmt: skip
+                        r.kernel(first_replicate, sink, np.empty((1, 1)), replicates)
+                        for i in range(len(log_steps)):
+                            r.log(snapshots[i])
+                    took = time.perf_counter() - begun
+                    segment = max(1, int((stop - step) * TARGET_SEGMENT_SECONDS / took)) if took > 0 else 2 * segment
+                    step = stop
+                    _show_progress(job, step, steps, replicates * len(runs), clock, earlier)
+                    if job.checkpoint is not None and time.monotonic() - job._last_checkpoint >= job.checkpoint_every:
+                        _save(job, runs, step, earlier + time.perf_counter() - clock)
+        job._end_progress()
+        seconds = earlier + time.perf_counter() - clock
+        if job.checkpoint is not None:
+            _save(job, runs, step, seconds)
+    finally:
+        job.release()
+    done = logged[logged <= step]
+    trajectories = {r.spec.name: r.trajectory() for r in runs}
     optimum_objective = None
     if optimum is not None:
         at_optimum = start.copy()
         at_optimum[targets] = target
         exact = _exact_objective(distribution, function, at_optimum[None, :])
         optimum_objective = None if exact is None else float(exact[0])
-    return OptimizationResult(distribution, function, wrt, coordinates, logged, batch, replicates, optimizer,
+    interrupted = job.stop_reason if step < steps else None
+    return OptimizationResult(distribution, function, wrt, coordinates, done, batch, replicates, optimizer,
                               schedule, seed, dict(optimum or {}), tolerance, trajectories,
-                              time.perf_counter() - started, bool(equal_cost), optimum_objective,
-                              used)  # fmt: skip
+                              time.perf_counter() - started, bool(equal_cost), optimum_objective, used, steps, step,
+                              interrupted)  # fmt: skip

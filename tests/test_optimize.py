@@ -6,12 +6,20 @@ and variance 4 eta**2 (1 - (1 - 2 eta)**(2 t)) / (1 - (1 - 2 eta)**2). The score
 2 theta_t whatever theta_t is, so its mean follows the same recursion (its variance does not).
 """
 
+import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
 
 import fastgrad as fg
+
+from conftest import ROOT
 
 # One worker: the module's runs share two kernels (Normal with square, and with linear), compiled once a process.
 pytestmark = pytest.mark.xdist_group("optimize")
@@ -158,3 +166,69 @@ def test_plot_writes_both_panels(tmp_path):
     label, quantity, log = _optimization_quantity(r)
     assert log and label.startswith("excess objective")
     np.testing.assert_allclose(quantity["pathwise"][:, 0], r["pathwise"].objective[:, 2] - 1.0)
+
+
+def _numbers(result):
+    document = result.to_dict()
+    for key in ("threads", "interrupted", "steps_done"):
+        document.pop(key)
+    return document
+
+
+def test_ctrl_c_keeps_the_steps_done_which_are_the_full_runs_first_steps():
+    kwargs = dict(estimators=["pathwise", "score"], learning_rate=ETA, replicates=1000, seed=5, log_every=50)
+    fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", steps=10, **kwargs)  # compiled before the clock
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    stopped = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", steps=10**8, progress=False, **kwargs)
+    timer.join()
+    assert stopped.interrupted == "SIGINT" and 0 < stopped.steps_done < 10**8 and stopped.steps_requested == 10**8
+    assert "interrupted (SIGINT) after step" in str(stopped)
+    again = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", steps=stopped.steps_done, **kwargs)
+    shared = np.isin(again.steps, stopped.steps)
+    assert shared.sum() == len(stopped.steps)
+    for name in kwargs["estimators"]:
+        assert stopped[name].final.tolist() == again[name].final.tolist()
+        assert stopped[name].parameters["loc"].tolist() == again[name].parameters["loc"][shared].tolist()
+
+
+def test_a_checkpoint_resumes_bit_identically_and_another_runs_is_refused(tmp_path, monkeypatch):
+    """Adam's moments, a pilot's baseline and the steps to tolerance all carry over a stop."""
+    monkeypatch.setattr(sys.modules["fastgrad.optimize"], "TARGET_SEGMENT_SECONDS", 0.01)
+    path = tmp_path / "opt.ckpt"
+    kwargs = dict(estimators=["pathwise", "score+optimal-baseline"], learning_rate=ETA, optimizer="adam",
+                  replicates=100, seed=5, steps=20_000, log_every=1000, optimum={"loc": 0.0},
+                  tolerance=0.05)  # fmt: skip
+    clean = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", **kwargs)
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    stopped = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", checkpoint=path, **kwargs)
+    timer.join()
+    assert stopped.interrupted == "SIGINT" and 0 < stopped.steps_done < 20_000
+    assert json.loads(path.read_text())["step"] == stopped.steps_done
+    resumed = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", checkpoint=path, **kwargs)
+    assert resumed.interrupted is None and resumed.steps_done == 20_000
+    assert _numbers(resumed) == _numbers(clean)
+    before = path.read_bytes()
+    with pytest.raises(fg.PartialError, match="is from a different run: seed is 5 there and 6 here"):
+        fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", checkpoint=path, **{**kwargs, "seed": 6})
+    assert path.read_bytes() == before  # refused, not written over
+    path.write_text(path.read_text().replace('"step": 20000', '"step": 19999'))
+    with pytest.raises(fg.PartialError, match="is corrupted: its SHA-256 checksum"):
+        fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", checkpoint=path, **kwargs)
+
+
+@pytest.mark.subprocess
+def test_cli_sigterm_exits_143_with_the_partial_json(tmp_path):
+    out = tmp_path / "partial.json"
+    command = [sys.executable, "-m", "fastgrad", "optimize", "--loc", "2", "--f", "square", "--wrt", "loc",
+               "--estimators", "pathwise", "--steps", "1e9", "--lr", "0.01", "--replicates", "1000", "--seed", "0",
+               "--json", str(out), "--progress"]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "fastgrad" in process.stderr.read(10)  # progress lines start with "\rfastgrad:"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 143, err
+    data = json.loads(out.read_text())
+    assert data["interrupted"] == "SIGTERM" and data["steps_requested"] == 10**9 and 0 < data["steps_done"] < 10**9
+    assert f"interrupted (SIGTERM) after step {data['steps_done']:,} of 1,000,000,000" in err
