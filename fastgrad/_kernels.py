@@ -236,8 +236,9 @@ class OptimizeSink(NamedTuple):
 
     ``params`` (replicates x P, the family's parameters as ``theta_of`` takes
     them), ``state`` (replicates x 2 x Q: Adam's two moments of each optimised
-    parameter's gradient) and ``reached`` (replicates: the first step count
-    within ``tolerance`` of ``optimum``, -1 none yet) are read and written,
+    parameter's gradient) and ``reached`` (replicates x 2: the first step
+    count within ``tolerance`` of ``optimum``, -1 none yet; the last one
+    outside, 0 the start, -1 none) are read and written,
     row ``b`` for replicate ``run.first_chunk + b``.
     Optimised parameter ``q`` takes its gradient from value row ``rows[q]``,
     moves ``params[:, targets[q]]`` and is updated as ``updates[q]``: 0 on
@@ -774,13 +775,15 @@ def _optimize_chunks(key, f, df, run, sink, out, lo, hi):
                     else:
                         logit = fm.log(all_params[b, j]) - fm.log1p(-all_params[b, j]) - rate * g
                         all_params[b, j] = 1.0 / (1.0 + fm.exp(-logit))
-                if tracking and reached[b] < 0:
+                if tracking:
                     within = True
                     for o in range(n_opt):
                         if not abs(all_params[b, targets[o]] - optimum[o]) < tolerance:
                             within = False
-                    if within:
-                        reached[b] = t + 1
+                    if not within:
+                        reached[b, 1] = t + 1
+                    elif reached[b, 0] < 0:
+                        reached[b, 0] = t + 1
                 if logging:
                     for j in range(n_params):
                         snapshots[logged, b, j] = all_params[b, j]

@@ -54,8 +54,10 @@ class EstimatorTrajectory:
     (None for a user's function); ``distance`` the largest absolute
     difference to ``optimum`` over the optimised parameters (None without
     one). ``reached`` holds each replicate's steps to come within
-    ``tolerance`` of the optimum (-1: not within ``steps``), ``final`` its
-    parameters after the last step (replicates x the family's parameters).
+    ``tolerance`` of the optimum the first time (-1: not within the steps
+    run), ``settled`` the steps after which it stayed within up to the last
+    step run (-1: outside at the end), ``final`` its parameters after the
+    last step (replicates x the family's parameters).
     """
 
     estimator: str
@@ -66,14 +68,28 @@ class EstimatorTrajectory:
     distance: object
     reached: np.ndarray = field(repr=False)
     final: np.ndarray = field(repr=False)
+    settled: np.ndarray = field(repr=False, default=None)
 
     def steps_to_tolerance(self):
         """``(median, 10 %, 90 % quantiles, replicates that never reached it)`` of the steps needed (None: none did)."""
-        done = self.reached[self.reached >= 0]
-        never = int(np.sum(self.reached < 0))
-        if done.size == 0:
-            return None, never
-        return tuple(float(v) for v in np.quantile(done, (0.5, 0.1, 0.9))), never
+        return _step_quantiles(self.reached)
+
+    def steps_to_settle(self):
+        """``(median, 10 %, 90 % quantiles, replicates outside at the end)`` of the steps after which each stayed."""
+        return _step_quantiles(self.settled)
+
+
+def _step_quantiles(steps):
+    done = steps[steps >= 0]
+    never = int(np.sum(steps < 0))
+    if done.size == 0:
+        return None, never
+    return tuple(float(v) for v in np.quantile(done, (0.5, 0.1, 0.9))), never
+
+
+def _quantile_cell(quantiles):
+    median, low, high = quantiles
+    return f"{median:g} [{low:g}, {high:g}]"
 
 
 @dataclass
@@ -126,6 +142,7 @@ class OptimizationResult:
         out = {}
         for name, t in self.trajectories.items():
             quantiles, never = t.steps_to_tolerance()
+            settled, outside = t.steps_to_settle()
             out[name] = {
                 "draws_per_step": t.draws_per_step,
                 "evaluations_per_step": t.evaluations_per_step,
@@ -136,6 +153,8 @@ class OptimizationResult:
                 if quantiles is None
                 else dict(zip(("q50", "q10", "q90"), quantiles, strict=True)),
                 "never_reached": never,
+                "steps_to_settle": None if settled is None else dict(zip(("q50", "q10", "q90"), settled, strict=True)),
+                "outside_at_end": outside,
             }
         return {
             "distribution": self.distribution.to_dict(),
@@ -168,16 +187,20 @@ class OptimizationResult:
         ]
         if self.optimum:
             target = ", ".join(f"{k} = {v:g}" for k, v in self.optimum.items())
-            lines.append(f"steps (and function evaluations) to come within {self.tolerance:g} of {target}:")
-            rows = [("estimator", "median steps [10 %, 90 %]", "evaluations (median)", "never")]
+            lines.append(
+                f"steps (median [10 %, 90 %] over replicates) and function evaluations (median) to come "
+                f"within {self.tolerance:g} of {target} (first), and to stay within it to the end (settled):"
+            )
+            rows = [("estimator", "first: steps", "evaluations", "never", "settled: steps", "evaluations",
+                     "outside at end")]  # fmt: skip
             for name, t in self.trajectories.items():
-                quantiles, never = t.steps_to_tolerance()
-                if quantiles is None:
-                    rows.append((name, "-", "-", f"{never:,}"))
-                else:
-                    median, low, high = quantiles
-                    rows.append((name, f"{median:g} [{low:g}, {high:g}]", f"{median * t.evaluations_per_step:g}",
-                                 f"{never:,}"))  # fmt: skip
+                row = [name]
+                for quantiles, never in (t.steps_to_tolerance(), t.steps_to_settle()):
+                    if quantiles is None:
+                        row += ["-", "-", f"{never:,}"]
+                    else:
+                        row += [_quantile_cell(quantiles), f"{quantiles[0] * t.evaluations_per_step:g}", f"{never:,}"]
+                rows.append(tuple(row))
             lines += _columns(rows)
         final = len(self.steps) - 1
         rows = [("estimator", *(f"{p} mean [10 %, 90 %]" for p in self.optimized), "exact objective median")]
@@ -212,14 +235,18 @@ class _EstimatorRun:
     """One estimator's replicates while they run: the kernel, the replicates' state, the statistics logged."""
 
     def __init__(self, spec, plan, draws, distribution, function, coordinates, wrt, start, replicates, seed, pilot,
-                 targets, target, optimum):  # fmt: skip
+                 targets, target, optimum, tolerance):  # fmt: skip
         family = distribution.family
         self.spec, self.plan, self.draws, self.units = spec, plan, draws, draws // plan.group
         self.distribution, self.function, self.coordinates, self.wrt = distribution, function, coordinates, wrt
         self.targets, self.target, self.optimum = targets, target, optimum
         self.params = np.tile(start, (replicates, 1))
         self.state = np.zeros((replicates, 2, len(wrt)))
-        self.reached = np.full(replicates, -1, np.int64)
+        # column 0: the first step count within tolerance; 1: the last one outside (0: the start; -1: never)
+        self.reached = np.full((replicates, 2), -1, np.int64)
+        if optimum is not None:
+            start_within = bool(np.all(np.abs(start[targets] - target) < tolerance))
+            self.reached[:, 0 if start_within else 1] = 0
         self.rows = np.array([plan.parameters.index(c) for c in coordinates], np.int64)
         self.stats = {name: [] for name in dict.fromkeys(family.parameters + coordinates)}
         self.objective, self.distance = [], []
@@ -251,12 +278,16 @@ class _EstimatorRun:
         if self.optimum is not None:
             self.distance.append(_statistics(np.max(np.abs(values[:, self.targets] - self.target), axis=1)))
 
-    def trajectory(self):
+    def trajectory(self, steps_done):
         spec = self.spec
+        last_outside = self.reached[:, 1]
+        settled = np.where(last_outside < steps_done, last_outside + 1, -1)
+        if self.optimum is None:
+            settled[:] = -1
         return EstimatorTrajectory(
             spec.name, self.draws * spec.evaluations, self.draws, {k: np.array(v) for k, v in self.stats.items()},
             np.array(self.objective) if self.objective else None, np.array(self.distance) if self.distance else None,
-            self.reached.copy(), self.params.copy())  # fmt: skip
+            self.reached[:, 0].copy(), self.params.copy(), settled)  # fmt: skip
 
     def to_dict(self):
         from fastgrad._jobs import _encode
@@ -280,7 +311,7 @@ class _EstimatorRun:
                 raise ValueError(f"estimator {data['estimator']!r} where {self.spec.name!r} was expected")
             self.params[...] = _decode(data["params"]).reshape(self.params.shape)
             self.state[...] = _decode(data["state"]).reshape(self.state.shape)
-            self.reached[...] = _decode(data["reached"]).astype(np.int64)
+            self.reached[...] = _decode(data["reached"]).astype(np.int64).reshape(self.reached.shape)
             self.stats = {k: rows(data["stats"][k]) for k in self.stats}
             self.objective, self.distance = rows(data["objective"]), rows(data["distance"])
         except (KeyError, TypeError, ValueError) as error:
@@ -520,7 +551,7 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
     runs = []
     for spec, plan in zip(specs, plans, strict=True):
         runs.append(_EstimatorRun(spec, plan, draws[spec.name], distribution, function, coordinates, wrt, start,
-                                  replicates, seed, pilot, targets, target, optimum))  # fmt: skip
+                                  replicates, seed, pilot, targets, target, optimum, tolerance))  # fmt: skip
     step, earlier = 0, 0.0
     try:
         if job.checkpoint is not None:
@@ -567,7 +598,7 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
     finally:
         job.release()
     done = logged[logged <= step]
-    trajectories = {r.spec.name: r.trajectory() for r in runs}
+    trajectories = {r.spec.name: r.trajectory(step) for r in runs}
     optimum_objective = None
     if optimum is not None:
         at_optimum = start.copy()

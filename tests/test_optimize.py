@@ -74,7 +74,24 @@ def test_steps_to_tolerance_are_the_first_steps_within_it(seed_runs):
     assert never == int(np.sum(reached < 0)) and quantiles[0] == np.median(reached[reached >= 0])
     data = seed_runs.to_dict()
     assert data["estimators"]["pathwise"]["never_reached"] == never
-    assert "steps (and function evaluations) to come within 0.05 of loc = 0" in str(seed_runs)
+    assert "function evaluations (median) to come within 0.05 of loc = 0 (first)" in str(seed_runs)
+
+
+def test_settled_is_the_step_after_which_a_replicate_stays_within(seed_runs):
+    """Against each replicate's whole path, step by step (replicates rerun alone for 1, 2, ... steps)."""
+    score = seed_runs["score"]
+    settled, reached = score.settled, score.reached
+    assert np.all((settled == -1) | ((settled >= reached) & (settled <= STEPS)))
+    kwargs = dict(estimators=["score"], learning_rate=ETA, seed=11, replicates=1, log_every=STEPS)
+    for r in [int(np.flatnonzero(settled > reached)[0]), int(np.flatnonzero(settled < 0)[0])]:
+        path = [THETA0] + [fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", steps=t, first_replicate=r,
+                                       **kwargs)["score"].final[0, 0] for t in range(1, STEPS + 1)]  # fmt: skip
+        outside = [t for t, theta in enumerate(path) if not abs(theta) < 0.05]
+        assert settled[r] == (outside[-1] + 1 if outside[-1] < STEPS else -1), r
+        assert reached[r] == next((t for t, theta in enumerate(path) if abs(theta) < 0.05), -1), r
+    quantiles, outside_at_end = score.steps_to_settle()
+    assert outside_at_end == int(np.sum(settled < 0)) and quantiles[0] == np.median(settled[settled >= 0])
+    assert seed_runs.to_dict()["estimators"]["score"]["outside_at_end"] == outside_at_end
 
 
 def test_a_positive_parameter_moves_through_its_logarithm(seed_runs):
