@@ -27,7 +27,7 @@ from fastgrad._jobs import CheckpointWarning, Partial, PartialError, UserFunctio
 # Every distribution class, so that adding a family touches distributions.py only.
 from fastgrad.distributions import *  # noqa: F403
 from fastgrad.functions import Function, VectorFunction
-from fastgrad.optimize import OptimizationResult, optimize
+from fastgrad.optimize import OptimizationPartial, OptimizationResult, optimize
 from fastgrad.results import Comparison, EstimatorResult, VarianceCurve, VariantComparison, VariantResult
 
 __version__ = "0.1.0"
@@ -41,6 +41,7 @@ __all__ = [  # and the distributions, added below
     "FastgradWarning",
     "Function",
     "NonFiniteValuesError",
+    "OptimizationPartial",
     "OptimizationResult",
     "Partial",
     "PartialError",

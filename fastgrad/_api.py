@@ -630,11 +630,12 @@ def merge(partials):
     ----------
     partials : sequence of paths or Partial
         The partial results of ``compare(..., shard=(i, K))`` (or ``fastgrad
-        compare --shard i/K --json part_i.json``) for every ``i`` of one run.
+        compare --shard i/K --json part_i.json``) for every ``i`` of one run;
+        or those of ``optimize(..., shard=(i, K))`` (OptimizationPartial).
 
     Returns
     -------
-    Comparison, EstimatorResult or VariantComparison
+    Comparison, EstimatorResult, VariantComparison or OptimizationResult
         What the run would have returned in one process. Its ``seconds`` is
         the sum over the shards, ``threads`` the most any shard used.
 
@@ -645,9 +646,17 @@ def merge(partials):
         version), or the shards overlap, leave chunks out, or are unfinished.
     """
     from fastgrad import _jobs
+    from fastgrad.optimize import OptimizationPartial, is_partial_file, merge_partials
 
     if isinstance(partials, (str, bytes)) or not hasattr(partials, "__iter__"):
         raise TypeError(f"partials must be a sequence of paths or fastgrad.Partial objects; got {partials!r}")
+    partials = list(partials)
+    if partials and all(
+        isinstance(item, OptimizationPartial)
+        or ((isinstance(item, str) or hasattr(item, "__fspath__")) and is_partial_file(item))
+        for item in partials
+    ):
+        return merge_partials(partials)
     loaded = []
     for item in partials:
         if isinstance(item, _jobs.Partial):

@@ -497,6 +497,9 @@ def _optimize(args, prog, argv):
             require_matplotlib()
         except PlottingUnavailableError as error:
             raise UsageError(f"argument --plot: {error}") from None
+    if args.shard is not None and (args.json is None or args.json == "-"):
+        raise UsageError("argument --shard: a shard writes a partial result: give --json PATH for it")
+    comm = _mpi_world() if args.mpi else None
     from fastgrad._jobs import holding_stops
 
     # Ctrl-C and SIGTERM are held from here to the last line written (as for compare): one that comes while the
@@ -513,16 +516,28 @@ def _optimize(args, prog, argv):
                 learning_rate=rate, batch=args.batch, optimizer=args.optimizer, replicates=args.replicates,
                 seed=args.seed, log_every=args.log_every, optimum=args.optimum, tolerance=args.tolerance,
                 pilot=args.pilot, threads=args.threads, equal_cost=args.equal_cost, progress=args.progress,
-                checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+                checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, shard=args.shard, comm=comm,
             )  # fmt: skip
         except fg.PartialError as error:
             raise UsageError(f"argument --checkpoint: {error}") from None
         except (TypeError, ValueError) as error:  # argument checks run before any draw
             raise UsageError(_with_option(str(error))) from None
+        if result is None:  # an MPI rank other than 0: rank 0 writes everything
+            return 0
+        if isinstance(result, fg.OptimizationPartial):
+            _write_atomically(json_path, result.dumps())
+            (i, k), (lo, hi) = result.shard, result.replicates
+            print(f"shard {i}/{k}: replicates [{lo}, {hi}), step {result.steps_done:,} of "
+                  f"{result.fingerprint['steps']:,}; wrote {json_path}")  # fmt: skip
+            if result.interrupted:
+                print(f"{prog}: interrupted ({result.interrupted}); rerun to finish the shard", file=sys.stderr)
+                return 143 if result.interrupted == "SIGTERM" else 130
+            return 0
         if plot_path is not None:
             result.plot(plot_path)
         threads_source = "--threads" if args.threads is not None else _threads_source()
-        metadata = _metadata(prog, argv, result, started, time.perf_counter() - clock, threads_source, 1)
+        ranks = comm.Get_size() if comm is not None else 1
+        metadata = _metadata(prog, argv, result, started, time.perf_counter() - clock, threads_source, ranks)
         status = _emit(result, metadata, args.json, json_path, plot_path, prog)
         if status == 0 and stops:
             print(f"{prog}: {stops[-1]} received with no steps left to stop: the result is complete", file=sys.stderr)
@@ -601,7 +616,7 @@ def build_parser(prog="fastgrad"):
     )
     _common(optimize)
     _optimize_options(optimize)
-    _long_run_options(optimize, cluster=False)
+    _long_run_options(optimize)
 
     merge = commands.add_parser(
         "merge",

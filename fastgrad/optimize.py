@@ -20,6 +20,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from fastgrad import _validate
 from fastgrad.estimators import Plan, parse_estimators
 from fastgrad.schedules import Schedule, constant
 
-__all__ = ["OptimizationResult", "optimize"]
+__all__ = ["OptimizationPartial", "OptimizationResult", "optimize"]
 
 OPTIMIZERS = ("sgd", "adam")
 #: Most replicates (stream r * 2**32 + t needs r < 2**30) and steps (t < 2**32).
@@ -250,6 +251,7 @@ class _EstimatorRun:
         self.rows = np.array([plan.parameters.index(c) for c in coordinates], np.int64)
         self.stats = {name: [] for name in dict.fromkeys(family.parameters + coordinates)}
         self.objective, self.distance = [], []
+        self.history = []  # (a shard's) its replicates' parameters at each logged step, to merge
         self.kernel = None
 
     def prepare(self, pilot_module, kernel_class, make_run, seed, pilot):
@@ -289,41 +291,66 @@ class _EstimatorRun:
             np.array(self.objective) if self.objective else None, np.array(self.distance) if self.distance else None,
             self.reached[:, 0].copy(), self.params.copy(), settled)  # fmt: skip
 
-    def to_dict(self):
+    def to_dict(self, lo, hi):
+        """Return rows ``[lo, hi)`` of the replicates' state, the statistics logged and any history, JSON-ready."""
         from fastgrad._jobs import _encode
 
         def rows(values):
             return None if not values else _encode(np.array(values))
 
-        return {"estimator": self.spec.name, "params": _encode(self.params), "state": _encode(self.state),
-                "reached": _encode(self.reached.astype(np.float64)),
+        return {"estimator": self.spec.name, "params": _encode(self.params[lo:hi]),
+                "state": _encode(self.state[lo:hi]), "reached": _encode(self.reached[lo:hi].astype(np.float64)),
                 "stats": {k: rows(v) for k, v in self.stats.items()}, "objective": rows(self.objective),
-                "distance": rows(self.distance)}  # fmt: skip
+                "distance": rows(self.distance), "history": rows(self.history)}  # fmt: skip
 
-    def restore(self, data, source):
+    def restore(self, data, source, lo, hi):
+        """Set rows ``[lo, hi)`` and the statistics from :meth:`to_dict`'s output."""
         from fastgrad._jobs import PartialError, _decode
 
-        def rows(text):
-            return [] if text is None else list(_decode(text).reshape(-1, len(COLUMNS)))
+        def rows(text, width):
+            return [] if text is None else list(_decode(text).reshape(-1, *width))
 
         try:
             if data["estimator"] != self.spec.name:
                 raise ValueError(f"estimator {data['estimator']!r} where {self.spec.name!r} was expected")
-            self.params[...] = _decode(data["params"]).reshape(self.params.shape)
-            self.state[...] = _decode(data["state"]).reshape(self.state.shape)
-            self.reached[...] = _decode(data["reached"]).astype(np.int64).reshape(self.reached.shape)
-            self.stats = {k: rows(data["stats"][k]) for k in self.stats}
-            self.objective, self.distance = rows(data["objective"]), rows(data["distance"])
+            self.params[lo:hi] = _decode(data["params"]).reshape(self.params[lo:hi].shape)
+            self.state[lo:hi] = _decode(data["state"]).reshape(self.state[lo:hi].shape)
+            self.reached[lo:hi] = _decode(data["reached"]).astype(np.int64).reshape(self.reached[lo:hi].shape)
+            self.stats = {k: rows(data["stats"][k], (len(COLUMNS),)) for k in self.stats}
+            self.objective = rows(data["objective"], (len(COLUMNS),))
+            self.distance = rows(data["distance"], (len(COLUMNS),))
+            self.history = rows(data.get("history"), (hi - lo, self.params.shape[1]))
         except (KeyError, TypeError, ValueError) as error:
             raise PartialError(f"{source!r} is corrupted: {error}") from None
 
+    def collect(self, comm, lo, hi):
+        """(MPI) Gather every rank's rows of the replicates' state into rank 0's arrays."""
+        for array in (self.params, self.state, self.reached):
+            parts = comm.gather((lo, hi, array[lo:hi].copy()), root=0)
+            if parts is not None:
+                for a, b, rows in parts:
+                    array[a:b] = rows
 
-def _save(job, runs, step, seconds):
-    """Write the checkpoint: the fingerprint, the step every replicate has done, each estimator's state."""
+
+def _save(job, runs, step, seconds, lo, hi, collected=False):
+    """Write the checkpoint: the fingerprint, the step every replicate has done, each estimator's state.
+
+    Under MPI the ranks' rows are gathered first and rank 0 writes; a shard
+    saves its own rows (and its history).
+    """
     from fastgrad._jobs import _digest, write_atomically
 
+    if job.comm is not None:
+        if not collected:
+            for r in runs:
+                r.collect(job.comm, lo, hi)
+        lo, hi = 0, len(runs[0].params)
+        if job.rank != 0:
+            job._last_checkpoint = time.monotonic()
+            return
     body = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "fingerprint": job.fingerprint,
-            "step": int(step), "seconds": float(seconds), "estimators": [r.to_dict() for r in runs]}  # fmt: skip
+            "shard": list(job.shard) if job.shard else None, "ranks": job.ranks, "step": int(step),
+            "seconds": float(seconds), "estimators": [r.to_dict(lo, hi) for r in runs]}  # fmt: skip
 
     class _File:
         def save(self, path):
@@ -335,7 +362,7 @@ def _save(job, runs, step, seconds):
 
 def _restore(job, runs):
     """Load the checkpoint into ``runs`` (refusing another run's, or a damaged one); return (step, seconds)."""
-    from fastgrad._jobs import Partial, PartialError, _digest
+    from fastgrad._jobs import Partial, PartialError, _digest, shard_range
 
     source = str(job.checkpoint)
     try:
@@ -350,10 +377,15 @@ def _restore(job, runs):
     if data.pop("sha256", None) != _digest(data):
         raise PartialError(f"{source!r} is corrupted: its SHA-256 checksum does not match its contents")
     Partial(data["fingerprint"], 1, []).check_fingerprint(job.fingerprint, source)
+    shard = list(job.shard) if job.shard else None
+    if data.get("shard") != shard:
+        raise PartialError(f"{source!r} is the checkpoint of shard {data.get('shard')}, not of {shard}")
     if len(data["estimators"]) != len(runs):
         raise PartialError(f"{source!r} is corrupted: {len(data['estimators'])} estimators, not {len(runs)}")
+    replicates = len(runs[0].params)
+    lo, hi = shard_range(replicates, *job.shard) if job.shard else (0, replicates)
     for r, saved in zip(runs, data["estimators"], strict=True):
-        r.restore(saved, source)
+        r.restore(saved, source, lo, hi)
     job.resumed_from = int(data["step"])
     return int(data["step"]), float(data["seconds"])
 
@@ -427,7 +459,7 @@ def _statistics(values):
 def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise"), steps, learning_rate,
              batch=1, optimizer="sgd", replicates=1000, first_replicate=0, seed=None, log_every=None, optimum=None,
              tolerance=None, pilot=None, threads=None, adam=(0.9, 0.999, 1e-8), equal_cost=False, progress=None,
-             checkpoint=None, checkpoint_every=60.0):  # fmt: skip
+             checkpoint=None, checkpoint_every=60.0, shard=None, comm=None):  # fmt: skip
     """Run ``replicates`` stochastic-gradient optimisations of ``E_q[f]`` per estimator, in parallel.
 
     Parameters
@@ -476,10 +508,18 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
         seconds, on Ctrl-C/SIGTERM and at the end; a run given a checkpoint
         that exists resumes from it, bit for bit (the same arguments only).
     checkpoint_every : float
+    shard : (int, int), optional
+        ``(i, K)``: run only the ``i``-th of ``K`` near-equal ranges of the
+        replicates and return an :class:`OptimizationPartial` (its
+        replicates' parameters at every logged step); :func:`fastgrad.merge`
+        of all ``K`` gives the single run's result, bit for bit.
+    comm : mpi4py communicator, optional
+        Split the replicates across its ranks (as ``shard``); rank 0 gathers
+        the logged values and returns the result, the others None.
 
     Returns
     -------
-    OptimizationResult
+    OptimizationResult (or OptimizationPartial for a shard; None off MPI rank 0)
 
     Examples
     --------
@@ -514,8 +554,6 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
             raise ValueError(f"optimum must be a dict with a value for each of {list(wrt)}; got {optimum!r}")
         if tolerance is None or not (isinstance(tolerance, (int, float)) and tolerance > 0):
             raise ValueError(f"tolerance must be a number > 0 with optimum; got {tolerance!r}")
-    if not (isinstance(checkpoint_every, (int, float)) and math.isfinite(checkpoint_every) and checkpoint_every > 0):
-        raise ValueError(f"checkpoint_every must be a number of seconds > 0; got {checkpoint_every!r}")
     if not isinstance(equal_cost, (bool, np.bool_)):
         raise TypeError(f"equal_cost must be True or False; got {equal_cost!r}")
     specs = parse_estimators(estimators)
@@ -537,7 +575,7 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
     from fastgrad import _pilot
     from fastgrad._api import _numba_threads
     from fastgrad._fingerprint import fingerprint as run_fingerprint
-    from fastgrad._jobs import Job
+    from fastgrad._jobs import Job, shard_range
 
     settings = {"learning_rate": schedule.to_dict(), "optimizer": optimizer, "adam": list(map(float, adam)),
               "steps": steps, "batch": batch, "equal_cost": bool(equal_cost), "replicates": replicates,
@@ -546,13 +584,25 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
     fingerprint = run_fingerprint(plans[0], "optimize", replicates, seed, pilot or _validate.DEFAULT_PILOT, **settings)
     fingerprint["pilot"] = pilot or _validate.DEFAULT_PILOT
     fingerprint["estimators"] = [spec.name for spec in specs]
-    job = Job(fingerprint, 1, lambda a, b: 0, progress=progress, checkpoint=checkpoint,
-              checkpoint_every=checkpoint_every)  # fmt: skip
+    options = _validate.check_job_options(progress, checkpoint, checkpoint_every, shard, comm)
+    if options["shard"] is not None and options["shard"][1] > replicates:
+        raise ValueError(f"shard must split the replicates into at most {replicates} ranges; got {shard!r}")
+    if comm is not None and comm.Get_size() > replicates:
+        raise ValueError(f"comm has {comm.Get_size()} ranks, more than the {replicates} replicates to split")
+    job = Job(fingerprint, 1, lambda a, b: 0, **options)
+    rank, ranks = job.rank, job.ranks
+    if comm is not None:
+        lo, hi = shard_range(replicates, rank, ranks)
+    elif job.shard is not None:
+        lo, hi = shard_range(replicates, *job.shard)
+    else:
+        lo, hi = 0, replicates
     runs = []
     for spec, plan in zip(specs, plans, strict=True):
         runs.append(_EstimatorRun(spec, plan, draws[spec.name], distribution, function, coordinates, wrt, start,
                                   replicates, seed, pilot, targets, target, optimum, tolerance))  # fmt: skip
-    step, earlier = 0, 0.0
+    keep_history = job.shard is not None  # a shard keeps its replicates' values at every logged step, to merge
+    step, earlier, used = 0, 0.0, 1
     try:
         if job.checkpoint is not None:
             job.lock()
@@ -562,51 +612,236 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
         with job.signals():
             for r in runs:
                 r.prepare(_pilot, Kernel, make_run, seed, pilot)
-                if step == 0 and not r.stats[family.parameters[0]]:
+                if step == 0 and keep_history and not r.history:
+                    r.history.append(r.params[lo:hi].copy())
+                elif step == 0 and not keep_history and not r.stats[family.parameters[0]]:
                     r.log(r.params)
             # the kernel logs up to `per_call` steps a call into each run's snapshots (at most SNAPSHOT_BYTES)
-            per_call = max(1, min(len(logged) - 1, SNAPSHOT_BYTES // (8 * replicates * len(start))))
-            snapshots = np.empty((per_call, replicates, len(start)))
+            local = hi - lo
+            per_call = max(1, min(len(logged) - 1, SNAPSHOT_BYTES // (8 * max(1, replicates) * len(start))))
+            snapshots = np.empty((per_call, local, len(start)))
             schedule_row = np.array([schedule.a, schedule.t0, schedule.power])
             moments = np.array(adam, float)
             segment = max(1, min(steps, 2**20 // replicates))  # (the first segment: about 2**20 replicate-steps)
             clock = time.perf_counter()
             with _numba_threads(threads) as used:
-                while step < steps and job.stop_reason is None:
+                while step < steps:
+                    if comm is not None:  # every rank runs the same segments and stops together
+                        flags = comm.allreduce(int(job.stop_reason is not None), op=_mpi_max())
+                        segment = comm.bcast(segment, root=0)
+                        if flags:
+                            job.stop_reason = job.stop_reason or "SIGTERM"
+                    if job.stop_reason is not None:
+                        break
                     first = int(np.searchsorted(logged, step, side="right"))
                     stop = min(steps, step + segment, int(logged[min(first + per_call, len(logged)) - 1]))
                     log_steps = logged[first : int(np.searchsorted(logged, stop, side="right"))]
                     begun = time.perf_counter()
                     for r in runs:
-                        sink = OptimizeSink(r.params, r.state, r.reached, r.rows, targets, updates, target,
-                                            np.int64(step), np.int64(stop), np.int64(r.units),
-                                            np.int64(optimizer == "adam"), schedule_row, moments,
-                                            np.float64(tolerance or 0.0), log_steps, snapshots)  # fmt: skip
-                        r.kernel(first_replicate, sink, np.empty((1, 1)), replicates)
+                        if local > 0:
+                            sink = OptimizeSink(r.params[lo:hi], r.state[lo:hi], r.reached[lo:hi], r.rows, targets,
+                                                updates, target, np.int64(step), np.int64(stop), np.int64(r.units),
+                                                np.int64(optimizer == "adam"), schedule_row, moments,
+                                                np.float64(tolerance or 0.0), log_steps, snapshots)  # fmt: skip
+                            r.kernel(first_replicate + lo, sink, np.empty((1, 1)), local)
+                        values = snapshots[: len(log_steps)]
+                        if comm is not None:
+                            gathered = comm.gather(values.copy(), root=0)
+                            values = np.concatenate(gathered, axis=1) if rank == 0 else values[:, :0]
                         for i in range(len(log_steps)):
-                            r.log(snapshots[i])
+                            if keep_history:
+                                r.history.append(values[i].copy())
+                            elif rank == 0:
+                                r.log(values[i])
                     took = time.perf_counter() - begun
                     segment = max(1, int((stop - step) * TARGET_SEGMENT_SECONDS / took)) if took > 0 else 2 * segment
                     step = stop
-                    _show_progress(job, step, steps, replicates * len(runs), clock, earlier)
-                    if job.checkpoint is not None and time.monotonic() - job._last_checkpoint >= job.checkpoint_every:
-                        _save(job, runs, step, earlier + time.perf_counter() - clock)
+                    if rank == 0:
+                        _show_progress(job, step, steps, replicates * len(runs), clock, earlier)
+                    due = job.checkpoint is not None and time.monotonic() - job._last_checkpoint >= job.checkpoint_every
+                    if comm is not None:
+                        due = bool(comm.allreduce(int(due), op=_mpi_max()))
+                    if due:
+                        _save(job, runs, step, earlier + time.perf_counter() - clock, lo, hi)
         job._end_progress()
         seconds = earlier + time.perf_counter() - clock
+        if comm is not None:
+            for r in runs:
+                r.collect(comm, lo, hi)
         if job.checkpoint is not None:
-            _save(job, runs, step, seconds)
+            _save(job, runs, step, seconds, lo, hi, collected=True)
     finally:
         job.release()
-    done = logged[logged <= step]
-    trajectories = {r.spec.name: r.trajectory(step) for r in runs}
+    interrupted = job.stop_reason if step < steps else None
+    if rank != 0:
+        return None
+    if keep_history:
+        return OptimizationPartial(fingerprint, job.shard, (lo, hi), step, [r.to_dict(lo, hi) for r in runs],
+                                   seconds, used, interrupted)  # fmt: skip
+    return _result(fingerprint, distribution, function, wrt, coordinates, runs, logged[logged <= step], step,
+                   time.perf_counter() - started, used, interrupted)  # fmt: skip
+
+
+def _result(fingerprint, distribution, function, wrt, coordinates, runs, done, step, seconds, threads, interrupted):
+    """Build the :class:`OptimizationResult` of finished (or stopped) runs from the fingerprint's settings."""
+    settings = fingerprint
+    family = distribution.family
+    optimum = settings["optimum"] or None
     optimum_objective = None
     if optimum is not None:
-        at_optimum = start.copy()
-        at_optimum[targets] = target
+        at_optimum = np.array([float(getattr(distribution, p)) for p in family.parameters])
+        at_optimum[[family.parameters.index(p) for p in wrt]] = [optimum[p] for p in wrt]
         exact = _exact_objective(distribution, function, at_optimum[None, :])
         optimum_objective = None if exact is None else float(exact[0])
-    interrupted = job.stop_reason if step < steps else None
-    return OptimizationResult(distribution, function, wrt, coordinates, done, batch, replicates, optimizer,
-                              schedule, seed, dict(optimum or {}), tolerance, trajectories,
-                              time.perf_counter() - started, bool(equal_cost), optimum_objective, used, steps, step,
+    schedule = Schedule(**settings["learning_rate"])
+    trajectories = {r.spec.name: r.trajectory(step) for r in runs}
+    return OptimizationResult(distribution, function, tuple(wrt), coordinates, done, settings["batch"],
+                              settings["replicates"], settings["optimizer"], schedule, settings["seed"],
+                              dict(optimum or {}), settings["tolerance"], trajectories, seconds,
+                              settings["equal_cost"], optimum_objective, threads, settings["steps"], step,
                               interrupted)  # fmt: skip
+
+
+PARTIAL_FORMAT = "fastgrad-optimize-partial"
+PARTIAL_VERSION = 1
+
+
+@dataclass
+class OptimizationPartial:
+    """What ``optimize(..., shard=(i, K))`` returns: its replicates' state and logged values, to merge.
+
+    ``replicates`` is the range ``[lo, hi)`` of replicates (counted from the
+    run's ``first_replicate``) the shard ran; ``estimators`` holds, per
+    estimator, their final parameters, optimiser state, steps to tolerance
+    and their parameters at every logged step (base64 float64).
+    :func:`fastgrad.merge` of every shard's gives the single run's
+    :class:`OptimizationResult`, bit for bit.
+    """
+
+    fingerprint: dict
+    shard: tuple
+    replicates: tuple
+    steps_done: int
+    estimators: list
+    seconds: float
+    threads: int = 1
+    interrupted: str = None
+
+    def body(self):
+        """Return the file's contents but its checksum."""
+        return {"format": PARTIAL_FORMAT, "format_version": PARTIAL_VERSION, "fingerprint": self.fingerprint,
+                "shard": list(self.shard), "replicates": list(self.replicates), "steps_done": self.steps_done,
+                "seconds": self.seconds, "threads": self.threads, "estimators": self.estimators}  # fmt: skip
+
+    def dumps(self):
+        """Return the JSON text a file holds (with a SHA-256 of the rest)."""
+        from fastgrad._jobs import _digest
+
+        body = self.body()
+        return json.dumps({"sha256": _digest(body), **body}, allow_nan=False) + "\n"
+
+    def save(self, path):
+        """Write it to ``path`` atomically."""
+        from fastgrad._jobs import write_atomically
+
+        write_atomically(Path(path), self.dumps())
+
+    @classmethod
+    def loads(cls, text, source="<text>"):
+        """Read one back (refusing another format, version, or a damaged file)."""
+        from fastgrad._jobs import PartialError, _digest
+
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise PartialError(f"{source!r} is not a fastgrad partial result: not JSON (truncated?)") from None
+        if not isinstance(data, dict) or data.get("format") != PARTIAL_FORMAT:
+            raise PartialError(f"{source!r} is not an optimisation's partial result (no format {PARTIAL_FORMAT!r})")
+        if data.get("format_version") != PARTIAL_VERSION:
+            raise PartialError(f"{source!r} has format version {data.get('format_version')!r}; this fastgrad reads "
+                               f"{PARTIAL_VERSION}")  # fmt: skip
+        if data.pop("sha256", None) != _digest(data):
+            raise PartialError(f"{source!r} is corrupted: its SHA-256 checksum does not match its contents")
+        try:
+            return cls(data["fingerprint"], tuple(data["shard"]), tuple(data["replicates"]), int(data["steps_done"]),
+                       data["estimators"], float(data["seconds"]), int(data["threads"]))  # fmt: skip
+        except (KeyError, TypeError, ValueError) as error:
+            raise PartialError(f"{source!r} is corrupted: {error}") from None
+
+
+def is_partial_file(path):
+    """Whether ``path`` holds an optimisation's partial result (for :func:`fastgrad.merge` to dispatch)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            head = handle.read(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return f'"format": "{PARTIAL_FORMAT}"' in head
+
+
+def merge_partials(partials):
+    """Combine every shard's :class:`OptimizationPartial` (objects or paths) into the single run's result."""
+    from fastgrad._fingerprint import distribution_from, function_from
+    from fastgrad._jobs import Partial, PartialError
+
+    loaded = []
+    for item in partials:
+        if isinstance(item, OptimizationPartial):
+            loaded.append((item, "a partial"))
+        else:
+            try:
+                text = Path(item).read_text()
+            except OSError as error:
+                raise PartialError(f"cannot read {str(item)!r}: {error.strerror}") from None
+            loaded.append((OptimizationPartial.loads(text, str(item)), str(item)))
+    reference = loaded[0][0].fingerprint
+    for partial, source in loaded:
+        Partial(partial.fingerprint, 1, []).check_fingerprint(reference, source)
+        if partial.steps_done != reference["steps"]:
+            raise PartialError(f"{source!r} is unfinished (step {partial.steps_done:,} of {reference['steps']:,}): "
+                               "rerun that shard (with its checkpoint, if it had one)")  # fmt: skip
+    loaded.sort(key=lambda item: item[0].replicates[0])
+    replicates, covered = reference["replicates"], 0
+    for partial, source in loaded:
+        lo, hi = partial.replicates
+        if lo != covered:
+            gap = "overlaps another" if lo < covered else f"leaves replicates [{covered}, {lo}) to no shard"
+            raise PartialError(f"{source!r} (replicates [{lo}, {hi})) {gap}: give each shard's result once")
+        covered = hi
+    if covered != replicates:
+        raise PartialError(f"the partial results cover replicates [0, {covered}) of {replicates}: a shard is missing")
+    distribution = distribution_from(reference["distribution"])
+    function = function_from(reference["function"])
+    wrt = tuple(reference["wrt"])
+    family = distribution.family
+    coordinates = _coordinates(distribution, wrt)
+    optimum = reference["optimum"] or None
+    start = np.array([float(getattr(distribution, p)) for p in family.parameters])
+    targets = np.array([family.parameters.index(p) for p in wrt], np.int64)
+    target = np.array([np.nan if optimum is None else float(optimum[p]) for p in wrt])
+    runs = []
+    for k, spec in enumerate(parse_estimators(reference["estimators"])):
+        draws = reference["batch"] // spec.evaluations if reference["equal_cost"] else reference["batch"]
+        plan = Plan.build(distribution, function, [spec], coordinates, compare=False)
+        run = _EstimatorRun(spec, plan, draws, distribution, function, coordinates, wrt, start, replicates,
+                            reference["seed"], reference["pilot"], targets, target, optimum,
+                            reference["tolerance"])  # fmt: skip
+        histories = []
+        for partial, source in loaded:
+            lo, hi = partial.replicates
+            run.restore(partial.estimators[k], source, lo, hi)
+            histories.append(run.history)
+        for values in zip(*histories, strict=True):
+            run.log(np.concatenate(values, axis=0))
+        runs.append(run)
+    steps = reference["steps"]
+    logged = np.append(np.arange(0, steps, reference["log_every"], dtype=np.int64), np.int64(steps))
+    seconds = sum(partial.seconds for partial, _ in loaded)
+    threads = max(partial.threads for partial, _ in loaded)
+    return _result(reference, distribution, function, wrt, coordinates, runs, logged, steps, seconds, threads, None)
+
+
+def _mpi_max():
+    from mpi4py import MPI
+
+    return MPI.MAX

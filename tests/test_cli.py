@@ -331,7 +331,9 @@ def test_optimize_prints_writes_json_and_plot_as_the_api(tmp_path, capsys):
             "0.5", "--json", str(out), "--plot", str(png), "--threads", "1")  # fmt: skip
     assert cli.main(list(args)) == 0
     printed = capsys.readouterr().out
-    assert "steps (and function evaluations) to come within 0.5 of loc = 0" in printed and f"wrote {png}" in printed
+    assert (
+        "function evaluations (median) to come within 0.5 of loc = 0 (first)" in printed and f"wrote {png}" in printed
+    )
     data = json.loads(out.read_text())
     api = fg.optimize(fg.Normal(2.0, 1.0), "square", "loc", estimators=["score", "pathwise"], steps=60,
                       learning_rate=fg.schedules.inverse_power(0.01, 50.0, 0.5), replicates=40, seed=1,

@@ -9,15 +9,18 @@ and variance 4 eta**2 (1 - (1 - 2 eta)**(2 t)) / (1 - (1 - 2 eta)**2). The score
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
 
 import numpy as np
 import pytest
 
 import fastgrad as fg
+from fastgrad import cli
 
 from conftest import ROOT
 
@@ -249,3 +252,78 @@ def test_cli_sigterm_exits_143_with_the_partial_json(tmp_path):
     data = json.loads(out.read_text())
     assert data["interrupted"] == "SIGTERM" and data["steps_requested"] == 10**9 and 0 < data["steps_done"] < 10**9
     assert f"interrupted (SIGTERM) after step {data['steps_done']:,} of 1,000,000,000" in err
+
+
+SHARDED = dict(estimators=["pathwise", "score+optimal-baseline"], steps=300, learning_rate=ETA, replicates=101, seed=4,
+               log_every=7, optimum={"loc": 0.0}, tolerance=0.05, optimizer="adam")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sharded_single():
+    return fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", **SHARDED)
+
+
+def test_shards_merge_bit_identically_and_bad_sets_are_refused(tmp_path, sharded_single):
+    parts = [fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", shard=(i, 3), **SHARDED) for i in range(3)]
+    assert [p.replicates for p in parts] == [(0, 33), (33, 67), (67, 101)]
+    paths = []
+    for i, part in enumerate(parts):
+        paths.append(tmp_path / f"part{i}.json")
+        part.save(paths[-1])
+    merged = fg.merge(paths[::-1])  # any order
+    assert _numbers(merged) == _numbers(sharded_single)
+    assert _numbers(fg.merge(parts)) == _numbers(sharded_single)
+    with pytest.raises(fg.PartialError, match=r"leaves replicates \[33, 67\) to no shard"):
+        fg.merge([paths[0], paths[2]])
+    with pytest.raises(fg.PartialError, match="overlaps another"):
+        fg.merge([paths[0], paths[0], paths[1], paths[2]])
+    other = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", shard=(1, 3), **{**SHARDED, "seed": 5})
+    with pytest.raises(fg.PartialError, match="is from a different run: seed is 5 there and 4 here"):
+        fg.merge([parts[0], other, parts[2]])
+    with pytest.raises(ValueError, match="shard must split the replicates into at most 101 ranges"):
+        fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", shard=(0, 102), **SHARDED)
+
+
+def test_cli_shards_and_merge(tmp_path, capsys, sharded_single):
+    common = ["optimize", "--loc", "2", "--f", "square", "--estimators", "pathwise,score+optimal-baseline",
+              "--steps", "300", "--lr", "0.01", "--replicates", "101", "--seed", "4", "--log-every", "7",
+              "--optimum", "loc=0", "--tolerance", "0.05", "--optimizer", "adam"]  # fmt: skip
+    for i in range(2):
+        assert cli.main([*common, "--shard", f"{i}/2", "--json", str(tmp_path / f"p{i}.json")]) == 0
+    assert "shard 1/2: replicates [50, 101), step 300 of 300" in capsys.readouterr().out
+    out = tmp_path / "merged.json"
+    assert cli.main(["merge", str(tmp_path / "p0.json"), str(tmp_path / "p1.json"), "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    data.pop("run")
+    expected = json.loads(json.dumps(sharded_single.to_dict()))
+    for document in (data, expected):
+        document.pop("threads")
+    assert data == expected
+
+
+def _mpiexec():
+    found = shutil.which("mpiexec", path=sysconfig.get_path("scripts")) or shutil.which("mpiexec")
+    if found is None:
+        pytest.fail("mpiexec not found: the test extra installs mpi4py and mpich (pip install -e '.[test]')")
+    return found
+
+
+@pytest.mark.subprocess
+def test_mpi_two_ranks_agree_with_one_process_and_their_checkpoint_resumes_anywhere(tmp_path, sharded_single):
+    out, checkpoint = tmp_path / "mpi.json", tmp_path / "mpi.ckpt"
+    command = [_mpiexec(), "-n", "2", sys.executable, "-m", "fastgrad", "optimize", "--loc", "2", "--f", "square",
+               "--estimators", "pathwise,score+optimal-baseline", "--steps", "300", "--lr", "0.01", "--replicates",
+               "101", "--seed", "4", "--log-every", "7", "--optimum", "loc=0", "--tolerance", "0.05", "--optimizer",
+               "adam", "--threads", "1", "--mpi", "--json", str(out), "--checkpoint", str(checkpoint)]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("fastgrad.optimize") == 1  # rank 0 prints, rank 1 does not
+    data = json.loads(out.read_text())
+    assert data.pop("run")["mpi_ranks"] == 2
+    expected = json.loads(json.dumps(sharded_single.to_dict()))
+    for document in (data, expected):
+        document.pop("threads")
+    assert data == expected
+    # the checkpoint holds every replicate: one process resumes it (finished: the same numbers)
+    resumed = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", checkpoint=checkpoint, **SHARDED)
+    assert _numbers(resumed) == _numbers(sharded_single)
