@@ -362,20 +362,14 @@ def _save(job, runs, step, seconds, lo, hi, collected=False):
 
 def _restore(job, runs):
     """Load the checkpoint into ``runs`` (refusing another run's, or a damaged one); return (step, seconds)."""
-    from fastgrad._jobs import Partial, PartialError, _digest, shard_range
+    from fastgrad._jobs import Partial, PartialError, shard_range
 
     source = str(job.checkpoint)
     try:
-        data = json.loads(job.checkpoint.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+        text = job.checkpoint.read_text()
+    except (OSError, UnicodeDecodeError) as error:
         raise PartialError(f"cannot read the checkpoint {source!r}: {error}") from None
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise PartialError(f"{source!r} is not a fastgrad optimisation checkpoint (no format {CHECKPOINT_FORMAT!r})")
-    if data.get("format_version") != CHECKPOINT_VERSION:
-        raise PartialError(f"{source!r} has format version {data.get('format_version')!r}; this fastgrad reads "
-                           f"{CHECKPOINT_VERSION}")  # fmt: skip
-    if data.pop("sha256", None) != _digest(data):
-        raise PartialError(f"{source!r} is corrupted: its SHA-256 checksum does not match its contents")
+    data = _checked_json(text, source, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "a fastgrad optimisation checkpoint")
     Partial(data["fingerprint"], 1, []).check_fingerprint(job.fingerprint, source)
     shard = list(job.shard) if job.shard else None
     if data.get("shard") != shard:
@@ -388,6 +382,24 @@ def _restore(job, runs):
         r.restore(saved, source, lo, hi)
     job.resumed_from = int(data["step"])
     return int(data["step"]), float(data["seconds"])
+
+
+def _checked_json(text, source, form, version, what):
+    """Read a file's JSON: refuse another format or version, or a checksum that does not match; return it."""
+    from fastgrad._jobs import PartialError, _digest
+
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise PartialError(f"{source!r} is not {what}: not JSON (truncated?)") from None
+    if not isinstance(data, dict) or data.get("format") != form:
+        raise PartialError(f"{source!r} is not {what} (no format {form!r})")
+    if data.get("format_version") != version:
+        raise PartialError(f"{source!r} has format version {data.get('format_version')!r}; this fastgrad reads "
+                           f"{version}")  # fmt: skip
+    if data.pop("sha256", None) != _digest(data):
+        raise PartialError(f"{source!r} is corrupted: its SHA-256 checksum does not match its contents")
+    return data
 
 
 def _show_progress(job, step, steps, replicates, started, earlier):
@@ -749,19 +761,9 @@ class OptimizationPartial:
     @classmethod
     def loads(cls, text, source="<text>"):
         """Read one back (refusing another format, version, or a damaged file)."""
-        from fastgrad._jobs import PartialError, _digest
+        from fastgrad._jobs import PartialError
 
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise PartialError(f"{source!r} is not a fastgrad partial result: not JSON (truncated?)") from None
-        if not isinstance(data, dict) or data.get("format") != PARTIAL_FORMAT:
-            raise PartialError(f"{source!r} is not an optimisation's partial result (no format {PARTIAL_FORMAT!r})")
-        if data.get("format_version") != PARTIAL_VERSION:
-            raise PartialError(f"{source!r} has format version {data.get('format_version')!r}; this fastgrad reads "
-                               f"{PARTIAL_VERSION}")  # fmt: skip
-        if data.pop("sha256", None) != _digest(data):
-            raise PartialError(f"{source!r} is corrupted: its SHA-256 checksum does not match its contents")
+        data = _checked_json(text, source, PARTIAL_FORMAT, PARTIAL_VERSION, "an optimisation's partial result")
         try:
             return cls(data["fingerprint"], tuple(data["shard"]), tuple(data["replicates"]), int(data["steps_done"]),
                        data["estimators"], float(data["seconds"]), int(data["threads"]))  # fmt: skip

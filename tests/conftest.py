@@ -1,12 +1,22 @@
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # reference_streams, user_functions
+
+
+def mpiexec():
+    """The mpiexec of the test extra's MPI (mpich), or fail saying how to install it."""
+    found = shutil.which("mpiexec", path=sysconfig.get_path("scripts")) or shutil.which("mpiexec")
+    if found is None:
+        pytest.fail("mpiexec not found: the test extra installs mpi4py and mpich (pip install -e '.[test]')")
+    return found
 
 
 def run_python(code, **env):

@@ -5,11 +5,9 @@ Every "identical" here is bit for bit: the JSON of the results, timing left out.
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 
@@ -18,7 +16,7 @@ import pytest
 import fastgrad as fg
 from fastgrad import _jobs, cli
 
-from conftest import ROOT
+from conftest import ROOT, mpiexec
 
 NORMAL = fg.Normal(2.0, 1.0)
 TIMING = ("seconds", "draws_per_second", "threads")
@@ -374,19 +372,12 @@ def test_cli_shards_and_merge(tmp_path, capsys):
 # --- MPI ---------------------------------------------------------------------------------------------------
 
 
-def _mpiexec():
-    found = shutil.which("mpiexec", path=sysconfig.get_path("scripts")) or shutil.which("mpiexec")
-    if found is None:
-        pytest.fail("mpiexec not found: the test extra installs mpi4py and mpich (pip install -e '.[test]')")
-    return found
-
-
 @pytest.mark.subprocess
 def test_mpi_two_ranks_agree_with_one_process_bit_for_bit(tmp_path):
     n = str(9 * 65536 + 3)
     out = tmp_path / "mpi.json"
     checkpoint = tmp_path / "mpi.ckpt"
-    command = [_mpiexec(), "-n", "2", sys.executable, "-m", "fastgrad", "compare", "--f", "square", "-n", n,
+    command = [mpiexec(), "-n", "2", sys.executable, "-m", "fastgrad", "compare", "--f", "square", "-n", n,
                "--seed", "6", "--threads", "1", "--mpi", "--json", str(out),
                "--checkpoint", str(checkpoint)]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -422,7 +413,7 @@ def test_mpi_api_takes_a_communicator(tmp_path):
         "    lines.append(f\"curve {c.variance['score']['loc']!r} {c.variance_ratio_ci['scale']!r}\")\n"
         "open(f'rank{rank}.txt', 'w').write('\\n'.join(lines))\n"  # (a file each: stdout lines can interleave)
     )
-    done = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+    done = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(script)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = sorted(["", *(tmp_path / "rank0.txt").read_text().split("\n"), (tmp_path / "rank1.txt").read_text()])
@@ -442,7 +433,7 @@ def test_mpi_a_rank_whose_function_raises_stops_every_rank_and_keeps_the_others_
     import user_functions as uf
 
     checkpoint = tmp_path / "run.ckpt"
-    command = [_mpiexec(), "-n", "2", sys.executable, "-m", "fastgrad", "compare",
+    command = [mpiexec(), "-n", "2", sys.executable, "-m", "fastgrad", "compare",
                "--f", "user_functions:raises_above_five", "--df", "user_functions:square_derivative",
                "-n", "1e7", "--seed", "8", "--threads", "1", "--mpi", "--checkpoint", str(checkpoint)]  # fmt: skip
     done = subprocess.run(command, cwd=tmp_path, env=_tests_on_path(), capture_output=True, text=True, timeout=300)
@@ -480,7 +471,7 @@ def test_mpi_a_rank_that_fails_otherwise_stops_every_rank_naming_it(tmp_path):
         "    rank = MPI.COMM_WORLD.Get_rank()\n"  # (a file each: the ranks' stdout lines can interleave)
         "    open(f'rank{rank}.txt', 'w').write(f'{type(error).__name__} {error}')\n"
     )
-    done = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+    done = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(script)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "rank0.txt").read_text() == (

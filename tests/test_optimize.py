@@ -9,11 +9,9 @@ and variance 4 eta**2 (1 - (1 - 2 eta)**(2 t)) / (1 - (1 - 2 eta)**2). The score
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import threading
 
 import numpy as np
@@ -22,7 +20,7 @@ import pytest
 import fastgrad as fg
 from fastgrad import cli
 
-from conftest import ROOT
+from conftest import ROOT, mpiexec
 
 # One worker: the module's runs share two kernels (Normal with square, and with linear), compiled once a process.
 pytestmark = pytest.mark.xdist_group("optimize")
@@ -301,17 +299,10 @@ def test_cli_shards_and_merge(tmp_path, capsys, sharded_single):
     assert data == expected
 
 
-def _mpiexec():
-    found = shutil.which("mpiexec", path=sysconfig.get_path("scripts")) or shutil.which("mpiexec")
-    if found is None:
-        pytest.fail("mpiexec not found: the test extra installs mpi4py and mpich (pip install -e '.[test]')")
-    return found
-
-
 @pytest.mark.subprocess
 def test_mpi_two_ranks_agree_with_one_process_and_their_checkpoint_resumes_anywhere(tmp_path, sharded_single):
     out, checkpoint = tmp_path / "mpi.json", tmp_path / "mpi.ckpt"
-    command = [_mpiexec(), "-n", "2", sys.executable, "-m", "fastgrad", "optimize", "--loc", "2", "--f", "square",
+    command = [mpiexec(), "-n", "2", sys.executable, "-m", "fastgrad", "optimize", "--loc", "2", "--f", "square",
                "--estimators", "pathwise,score+optimal-baseline", "--steps", "300", "--lr", "0.01", "--replicates",
                "101", "--seed", "4", "--log-every", "7", "--optimum", "loc=0", "--tolerance", "0.05", "--optimizer",
                "adam", "--threads", "1", "--mpi", "--json", str(out), "--checkpoint", str(checkpoint)]  # fmt: skip
