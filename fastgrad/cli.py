@@ -484,10 +484,11 @@ def _optimize(args, prog, argv):
     import fastgrad as fg
     from fastgrad.schedules import constant, inverse_power
 
-    if _draws_vectors(_families()[args.dist]):
-        raise UsageError(f"argument --dist: optimize supports normal, laplace, exponential, bernoulli and poisson "
-                         f"so far; got {args.dist}")  # fmt: skip
-    function = parse_function(args.f, args.df, vector=False, weights=args.weights)
+    vector = _draws_vectors(_families()[args.dist])
+    if vector and args.dist != "diagnormal":
+        raise UsageError(f"argument --dist: optimize supports normal, laplace, exponential, bernoulli, poisson and "
+                         f"diagnormal so far; got {args.dist}")  # fmt: skip
+    function = parse_function(args.f, args.df, vector=vector, weights=args.weights)
     json_path = _output_path("--json", args.json)
     plot_path = _output_path("--plot", args.plot)
     if plot_path is not None:

@@ -187,7 +187,9 @@ class OptimizationResult:
             f"per estimator, {int(self.steps[-1]):,} steps, seed {self.seed}, {self.seconds:.3g} s",
         ]
         if self.optimum:
-            target = ", ".join(f"{k} = {v:g}" for k, v in self.optimum.items())
+            target = ", ".join(
+                f"{k} = {v:g}" if np.ndim(v) == 0 else f"{k} = {list(v)}" for k, v in self.optimum.items()
+            )
             lines.append(
                 f"steps (median [10 %, 90 %] over replicates) and function evaluations (median) to come "
                 f"within {self.tolerance:g} of {target} (first), and to stay within it to the end (settled):"
@@ -235,21 +237,21 @@ CHECKPOINT_VERSION = 1
 class _EstimatorRun:
     """One estimator's replicates while they run: the kernel, the replicates' state, the statistics logged."""
 
-    def __init__(self, spec, plan, draws, distribution, function, coordinates, wrt, start, replicates, seed, pilot,
-                 targets, target, optimum, tolerance):  # fmt: skip
-        family = distribution.family
+    def __init__(self, spec, plan, draws, distribution, function, coordinates, wrt, layout, replicates, optimum,
+                 tolerance):  # fmt: skip
         self.spec, self.plan, self.draws, self.units = spec, plan, draws, draws // plan.group
         self.distribution, self.function, self.coordinates, self.wrt = distribution, function, coordinates, wrt
-        self.targets, self.target, self.optimum = targets, target, optimum
-        self.params = np.tile(start, (replicates, 1))
-        self.state = np.zeros((replicates, 2, len(wrt)))
+        self.layout, self.targets, self.target, self.optimum = layout, layout.targets, layout.target, optimum
+        self.params = np.tile(layout.start, (replicates, 1))
+        self.state = np.zeros((replicates, 2, len(layout.targets)))
         # column 0: the first step count within tolerance; 1: the last one outside (0: the start; -1: never)
         self.reached = np.full((replicates, 2), -1, np.int64)
         if optimum is not None:
-            start_within = bool(np.all(np.abs(start[targets] - target) < tolerance))
+            start_within = bool(np.all(np.abs(layout.start[layout.targets] - layout.target) < tolerance))
             self.reached[:, 0 if start_within else 1] = 0
-        self.rows = np.array([plan.parameters.index(c) for c in coordinates], np.int64)
-        self.stats = {name: [] for name in dict.fromkeys(family.parameters + coordinates)}
+        dim = layout.dim
+        self.rows = np.array([plan.parameters.index(c) * dim + i for c in coordinates for i in range(dim)], np.int64)
+        self.stats = {name: [] for name, _, _ in layout.columns}
         self.objective, self.distance = [], []
         self.history = []  # (a shard's) its replicates' parameters at each logged step, to merge
         self.kernel = None
@@ -259,21 +261,26 @@ class _EstimatorRun:
         plan = self.plan
         coefficients = None if plan.classic else pilot_module.coefficients(plan, pilot or _validate.DEFAULT_PILOT,
                                                                              seed)  # fmt: skip
-        run = make_run(self.distribution.theta, self.function.param_vector, plan.specs, len(plan.parameters),
-                       coefficients, [plan.parameters.index(c) for c in self.coordinates], plan.rows, seed=seed,
-                       n_units=len(self.params), group=plan.group)  # fmt: skip
-        self.kernel = kernel_class(plan.distribution.family.name, self.function, "general", "optimize", run)
+        active = [plan.parameters.index(c) for c in self.coordinates]
+        theta, filler, extra = self.distribution.theta, "general", {}
+        if self.layout.dim > 1 or _is_vector(self.distribution):
+            theta = tuple(np.ascontiguousarray(row, dtype=np.float64) for row in theta)  # one array per parameter
+            filler = "vector-general"
+            weights = self.function.weights_for(self.layout.dim) if hasattr(self.function, "weights_for") else None
+            extra = dict(dim=self.layout.dim, weights=weights, vector=True, n_pairs=plan.n_pairs)
+        run = make_run(theta, self.function.param_vector, plan.specs, len(plan.parameters), coefficients, active,
+                       plan.rows, seed=seed, n_units=len(self.params), group=plan.group, **extra)  # fmt: skip
+        self.kernel = kernel_class(plan.distribution.family.name, self.function, filler, "optimize", run)
 
     def log(self, values):
         """Append the statistics over replicates of ``values`` (replicates x parameters) at a logged step."""
-        family = self.distribution.family
-        for p in family.parameters:
-            self.stats[p].append(_statistics(values[:, family.parameters.index(p)]))
-        for c, p in zip(self.coordinates, self.wrt, strict=True):
-            if c != p:
-                column = values[:, family.parameters.index(p)]
-                natural = np.log(column) if c != "logits" else np.log(column) - np.log1p(-column)
-                self.stats[c].append(_statistics(natural))
+        for name, column, natural in self.layout.columns:
+            x = values[:, column]
+            if natural == "log":
+                x = np.log(x)
+            elif natural == "logit":
+                x = np.log(x) - np.log1p(-x)
+            self.stats[name].append(_statistics(x))
         exact = _exact_objective(self.distribution, self.function, values)
         if exact is not None:
             self.objective.append(_statistics(exact))
@@ -431,8 +438,63 @@ def _coordinates(distribution, wrt):
     return tuple(natural.get(name, name) for name in wrt)
 
 
+@dataclass
+class _Layout:
+    """Where everything sits in a replicate's flat parameter vector (``P * dim`` numbers; ``dim`` 1 but DiagNormal).
+
+    Parameter ``j`` of component ``i`` is at ``j * dim + i`` (the vector
+    filler's pair order). ``targets[o]``, ``updates[o]`` and ``target[o]`` are
+    the flat index, the update and the optimum of optimised coordinate ``o``;
+    ``columns`` names every logged statistic: ``(name, flat index, natural)``
+    with ``natural`` the transform (None, ``"log"``, ``"logit"``).
+    """
+
+    dim: int
+    start: np.ndarray
+    targets: np.ndarray
+    updates: np.ndarray
+    target: np.ndarray
+    columns: list
+    optimized: tuple
+
+
+def _layout(distribution, wrt, coordinates, optimum):
+    family = distribution.family
+    dim = distribution.dim if _is_vector(distribution) else 1
+    names = (lambda p, i: f"{p}[{i}]") if dim > 1 or _is_vector(distribution) else (lambda p, i: p)
+    start = np.concatenate(
+        [np.atleast_1d(np.asarray(getattr(distribution, p), dtype=float)) for p in family.parameters]
+    )
+    targets, updates, target, optimized = [], [], [], []
+    columns = [(names(p, i), j * dim + i, None) for j, p in enumerate(family.parameters) for i in range(dim)]
+    for c, p in zip(coordinates, wrt, strict=True):
+        j = family.parameters.index(p)
+        value = None if optimum is None else np.broadcast_to(np.asarray(optimum[p], dtype=float), (dim,))
+        for i in range(dim):
+            targets.append(j * dim + i)
+            updates.append(_UPDATES.get(c, 0))
+            target.append(np.nan if value is None else float(value[i]))
+            optimized.append(names(c, i))
+            if c != p:
+                columns.append((names(c, i), j * dim + i, "logit" if c == "logits" else "log"))
+    return _Layout(dim, start, np.array(targets, np.int64), np.array(updates, np.int64), np.array(target),
+                   columns, tuple(optimized))  # fmt: skip
+
+
+def _is_vector(distribution):
+    return getattr(distribution, "name", None) == "diagnormal"
+
+
 def _exact_objective(distribution, function, params):
     """``E_q[f]`` at each row of ``params`` (the family's parameters), or None for a user's function."""
+    if _is_vector(distribution):
+        if not hasattr(function, "component_exact") or function.builtin is None:
+            return None
+        dim = distribution.dim
+        total = np.zeros(len(params))
+        for i in range(dim):  # sum_i E[w_i h(x_i)], component by component
+            total += _normal_expectations(function.component_exact(i, dim), params[:, i], params[:, dim + i])
+        return total
     h = function.exact() if hasattr(function, "exact") and function.builtin is not None else None
     if h is None:
         return None
@@ -546,9 +608,10 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
     started = time.perf_counter()
     function = _validate.check_target(distribution, function)
     family = distribution.family
-    if family.theta_of is None or family.joint is not None or hasattr(distribution, "dim"):
-        raise ValueError(f"optimize supports Normal, Laplace, Exponential, Bernoulli and Poisson so far; got "
-                         f"{type(distribution).__name__}")  # fmt: skip
+    if family.theta_of is None or family.joint is not None or (hasattr(distribution, "dim")
+                                                               and not _is_vector(distribution)):  # fmt: skip
+        raise ValueError(f"optimize supports Normal, Laplace, Exponential, Bernoulli, Poisson and DiagNormal so far; "
+                         f"got {type(distribution).__name__}")  # fmt: skip
     wrt = _validate.check_wrt(wrt, family.parameters)
     coordinates = _coordinates(distribution, wrt)
     steps = _check_count("steps", steps, 1, MAX_STEPS)
@@ -564,6 +627,12 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
     if optimum is not None:
         if not isinstance(optimum, dict) or set(optimum) != set(wrt):
             raise ValueError(f"optimum must be a dict with a value for each of {list(wrt)}; got {optimum!r}")
+        dim = distribution.dim if _is_vector(distribution) else 1
+        for p, value in optimum.items():
+            if np.ndim(value) > 1 or (np.ndim(value) == 1 and len(value) != dim) or not np.all(np.isfinite(value)):
+                raise ValueError(f"optimum[{p!r}] must be a finite number{' or one per component' if dim > 1 else ''}"
+                                 f"; got {value!r}")  # fmt: skip
+        optimum = {p: (np.asarray(v, dtype=float).tolist()) for p, v in optimum.items()}
         if tolerance is None or not (isinstance(tolerance, (int, float)) and tolerance > 0):
             raise ValueError(f"tolerance must be a number > 0 with optimum; got {tolerance!r}")
     if not isinstance(equal_cost, (bool, np.bool_)):
@@ -579,10 +648,8 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
             raise ValueError(f"batch must be a multiple of {spec.name}'s group of {spec.group}"
                              f"{' (draws a step)' if equal_cost else ''}; got {batch}")  # fmt: skip
     plans = [Plan.build(distribution, function, [spec], coordinates, compare=False) for spec in specs]
-    start = np.array([float(getattr(distribution, p)) for p in family.parameters])
-    targets = np.array([family.parameters.index(p) for p in wrt], np.int64)
-    updates = np.array([_UPDATES.get(c, 0) for c in coordinates], np.int64)
-    target = np.array([np.nan if optimum is None else float(optimum[p]) for p in wrt])
+    layout = _layout(distribution, wrt, coordinates, optimum)
+    start, targets, updates, target = layout.start, layout.targets, layout.updates, layout.target
     logged = np.append(np.arange(0, steps, log_every, dtype=np.int64), np.int64(steps))  # (steps is not in the range)
     from fastgrad import _pilot
     from fastgrad._api import _numba_threads
@@ -611,8 +678,8 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
         lo, hi = 0, replicates
     runs = []
     for spec, plan in zip(specs, plans, strict=True):
-        runs.append(_EstimatorRun(spec, plan, draws[spec.name], distribution, function, coordinates, wrt, start,
-                                  replicates, seed, pilot, targets, target, optimum, tolerance))  # fmt: skip
+        runs.append(_EstimatorRun(spec, plan, draws[spec.name], distribution, function, coordinates, wrt, layout,
+                                  replicates, optimum, tolerance))  # fmt: skip
     keep_history = job.shard is not None  # a shard keeps its replicates' values at every logged step, to merge
     step, earlier, used = 0, 0.0, 1
     try:
@@ -626,7 +693,7 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
                 r.prepare(_pilot, Kernel, make_run, seed, pilot)
                 if step == 0 and keep_history and not r.history:
                     r.history.append(r.params[lo:hi].copy())
-                elif step == 0 and not keep_history and not r.stats[family.parameters[0]]:
+                elif step == 0 and not keep_history and not r.stats[layout.columns[0][0]]:
                     r.log(r.params)
             # the kernel logs up to `per_call` steps a call into each run's snapshots (at most SNAPSHOT_BYTES)
             local = hi - lo
@@ -697,17 +764,18 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
 def _result(fingerprint, distribution, function, wrt, coordinates, runs, done, step, seconds, threads, interrupted):
     """Build the :class:`OptimizationResult` of finished (or stopped) runs from the fingerprint's settings."""
     settings = fingerprint
-    family = distribution.family
     optimum = settings["optimum"] or None
     optimum_objective = None
     if optimum is not None:
-        at_optimum = np.array([float(getattr(distribution, p)) for p in family.parameters])
-        at_optimum[[family.parameters.index(p) for p in wrt]] = [optimum[p] for p in wrt]
+        layout = _layout(distribution, wrt, coordinates, optimum)
+        at_optimum = layout.start.copy()
+        at_optimum[layout.targets] = layout.target
         exact = _exact_objective(distribution, function, at_optimum[None, :])
         optimum_objective = None if exact is None else float(exact[0])
     schedule = Schedule(**settings["learning_rate"])
     trajectories = {r.spec.name: r.trajectory(step) for r in runs}
-    return OptimizationResult(distribution, function, tuple(wrt), coordinates, done, settings["batch"],
+    optimized = _layout(distribution, wrt, coordinates, None).optimized
+    return OptimizationResult(distribution, function, tuple(wrt), optimized, done, settings["batch"],
                               settings["replicates"], settings["optimizer"], schedule, settings["seed"],
                               dict(optimum or {}), settings["tolerance"], trajectories, seconds,
                               settings["equal_cost"], optimum_objective, threads, settings["steps"], step,
@@ -815,18 +883,14 @@ def merge_partials(partials):
     distribution = distribution_from(reference["distribution"])
     function = function_from(reference["function"])
     wrt = tuple(reference["wrt"])
-    family = distribution.family
     coordinates = _coordinates(distribution, wrt)
     optimum = reference["optimum"] or None
-    start = np.array([float(getattr(distribution, p)) for p in family.parameters])
-    targets = np.array([family.parameters.index(p) for p in wrt], np.int64)
-    target = np.array([np.nan if optimum is None else float(optimum[p]) for p in wrt])
+    layout = _layout(distribution, wrt, coordinates, optimum)
     runs = []
     for k, spec in enumerate(parse_estimators(reference["estimators"])):
         draws = reference["batch"] // spec.evaluations if reference["equal_cost"] else reference["batch"]
         plan = Plan.build(distribution, function, [spec], coordinates, compare=False)
-        run = _EstimatorRun(spec, plan, draws, distribution, function, coordinates, wrt, start, replicates,
-                            reference["seed"], reference["pilot"], targets, target, optimum,
+        run = _EstimatorRun(spec, plan, draws, distribution, function, coordinates, wrt, layout, replicates, optimum,
                             reference["tolerance"])  # fmt: skip
         histories = []
         for partial, source in loaded:

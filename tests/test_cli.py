@@ -211,8 +211,20 @@ def error_of(capsys, *args):
             "argument --lr-decay: expected T0,P",
         ),
         (
-            ("optimize", "--dist", "diagnormal", "--loc", "1,2", "--f", "sum_of_squares", "--steps", "5", "--lr", "1"),
-            "argument --dist: optimize supports normal, laplace, exponential, bernoulli and poisson so far",
+            (
+                "optimize",
+                "--dist",
+                "dirichlet",
+                "--concentration",
+                "1,2",
+                "--f",
+                "sum_of_squares",
+                "--steps",
+                "5",
+                "--lr",
+                "1",
+            ),
+            "argument --dist: optimize supports normal, laplace, exponential, bernoulli, poisson and diagnormal so far",
         ),
     ],
 )

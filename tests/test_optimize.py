@@ -145,7 +145,9 @@ def test_bad_input_is_refused_before_any_work(name):
 
 
 def test_a_family_it_cannot_move_yet_is_refused_naming_those_it_can():
-    with pytest.raises(ValueError, match="optimize supports Normal, Laplace, Exponential, Bernoulli and Poisson"):
+    with pytest.raises(
+        ValueError, match="optimize supports Normal, Laplace, Exponential, Bernoulli, Poisson and DiagNormal"
+    ):
         fg.optimize(fg.Gamma(2.0, 1.0), "square", steps=10, learning_rate=0.1)
 
 
@@ -318,3 +320,43 @@ def test_mpi_two_ranks_agree_with_one_process_and_their_checkpoint_resumes_anywh
     # the checkpoint holds every replicate: one process resumes it (finished: the same numbers)
     resumed = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", checkpoint=checkpoint, **SHARDED)
     assert _numbers(resumed) == _numbers(sharded_single)
+
+
+def test_diagnormal_components_follow_their_closed_forms():
+    """f = sum_i x_i**2: each loc_i is the seed problem with its own scale: mean (1 - 2 eta)**t loc_i and variance
+    4 scale_i**2 eta**2 (1 - (1 - 2 eta)**(2 t)) / (1 - (1 - 2 eta)**2); E[f] = sum_i loc_i**2 + scale_i**2."""
+    loc, scale = [2.0, -1.0, 0.5], [1.0, 1.0, 2.0]
+    r = fg.optimize(fg.DiagNormal(loc, scale), fg.functions.sum_of_squares(), "loc", estimators=["pathwise"], steps=60,
+                    learning_rate=ETA, replicates=2000, seed=2, log_every=20, optimum={"loc": [0.0, 0.0, 0.0]},
+                    tolerance=0.1)  # fmt: skip
+    for i in range(3):
+        for row, t in zip(r["pathwise"].parameters[f"loc[{i}]"], r.steps, strict=True):
+            mean = (1 - 2 * ETA) ** t * loc[i]
+            variance = 4 * scale[i] ** 2 * ETA**2 * (1 - (1 - 2 * ETA) ** (2 * t)) / (1 - (1 - 2 * ETA) ** 2)
+            assert abs(row[0] - mean) <= 5 * math.sqrt(variance / 2000) + 1e-15, (i, t)
+            assert abs(row[4] ** 2 - variance) <= 5 * variance * math.sqrt(2 / 1999) + 1e-15, (i, t)
+    final = r["pathwise"].final
+    assert final.shape == (2000, 6) and np.all(final[:, 3:] == scale)
+    expected = np.median(np.sum(final[:, :3] ** 2, axis=1) + sum(s**2 for s in scale))
+    assert r["pathwise"].objective[-1, 2] == pytest.approx(expected, rel=1e-12)
+    assert r.optimum_objective == pytest.approx(6.0)
+    one = fg.optimize(fg.DiagNormal(loc, scale), fg.functions.sum_of_squares(), "loc", estimators=["pathwise"],
+                      steps=60, learning_rate=ETA, replicates=1, first_replicate=77, seed=2, threads=1)  # fmt: skip
+    assert one["pathwise"].final.tolist() == final[77:78].tolist()
+
+
+def test_diagnormal_sgd_and_adam_move_each_component_by_its_own_gradient():
+    """f = w . x: every pathwise value for loc_i is exactly w_i, so SGD moves loc_i by eta w_i a step, Adam by
+    eta w_i / (|w_i| + epsilon) (its bias-corrected moments of a constant gradient); scale stays put."""
+    weights = [1.0, -2.0, 0.5]
+    f = fg.functions.linear_form(weights)
+    start = fg.DiagNormal([0.0, 1.0, 2.0], [1.0, 2.0, 3.0])
+    sgd = fg.optimize(start, f, "loc", estimators=["pathwise"], steps=40, learning_rate=0.01, replicates=3, seed=0)
+    expected = np.array([0.0, 1.0, 2.0]) - 0.4 * np.array(weights)
+    np.testing.assert_allclose(sgd["pathwise"].final[:, :3], np.tile(expected, (3, 1)), rtol=0, atol=1e-13)
+    adam = fg.optimize(start, f, "loc", estimators=["pathwise"], steps=40, learning_rate=0.01, optimizer="adam",
+                       replicates=3, seed=0)  # fmt: skip
+    steps = 40 * 0.01 * np.array(weights) / (np.abs(weights) + 1e-8)
+    expected = np.array([0.0, 1.0, 2.0]) - steps
+    np.testing.assert_allclose(adam["pathwise"].final[:, :3], np.tile(expected, (3, 1)), rtol=0, atol=1e-12)
+    assert np.all(adam["pathwise"].final[:, 3:] == [1.0, 2.0, 3.0])
