@@ -876,19 +876,24 @@ def _fastgrad_warnings(prog):
     from fastgrad._checks import FastgradWarning
     from fastgrad._jobs import CheckpointWarning
 
-    failed = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", FastgradWarning)
-        try:
-            yield failed
-        finally:
-            for warning in caught:
-                if issubclass(warning.category, FastgradWarning):
-                    print(f"{prog}: warning: {warning.message}", file=sys.stderr)
-                    if issubclass(warning.category, CheckpointWarning):
-                        failed.append(warning)
-                else:
-                    warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    failed, others = [], []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FastgradWarning)
+            try:
+                yield failed
+            finally:
+                for warning in caught:
+                    if issubclass(warning.category, FastgradWarning):
+                        print(f"{prog}: warning: {warning.message}", file=sys.stderr)
+                        if issubclass(warning.category, CheckpointWarning):
+                            failed.append(warning)
+                    else:
+                        others.append(warning)
+    finally:
+        # shown once the recording has stopped: shown inside it, each would be recorded again, without end
+        for warning in others:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def _run_and_emit(args, prog, argv, fg, distribution, function, common, comm, json_path, plot_path, started, clock):

@@ -36,7 +36,7 @@ MAX_REPLICATES = 2**30
 MAX_STEPS = 2**32 - 1
 QUANTILES = (0.1, 0.5, 0.9)
 #: The columns of every logged statistic.
-COLUMNS = ("mean", "q10", "q50", "q90", "std")
+COLUMNS = ("mean", "q10", "q50", "q90", "std", "finite")
 #: How each optimised coordinate moves its parameter: itself, its logarithm, its logit (OptimizeSink.updates).
 _UPDATES = {"log_scale": 1, "log_rate": 1, "logits": 2}
 #: Most memory the logged parameters of one kernel call take (replicates x parameters x logged steps).
@@ -70,6 +70,11 @@ class EstimatorTrajectory:
     reached: np.ndarray = field(repr=False)
     final: np.ndarray = field(repr=False)
     settled: np.ndarray = field(repr=False, default=None)
+
+    @property
+    def diverged(self):
+        """Replicates whose parameters are not all finite after the last step (SGD diverged)."""
+        return int(np.sum(~np.all(np.isfinite(self.final), axis=1)))
 
     def steps_to_tolerance(self):
         """``(median, 10 %, 90 % quantiles, replicates that never reached it)`` of the steps needed (None: none did)."""
@@ -138,7 +143,10 @@ class OptimizationResult:
         """JSON-ready: every logged statistic, the steps to tolerance per estimator, the run's settings."""
 
         def table(values):
-            return None if values is None else [dict(zip(COLUMNS, map(float, row), strict=True)) for row in values]
+            if values is None:
+                return None
+            return [{k: float(v) if math.isfinite(v) else None for k, v in zip(COLUMNS, row, strict=True)}
+                    for row in values]  # fmt: skip
 
         out = {}
         for name, t in self.trajectories.items():
@@ -156,6 +164,7 @@ class OptimizationResult:
                 "never_reached": never,
                 "steps_to_settle": None if settled is None else dict(zip(("q50", "q10", "q90"), settled, strict=True)),
                 "outside_at_end": outside,
+                "diverged": t.diverged,
             }
         return {
             "distribution": self.distribution.to_dict(),
@@ -214,6 +223,10 @@ class OptimizationResult:
             rows.append((name, *cells, objective))
         lines.append(f"at step {int(self.steps[-1]):,}:")
         lines += _columns(rows)
+        diverged = [f"{name} {t.diverged:,}" for name, t in self.trajectories.items() if t.diverged]
+        if diverged:
+            lines.append(f"diverged (parameters no longer finite; the statistics are over the others): "
+                         f"{', '.join(diverged)} of {self.replicates:,} replicates")  # fmt: skip
         if self.interrupted:
             lines.append(f"interrupted ({self.interrupted}) after step {self.steps_done:,} of "
                          f"{self.steps_requested:,}: the statistics cover the logged steps done (a checkpoint, if "
@@ -525,9 +538,18 @@ def _normal_expectations(h, loc, scale):
 
 
 def _statistics(values):
-    """Return a row of :data:`COLUMNS` over replicates (``std``: the sample standard deviation; 0 for one)."""
-    spread = float(np.std(values, ddof=1)) if values.size > 1 else 0.0
-    return np.array([np.mean(values), *np.quantile(values, QUANTILES), spread])
+    """Return a row of :data:`COLUMNS` over the replicates whose value is finite, and their number.
+
+    ``std`` is the sample standard deviation (0 for one). A replicate whose
+    parameters overflowed (SGD diverging: the score function's noise grows
+    with the objective) counts in ``finite`` only; none finite: NaN.
+    """
+    finite = np.isfinite(values)
+    kept = values if finite.all() else values[finite]
+    if kept.size == 0:
+        return np.array([np.nan] * (len(COLUMNS) - 1) + [0.0])
+    spread = float(np.std(kept, ddof=1)) if kept.size > 1 else 0.0
+    return np.array([np.mean(kept), *np.quantile(kept, QUANTILES), spread, float(kept.size)])
 
 
 def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise"), steps, learning_rate,

@@ -360,3 +360,17 @@ def test_diagnormal_sgd_and_adam_move_each_component_by_its_own_gradient():
     expected = np.array([0.0, 1.0, 2.0]) - steps
     np.testing.assert_allclose(adam["pathwise"].final[:, :3], np.tile(expected, (3, 1)), rtol=0, atol=1e-12)
     assert np.all(adam["pathwise"].final[:, 3:] == [1.0, 2.0, 3.0])
+
+
+def test_diverging_replicates_are_counted_and_left_out_of_the_statistics():
+    """The score function's noise grows with x**2: at a large step some replicates overflow to inf and NaN."""
+    with np.errstate(all="ignore"):
+        r = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", estimators=["score"], steps=200, learning_rate=0.1,
+                        replicates=200, seed=3)  # fmt: skip
+    t = r["score"]
+    finite = np.isfinite(t.final[:, 0])
+    assert 0 < t.diverged == int(np.sum(~finite)) < 200
+    assert t.parameters["loc"][-1, 5] == finite.sum()
+    assert t.parameters["loc"][-1, 2] == np.median(t.final[finite, 0])
+    json.dumps(r.to_dict(), allow_nan=False)  # no NaN or inf in the JSON
+    assert f"score {t.diverged:,} of 200 replicates" in str(r)
