@@ -149,8 +149,8 @@ def plot_optimization(result, path, *, dpi=150):
     by_steps.set_ylabel(label)
     by_steps.legend(fontsize="small")
     figure.suptitle(
-        f"{result.optimizer.upper()} on {result.function} under {result.distribution!r}: median over "
-        f"{result.replicates:,} replicates, 10-90 % shaded",
+        f"{result.optimizer.upper()} on {result.function} under {result.distribution!r}\n"
+        f"median over {result.replicates:,} replicates, 10-90 % shaded",
         fontsize="medium",
     )
     figure.savefig(path, dpi=dpi)
