@@ -713,7 +713,11 @@ def _optimize_chunks(key, f, df, run, sink, out, lo, hi):
     mean per optimised parameter (the gradient estimate), then the update
     (SGD or Adam, :class:`OptimizeSink`). ``out[b]`` is unused.
     """
-    buffers = _buffers(key, run)
+    # the scratch and the run's arrays borrowed (``scratch_owner`` keeps them to the end): the general filler's
+    # step is called once a step with all of them, which increfed and decrefed each, atomically, at every call
+    # (1 thread: score+optimal-baseline 1.76 M steps/s owned, 3.90 borrowed; DiagNormal pathwise 1.41 -> 3.63)
+    scratch_owner = _buffers(key, run)
+    buffers = _borrowed(scratch_owner)
     words, noise, scratch, aux_noise, aux_words = buffers[1], buffers[2], buffers[3], buffers[4], buffers[5]
     group, fparams, kinds, mirror = buffers[9], buffers[11], buffers[12], buffers[13]
     has_coef, flags = buffers[16], buffers[17]
@@ -807,7 +811,8 @@ def _optimize_chunks(key, f, df, run, sink, out, lo, hi):
                         snapshots[logged, b, j] = all_params[b, j]
             if logging:
                 logged += 1
-    owned[0][:] = 0.0  # (the borrowed scratch's owner, alive until here)
+    owned[0][:] = 0.0  # (the borrowed scratch's owners, alive until here)
+    scratch_owner[0][:] = 0.0
 
 
 @block_filler
@@ -845,7 +850,8 @@ def _optimize_vector_chunks(key, f, df, run, sink, out, lo, hi):
     draws as there (``run.per_block`` units of ``group`` draws of ``dim``
     components); one replicate at a time.
     """
-    buffers = _buffers(key, run)
+    scratch_owner = _buffers(key, run)
+    buffers = _borrowed(scratch_owner)  # (as in _optimize_chunks: the filler's block is called once a step)
     (values, words, noise, scratch, aux_noise, aux_words, xs, xb, tmpx, grads, gradb, q, group, dim, theta0,
      weights, fparams, kinds, mirror, coupled, coef, has_coef, flags, active) = buffers  # fmt: skip
     per_block, units, n_params = run.per_block, sink.batch, _n_params(key)
@@ -909,7 +915,8 @@ def _optimize_vector_chunks(key, f, df, run, sink, out, lo, hi):
                 for j in range(n_all):
                     snapshots[logged, b, j] = all_params[b, j]
                 logged += 1
-    gradient[:] = 0.0  # (the borrowed grad's owner, alive until here)
+    gradient[:] = 0.0  # (the borrowed arrays' owners, alive until here)
+    scratch_owner[0][:] = 0.0
 
 
 def _noise_follows_theta(key):
