@@ -220,11 +220,19 @@ def test_a_checkpoint_resumes_bit_identically_and_another_runs_is_refused(tmp_pa
                   replicates=100, seed=5, steps=20_000, log_every=1000, optimum={"loc": 0.0},
                   tolerance=0.05)  # fmt: skip
     clean = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", **kwargs)
-    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+    module, segments = sys.modules["fastgrad.optimize"], []
+    show = module._show_progress
+
+    def stop_after_three_segments(job, *args):  # (as Ctrl-C does, at a step that depends on nothing but this)
+        segments.append(args[0])
+        if len(segments) == 3:
+            job.stop_reason = "SIGINT"
+        show(job, *args)
+
+    monkeypatch.setattr(module, "_show_progress", stop_after_three_segments)
     stopped = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", checkpoint=path, **kwargs)
-    timer.join()
-    assert stopped.interrupted == "SIGINT" and 0 < stopped.steps_done < 20_000
+    monkeypatch.setattr(module, "_show_progress", show)
+    assert stopped.interrupted == "SIGINT" and stopped.steps_done == segments[2] < 20_000
     assert json.loads(path.read_text())["step"] == stopped.steps_done
     resumed = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", checkpoint=path, **kwargs)
     assert resumed.interrupted is None and resumed.steps_done == 20_000
