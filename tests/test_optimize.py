@@ -16,6 +16,7 @@ import threading
 
 import numpy as np
 import pytest
+from reference_optimize import CASES, PATH, run_case
 
 import fastgrad as fg
 from fastgrad import cli
@@ -26,6 +27,15 @@ from conftest import ROOT, mpiexec
 pytestmark = pytest.mark.xdist_group("optimize")
 
 ETA, STEPS, THETA0 = 0.01, 100, 2.0
+
+
+REFERENCE = json.loads(PATH.read_text())["cases"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])
+def test_every_float_of_the_reference_optimisations(case):
+    """The step loop reproduces the reference file's runs bit for bit (see tests/reference_optimize.py)."""
+    assert run_case(case) == REFERENCE[case[0]]
 
 
 @pytest.fixture(scope="module")
