@@ -83,10 +83,10 @@ from fastgrad import math as fm
 from fastgrad._jit import SOURCE_DIGEST, UNCACHED, block_filler, core, inline_core, report_uncached, serial
 from fastgrad._parallel import for_ranges
 from fastgrad._reduction import MomentTree, block_sum, reduce_block
-from fastgrad._simd import like, load4, store4
+from fastgrad._simd import fabs, like, load4, sqrt, store4, where
 from fastgrad.distributions import FAMILIES
 from fastgrad.functions import BUILTINS
-from fastgrad.rng import CHUNK_SIZE, stream_state, take_words, unit_open_closed
+from fastgrad.rng import CHUNK_SIZE, STATE_SIZE, start_stream, stream_state, take_words, unit_open_closed
 
 #: Draws per block at one component: noise, values and block moments live in arrays of this length.
 #: 512 keeps a block's arrays in L1 and measured 4 % faster than 256 here (1024: no better).
@@ -117,7 +117,7 @@ AUX_STREAMS = 1 << 62
 #: Stream numbers of the auxiliary normals (decoupled measure-valued scale side) start here.
 AUX_NORMAL_STREAMS = AUX_STREAMS + (1 << 61)
 #: Replicates an optimisation advances in lockstep, one step of each in turn (see :func:`_optimize_chunks`).
-OPTIMIZE_LANES = 4
+OPTIMIZE_LANES = 8
 #: Stream numbers of pilot runs start here.
 PILOT_STREAMS = 1 << 63
 
@@ -661,26 +661,31 @@ def _general_step(key, f, df, seed, first, spare, per_step, per_block, t, units,
     return block
 
 
+@core
+def _corrections(beta1, beta2, t):
+    """Adam's bias corrections after step ``t``: ``1 - beta1**(t + 1)``, ``1 - beta2**(t + 1)``."""
+    return 1.0 - _integer_power(beta1, t + 1), 1.0 - _integer_power(beta2, t + 1)
+
+
 @inline_core
-def _updated(value, g, first, second, rate, t, update, adam, beta1, beta2, epsilon):
-    """Return one optimised coordinate after step ``t`` with gradient ``g``, and Adam's two moments.
+def _updated(value, g, first, second, rate, corrections, update, adam, beta1, beta2, epsilon):
+    """Return one optimised coordinate after a step with gradient ``g``, and Adam's two moments.
 
     ``update``: 0 moves ``value`` itself, 1 its logarithm, 2 its logit
-    (:class:`OptimizeSink`). Numbers only: an array passed here at every
-    step would be reference-counted at every step. Inlined at Numba-IR
-    level: called, the seed case's steps ran at 68 M/s on one thread
-    against 81 (two runs each).
+    (:class:`OptimizeSink`); ``corrections``: the step's :func:`_corrections`.
+    Numbers only: an array passed here at every step would be
+    reference-counted at every step. Inlined at Numba-IR level: called, the
+    seed case's steps ran at 68 M/s on one thread against 81 (two runs
+    each).
     """
     if adam:
         first = beta1 * first + (1.0 - beta1) * g
         second = beta2 * second + (1.0 - beta2) * (g * g)
-        g = (first / (1.0 - _integer_power(beta1, t + 1))) / (
-            np.sqrt(second / (1.0 - _integer_power(beta2, t + 1))) + epsilon
-        )
-    if update == 0:
-        value -= rate * g
+        g = (first / corrections[0]) / (sqrt(second / corrections[1]) + epsilon)
+    if update == 0:  # (no -= or *=: the vector type has the plain operators)
+        value = value - rate * g
     elif update == 1:
-        value *= fm.exp(-rate * g)
+        value = value * fm.exp(-rate * g)
     else:
         logit = fm.log(value) - fm.log1p(-value) - rate * g
         value = 1.0 / (1.0 + fm.exp(-logit))
@@ -709,38 +714,48 @@ def _optimize_chunks(key, f, df, run, sink, out, lo, hi):
     replicate's trajectory depends on nothing but its number: any replicate
     reruns alone, on any thread count, from any step. A step: the kernel
     parameters from the replicate's parameters (the family's ``theta_of``),
-    the general filler's values of the step's units from their noise, their
-    mean per optimised parameter (the gradient estimate), then the update
-    (SGD or Adam, :class:`OptimizeSink`). ``out[b]`` is unused.
+    the values of the step's units from their noise, their mean per
+    optimised parameter (the gradient estimate), then the update (SGD or
+    Adam, :class:`OptimizeSink`). ``out[b]`` is unused.
+
+    A plain score or pathwise specification (no variance reduction, a batch
+    of at most a block) runs :data:`OPTIMIZE_LANES` replicates in vector
+    lanes (:func:`_optimize_lanes`); every other one, a replicate at a time
+    through the general filler (:func:`_general_step`).
     """
     # the scratch and the run's arrays borrowed (``scratch_owner`` keeps them to the end): the general filler's
     # step is called once a step with all of them, which increfed and decrefed each, atomically, at every call
     # (1 thread: score+optimal-baseline 1.76 M steps/s owned, 3.90 borrowed; DiagNormal pathwise 1.41 -> 3.63)
     scratch_owner = _buffers(key, run)
     buffers = _borrowed(scratch_owner)
-    words, noise, scratch, aux_noise, aux_words = buffers[1], buffers[2], buffers[3], buffers[4], buffers[5]
-    group, fparams, kinds, mirror = buffers[9], buffers[11], buffers[12], buffers[13]
-    has_coef, flags = buffers[16], buffers[17]
+    kinds, mirror, has_coef = buffers[12], buffers[13], buffers[16]
+    per_step = _noise_follows_theta(key)
+    plain = kinds.size == 1 and (kinds[0] == SCORE or kinds[0] == PATHWISE) and mirror[0] == 0
+    plain = plain and has_coef[0] == 0 and buffers[9] == 1 and not per_step and sink.batch <= run.per_block
+    plain = plain and run.per_block & (run.per_block - 1) == 0  # (always: the scalar families' blocks are 512)
+    if plain:
+        _optimize_lanes(key, f, df, run, sink, buffers, lo, hi)
+    else:
+        _optimize_general(key, f, df, run, sink, buffers, lo, hi)
+    scratch_owner[0][:] = 0.0  # (the borrowed scratch's owner, alive until here)
+
+
+@register_jitable
+def _optimize_general(key, f, df, run, sink, buffers, lo, hi):
+    """:func:`_optimize_chunks` a replicate at a time, each step through the general filler."""
+    noise = buffers[2]
     per_block = run.per_block
     per_step = _noise_follows_theta(key)
     units = sink.batch
     n_opt = sink.rows.size
-    # a plain score or pathwise specification: its values in the step loop itself, the general filler's
-    # operations (f(x) times the score factor, f'(x) times the path factor), without a call per step; where
-    # no step straddles two blocks, OPTIMIZE_LANES replicates in lockstep (each step's update waits on the last: one
-    # replicate at a time, a step's chain of latencies was most of its time)
-    plain = kinds.size == 1 and (kinds[0] == SCORE or kinds[0] == PATHWISE) and mirror[0] == 0
-    plain = plain and has_coef[0] == 0 and group == 1 and not per_step
-    score = kinds[0] == SCORE
-    lanes = OPTIMIZE_LANES if plain and per_block % units == 0 else 1
     # The sink's arrays (which the sink owns for the whole call) and the scratch as borrowed views: passed to
     # the step functions at every step, owned arrays were increfed and decrefed there, atomically, 18 times a
     # step (gdb on NRT_incref); the seed case's pathwise steps ran at 13.9 M/s on 2 threads against 107 M/s
     # with the update removed.
-    owned = (np.empty((lanes, n_opt)), np.empty((lanes, noise.size)), np.full(lanes, -1))
-    (all_params, state, rows, targets, updates, optimum, schedule, moments, reached, grad, lane_noise,
-     blocks) = _borrowed((sink.params, sink.state, sink.rows, sink.targets, sink.updates, sink.optimum, sink.schedule,
-                          sink.moments, sink.reached, *owned))  # fmt: skip
+    owned = (np.empty(n_opt), np.empty(noise.size))
+    (all_params, state, rows, targets, updates, optimum, schedule, moments, reached, grad,
+     own_noise) = _borrowed((sink.params, sink.state, sink.rows, sink.targets, sink.updates, sink.optimum,
+                             sink.schedule, sink.moments, sink.reached, *owned))  # fmt: skip
     first_step, last_step, adam, tolerance = sink.first_step, sink.last_step, sink.adam, sink.tolerance
     beta1, beta2, epsilon = moments[0], moments[1], moments[2]
     tracking = tolerance > 0.0  # (0: no optimum given, no steps to tolerance)
@@ -748,71 +763,359 @@ def _optimize_chunks(key, f, df, run, sink, out, lo, hi):
     replicate_step = np.uint64(1 << 32)
     log_steps, snapshots = _borrowed((sink.log_steps, sink.snapshots))
     n_params = all_params.shape[1]
-    for b0 in range(lo, hi, lanes):
-        n_lanes = min(lanes, hi - b0)
-        blocks[:] = -1
+    for b in range(lo, hi):
+        # (the replicate's number r = run.first_chunk + b: its streams; its rows in the sink are b)
+        first = run.stream_base + np.uint64(run.first_chunk + b) * replicate_step
+        block = -1
         logged = 0
         for t in range(first_step, last_step):
-            logging = logged < log_steps.size and log_steps[logged] == t + 1
-            unit = t * units
-            k, offset = unit // per_block, unit % per_block
+            theta = _theta_of(key, all_params[b])
+            block = _general_step(key, f, df, run.seed, first, spare, per_step, per_block, t, units, block, theta,
+                                  grad, rows, own_noise, buffers)  # fmt: skip
             rate = _learning_rate(schedule[0], schedule[1], schedule[2], t)
-            for lane in range(n_lanes):
-                b = b0 + lane
-                # (the replicate's number r = run.first_chunk + b: its streams; its rows in the sink are b)
-                first = run.stream_base + np.uint64(run.first_chunk + b) * replicate_step
-                theta = _theta_of(key, all_params[b])
-                if plain and offset + units <= per_block:
-                    if k != blocks[lane]:
-                        _draw_optimize_block(key, run.seed, first + np.uint64(k), spare, words, lane_noise[lane],
-                                             scratch, aux_words, aux_noise, per_block, theta, flags)  # fmt: skip
-                        blocks[lane] = k
-                    if n_opt == 1:  # (a scalar sum: the loop below took 13 of the seed case's 33 ns a step)
-                        row, acc = rows[0], 0.0
-                        for d in range(offset, offset + units):
-                            eps = lane_noise[lane, d]
-                            x = _transform(key, eps, theta)
-                            if score:
-                                acc += _value(key, f, x, fparams) * _score_factor(key, row, eps, x, theta)
-                            else:
-                                acc += _derivative(key, df, x, fparams) * _path_factor(key, row, eps, x, theta)
-                        grad[lane, 0] = acc
-                    else:
-                        for o in range(n_opt):
-                            grad[lane, o] = 0.0
-                        for d in range(offset, offset + units):
-                            eps = lane_noise[lane, d]
-                            x = _transform(key, eps, theta)
-                            if score:
-                                fx = _value(key, f, x, fparams)
-                                for o in range(n_opt):
-                                    grad[lane, o] += fx * _score_factor(key, rows[o], eps, x, theta)
-                            else:
-                                dfx = _derivative(key, df, x, fparams)
-                                for o in range(n_opt):
-                                    grad[lane, o] += dfx * _path_factor(key, rows[o], eps, x, theta)
+            corrections = _corrections(beta1, beta2, t) if adam else (1.0, 1.0)
+            within = True
+            for o in range(n_opt):
+                j = targets[o]
+                value, state[b, 0, o], state[b, 1, o] = _updated(
+                    all_params[b, j], grad[o] / units, state[b, 0, o], state[b, 1, o], rate, corrections, updates[o],
+                    adam, beta1, beta2, epsilon,
+                )  # fmt: skip
+                all_params[b, j] = value
+                within = within and abs(value - optimum[o]) < tolerance
+            if tracking:
+                reached[b, 0], reached[b, 1] = _tracked(reached[b, 0], reached[b, 1], within, t)
+            if logged < log_steps.size and log_steps[logged] == t + 1:
+                for j in range(n_params):
+                    snapshots[logged, b, j] = all_params[b, j]
+                logged += 1
+    owned[0][:] = 0.0  # (the borrowed arrays' owners, alive until here)
+
+
+def _lane_width(key):
+    """Replicates a vector holds of the lane loops, 4 where the family's and function's cores are lane-generic, or 1."""
+    _kernel_only("_lane_width")
+
+
+@overload(_lane_width, inline="always")
+def _ol_lane_width(key):
+    width = 4 if _simd_cores(key) else 1
+    return lambda key: width
+
+
+def _load_lanes(key, array, lane):
+    """``array[lane : lane + width]`` as one value: a vector of four, or a number (:func:`_lane_width`)."""
+    _kernel_only("_load_lanes")
+
+
+@overload(_load_lanes, inline="always")
+def _ol_load_lanes(key, array, lane):
+    if _simd_cores(key):
+        return lambda key, array, lane: load4(array, lane)
+    return lambda key, array, lane: array[lane]
+
+
+def _store_lanes(key, array, row, lane, value):
+    """``array[row, lane : lane + width] = value`` (:func:`_load_lanes`)."""
+    _kernel_only("_store_lanes")
+
+
+@overload(_store_lanes, inline="always")
+def _ol_store_lanes(key, array, row, lane, value):
+    if _simd_cores(key):
+        return lambda key, array, row, lane, value: store4(array, row, lane, value)
+
+    def one(key, array, row, lane, value):
+        array[row, lane] = value
+
+    return one
+
+
+def _lane_params(key, params, lane):
+    """Return the family's parameters of lanes ``lane ..`` (``params[j]``: a row each) as ``theta_of`` takes them."""
+    _kernel_only("_lane_params")
+
+
+@overload(_lane_params, inline="always")
+def _ol_lane_params(key, params, lane):
+    count = len(FAMILIES[key.family].parameters)
+    loads = "".join(f"_load_lanes(key, params[{j}], lane), " for j in range(count))
+    namespace = {"_load_lanes": _load_lanes}
+    exec(f"def impl(key, params, lane):\n    return ({loads})\n", namespace)
+    return namespace["impl"]
+
+
+def _with_param(key, params, j, value):
+    """``params`` (a tuple) with element ``j`` (a run-time index) replaced by ``value``."""
+    _kernel_only("_with_param")
+
+
+@overload(_with_param, inline="always")
+def _ol_with_param(key, params, j, value):
+    count = len(FAMILIES[key.family].parameters)
+    parts = "".join(f"value if j == {i} else params[{i}], " for i in range(count))
+    namespace = {}
+    exec(f"def impl(key, params, j, value):\n    return ({parts})\n", namespace)
+    return namespace["impl"]
+
+
+@inline_core
+def _lane_step(key, f, df, fparams, score, row, j, fixed, value, first, second, reached, outside, eps, rate,
+               corrections, update, adam, beta1, beta2, epsilon, inverse, tracking, optimum,
+               tolerance, after):  # fmt: skip
+    """One step of four replicates with one optimised parameter and one draw a step, held in registers.
+
+    The operations of :func:`_optimize_lanes`' step, in its order: the
+    gradient summed from 0, times the batch's reciprocal (1), the update, the
+    steps to tolerance.
+    """
+    theta = _theta_of(key, _with_param(key, fixed, j, value))
+    x = _transform(key, eps, theta)
+    if score:
+        g = like(0.0, eps) + _value(key, f, x, fparams) * _score_factor(key, row, eps, x, theta)
+    else:
+        g = like(0.0, eps) + _derivative(key, df, x, fparams) * _path_factor(key, row, eps, x, theta)
+    value, first, second = _updated(value, g * inverse, first, second, rate, corrections, update, adam, beta1, beta2,
+                                    epsilon)  # fmt: skip
+    if tracking:
+        within = fabs(value - optimum) < tolerance
+        reached = where(within & (reached < 0.0), after, reached)
+        outside = where(within, outside, after)
+    return value, first, second, reached, outside
+
+
+def _in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
+                  ring_noise, all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots, first_step,
+                  last_step, shift, stream, words, scratch, adam, moments, inverse, tracking, tolerance):  # fmt: skip
+    """Run the steps of :func:`_optimize_lanes`' group ``b0`` with its state in registers (lane-generic cores)."""
+    _kernel_only("_in_registers")
+
+
+@overload(_in_registers)
+def _ol_in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
+                     ring_noise, all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots,
+                     first_step, last_step, shift, stream, words, scratch, adam, moments, inverse, tracking,
+                     tolerance):  # fmt: skip
+    if not _simd_cores(key):  # (never called: _optimize_lanes runs these groups on its arrays)
+
+        def nothing(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
+                    ring_noise, all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots,
+                    first_step, last_step, shift, stream, words, scratch, adam, moments, inverse, tracking,
+                    tolerance):  # fmt: skip
+            return None
+
+        return nothing
+
+    def impl(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of, ring_noise,
+             all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots, first_step, last_step,
+             shift, stream, words, scratch, adam, moments, inverse, tracking, tolerance):  # fmt: skip
+        per_block = 1 << shift
+        ring = 2 * per_block
+        n_params = params.shape[0]
+        beta1, beta2, epsilon = moments[0], moments[1], moments[2]
+        constant_rate = schedule[2] == 0.0  # (as _learning_rate: its power 0 gives its a)
+        replicate_step = np.uint64(1 << 32)
+        held0, held1 = -1, -1  # the blocks in the ring's two halves
+        logged = 0
+        # one optimised parameter, one draw a step, eight replicates as two vectors: a block's steps (up to the
+        # next logged step) in one loop whose state never leaves registers (8.4 -> 3.9 ns a replicate-step on
+        # one thread, seed case)
+        j, row, update, target = targets[0], rows[0], updates[0], optimum[0]
+        fixed_a, fixed_b = _lane_params(key, params, 0), _lane_params(key, params, 4)
+        value_a, value_b = load4(params[j], 0), load4(params[j], 4)
+        first_a, first_b = load4(first_moment[0], 0), load4(first_moment[0], 4)
+        second_a, second_b = load4(second_moment[0], 0), load4(second_moment[0], 4)
+        reached_a, reached_b = load4(steps_of[0], 0), load4(steps_of[0], 4)
+        outside_a, outside_b = load4(steps_of[1], 0), load4(steps_of[1], 4)
+        t = first_step
+        while t < last_step:
+            k = t >> shift
+            if k != (held0 if k & 1 == 0 else held1):
+                half = (k & 1) * per_block
+                for lane in range(n_lanes):
+                    # (_draw_optimize_block's draw, a plain run's: one stream, started in place, every array
+                    # borrowed: reference counts and an allocation a block fewer)
+                    first = run.stream_base + np.uint64(run.first_chunk + b0 + lane) * replicate_step
+                    start_stream(stream, run.seed, first + np.uint64(k))
+                    _sample_noise(key, stream, words, ring_noise[half : half + per_block, lane], scratch, per_block,
+                                  _theta_of(key, all_params[b0 + lane]))  # fmt: skip
+                if k & 1 == 0:
+                    held0 = k
                 else:
-                    blocks[lane] = _general_step(key, f, df, run.seed, first, spare, per_step, per_block, t, units,
-                                                 blocks[lane], theta, grad[lane], rows, lane_noise[lane],
-                                                 buffers)  # fmt: skip
-                within = True
+                    held1 = k
+            stop = min(last_step, (k + 1) << shift)
+            if logged < log_steps.size:
+                stop = min(stop, log_steps[logged])
+            for step in range(t, stop):
+                rate = schedule[0] if constant_rate else _learning_rate(schedule[0], schedule[1], schedule[2],
+                                                                         step)  # fmt: skip
+                corrections = _corrections(beta1, beta2, step) if adam else (1.0, 1.0)
+                after = step + 1.0
+                noise_row = ring_noise[step & (ring - 1)]
+                value_a, first_a, second_a, reached_a, outside_a = _lane_step(
+                    key, f, df, fparams, score, row, j, fixed_a, value_a, first_a, second_a, reached_a,
+                    outside_a, load4(noise_row, 0), rate, corrections, update, adam, beta1, beta2, epsilon,
+                    inverse, tracking, target, tolerance, after,
+                )  # fmt: skip
+                value_b, first_b, second_b, reached_b, outside_b = _lane_step(
+                    key, f, df, fparams, score, row, j, fixed_b, value_b, first_b, second_b, reached_b,
+                    outside_b, load4(noise_row, 4), rate, corrections, update, adam, beta1, beta2, epsilon,
+                    inverse, tracking, target, tolerance, after,
+                )  # fmt: skip
+            t = stop
+            if logged < log_steps.size and log_steps[logged] == t:
+                store4(params, j, 0, value_a)
+                store4(params, j, 4, value_b)
+                for lane in range(n_lanes):
+                    for i in range(n_params):
+                        snapshots[logged, b0 + lane, i] = params[i, lane]
+                logged += 1
+        store4(params, j, 0, value_a)
+        store4(params, j, 4, value_b)
+        store4(first_moment, 0, 0, first_a)
+        store4(first_moment, 0, 4, first_b)
+        store4(second_moment, 0, 0, second_a)
+        store4(second_moment, 0, 4, second_b)
+        store4(steps_of, 0, 0, reached_a)
+        store4(steps_of, 0, 4, reached_b)
+        store4(steps_of, 1, 0, outside_a)
+        store4(steps_of, 1, 4, outside_b)
+
+    return impl
+
+
+@register_jitable
+def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
+    """:func:`_optimize_chunks` for a plain score or pathwise specification: replicates in vector lanes.
+
+    :data:`OPTIMIZE_LANES` replicates advance together, one step of all of
+    them at a time (a replicate's steps form a chain of latencies; the
+    lanes do not), four in each vector where the family's and function's
+    cores are lane-generic (:mod:`fastgrad._simd`: the same IEEE operations
+    in each lane as in scalar code). While a group runs, its parameters,
+    Adam's moments and steps to tolerance live in lane-major arrays, and
+    each replicate's blocks of noise, drawn as the general filler draws
+    them, are transposed into a ring of two blocks (a step's units may
+    straddle two). So the values are the general filler's operations on the
+    same numbers, and the bits are those of :func:`_optimize_general`.
+    """
+    words, scratch, aux_noise, aux_words = buffers[1], buffers[3], buffers[4], buffers[5]
+    fparams, flags = buffers[11], buffers[17]
+    score = buffers[12][0] == SCORE
+    per_block = run.per_block
+    units = sink.batch
+    n_opt = sink.rows.size
+    lanes = OPTIMIZE_LANES
+    width = _lane_width(key)
+    n_params = sink.params.shape[1]
+    ring = 2 * per_block
+    # (a block a power of two: shifts and masks, not a division or two a step, each tens of cycles)
+    shift = np.int64(0)
+    while (1 << shift) < per_block:
+        shift += 1
+    # (steps to tolerance as floats in the lanes, exact below 2**53: where() selects among floats)
+    owned = (np.zeros((n_params, lanes)), np.zeros((n_opt, lanes)), np.zeros((n_opt, lanes)),
+             np.zeros((n_opt, lanes)), np.zeros((ring, lanes)), np.zeros((2, lanes)),
+             np.zeros(STATE_SIZE, np.uint64))  # fmt: skip
+    (params, first_moment, second_moment, grad, ring_noise, steps_of, stream, all_params, state, rows, targets,
+     updates, optimum, schedule, moments, reached, log_steps, snapshots) = _borrowed(
+        (*owned, sink.params, sink.state, sink.rows, sink.targets, sink.updates, sink.optimum, sink.schedule,
+         sink.moments, sink.reached, sink.log_steps, sink.snapshots))  # fmt: skip
+    first_step, last_step, adam, tolerance = sink.first_step, sink.last_step, sink.adam, sink.tolerance
+    beta1, beta2, epsilon = moments[0], moments[1], moments[2]
+    tracking = tolerance > 0.0  # (0: no optimum given, no steps to tolerance)
+    spare = stream_state(run.seed, run.stream_base)  # (stands in for the streams a block draw does not start)
+    replicate_step = np.uint64(1 << 32)
+    # the gradient's mean: a division by the batch, or the multiplication by its reciprocal where that is exact
+    # (a power of two: the same correctly rounded quotient)
+    inverse = 1.0 / units
+    exact_inverse = (units & (units - 1)) == 0
+    in_registers = width == 4 and lanes == 8 and n_opt == 1 and units == 1
+    for b0 in range(lo, hi, lanes):
+        n_lanes = min(lanes, hi - b0)
+        for lane in range(lanes):  # (lanes past n_lanes copy the group's first replicate: computed, never kept)
+            b = b0 + (lane if lane < n_lanes else 0)
+            for j in range(n_params):
+                params[j, lane] = all_params[b, j]
+            for o in range(n_opt):
+                first_moment[o, lane] = state[b, 0, o]
+                second_moment[o, lane] = state[b, 1, o]
+            steps_of[0, lane] = reached[b, 0]
+            steps_of[1, lane] = reached[b, 1]
+        held0, held1 = -1, -1  # the blocks in the ring's two halves
+        logged = 0
+        if in_registers:
+            _in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
+                          ring_noise, all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots,
+                          first_step, last_step, shift, stream, words, scratch, adam, moments, inverse, tracking,
+                          tolerance)  # fmt: skip
+        for t in range(first_step if not in_registers else last_step, last_step):
+            unit = t * units
+            for k in range(unit >> shift, ((unit + units - 1) >> shift) + 1):
+                if k != (held0 if k & 1 == 0 else held1):
+                    half = (k & 1) * per_block
+                    for lane in range(n_lanes):
+                        first = run.stream_base + np.uint64(run.first_chunk + b0 + lane) * replicate_step
+                        theta = _theta_of(key, all_params[b0 + lane])  # (only a law that follows theta reads it)
+                        # (drawn straight into the ring's column: the sampler's stores are scalar anyway)
+                        _draw_optimize_block(key, run.seed, first + np.uint64(k), spare, words,
+                                             ring_noise[half : half + per_block, lane], scratch, aux_words,
+                                             aux_noise, per_block, theta, flags)  # fmt: skip
+                    if k & 1 == 0:
+                        held0 = k
+                    else:
+                        held1 = k
+            # every optimised parameter's gradient first (at the step's parameters), then the updates
+            for o in range(n_opt):
+                row = rows[o]
+                for lane in range(0, lanes, width):
+                    theta = _theta_of(key, _lane_params(key, params, lane))
+                    acc = like(0.0, theta[0])
+                    for u in range(unit, unit + units):
+                        eps = _load_lanes(key, ring_noise[u & (ring - 1)], lane)
+                        x = _transform(key, eps, theta)
+                        if score:
+                            acc = acc + _value(key, f, x, fparams) * _score_factor(key, row, eps, x, theta)
+                        else:
+                            acc = acc + _derivative(key, df, x, fparams) * _path_factor(key, row, eps, x, theta)
+                    _store_lanes(key, grad, o, lane, acc)
+            rate = _learning_rate(schedule[0], schedule[1], schedule[2], t)
+            corrections = _corrections(beta1, beta2, t) if adam else (1.0, 1.0)
+            after = t + 1.0
+            for lane in range(0, lanes, width):
+                within = like(0.0, _load_lanes(key, grad[0], lane)) < 1.0  # (True in every lane)
                 for o in range(n_opt):
                     j = targets[o]
-                    value, state[b, 0, o], state[b, 1, o] = _updated(
-                        all_params[b, j], grad[lane, o] / units, state[b, 0, o], state[b, 1, o], rate, t, updates[o],
-                        adam, beta1, beta2, epsilon,
+                    g = _load_lanes(key, grad[o], lane)
+                    g = g * inverse if exact_inverse else g / units
+                    value, first_o, second_o = _updated(
+                        _load_lanes(key, params[j], lane), g, _load_lanes(key, first_moment[o], lane),
+                        _load_lanes(key, second_moment[o], lane), rate, corrections, updates[o], adam, beta1, beta2,
+                        epsilon,
                     )  # fmt: skip
-                    all_params[b, j] = value
-                    within = within and abs(value - optimum[o]) < tolerance
-                if tracking:
-                    reached[b, 0], reached[b, 1] = _tracked(reached[b, 0], reached[b, 1], within, t)
-                if logging:
+                    _store_lanes(key, params, j, lane, value)
+                    _store_lanes(key, first_moment, o, lane, first_o)
+                    _store_lanes(key, second_moment, o, lane, second_o)
+                    within = within & (fabs(value - optimum[o]) < tolerance)
+                if tracking:  # (_tracked, lane by lane)
+                    first_in = _load_lanes(key, steps_of[0], lane)
+                    _store_lanes(key, steps_of, 0, lane, where(within & (first_in < 0.0), after, first_in))
+                    _store_lanes(key, steps_of, 1, lane, where(within, _load_lanes(key, steps_of[1], lane), after))
+            if logged < log_steps.size and log_steps[logged] == t + 1:
+                for lane in range(n_lanes):
                     for j in range(n_params):
-                        snapshots[logged, b, j] = all_params[b, j]
-            if logging:
+                        snapshots[logged, b0 + lane, j] = params[j, lane]
                 logged += 1
-    owned[0][:] = 0.0  # (the borrowed scratch's owners, alive until here)
-    scratch_owner[0][:] = 0.0
+        for lane in range(n_lanes):
+            b = b0 + lane
+            for j in range(n_params):
+                all_params[b, j] = params[j, lane]
+            for o in range(n_opt):
+                state[b, 0, o] = first_moment[o, lane]
+                state[b, 1, o] = second_moment[o, lane]
+            reached[b, 0] = np.int64(steps_of[0, lane])
+            reached[b, 1] = np.int64(steps_of[1, lane])
+    owned[0][:] = 0.0  # (the borrowed arrays' owners, alive until here)
 
 
 @block_filler
@@ -900,12 +1203,13 @@ def _optimize_vector_chunks(key, f, df, run, sink, out, lo, hi):
                 done += m
                 unit += m
             rate = _learning_rate(schedule[0], schedule[1], schedule[2], t)
+            corrections = _corrections(beta1, beta2, t) if adam else (1.0, 1.0)
             within = True
             for o in range(n_opt):
                 j = targets[o]
                 value, state[b, 0, o], state[b, 1, o] = _updated(
-                    all_params[b, j], grad[o] / units, state[b, 0, o], state[b, 1, o], rate, t, updates[o], adam,
-                    beta1, beta2, epsilon,
+                    all_params[b, j], grad[o] / units, state[b, 0, o], state[b, 1, o], rate, corrections, updates[o],
+                    adam, beta1, beta2, epsilon,
                 )  # fmt: skip
                 all_params[b, j] = value
                 within = within and abs(value - optimum[o]) < tolerance

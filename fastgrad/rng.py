@@ -71,6 +71,7 @@ __all__ = [
     "standard_gammas",
     "standard_normal",
     "standard_normals",
+    "start_stream",
     "stream_state",
     "take_words",
     "uniforms",
@@ -219,6 +220,18 @@ def stream_state(seed, stream):
     ((85,), dtype('uint64'))
     """
     state = np.zeros(STATE_SIZE, np.uint64)
+    start_stream(state, seed, stream)
+    return state
+
+
+@core
+def start_stream(state, seed, stream):
+    """Set ``state`` (a ``uint64`` array of :data:`STATE_SIZE` words) to the start of stream ``(seed, stream)``.
+
+    What :func:`stream_state` returns, written into an array of the
+    caller's (kernel-level core): a kernel that starts a stream a block
+    allocates nothing.
+    """
     for lane in range(LANES):
         s0, s1, s2, s3 = _lane_key(seed, stream, lane)
         state[lane] = s0
@@ -231,7 +244,6 @@ def stream_state(seed, stream):
     state[_SLOW + 2] = s2
     state[_SLOW + 3] = s3
     state[_POS] = LANES  # buffer empty
-    return state
 
 
 @core
