@@ -83,7 +83,7 @@ from fastgrad import math as fm
 from fastgrad._jit import SOURCE_DIGEST, UNCACHED, block_filler, core, inline_core, report_uncached, serial
 from fastgrad._parallel import for_ranges
 from fastgrad._reduction import MomentTree, block_sum, reduce_block
-from fastgrad._simd import fabs, like, load4, sqrt, store4, where
+from fastgrad._simd import column4, fabs, like, load4, sqrt, store4, where
 from fastgrad.distributions import FAMILIES
 from fastgrad.functions import BUILTINS
 from fastgrad.rng import CHUNK_SIZE, STATE_SIZE, start_stream, stream_state, take_words, unit_open_closed
@@ -117,7 +117,7 @@ AUX_STREAMS = 1 << 62
 #: Stream numbers of the auxiliary normals (decoupled measure-valued scale side) start here.
 AUX_NORMAL_STREAMS = AUX_STREAMS + (1 << 61)
 #: Replicates an optimisation advances in lockstep, one step of each in turn (see :func:`_optimize_chunks`).
-OPTIMIZE_LANES = 8
+OPTIMIZE_LANES = 16
 #: Stream numbers of pilot runs start here.
 PILOT_STREAMS = 1 << 63
 
@@ -815,6 +815,18 @@ def _ol_load_lanes(key, array, lane):
     return lambda key, array, lane: array[lane]
 
 
+def _load_column(key, array, lane, column):
+    """``array[lane : lane + width, column]`` as one value: a vector of four, or a number (:func:`_lane_width`)."""
+    _kernel_only("_load_column")
+
+
+@overload(_load_column, inline="always")
+def _ol_load_column(key, array, lane, column):
+    if _simd_cores(key):
+        return lambda key, array, lane, column: column4(array, lane, column)
+    return lambda key, array, lane, column: array[lane, column]
+
+
 def _store_lanes(key, array, row, lane, value):
     """``array[row, lane : lane + width] = value`` (:func:`_load_lanes`)."""
     _kernel_only("_store_lanes")
@@ -861,13 +873,11 @@ def _ol_with_param(key, params, j, value):
 
 @inline_core
 def _lane_step(key, f, df, fparams, score, row, j, fixed, value, first, second, reached, outside, eps, rate,
-               corrections, update, adam, beta1, beta2, epsilon, inverse, tracking, optimum,
-               tolerance, after):  # fmt: skip
+               corrections, update, adam, beta1, beta2, epsilon, tracking, optimum, tolerance, after):  # fmt: skip
     """One step of four replicates with one optimised parameter and one draw a step, held in registers.
 
     The operations of :func:`_optimize_lanes`' step, in its order: the
-    gradient summed from 0, times the batch's reciprocal (1), the update, the
-    steps to tolerance.
+    gradient summed from 0, the update, the steps to tolerance.
     """
     theta = _theta_of(key, _with_param(key, fixed, j, value))
     x = _transform(key, eps, theta)
@@ -875,8 +885,8 @@ def _lane_step(key, f, df, fparams, score, row, j, fixed, value, first, second, 
         g = like(0.0, eps) + _value(key, f, x, fparams) * _score_factor(key, row, eps, x, theta)
     else:
         g = like(0.0, eps) + _derivative(key, df, x, fparams) * _path_factor(key, row, eps, x, theta)
-    value, first, second = _updated(value, g * inverse, first, second, rate, corrections, update, adam, beta1, beta2,
-                                    epsilon)  # fmt: skip
+    # (the batch's mean: times 1.0, an identity for every double, left out)
+    value, first, second = _updated(value, g, first, second, rate, corrections, update, adam, beta1, beta2, epsilon)
     if tracking:
         within = fabs(value - optimum) < tolerance
         reached = where(within & (reached < 0.0), after, reached)
@@ -885,103 +895,110 @@ def _lane_step(key, f, df, fparams, score, row, j, fixed, value, first, second, 
 
 
 def _in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
-                  ring_noise, all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots, first_step,
-                  last_step, shift, stream, words, scratch, adam, moments, inverse, tracking, tolerance):  # fmt: skip
+                  drawn, all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots, first_step,
+                  last_step, shift, stream, words, scratch, adam, moments, tracking, tolerance):  # fmt: skip
     """Run the steps of :func:`_optimize_lanes`' group ``b0`` with its state in registers (lane-generic cores)."""
     _kernel_only("_in_registers")
 
 
 @overload(_in_registers)
 def _ol_in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
-                     ring_noise, all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots,
-                     first_step, last_step, shift, stream, words, scratch, adam, moments, inverse, tracking,
+                     drawn, all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots,
+                     first_step, last_step, shift, stream, words, scratch, adam, moments, tracking,
                      tolerance):  # fmt: skip
     if not _simd_cores(key):  # (never called: _optimize_lanes runs these groups on its arrays)
 
         def nothing(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
-                    ring_noise, all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots,
-                    first_step, last_step, shift, stream, words, scratch, adam, moments, inverse, tracking,
+                    drawn, all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots,
+                    first_step, last_step, shift, stream, words, scratch, adam, moments, tracking,
                     tolerance):  # fmt: skip
             return None
 
         return nothing
 
-    def impl(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of, ring_noise,
-             all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots, first_step, last_step,
-             shift, stream, words, scratch, adam, moments, inverse, tracking, tolerance):  # fmt: skip
-        per_block = 1 << shift
-        ring = 2 * per_block
-        n_params = params.shape[0]
-        beta1, beta2, epsilon = moments[0], moments[1], moments[2]
-        constant_rate = schedule[2] == 0.0  # (as _learning_rate: its power 0 gives its a)
-        replicate_step = np.uint64(1 << 32)
-        held0, held1 = -1, -1  # the blocks in the ring's two halves
-        logged = 0
-        # one optimised parameter, one draw a step, eight replicates as two vectors: a block's steps (up to the
-        # next logged step) in one loop whose state never leaves registers (8.4 -> 3.9 ns a replicate-step on
-        # one thread, seed case)
-        j, row, update, target = targets[0], rows[0], updates[0], optimum[0]
-        fixed_a, fixed_b = _lane_params(key, params, 0), _lane_params(key, params, 4)
-        value_a, value_b = load4(params[j], 0), load4(params[j], 4)
-        first_a, first_b = load4(first_moment[0], 0), load4(first_moment[0], 4)
-        second_a, second_b = load4(second_moment[0], 0), load4(second_moment[0], 4)
-        reached_a, reached_b = load4(steps_of[0], 0), load4(steps_of[0], 4)
-        outside_a, outside_b = load4(steps_of[1], 0), load4(steps_of[1], 4)
-        t = first_step
-        while t < last_step:
-            k = t >> shift
-            if k != (held0 if k & 1 == 0 else held1):
-                half = (k & 1) * per_block
-                for lane in range(n_lanes):
-                    # (_draw_optimize_block's draw, a plain run's: one stream, started in place, every array
-                    # borrowed: reference counts and an allocation a block fewer)
-                    first = run.stream_base + np.uint64(run.first_chunk + b0 + lane) * replicate_step
-                    start_stream(stream, run.seed, first + np.uint64(k))
-                    _sample_noise(key, stream, words, ring_noise[half : half + per_block, lane], scratch, per_block,
-                                  _theta_of(key, all_params[b0 + lane]))  # fmt: skip
-                if k & 1 == 0:
-                    held0 = k
-                else:
-                    held1 = k
-            stop = min(last_step, (k + 1) << shift)
-            if logged < log_steps.size:
-                stop = min(stop, log_steps[logged])
-            for step in range(t, stop):
-                rate = schedule[0] if constant_rate else _learning_rate(schedule[0], schedule[1], schedule[2],
-                                                                         step)  # fmt: skip
-                corrections = _corrections(beta1, beta2, step) if adam else (1.0, 1.0)
-                after = step + 1.0
-                noise_row = ring_noise[step & (ring - 1)]
-                value_a, first_a, second_a, reached_a, outside_a = _lane_step(
-                    key, f, df, fparams, score, row, j, fixed_a, value_a, first_a, second_a, reached_a,
-                    outside_a, load4(noise_row, 0), rate, corrections, update, adam, beta1, beta2, epsilon,
-                    inverse, tracking, target, tolerance, after,
-                )  # fmt: skip
-                value_b, first_b, second_b, reached_b, outside_b = _lane_step(
-                    key, f, df, fparams, score, row, j, fixed_b, value_b, first_b, second_b, reached_b,
-                    outside_b, load4(noise_row, 4), rate, corrections, update, adam, beta1, beta2, epsilon,
-                    inverse, tracking, target, tolerance, after,
-                )  # fmt: skip
-            t = stop
-            if logged < log_steps.size and log_steps[logged] == t:
-                store4(params, j, 0, value_a)
-                store4(params, j, 4, value_b)
-                for lane in range(n_lanes):
-                    for i in range(n_params):
-                        snapshots[logged, b0 + lane, i] = params[i, lane]
-                logged += 1
-        store4(params, j, 0, value_a)
-        store4(params, j, 4, value_b)
-        store4(first_moment, 0, 0, first_a)
-        store4(first_moment, 0, 4, first_b)
-        store4(second_moment, 0, 0, second_a)
-        store4(second_moment, 0, 4, second_b)
-        store4(steps_of, 0, 0, reached_a)
-        store4(steps_of, 0, 4, reached_b)
-        store4(steps_of, 1, 0, outside_a)
-        store4(steps_of, 1, 4, outside_b)
+    return _IN_REGISTERS
 
-    return impl
+
+def _registers_source(vectors):
+    """Source of :func:`_in_registers`' loop for ``vectors`` vectors of four replicates, each held in registers."""
+    names = [chr(ord("a") + v) for v in range(vectors)]
+
+    def each(template):
+        return "".join(template.format(v=v, o=4 * i) for i, v in enumerate(names))
+
+    setup = each(
+        "    fixed_{v} = _lane_params(key, params, {o})\n"
+        "    value_{v}, first_{v} = load4(params[j], {o}), load4(first_moment[0], {o})\n"
+        "    second_{v}, reached_{v} = load4(second_moment[0], {o}), load4(steps_of[0], {o})\n"
+        "    outside_{v} = load4(steps_of[1], {o})\n"
+    )
+    steps = each(
+        "            value_{v}, first_{v}, second_{v}, reached_{v}, outside_{v} = _lane_step(\n"
+        "                key, f, df, fparams, score, row, j, fixed_{v}, value_{v}, first_{v}, second_{v},\n"
+        "                reached_{v}, outside_{v}, column4(drawn, {o}, column), rate, corrections, update, adam,\n"
+        "                beta1, beta2, epsilon, tracking, target, tolerance, after)\n"
+    )
+    logged_values = each("            store4(params, j, {o}, value_{v})\n")
+    final = each(
+        "    store4(params, j, {o}, value_{v})\n"
+        "    store4(first_moment, 0, {o}, first_{v})\n"
+        "    store4(second_moment, 0, {o}, second_{v})\n"
+        "    store4(steps_of, 0, {o}, reached_{v})\n"
+        "    store4(steps_of, 1, {o}, outside_{v})\n"
+    )
+    return f"""
+def in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
+                 drawn, all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots, first_step,
+                 last_step, shift, stream, words, scratch, adam, moments, tracking, tolerance):
+    per_block = 1 << shift
+    ring = 2 * per_block
+    n_params = params.shape[0]
+    beta1, beta2, epsilon = moments[0], moments[1], moments[2]
+    constant_rate = schedule[2] == 0.0  # (as _learning_rate: its power 0 gives its a)
+    replicate_step = np.uint64(1 << 32)
+    held0, held1 = -1, -1  # the blocks in the ring's two halves
+    logged = 0
+    j, row, update, target = targets[0], rows[0], updates[0], optimum[0]
+{setup}
+    t = first_step
+    while t < last_step:
+        k = t >> shift
+        if k != (held0 if k & 1 == 0 else held1):
+            half = (k & 1) * per_block
+            for lane in range(n_lanes):
+                first = run.stream_base + np.uint64(run.first_chunk + b0 + lane) * replicate_step
+                start_stream(stream, run.seed, first + np.uint64(k))
+                _sample_noise(key, stream, words, drawn[lane, half : half + per_block], scratch, per_block,
+                              _theta_of(key, all_params[b0 + lane]))
+            if k & 1 == 0:
+                held0 = k
+            else:
+                held1 = k
+        stop = min(last_step, (k + 1) << shift)
+        if logged < log_steps.size:
+            stop = min(stop, log_steps[logged])
+        for step in range(t, stop):
+            rate = schedule[0] if constant_rate else _learning_rate(schedule[0], schedule[1], schedule[2], step)
+            corrections = _corrections(beta1, beta2, step) if adam else (1.0, 1.0)
+            after = step + 1.0
+            column = step & (ring - 1)
+{steps}
+        t = stop
+        if logged < log_steps.size and log_steps[logged] == t:
+{logged_values}
+            for lane in range(n_lanes):
+                for i in range(n_params):
+                    snapshots[logged, b0 + lane, i] = params[i, lane]
+            logged += 1
+{final}
+"""
+
+
+def _registers_function():
+    """Compile-ready :func:`_in_registers` loop for :data:`OPTIMIZE_LANES` replicates (written out per vector)."""
+    namespace = {**globals(), "start_stream": start_stream, "column4": column4}  # (the names it uses, spelled out)
+    exec(_registers_source(OPTIMIZE_LANES // 4), namespace)
+    return namespace["in_registers"]
 
 
 @register_jitable
@@ -1013,11 +1030,12 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
     shift = np.int64(0)
     while (1 << shift) < per_block:
         shift += 1
-    # (steps to tolerance as floats in the lanes, exact below 2**53: where() selects among floats)
+    # (steps to tolerance as floats in the lanes, exact below 2**53: where() selects among floats; the rows of
+    # drawn noise padded by a cache line, so that a step's sixteen reads do not fall in one set of the L1 cache)
     owned = (np.zeros((n_params, lanes)), np.zeros((n_opt, lanes)), np.zeros((n_opt, lanes)),
-             np.zeros((n_opt, lanes)), np.zeros((ring, lanes)), np.zeros((2, lanes)),
+             np.zeros((n_opt, lanes)), np.zeros((lanes, ring + 8)), np.zeros((2, lanes)),
              np.zeros(STATE_SIZE, np.uint64))  # fmt: skip
-    (params, first_moment, second_moment, grad, ring_noise, steps_of, stream, all_params, state, rows, targets,
+    (params, first_moment, second_moment, grad, drawn, steps_of, stream, all_params, state, rows, targets,
      updates, optimum, schedule, moments, reached, log_steps, snapshots) = _borrowed(
         (*owned, sink.params, sink.state, sink.rows, sink.targets, sink.updates, sink.optimum, sink.schedule,
          sink.moments, sink.reached, sink.log_steps, sink.snapshots))  # fmt: skip
@@ -1030,7 +1048,7 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
     # (a power of two: the same correctly rounded quotient)
     inverse = 1.0 / units
     exact_inverse = (units & (units - 1)) == 0
-    in_registers = width == 4 and lanes == 8 and n_opt == 1 and units == 1
+    in_registers = width == 4 and n_opt == 1 and units == 1
     for b0 in range(lo, hi, lanes):
         n_lanes = min(lanes, hi - b0)
         for lane in range(lanes):  # (lanes past n_lanes copy the group's first replicate: computed, never kept)
@@ -1046,8 +1064,8 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
         logged = 0
         if in_registers:
             _in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
-                          ring_noise, all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots,
-                          first_step, last_step, shift, stream, words, scratch, adam, moments, inverse, tracking,
+                          drawn, all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots,
+                          first_step, last_step, shift, stream, words, scratch, adam, moments, tracking,
                           tolerance)  # fmt: skip
         for t in range(first_step if not in_registers else last_step, last_step):
             unit = t * units
@@ -1057,10 +1075,9 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
                     for lane in range(n_lanes):
                         first = run.stream_base + np.uint64(run.first_chunk + b0 + lane) * replicate_step
                         theta = _theta_of(key, all_params[b0 + lane])  # (only a law that follows theta reads it)
-                        # (drawn straight into the ring's column: the sampler's stores are scalar anyway)
                         _draw_optimize_block(key, run.seed, first + np.uint64(k), spare, words,
-                                             ring_noise[half : half + per_block, lane], scratch, aux_words,
-                                             aux_noise, per_block, theta, flags)  # fmt: skip
+                                             drawn[lane, half : half + per_block], scratch, aux_words, aux_noise,
+                                             per_block, theta, flags)  # fmt: skip
                     if k & 1 == 0:
                         held0 = k
                     else:
@@ -1072,7 +1089,7 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
                     theta = _theta_of(key, _lane_params(key, params, lane))
                     acc = like(0.0, theta[0])
                     for u in range(unit, unit + units):
-                        eps = _load_lanes(key, ring_noise[u & (ring - 1)], lane)
+                        eps = _load_column(key, drawn, lane, u & (ring - 1))
                         x = _transform(key, eps, theta)
                         if score:
                             acc = acc + _value(key, f, x, fparams) * _score_factor(key, row, eps, x, theta)
@@ -2837,3 +2854,7 @@ def normal_sum(n, seed):
         for value in sums:
             total += value
     return total, time.perf_counter() - started
+
+
+#: The register loop of :func:`_in_registers`, written out for :data:`OPTIMIZE_LANES` replicates.
+_IN_REGISTERS = _registers_function()

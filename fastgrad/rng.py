@@ -154,6 +154,22 @@ def _lane_key(seed, stream, lane):
     return x0, x1, x2, x3
 
 
+@inline_core
+def _lane_key_inline(seed, stream, lane):
+    """:func:`_lane_key`, inlined at Numba-IR level and without a branch (the same words)."""
+    x0 = _U(seed)
+    x1 = _U(stream)
+    x2 = _U(lane) * _GOLDEN
+    x3 = _LAYOUT_TAG
+    for _ in range(2):
+        x0 = _mix64(x0 ^ x3)
+        x1 = _mix64(x1 + x0)
+        x2 = _mix64(x2 ^ x1)
+        x3 = _mix64(x3 + x2)
+    zero = (x0 | x1 | x2 | x3) == _U(0)
+    return (_GOLDEN if zero else x0), x1, x2, x3
+
+
 @core
 def _xoshiro_next(s):
     """One xoshiro256++ step (Blackman & Vigna): returns (word, new state)."""
@@ -232,8 +248,8 @@ def start_stream(state, seed, stream):
     caller's (kernel-level core): a kernel that starts a stream a block
     allocates nothing.
     """
-    for lane in range(LANES):
-        s0, s1, s2, s3 = _lane_key(seed, stream, lane)
+    for lane in range(LANES):  # (one loop of straight-line integer code: LLVM runs the lanes in vectors)
+        s0, s1, s2, s3 = _lane_key_inline(seed, stream, lane)
         state[lane] = s0
         state[LANES + lane] = s1
         state[2 * LANES + lane] = s2
