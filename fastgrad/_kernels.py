@@ -2620,7 +2620,8 @@ class Kernel:
         """Run chunks ``[first_chunk, first_chunk + count)`` on the threads, writing ``out``."""
         run = self.run._replace(first_chunk=np.int64(first_chunk))
         try:
-            for_ranges(self.dispatcher, (self.key, self.f, self.df, run, sink, out), count)
+            grain = OPTIMIZE_LANES if self.key.sink == "optimize" and self.key.filler != "vector-general" else 1
+            for_ranges(self.dispatcher, (self.key, self.f, self.df, run, sink, out), count, grain)
         except Exception as error:  # only a user's code raises inside a kernel
             if self.user is None:
                 raise

@@ -40,8 +40,13 @@ def _pool(threads):
         return pool
 
 
-def _ranges(count, threads):
-    """Contiguous ranges covering ``[0, count)``, in the order threads take them."""
+def _ranges(count, threads, grain=1):
+    """Contiguous ranges covering ``[0, count)``, in the order threads take them.
+
+    Guided ranges start at multiples of ``grain`` (all but the last range are
+    whole multiples of it): the optimisation kernel advances replicates
+    sixteen at a time, and a range of 17 would run two groups for one more.
+    """
     if not GUIDED:
         parts = min(count, threads * RANGES_PER_THREAD)
         bounds = [count * i // parts for i in range(parts + 1)]
@@ -50,22 +55,24 @@ def _ranges(count, threads):
     lo = 0
     while lo < count:
         size = max(1, -(-(count - lo) // (2 * threads)))
+        size = min(count - lo, -(-size // grain) * grain)
         ranges.append((lo, lo + size))
         lo += size
     return ranges
 
 
-def for_ranges(function, args, count):
+def for_ranges(function, args, count, grain=1):
     """Call ``function(*args, lo, hi)`` on contiguous ranges covering ``[0, count)``; return when all are done.
 
     The calling thread works too: it takes ranges from the same queue as
     ``threads - 1`` pool threads, so ``threads`` calls run at a time.
+    Ranges are multiples of ``grain`` items but the last (:func:`_ranges`).
     """
     threads = numba.get_num_threads()
     if threads <= 1 or count <= 1:
         function(*args, 0, count)
         return
-    ranges = _ranges(count, threads)
+    ranges = _ranges(count, threads, grain)
     position = [0]
     lock = threading.Lock()
 
