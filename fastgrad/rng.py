@@ -353,6 +353,9 @@ def _decode(word):
     return idx, u, np.float64(u) * _W[idx]
 
 
+#: The layers' widths and fast-accept bounds interleaved, ``W[i], float(K[i])`` (:func:`normals_from_words`).
+_WK = np.column_stack([_W, _K.astype(np.float64)]).ravel()
+
 #: Margin of the squeeze tests: far above the binary64 error of either side (~1e-15), far below a layer's height.
 _SQUEEZE_MARGIN = 1e-12
 
@@ -432,9 +435,13 @@ def normals_from_words(state, words, out, rejected, m):
     """
     n_rejected = 0
     for i in range(m):
-        idx, u, x = _decode(words[i])
-        out[i] = x
-        if abs(u) >= _K[idx]:
+        # _decode, with each layer's width and bound side by side (one cache line, not two) and the bound as a
+        # double: |u| < K is |float(u)| < float(K), both exact below 2**53, so the same test
+        word = words[i]
+        idx = _I(word & _U(_N - 1))
+        u = np.float64((_I(word) >> _I(10)) | _I(1))
+        out[i] = u * _WK[2 * idx]
+        if abs(u) >= _WK[2 * idx + 1]:
             rejected[n_rejected] = i
             n_rejected += 1
     if n_rejected:

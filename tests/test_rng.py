@@ -200,6 +200,14 @@ def test_ziggurat_tables_are_what_the_generator_prints():
     assert generated == (ROOT / "fastgrad" / "_ziggurat_tables.py").read_text()
 
 
+def test_interleaved_table_is_the_widths_and_exact_bounds():
+    """The decode's table: W[i], then K[i] as a double, exact (every bound below 2**53), so |float(u)| < K is |u| < K."""
+    from fastgrad._ziggurat_tables import K, W
+
+    assert np.array_equal(rng._WK[0::2], W) and K.max() < 2**53
+    assert np.array_equal(rng._WK[1::2].astype(np.int64), K)
+
+
 def test_ziggurat_layers_have_equal_area():
     f = lambda x: np.exp(-0.5 * x * x)  # noqa: E731
     x = tables.W * 2.0**53
