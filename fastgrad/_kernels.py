@@ -117,7 +117,7 @@ AUX_STREAMS = 1 << 62
 #: Stream numbers of the auxiliary normals (decoupled measure-valued scale side) start here.
 AUX_NORMAL_STREAMS = AUX_STREAMS + (1 << 61)
 #: Replicates an optimisation advances in lockstep, one step of each in turn (see :func:`_optimize_chunks`).
-OPTIMIZE_LANES = 16
+OPTIMIZE_LANES = 8
 #: Stream numbers of pilot runs start here.
 PILOT_STREAMS = 1 << 63
 
@@ -792,67 +792,39 @@ def _optimize_general(key, f, df, run, sink, buffers, lo, hi):
     owned[0][:] = 0.0  # (the borrowed arrays' owners, alive until here)
 
 
-def _lane_width(key):
-    """Replicates a vector holds of the lane loops, 4 where the family's and function's cores are lane-generic, or 1."""
-    _kernel_only("_lane_width")
+def _simd_cores_of(key):
+    """:func:`_simd_cores` inside a kernel (a compile-time constant)."""
+    _kernel_only("_simd_cores_of")
 
 
-@overload(_lane_width, inline="always")
-def _ol_lane_width(key):
-    width = 4 if _simd_cores(key) else 1
-    return lambda key: width
-
-
-def _load_lanes(key, array, lane):
-    """``array[lane : lane + width]`` as one value: a vector of four, or a number (:func:`_lane_width`)."""
-    _kernel_only("_load_lanes")
-
-
-@overload(_load_lanes, inline="always")
-def _ol_load_lanes(key, array, lane):
-    if _simd_cores(key):
-        return lambda key, array, lane: load4(array, lane)
-    return lambda key, array, lane: array[lane]
-
-
-def _load_column(key, array, lane, column):
-    """``array[lane : lane + width, column]`` as one value: a vector of four, or a number (:func:`_lane_width`)."""
-    _kernel_only("_load_column")
-
-
-@overload(_load_column, inline="always")
-def _ol_load_column(key, array, lane, column):
-    if _simd_cores(key):
-        return lambda key, array, lane, column: column4(array, lane, column)
-    return lambda key, array, lane, column: array[lane, column]
-
-
-def _store_lanes(key, array, row, lane, value):
-    """``array[row, lane : lane + width] = value`` (:func:`_load_lanes`)."""
-    _kernel_only("_store_lanes")
-
-
-@overload(_store_lanes, inline="always")
-def _ol_store_lanes(key, array, row, lane, value):
-    if _simd_cores(key):
-        return lambda key, array, row, lane, value: store4(array, row, lane, value)
-
-    def one(key, array, row, lane, value):
-        array[row, lane] = value
-
-    return one
+@overload(_simd_cores_of, inline="always")
+def _ol_simd_cores_of(key):
+    simd = _simd_cores(key)
+    return lambda key: simd
 
 
 def _lane_params(key, params, lane):
-    """Return the family's parameters of lanes ``lane ..`` (``params[j]``: a row each) as ``theta_of`` takes them."""
+    """Return the family's parameters of lane ``lane`` (``params[j]``: a row each) as ``theta_of`` takes them."""
     _kernel_only("_lane_params")
 
 
 @overload(_lane_params, inline="always")
 def _ol_lane_params(key, params, lane):
-    count = len(FAMILIES[key.family].parameters)
-    loads = "".join(f"_load_lanes(key, params[{j}], lane), " for j in range(count))
-    namespace = {"_load_lanes": _load_lanes}
+    loads = "".join(f"params[{j}, lane], " for j in range(len(FAMILIES[key.family].parameters)))
+    namespace = {}
+    exec(f"def impl(key, params, lane):\n    return ({loads})\n", namespace)
+    return namespace["impl"]
+
+
+def _lane_vectors(key, params, lane):
+    """:func:`_lane_params` of lanes ``lane .. lane + 3``, each parameter a vector."""
+    _kernel_only("_lane_vectors")
+
+
+@overload(_lane_vectors, inline="always")
+def _ol_lane_vectors(key, params, lane):
+    loads = "".join(f"load4(params[{j}], lane), " for j in range(len(FAMILIES[key.family].parameters)))
+    namespace = {"load4": load4}
     exec(f"def impl(key, params, lane):\n    return ({loads})\n", namespace)
     return namespace["impl"]
 
@@ -873,7 +845,7 @@ def _ol_with_param(key, params, j, value):
 
 @inline_core
 def _lane_step(key, f, df, fparams, score, row, j, fixed, value, first, second, reached, outside, eps, rate,
-               corrections, update, adam, beta1, beta2, epsilon, tracking, optimum, tolerance, after):  # fmt: skip
+               corrections, adam, beta1, beta2, epsilon, tracking, optimum, tolerance, after):  # fmt: skip
     """One step of four replicates with one optimised parameter and one draw a step, held in registers.
 
     The operations of :func:`_optimize_lanes`' step, in its order: the
@@ -885,8 +857,14 @@ def _lane_step(key, f, df, fparams, score, row, j, fixed, value, first, second, 
         g = like(0.0, eps) + _value(key, f, x, fparams) * _score_factor(key, row, eps, x, theta)
     else:
         g = like(0.0, eps) + _derivative(key, df, x, fparams) * _path_factor(key, row, eps, x, theta)
-    # (the batch's mean: times 1.0, an identity for every double, left out)
-    value, first, second = _updated(value, g, first, second, rate, corrections, update, adam, beta1, beta2, epsilon)
+    # (the batch's mean: times 1.0, an identity for every double, left out; the update is _updated's on the
+    # parameter itself, the only kind this loop runs: the others' exp and log in each vector's copy compiled 3 s
+    # longer)
+    if adam:
+        first = beta1 * first + (1.0 - beta1) * g
+        second = beta2 * second + (1.0 - beta2) * (g * g)
+        g = (first / corrections[0]) / (sqrt(second / corrections[1]) + epsilon)
+    value = value - rate * g
     if tracking:
         within = fabs(value - optimum) < tolerance
         reached = where(within & (reached < 0.0), after, reached)
@@ -895,7 +873,7 @@ def _lane_step(key, f, df, fparams, score, row, j, fixed, value, first, second, 
 
 
 def _in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
-                  drawn, all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots, first_step,
+                  drawn, all_params, targets, rows, optimum, schedule, log_steps, snapshots, first_step,
                   last_step, shift, stream, words, scratch, adam, moments, tracking, tolerance):  # fmt: skip
     """Run the steps of :func:`_optimize_lanes`' group ``b0`` with its state in registers (lane-generic cores)."""
     _kernel_only("_in_registers")
@@ -903,13 +881,13 @@ def _in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_mo
 
 @overload(_in_registers)
 def _ol_in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
-                     drawn, all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots,
+                     drawn, all_params, targets, rows, optimum, schedule, log_steps, snapshots,
                      first_step, last_step, shift, stream, words, scratch, adam, moments, tracking,
                      tolerance):  # fmt: skip
     if not _simd_cores(key):  # (never called: _optimize_lanes runs these groups on its arrays)
 
         def nothing(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
-                    drawn, all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots,
+                    drawn, all_params, targets, rows, optimum, schedule, log_steps, snapshots,
                     first_step, last_step, shift, stream, words, scratch, adam, moments, tracking,
                     tolerance):  # fmt: skip
             return None
@@ -927,7 +905,7 @@ def _registers_source(vectors):
         return "".join(template.format(v=v, o=4 * i) for i, v in enumerate(names))
 
     setup = each(
-        "    fixed_{v} = _lane_params(key, params, {o})\n"
+        "    fixed_{v} = _lane_vectors(key, params, {o})\n"
         "    value_{v}, first_{v} = load4(params[j], {o}), load4(first_moment[0], {o})\n"
         "    second_{v}, reached_{v} = load4(second_moment[0], {o}), load4(steps_of[0], {o})\n"
         "    outside_{v} = load4(steps_of[1], {o})\n"
@@ -935,7 +913,7 @@ def _registers_source(vectors):
     steps = each(
         "            value_{v}, first_{v}, second_{v}, reached_{v}, outside_{v} = _lane_step(\n"
         "                key, f, df, fparams, score, row, j, fixed_{v}, value_{v}, first_{v}, second_{v},\n"
-        "                reached_{v}, outside_{v}, column4(drawn, {o}, column), rate, corrections, update, adam,\n"
+        "                reached_{v}, outside_{v}, column4(drawn, {o}, column), rate, corrections, adam,\n"
         "                beta1, beta2, epsilon, tracking, target, tolerance, after)\n"
     )
     logged_values = each("            store4(params, j, {o}, value_{v})\n")
@@ -948,7 +926,7 @@ def _registers_source(vectors):
     )
     return f"""
 def in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
-                 drawn, all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots, first_step,
+                 drawn, all_params, targets, rows, optimum, schedule, log_steps, snapshots, first_step,
                  last_step, shift, stream, words, scratch, adam, moments, tracking, tolerance):
     per_block = 1 << shift
     ring = 2 * per_block
@@ -958,7 +936,7 @@ def in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_mom
     replicate_step = np.uint64(1 << 32)
     held0, held1 = -1, -1  # the blocks in the ring's two halves
     logged = 0
-    j, row, update, target = targets[0], rows[0], updates[0], optimum[0]
+    j, row, target = targets[0], rows[0], optimum[0]
 {setup}
     t = first_step
     while t < last_step:
@@ -1023,7 +1001,6 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
     units = sink.batch
     n_opt = sink.rows.size
     lanes = OPTIMIZE_LANES
-    width = _lane_width(key)
     n_params = sink.params.shape[1]
     ring = 2 * per_block
     # (a block a power of two: shifts and masks, not a division or two a step, each tens of cycles)
@@ -1031,7 +1008,7 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
     while (1 << shift) < per_block:
         shift += 1
     # (steps to tolerance as floats in the lanes, exact below 2**53: where() selects among floats; the rows of
-    # drawn noise padded by a cache line, so that a step's sixteen reads do not fall in one set of the L1 cache)
+    # drawn noise padded by a cache line, so that a step's reads of the lanes do not fall in one set of the L1 cache)
     owned = (np.zeros((n_params, lanes)), np.zeros((n_opt, lanes)), np.zeros((n_opt, lanes)),
              np.zeros((n_opt, lanes)), np.zeros((lanes, ring + 8)), np.zeros((2, lanes)),
              np.zeros(STATE_SIZE, np.uint64))  # fmt: skip
@@ -1048,7 +1025,7 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
     # (a power of two: the same correctly rounded quotient)
     inverse = 1.0 / units
     exact_inverse = (units & (units - 1)) == 0
-    in_registers = width == 4 and n_opt == 1 and units == 1
+    in_registers = _simd_cores_of(key) and n_opt == 1 and units == 1 and updates[0] == 0
     for b0 in range(lo, hi, lanes):
         n_lanes = min(lanes, hi - b0)
         for lane in range(lanes):  # (lanes past n_lanes copy the group's first replicate: computed, never kept)
@@ -1064,7 +1041,7 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
         logged = 0
         if in_registers:
             _in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
-                          drawn, all_params, targets, rows, updates, optimum, schedule, log_steps, snapshots,
+                          drawn, all_params, targets, rows, optimum, schedule, log_steps, snapshots,
                           first_step, last_step, shift, stream, words, scratch, adam, moments, tracking,
                           tolerance)  # fmt: skip
         for t in range(first_step if not in_registers else last_step, last_step):
@@ -1082,42 +1059,36 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
                         held0 = k
                     else:
                         held1 = k
-            # every optimised parameter's gradient first (at the step's parameters), then the updates
+            # every optimised parameter's gradient first (at the step's parameters), then the updates; a lane at
+            # a time (lane-generic vectors here compiled 7 s longer, for cases off the seed case's path)
             for o in range(n_opt):
                 row = rows[o]
-                for lane in range(0, lanes, width):
+                for lane in range(lanes):
                     theta = _theta_of(key, _lane_params(key, params, lane))
-                    acc = like(0.0, theta[0])
+                    acc = 0.0
                     for u in range(unit, unit + units):
-                        eps = _load_column(key, drawn, lane, u & (ring - 1))
+                        eps = drawn[lane, u & (ring - 1)]
                         x = _transform(key, eps, theta)
                         if score:
-                            acc = acc + _value(key, f, x, fparams) * _score_factor(key, row, eps, x, theta)
+                            acc += _value(key, f, x, fparams) * _score_factor(key, row, eps, x, theta)
                         else:
-                            acc = acc + _derivative(key, df, x, fparams) * _path_factor(key, row, eps, x, theta)
-                    _store_lanes(key, grad, o, lane, acc)
+                            acc += _derivative(key, df, x, fparams) * _path_factor(key, row, eps, x, theta)
+                    grad[o, lane] = acc
             rate = _learning_rate(schedule[0], schedule[1], schedule[2], t)
             corrections = _corrections(beta1, beta2, t) if adam else (1.0, 1.0)
-            after = t + 1.0
-            for lane in range(0, lanes, width):
-                within = like(0.0, _load_lanes(key, grad[0], lane)) < 1.0  # (True in every lane)
+            for lane in range(lanes):
+                within = True
                 for o in range(n_opt):
                     j = targets[o]
-                    g = _load_lanes(key, grad[o], lane)
-                    g = g * inverse if exact_inverse else g / units
-                    value, first_o, second_o = _updated(
-                        _load_lanes(key, params[j], lane), g, _load_lanes(key, first_moment[o], lane),
-                        _load_lanes(key, second_moment[o], lane), rate, corrections, updates[o], adam, beta1, beta2,
-                        epsilon,
+                    g = grad[o, lane] * inverse if exact_inverse else grad[o, lane] / units
+                    value, first_moment[o, lane], second_moment[o, lane] = _updated(
+                        params[j, lane], g, first_moment[o, lane], second_moment[o, lane], rate, corrections,
+                        updates[o], adam, beta1, beta2, epsilon,
                     )  # fmt: skip
-                    _store_lanes(key, params, j, lane, value)
-                    _store_lanes(key, first_moment, o, lane, first_o)
-                    _store_lanes(key, second_moment, o, lane, second_o)
-                    within = within & (fabs(value - optimum[o]) < tolerance)
-                if tracking:  # (_tracked, lane by lane)
-                    first_in = _load_lanes(key, steps_of[0], lane)
-                    _store_lanes(key, steps_of, 0, lane, where(within & (first_in < 0.0), after, first_in))
-                    _store_lanes(key, steps_of, 1, lane, where(within, _load_lanes(key, steps_of[1], lane), after))
+                    params[j, lane] = value
+                    within = within and abs(value - optimum[o]) < tolerance
+                if tracking:
+                    steps_of[0, lane], steps_of[1, lane] = _tracked(steps_of[0, lane], steps_of[1, lane], within, t)
             if logged < log_steps.size and log_steps[logged] == t + 1:
                 for lane in range(n_lanes):
                     for j in range(n_params):

@@ -45,7 +45,7 @@ def _ranges(count, threads, grain=1):
 
     Guided ranges start at multiples of ``grain`` (all but the last range are
     whole multiples of it): the optimisation kernel advances replicates
-    sixteen at a time, and a range of 17 would run two groups for one more.
+    :data:`~fastgrad._kernels.OPTIMIZE_LANES` at a time: a range of one more runs a group for it.
     """
     if not GUIDED:
         parts = min(count, threads * RANGES_PER_THREAD)

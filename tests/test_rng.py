@@ -201,7 +201,7 @@ def test_ziggurat_tables_are_what_the_generator_prints():
 
 
 def test_interleaved_table_is_the_widths_and_exact_bounds():
-    """The decode's table: W[i], then K[i] as a double, exact (every bound below 2**53), so |float(u)| < K is |u| < K."""
+    """The decode table: W[i], then K[i] as a double, exact (all bounds below 2**53): |float(u)| < K is |u| < K."""
     from fastgrad._ziggurat_tables import K, W
 
     assert np.array_equal(rng._WK[0::2], W) and K.max() < 2**53
