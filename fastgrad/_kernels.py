@@ -128,7 +128,7 @@ SCORE, PATHWISE, LOO, MEASURE_VALUED, CONTROL = 0, 1, 2, 3, 4
 F_F, F_SCORE, F_DF, F_MIRROR, F_WEAK, F_LOO, F_WEAK_COUPLED, F_WEAK_DECOUPLED = range(8)
 
 FILLERS = ("plain", "general", "vector", "vector-general", "noise")
-SINKS = ("moments", "curve", "sum", "optimize")
+SINKS = ("moments", "curve", "sum", "optimize", "optimize-plain")
 
 
 def units_per_chunk(dim, group):
@@ -700,6 +700,19 @@ def _tracked(first, last, within, t):
     return (t + 1 if first < 0 else first), last
 
 
+def plain_optimisation(family, run, batch):
+    """Whether an optimisation runs on the plain kernel (:func:`_optimize_plain_chunks`), or the general one.
+
+    Plain: one score or pathwise specification with no variance reduction,
+    draws one at a time, noise whose law does not follow the parameters, and
+    a batch of at most a block (a power of two: the scalar families' 512).
+    """
+    kinds, per_block = run.kinds, int(run.per_block)
+    return (len(kinds) == 1 and int(kinds[0]) in (SCORE, PATHWISE) and not run.mirror[0] and not run.has_coef[0]
+            and int(run.group) == 1 and not FAMILIES[family].noise_takes_theta and batch <= per_block
+            and per_block & (per_block - 1) == 0)  # fmt: skip
+
+
 def _optimize_chunks(key, f, df, run, sink, out, lo, hi):
     """Advance replicates ``run.first_chunk + b``, ``b`` in ``[lo, hi)``, from ``sink.first_step`` to ``last_step``.
 
@@ -718,25 +731,28 @@ def _optimize_chunks(key, f, df, run, sink, out, lo, hi):
     optimised parameter (the gradient estimate), then the update (SGD or
     Adam, :class:`OptimizeSink`). ``out[b]`` is unused.
 
-    A plain score or pathwise specification (no variance reduction, a batch
-    of at most a block) runs :data:`OPTIMIZE_LANES` replicates in vector
-    lanes (:func:`_optimize_lanes`); every other one, a replicate at a time
-    through the general filler (:func:`_general_step`).
+    This kernel runs a replicate at a time, each step through the general
+    filler (:func:`_general_step`); a plain specification
+    (:func:`plain_optimisation`) has a kernel of its own,
+    :func:`_optimize_plain_chunks`, with the same bits. (One kernel for
+    both compiled 7 s longer than the plain one alone, which is what most
+    runs need.)
     """
     # the scratch and the run's arrays borrowed (``scratch_owner`` keeps them to the end): the general filler's
     # step is called once a step with all of them, which increfed and decrefed each, atomically, at every call
     # (1 thread: score+optimal-baseline 1.76 M steps/s owned, 3.90 borrowed; DiagNormal pathwise 1.41 -> 3.63)
     scratch_owner = _buffers(key, run)
-    buffers = _borrowed(scratch_owner)
-    kinds, mirror, has_coef = buffers[12], buffers[13], buffers[16]
-    per_step = _noise_follows_theta(key)
-    plain = kinds.size == 1 and (kinds[0] == SCORE or kinds[0] == PATHWISE) and mirror[0] == 0
-    plain = plain and has_coef[0] == 0 and buffers[9] == 1 and not per_step and sink.batch <= run.per_block
-    plain = plain and run.per_block & (run.per_block - 1) == 0  # (always: the scalar families' blocks are 512)
-    if plain:
-        _optimize_lanes(key, f, df, run, sink, buffers, lo, hi)
-    else:
-        _optimize_general(key, f, df, run, sink, buffers, lo, hi)
+    _optimize_general(key, f, df, run, sink, _borrowed(scratch_owner), lo, hi)
+    scratch_owner[0][:] = 0.0  # (the borrowed scratch's owner, alive until here)
+
+
+def _optimize_plain_chunks(key, f, df, run, sink, out, lo, hi):
+    """:func:`_optimize_chunks` for a plain specification: :data:`OPTIMIZE_LANES` replicates at a time.
+
+    See :func:`_optimize_lanes`.
+    """
+    scratch_owner = _buffers(key, run)
+    _optimize_lanes(key, f, df, run, sink, _borrowed(scratch_owner), lo, hi)
     scratch_owner[0][:] = 0.0  # (the borrowed scratch's owner, alive until here)
 
 
@@ -2549,6 +2565,8 @@ _cached_other = serial(_sum_chunks)  # (the sum sink: the normals-only kernel)
 _uncached_other = numba.njit(**UNCACHED)(_sum_chunks)
 _cached_optimize = serial(_optimize_chunks)
 _uncached_optimize = numba.njit(**UNCACHED)(_optimize_chunks)
+_cached_optimize_plain = serial(_optimize_plain_chunks)
+_uncached_optimize_plain = numba.njit(**UNCACHED)(_optimize_plain_chunks)
 _cached_optimize_vector = serial(_optimize_vector_chunks)
 _uncached_optimize_vector = numba.njit(**UNCACHED)(_optimize_vector_chunks)
 
@@ -2576,6 +2594,8 @@ class Kernel:
             self.dispatcher = _cached_optimize_vector if builtin else _uncached_optimize_vector
         elif sink == "optimize":
             self.dispatcher = _cached_optimize if builtin else _uncached_optimize
+        elif sink == "optimize-plain":
+            self.dispatcher = _cached_optimize_plain if builtin else _uncached_optimize_plain
         else:
             self.dispatcher = _cached_other if builtin else _uncached_other
         self.f = None if builtin else function.f
@@ -2591,7 +2611,7 @@ class Kernel:
         """Run chunks ``[first_chunk, first_chunk + count)`` on the threads, writing ``out``."""
         run = self.run._replace(first_chunk=np.int64(first_chunk))
         try:
-            grain = OPTIMIZE_LANES if self.key.sink == "optimize" and self.key.filler != "vector-general" else 1
+            grain = OPTIMIZE_LANES if self.key.sink == "optimize-plain" else 1
             for_ranges(self.dispatcher, (self.key, self.f, self.df, run, sink, out), count, grain)
         except Exception as error:  # only a user's code raises inside a kernel
             if self.user is None:

@@ -306,7 +306,11 @@ class _EstimatorRun:
             extra = dict(dim=self.layout.dim, weights=weights, vector=True, n_pairs=plan.n_pairs)
         run = make_run(theta, self.function.param_vector, plan.specs, len(plan.parameters), coefficients, active,
                        plan.rows, seed=seed, n_units=len(self.params), group=plan.group, **extra)  # fmt: skip
-        self.kernel = kernel_class(plan.distribution.family.name, self.function, filler, "optimize", run)
+        from fastgrad._kernels import plain_optimisation
+
+        family = plan.distribution.family.name
+        sink = "optimize-plain" if filler == "general" and plain_optimisation(family, run, self.units) else "optimize"
+        self.kernel = kernel_class(family, self.function, filler, sink, run)
 
     def log(self, values):
         """Append the statistics over replicates of ``values`` (replicates x parameters) at a logged step."""

@@ -65,7 +65,7 @@ CASES = [
     (
         "scale-through-its-logarithm",
         _NORMAL,
-        "linear",
+        "square",
         "scale",
         dict(estimators=["pathwise", "score"], steps=600, learning_rate=0.002),
     ),
