@@ -756,6 +756,37 @@ def _optimize_plain_chunks(key, f, df, run, sink, out, lo, hi):
     scratch_owner[0][:] = 0.0  # (the borrowed scratch's owner, alive until here)
 
 
+@inline_core
+def _update_replicate(b, t, grad, units, all_params, state, reached, targets, updates, optimum, tolerance, schedule,
+                      moments, adam, log_steps, snapshots, logged):  # fmt: skip
+    """Replicate ``b``'s update after step ``t`` from its gradient sums ``grad`` (a replicate-at-a-time kernel's).
+
+    Every optimised parameter through :func:`_updated`, then the steps to
+    tolerance (``tolerance > 0``: an optimum was given), then its parameters
+    into ``snapshots[logged]`` if step ``t + 1`` is logged; returns the
+    logged steps so far. Inlined at Numba-IR level: the arrays are the
+    kernel's borrowed views, so no call and no reference count a step.
+    """
+    rate = _learning_rate(schedule[0], schedule[1], schedule[2], t)
+    corrections = _corrections(moments[0], moments[1], t) if adam else (1.0, 1.0)
+    within = True
+    for o in range(targets.size):
+        j = targets[o]
+        value, state[b, 0, o], state[b, 1, o] = _updated(
+            all_params[b, j], grad[o] / units, state[b, 0, o], state[b, 1, o], rate, corrections, updates[o], adam,
+            moments[0], moments[1], moments[2],
+        )  # fmt: skip
+        all_params[b, j] = value
+        within = within and abs(value - optimum[o]) < tolerance
+    if tolerance > 0.0:
+        reached[b, 0], reached[b, 1] = _tracked(reached[b, 0], reached[b, 1], within, t)
+    if logged < log_steps.size and log_steps[logged] == t + 1:
+        for j in range(all_params.shape[1]):
+            snapshots[logged, b, j] = all_params[b, j]
+        logged += 1
+    return logged
+
+
 @register_jitable
 def _optimize_general(key, f, df, run, sink, buffers, lo, hi):
     """:func:`_optimize_chunks` a replicate at a time, each step through the general filler."""
@@ -773,12 +804,9 @@ def _optimize_general(key, f, df, run, sink, buffers, lo, hi):
      own_noise) = _borrowed((sink.params, sink.state, sink.rows, sink.targets, sink.updates, sink.optimum,
                              sink.schedule, sink.moments, sink.reached, *owned))  # fmt: skip
     first_step, last_step, adam, tolerance = sink.first_step, sink.last_step, sink.adam, sink.tolerance
-    beta1, beta2, epsilon = moments[0], moments[1], moments[2]
-    tracking = tolerance > 0.0  # (0: no optimum given, no steps to tolerance)
     spare = stream_state(run.seed, run.stream_base)  # (stands in for the streams a block draw does not start)
     replicate_step = np.uint64(1 << 32)
     log_steps, snapshots = _borrowed((sink.log_steps, sink.snapshots))
-    n_params = all_params.shape[1]
     for b in range(lo, hi):
         # (the replicate's number r = run.first_chunk + b: its streams; its rows in the sink are b)
         first = run.stream_base + np.uint64(run.first_chunk + b) * replicate_step
@@ -788,23 +816,8 @@ def _optimize_general(key, f, df, run, sink, buffers, lo, hi):
             theta = _theta_of(key, all_params[b])
             block = _general_step(key, f, df, run.seed, first, spare, per_step, per_block, t, units, block, theta,
                                   grad, rows, own_noise, buffers)  # fmt: skip
-            rate = _learning_rate(schedule[0], schedule[1], schedule[2], t)
-            corrections = _corrections(beta1, beta2, t) if adam else (1.0, 1.0)
-            within = True
-            for o in range(n_opt):
-                j = targets[o]
-                value, state[b, 0, o], state[b, 1, o] = _updated(
-                    all_params[b, j], grad[o] / units, state[b, 0, o], state[b, 1, o], rate, corrections, updates[o],
-                    adam, beta1, beta2, epsilon,
-                )  # fmt: skip
-                all_params[b, j] = value
-                within = within and abs(value - optimum[o]) < tolerance
-            if tracking:
-                reached[b, 0], reached[b, 1] = _tracked(reached[b, 0], reached[b, 1], within, t)
-            if logged < log_steps.size and log_steps[logged] == t + 1:
-                for j in range(n_params):
-                    snapshots[logged, b, j] = all_params[b, j]
-                logged += 1
+            logged = _update_replicate(b, t, grad, units, all_params, state, reached, targets, updates, optimum,
+                                       tolerance, schedule, moments, adam, log_steps, snapshots, logged)  # fmt: skip
     owned[0][:] = 0.0  # (the borrowed arrays' owners, alive until here)
 
 
@@ -1170,9 +1183,7 @@ def _optimize_vector_chunks(key, f, df, run, sink, out, lo, hi):
                              sink.schedule, sink.moments, sink.reached, gradient, sink.log_steps,
                              sink.snapshots))  # fmt: skip
     first_step, last_step, adam, tolerance = sink.first_step, sink.last_step, sink.adam, sink.tolerance
-    beta1, beta2, epsilon = moments[0], moments[1], moments[2]
-    tracking = tolerance > 0.0
-    n_opt, n_all = rows.size, all_params.shape[1]
+    n_opt = rows.size
     spare = stream_state(run.seed, run.stream_base)
     for b in range(lo, hi):
         first = run.stream_base + np.uint64(run.first_chunk + b) * np.uint64(1 << 32)
@@ -1206,23 +1217,8 @@ def _optimize_vector_chunks(key, f, df, run, sink, out, lo, hi):
                         grad[o] += values[rows[o], u]
                 done += m
                 unit += m
-            rate = _learning_rate(schedule[0], schedule[1], schedule[2], t)
-            corrections = _corrections(beta1, beta2, t) if adam else (1.0, 1.0)
-            within = True
-            for o in range(n_opt):
-                j = targets[o]
-                value, state[b, 0, o], state[b, 1, o] = _updated(
-                    all_params[b, j], grad[o] / units, state[b, 0, o], state[b, 1, o], rate, corrections, updates[o],
-                    adam, beta1, beta2, epsilon,
-                )  # fmt: skip
-                all_params[b, j] = value
-                within = within and abs(value - optimum[o]) < tolerance
-            if tracking:
-                reached[b, 0], reached[b, 1] = _tracked(reached[b, 0], reached[b, 1], within, t)
-            if logged < log_steps.size and log_steps[logged] == t + 1:
-                for j in range(n_all):
-                    snapshots[logged, b, j] = all_params[b, j]
-                logged += 1
+            logged = _update_replicate(b, t, grad, units, all_params, state, reached, targets, updates, optimum,
+                                       tolerance, schedule, moments, adam, log_steps, snapshots, logged)  # fmt: skip
     gradient[:] = 0.0  # (the borrowed arrays' owners, alive until here)
     scratch_owner[0][:] = 0.0
 

@@ -131,14 +131,16 @@ def _mix64(z):
     return z ^ (z >> _U(31))
 
 
-@core
+@inline_core
 def _lane_key(seed, stream, lane):
     """256-bit starting state of one lane.
 
     Two rounds of four steps; each step replaces one word by a bijection of it
     given the others, so the whole map is a bijection of 256-bit tuples and
     distinct ``(seed, stream, lane)`` give distinct states. After two rounds
-    every output word depends on every input word.
+    every output word depends on every input word. Inlined at Numba-IR level
+    and without a branch, so that :func:`start_stream` runs its lanes in
+    vectors.
     """
     x0 = _U(seed)
     x1 = _U(stream)
@@ -149,24 +151,7 @@ def _lane_key(seed, stream, lane):
         x1 = _mix64(x1 + x0)
         x2 = _mix64(x2 ^ x1)
         x3 = _mix64(x3 + x2)
-    if (x0 | x1 | x2 | x3) == _U(0):  # the one input that maps to the fixed point
-        x0 = _GOLDEN
-    return x0, x1, x2, x3
-
-
-@inline_core
-def _lane_key_inline(seed, stream, lane):
-    """:func:`_lane_key`, inlined at Numba-IR level and without a branch (the same words)."""
-    x0 = _U(seed)
-    x1 = _U(stream)
-    x2 = _U(lane) * _GOLDEN
-    x3 = _LAYOUT_TAG
-    for _ in range(2):
-        x0 = _mix64(x0 ^ x3)
-        x1 = _mix64(x1 + x0)
-        x2 = _mix64(x2 ^ x1)
-        x3 = _mix64(x3 + x2)
-    zero = (x0 | x1 | x2 | x3) == _U(0)
+    zero = (x0 | x1 | x2 | x3) == _U(0)  # the one input that maps to the fixed point
     return (_GOLDEN if zero else x0), x1, x2, x3
 
 
@@ -249,7 +234,7 @@ def start_stream(state, seed, stream):
     allocates nothing.
     """
     for lane in range(LANES):  # (one loop of straight-line integer code: LLVM runs the lanes in vectors)
-        s0, s1, s2, s3 = _lane_key_inline(seed, stream, lane)
+        s0, s1, s2, s3 = _lane_key(seed, stream, lane)
         state[lane] = s0
         state[LANES + lane] = s1
         state[2 * LANES + lane] = s2
