@@ -10,7 +10,10 @@ decaying rate and Adam, batches that divide a block of draws, that straddle
 two and that span several, replicate counts that are not a multiple of the
 lanes, a first replicate other than 0, and steps to tolerance. The functions
 are those other tests compile optimisation kernels for already (kernels are
-the suite's main cost).
+the suite's main cost); for that reason an update through a logit (a
+Bernoulli's ``p``, a kernel of its own) is not here: it matched dcd50b9 bit
+for bit when the lane loop was written (2026-12-07), and it runs the same
+lane code as the update through a logarithm, which is here.
 """
 
 import json
@@ -69,10 +72,9 @@ CASES = [
         "scale",
         dict(estimators=["pathwise", "score"], steps=600, learning_rate=0.002),
     ),
-    ("bernoulli-logit", ("bernoulli", 0.3), "linear", "p", dict(estimators=["score"], steps=600, batch=4)),
 ]
 
-_FAMILIES = {"normal": fg.Normal, "bernoulli": fg.Bernoulli}
+_FAMILIES = {"normal": fg.Normal}
 
 
 def run_case(case, threads=2):
