@@ -887,7 +887,7 @@ def _lane_step(key, f, df, fparams, score, row, j, fixed, value, first, second, 
     else:
         g = like(0.0, eps) + _derivative(key, df, x, fparams) * _path_factor(key, row, eps, x, theta)
     # (the batch's mean: times 1.0, an identity for every double, left out; the update is _updated's on the
-    # parameter itself, the only kind this loop runs: the others' exp and log in each vector's copy compiled 3 s
+    # parameter itself, the only kind this loop runs: the others' exp and log in each vector's copy compiled 2 s
     # longer)
     if adam:
         first = beta1 * first + (1.0 - beta1) * g
