@@ -872,6 +872,24 @@ def _ol_with_param(key, params, j, value):
     return namespace["impl"]
 
 
+@register_jitable
+def _draw_lane_blocks(key, seed, stream_base, first_chunk, b0, n_lanes, k, stream, words, drawn, scratch, all_params):
+    """Draw block ``k`` of the replicates in sink rows ``b0 ..`` (``n_lanes`` of them) into their rows of ``drawn``.
+
+    A plain run's draw of :func:`_draw_optimize_block` (one stream, no
+    auxiliary ones: the same numbers), with the stream started in ``stream``
+    (no allocation) and every array borrowed; the block goes to half
+    ``k % 2`` of each row (replicate ``first_chunk + b``'s streams).
+    """
+    per_block = (drawn.shape[1] - 8) // 2  # (a row: two blocks and a cache line of padding)
+    half = (k & 1) * per_block
+    for lane in range(n_lanes):
+        first = stream_base + np.uint64(first_chunk + b0 + lane) * np.uint64(1 << 32)
+        start_stream(stream, seed, first + np.uint64(k))
+        _sample_noise(key, stream, words, drawn[lane, half : half + per_block], scratch, per_block,
+                      _theta_of(key, all_params[b0 + lane]))  # fmt: skip
+
+
 @inline_core
 def _lane_step(key, f, df, fparams, score, row, j, fixed, value, first, second, reached, outside, eps, rate,
                corrections, adam, beta1, beta2, epsilon, tracking, optimum, tolerance, after):  # fmt: skip
@@ -962,8 +980,7 @@ def in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_mom
     n_params = params.shape[0]
     beta1, beta2, epsilon = moments[0], moments[1], moments[2]
     constant_rate = schedule[2] == 0.0  # (as _learning_rate: its power 0 gives its a)
-    replicate_step = np.uint64(1 << 32)
-    held0, held1 = -1, -1  # the blocks in the ring's two halves
+    held0, held1 = -1, -1  # the blocks in the rows' two halves
     logged = 0
     j, row, target = targets[0], rows[0], optimum[0]
 {setup}
@@ -971,12 +988,8 @@ def in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_mom
     while t < last_step:
         k = t >> shift
         if k != (held0 if k & 1 == 0 else held1):
-            half = (k & 1) * per_block
-            for lane in range(n_lanes):
-                first = run.stream_base + np.uint64(run.first_chunk + b0 + lane) * replicate_step
-                start_stream(stream, run.seed, first + np.uint64(k))
-                _sample_noise(key, stream, words, drawn[lane, half : half + per_block], scratch, per_block,
-                              _theta_of(key, all_params[b0 + lane]))
+            _draw_lane_blocks(key, run.seed, run.stream_base, run.first_chunk, b0, n_lanes, k, stream, words, drawn,
+                              scratch, all_params)
             if k & 1 == 0:
                 held0 = k
             else:
@@ -1003,7 +1016,7 @@ def in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_mom
 
 def _registers_function():
     """Compile-ready :func:`_in_registers` loop for :data:`OPTIMIZE_LANES` replicates (written out per vector)."""
-    namespace = {**globals(), "start_stream": start_stream, "column4": column4}  # (the names it uses, spelled out)
+    namespace = {**globals(), "column4": column4}  # (a name it uses, spelled out)
     exec(_registers_source(OPTIMIZE_LANES // 4), namespace)
     return namespace["in_registers"]
 
@@ -1019,12 +1032,13 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
     in each lane as in scalar code). While a group runs, its parameters,
     Adam's moments and steps to tolerance live in lane-major arrays, and
     each replicate's blocks of noise, drawn as the general filler draws
-    them, are transposed into a ring of two blocks (a step's units may
-    straddle two). So the values are the general filler's operations on the
-    same numbers, and the bits are those of :func:`_optimize_general`.
+    them, go to its row of ``drawn``, a ring of two blocks (a step's units
+    may straddle two), which a step reads a column at a time. So the values
+    are the general filler's operations on the same numbers, and the bits
+    are those of :func:`_optimize_general`.
     """
-    words, scratch, aux_noise, aux_words = buffers[1], buffers[3], buffers[4], buffers[5]
-    fparams, flags = buffers[11], buffers[17]
+    words, scratch = buffers[1], buffers[3]
+    fparams = buffers[11]
     score = buffers[12][0] == SCORE
     per_block = run.per_block
     units = sink.batch
@@ -1048,8 +1062,6 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
     first_step, last_step, adam, tolerance = sink.first_step, sink.last_step, sink.adam, sink.tolerance
     beta1, beta2, epsilon = moments[0], moments[1], moments[2]
     tracking = tolerance > 0.0  # (0: no optimum given, no steps to tolerance)
-    spare = stream_state(run.seed, run.stream_base)  # (stands in for the streams a block draw does not start)
-    replicate_step = np.uint64(1 << 32)
     # the gradient's mean: a division by the batch, or the multiplication by its reciprocal where that is exact
     # (a power of two: the same correctly rounded quotient)
     inverse = 1.0 / units
@@ -1077,13 +1089,8 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
             unit = t * units
             for k in range(unit >> shift, ((unit + units - 1) >> shift) + 1):
                 if k != (held0 if k & 1 == 0 else held1):
-                    half = (k & 1) * per_block
-                    for lane in range(n_lanes):
-                        first = run.stream_base + np.uint64(run.first_chunk + b0 + lane) * replicate_step
-                        theta = _theta_of(key, all_params[b0 + lane])  # (only a law that follows theta reads it)
-                        _draw_optimize_block(key, run.seed, first + np.uint64(k), spare, words,
-                                             drawn[lane, half : half + per_block], scratch, aux_words, aux_noise,
-                                             per_block, theta, flags)  # fmt: skip
+                    _draw_lane_blocks(key, run.seed, run.stream_base, run.first_chunk, b0, n_lanes, k, stream, words,
+                                      drawn, scratch, all_params)  # fmt: skip
                     if k & 1 == 0:
                         held0 = k
                     else:
