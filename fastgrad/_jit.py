@@ -45,6 +45,24 @@ from fastgrad._checks import FastgradWarning
 PACKAGE = Path(__file__).resolve().parent
 
 
+def _source_digest():
+    """Digest of the package's own sources.
+
+    Numba only invalidates a cached kernel when *its* file changes, not when a
+    core it inlines from another module does. Kernel keys carry this digest,
+    so any edit to the package compiles fresh kernels instead of loading
+    stale ones.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+SOURCE_DIGEST = _source_digest()
+
+
 class CacheWarning(FastgradWarning):
     """Compiled code cannot be cached (or is missing from a read-only cache): each process compiles it anew."""
 
@@ -129,6 +147,21 @@ def _skip_save(cache):
     return save_overload
 
 
+def _stamp_with_digest(cache):
+    """Make ``cache`` (a function's Numba cache) stale whenever any of the package's sources changes.
+
+    Numba stamps a cached function with its own file's time and size, and
+    loads it as long as that file is unchanged, even when a core it calls
+    from another module has changed since: ``distributions._normal_noise``
+    kept an edited ``rng.normals_from_words``'s old code. With
+    :data:`SOURCE_DIGEST` in the stamp, an edit anywhere in the package
+    compiles every function afresh, as it already did the kernels.
+    """
+    cache_file = getattr(cache, "_cache_file", None)
+    if cache_file is not None and hasattr(cache_file, "_source_stamp"):
+        cache_file._source_stamp = (cache_file._source_stamp, SOURCE_DIGEST)
+
+
 def _njit(**options):
     """``numba.njit(**options)``, falling back where the cache cannot be written (see the module docstring)."""
     if not options.get("cache"):
@@ -142,6 +175,7 @@ def _njit(**options):
             return numba.njit(**dict(options, cache=False))(func)
         cache = getattr(dispatcher, "_cache", None)
         impl = getattr(cache, "_impl", None)
+        _stamp_with_digest(cache)
         if isinstance(getattr(impl, "locator", None), ReadOnlyCacheLocator):
             cache.save_overload = _skip_save(cache)
         return dispatcher
@@ -199,21 +233,3 @@ UNCACHED = dict(_OPTIONS, cache=False)
 #: with each cached kernel that calls them. Inlined at Numba-IR level they were
 #: typed twice: a user function's variant kernel compiled in 13.8 s instead of 7.
 block_filler = numba.njit(**UNCACHED)
-
-
-def _source_digest():
-    """Digest of the package's own sources.
-
-    Numba only invalidates a cached kernel when *its* file changes, not when a
-    core it inlines from another module does. Kernel keys carry this digest,
-    so any edit to the package compiles fresh kernels instead of loading
-    stale ones.
-    """
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-SOURCE_DIGEST = _source_digest()

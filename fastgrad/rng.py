@@ -40,9 +40,12 @@ sizes reads the same sequence::
 import math
 
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.extending import overload
 
 from fastgrad import math as fm
 from fastgrad._jit import core, inline_core, serial
+from fastgrad._simd import ZIGGURAT_LANES, gathers_pay, ziggurat_pass8
 from fastgrad._ziggurat_tables import F as _F
 from fastgrad._ziggurat_tables import K as _K
 from fastgrad._ziggurat_tables import N as _N
@@ -410,16 +413,15 @@ def _store_slow(state, slow):
     state[_SLOW + 3] = slow[3]
 
 
-@core
-def normals_from_words(state, words, out, rejected, m):
-    """Turn ``words[:m]`` into normals in ``out[:m]`` (kernel-level core).
+def _fast_pass(words, out, rejected, m):
+    """Run the ziggurat's fast pass over ``words[:m]`` (compiled code only): see :func:`normals_from_words`."""
+    raise NotImplementedError("_fast_pass runs in compiled code only")
 
-    The fast pass is branch-light (one predictable branch, taken for ~0.4 % of
-    words); rejected positions are listed in ``rejected`` and finished in
-    increasing order with the slow lane of ``state``.
-    """
-    n_rejected = 0
-    for i in range(m):
+
+@inline_core
+def _scalar_pass(words, out, rejected, m, start, n_rejected):
+    """Run the fast pass one word at a time from ``words[start]``; return the rejected count so far."""
+    for i in range(start, m):
         # _decode, with each layer's width and bound side by side (one cache line, not two) and the bound as a
         # double: |u| < K is |float(u)| < float(K), both exact below 2**53, so the same test
         word = words[i]
@@ -429,6 +431,42 @@ def normals_from_words(state, words, out, rejected, m):
         if abs(u) >= _WK[2 * idx + 1]:
             rejected[n_rejected] = i
             n_rejected += 1
+    return n_rejected
+
+
+@overload(_fast_pass, inline="always")
+def _ol_fast_pass(words, out, rejected, m):
+    if not (words.layout == "C" and out.layout == "C" and gathers_pay()):
+        return lambda words, out, rejected, m: _scalar_pass(words, out, rejected, m, 0, 0)
+
+    def eight_at_a_time(words, out, rejected, m):
+        # eight words a vector, the tables gathered: 1.64-1.71 -> 1.21-1.25 ns a normal with the stream's start
+        # and words (one thread, blocks of 512, 3 runs); the rejected words listed in increasing order
+        n_rejected = 0
+        start = 0
+        while start + ZIGGURAT_LANES <= m:
+            bits = ziggurat_pass8(words, _WK, out, start, _N)
+            while bits:
+                rejected[n_rejected] = start + trailing_zeros(bits)
+                n_rejected += 1
+                bits &= bits - _U(1)
+            start += ZIGGURAT_LANES
+        return _scalar_pass(words, out, rejected, m, start, n_rejected)
+
+    return eight_at_a_time
+
+
+@core
+def normals_from_words(state, words, out, rejected, m):
+    """Turn ``words[:m]`` into normals in ``out[:m]`` (kernel-level core).
+
+    The fast pass decodes eight words at a time (contiguous arrays, on a CPU
+    with AVX-512: :func:`fastgrad._simd.gathers_pay`; one at a time
+    otherwise, with the same arithmetic) and lists the rejected
+    positions (about 0.4 % of words) in ``rejected``; they are finished in
+    increasing order with the slow lane of ``state``.
+    """
+    n_rejected = _fast_pass(words, out, rejected, m)
     if n_rejected:
         slow = _load_slow(state)
         for r in range(n_rejected):

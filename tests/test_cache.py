@@ -176,3 +176,17 @@ def test_warmup_refuses_unknown_names(capsys):
 
     assert cli.main(["warmup", "--functions", "sine"]) == 2
     assert "argument --functions: unknown function sine" in capsys.readouterr().err
+
+
+def test_cached_functions_are_stamped_with_every_source_of_the_package():
+    """An edit anywhere in the package makes every cached function stale, not only those of the edited file.
+
+    Numba's own stamp is the function's file's time and size, so ``distributions._normal_noise`` (cached)
+    kept the code of an edited ``rng.normals_from_words`` it calls; the digest of all sources in the stamp
+    prevents that.
+    """
+    from fastgrad import _jit, distributions, rng
+
+    for function in (distributions._normal_noise, rng.fill_normals):
+        stamp = function._cache._cache_file._source_stamp
+        assert stamp[1] == _jit.SOURCE_DIGEST and stamp[0] == function._cache._impl.locator.get_source_stamp()

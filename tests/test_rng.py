@@ -96,6 +96,20 @@ def test_pieces_of_any_size_read_the_same_sequence(kind):
     assert np.array_equal(np.concatenate(pieces), whole[:total])
 
 
+@pytest.mark.parametrize("m", [1003, 7, 8])
+def test_normals_from_words_are_the_same_eight_at_a_time_or_one_at_a_time(m):
+    """Contiguous arrays take the eight-word vector pass (and a scalar tail), strided ones the scalar pass."""
+    words = rng.random_words(3, 7, m)
+    expected = rng.standard_normals(3, 7, m)
+    rejected = np.empty(m, np.int64)
+    for stride in (1, 2):
+        spread = np.zeros(stride * m, np.uint64)
+        spread[::stride] = words
+        out = np.full(stride * m, np.nan)
+        rng.normals_from_words(rng.stream_state(3, 7), spread[::stride], out[::stride], rejected, m)
+        assert np.array_equal(out[::stride], expected)
+
+
 def test_scalar_and_array_interfaces_agree():
     state = rng.stream_state(np.uint64(5), np.uint64(2))
     scalars = np.array([rng.standard_normal(state) for _ in range(3000)])
