@@ -243,6 +243,14 @@ def _columns(rows):
 #: A segment (every estimator's replicates advanced by the same steps, between two looks at signals,
 #: progress and checkpoints) aims at this many seconds.
 TARGET_SEGMENT_SECONDS = 0.5
+#: Replicate-steps of the first segment, whose time sets the next segment's length (the general filler: about
+#: 300 ns a replicate-step on one thread, so 0.3 s).
+FIRST_SEGMENT = 2**20
+#: ... times as many where every estimator runs on the plain kernel (about 2 ns a replicate-step: 35 ms on one
+#: thread). The seed case, 10 000 replicates x 1 000 steps, is then one segment, not 512 steps and 488: one thread
+#: hand-out and one wait for the slowest thread, not two (10.2-10.9 -> 9.4-10.8 ms a call on 2 threads,
+#: 4 alternating runs).
+PLAIN_FIRST_SEGMENT = 16
 #: A segment that would end inside a block of draws may run on to the block's end if that makes it at most this
 #: many times as long: a segment starting inside a block redraws the whole block (512 draws a replicate), which
 #: for a short segment costs more than its steps (the seed case, 10 000 replicates, 1 000 steps: 104 steps, then
@@ -761,8 +769,11 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
             # steps a block of draws lasts, the same for every estimator (0: blocks and steps do not line up)
             lengths = {r.kernel.run.per_block // r.units if r.kernel.run.per_block % r.units == 0 else 0 for r in runs}
             block_steps = int(lengths.pop()) if len(lengths) == 1 else 0
-            # the first segment: about 2**20 replicate-steps, or a block's steps if that is at most 2**23
-            segment = max(1, min(steps, 2**23 // replicates, max(2**20 // replicates, block_steps)))
+            # the first segment: about FIRST_SEGMENT replicate-steps (their time sets the next segment's length),
+            # or a block's steps if that is at most 8 times as many
+            plain = all(r.kernel.key.sink == "optimize-plain" for r in runs)
+            budget = FIRST_SEGMENT * (PLAIN_FIRST_SEGMENT if plain else 1)
+            segment = max(1, min(steps, 8 * budget // replicates, max(budget // replicates, block_steps)))
 
             def sink_of(r, step, stop, log_steps):
                 return OptimizeSink(r.params[lo:hi], r.state[lo:hi], r.reached[lo:hi], r.rows, targets, updates,
