@@ -703,14 +703,16 @@ def _tracked(first, last, within, t):
 def plain_optimisation(family, run, batch):
     """Whether an optimisation runs on the plain kernel (:func:`_optimize_plain_chunks`), or the general one.
 
-    Plain: one score or pathwise specification with no variance reduction,
-    draws one at a time, noise whose law does not follow the parameters, and
-    a batch of at most a block (a power of two: the scalar families' 512).
+    Plain: one score or pathwise specification, draws one at a time (no
+    antithetic pair, no leave-one-out group; a score's constant baseline or
+    control variates, such as the optimal baseline, are plain), noise whose
+    law does not follow the parameters, and a batch of at most a block (a
+    power of two: the scalar families' 512).
     """
     kinds, per_block = run.kinds, int(run.per_block)
-    return (len(kinds) == 1 and int(kinds[0]) in (SCORE, PATHWISE) and not run.mirror[0] and not run.has_coef[0]
-            and int(run.group) == 1 and not FAMILIES[family].noise_takes_theta and batch <= per_block
-            and per_block & (per_block - 1) == 0)  # fmt: skip
+    return (len(kinds) == 1 and int(kinds[0]) in (SCORE, PATHWISE) and not run.mirror[0]
+            and int(run.has_coef[0]) in (0, 1) and int(run.group) == 1 and not FAMILIES[family].noise_takes_theta
+            and batch <= per_block and per_block & (per_block - 1) == 0)  # fmt: skip
 
 
 def _optimize_chunks(key, f, df, run, sink, out, lo, hi):
@@ -892,16 +894,23 @@ def _draw_lane_blocks(key, seed, stream_base, first_chunk, b0, n_lanes, k, strea
 
 @inline_core
 def _lane_step(key, f, df, fparams, score, row, j, fixed, value, first, second, reached, outside, eps, rate,
-               corrections, adam, beta1, beta2, epsilon, tracking, optimum, tolerance, after):  # fmt: skip
+               corrections, adam, beta1, beta2, epsilon, tracking, optimum, tolerance, after, with_coef,
+               coef):  # fmt: skip
     """One step of four replicates with one optimised parameter and one draw a step, held in registers.
 
     The operations of :func:`_optimize_lanes`' step, in its order: the
-    gradient summed from 0, the update, the steps to tolerance.
+    gradient summed from 0 (a score's value less its coefficients ``coef[k]``
+    times every score factor ``k`` where ``with_coef``), the update, the
+    steps to tolerance.
     """
     theta = _theta_of(key, _with_param(key, fixed, j, value))
     x = _transform(key, eps, theta)
     if score:
-        g = like(0.0, eps) + _value(key, f, x, fparams) * _score_factor(key, row, eps, x, theta)
+        v = _value(key, f, x, fparams) * _score_factor(key, row, eps, x, theta)
+        if with_coef:
+            for k in range(_n_params(key)):
+                v = v - coef[k] * _score_factor(key, k, eps, x, theta)
+        g = like(0.0, eps) + v
     else:
         g = like(0.0, eps) + _derivative(key, df, x, fparams) * _path_factor(key, row, eps, x, theta)
     # (the batch's mean: times 1.0, an identity for every double, left out; the update is _updated's on the
@@ -921,7 +930,8 @@ def _lane_step(key, f, df, fparams, score, row, j, fixed, value, first, second, 
 
 def _in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
                   drawn, all_params, targets, rows, optimum, schedule, log_steps, snapshots, first_step,
-                  last_step, shift, stream, words, scratch, adam, moments, tracking, tolerance):  # fmt: skip
+                  last_step, shift, stream, words, scratch, adam, moments, tracking, tolerance, with_coef,
+                  coef_row):  # fmt: skip
     """Run the steps of :func:`_optimize_lanes`' group ``b0`` with its state in registers (lane-generic cores)."""
     _kernel_only("_in_registers")
 
@@ -930,13 +940,13 @@ def _in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_mo
 def _ol_in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
                      drawn, all_params, targets, rows, optimum, schedule, log_steps, snapshots,
                      first_step, last_step, shift, stream, words, scratch, adam, moments, tracking,
-                     tolerance):  # fmt: skip
+                     tolerance, with_coef, coef_row):  # fmt: skip
     if not _simd_cores(key):  # (never called: _optimize_lanes runs these groups on its arrays)
 
         def nothing(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
                     drawn, all_params, targets, rows, optimum, schedule, log_steps, snapshots,
                     first_step, last_step, shift, stream, words, scratch, adam, moments, tracking,
-                    tolerance):  # fmt: skip
+                    tolerance, with_coef, coef_row):  # fmt: skip
             return None
 
         return nothing
@@ -982,7 +992,8 @@ def _registers_source(vectors):
             "                value_{v}, first_{v}, second_{v}, reached_{v}, outside_{v} = _lane_step(\n"
             f"                    key, f, df, fparams, {score}, 0, 0, fixed_{{v}}, value_{{v}}, first_{{v}},\n"
             "                    second_{v}, reached_{v}, outside_{v}, column4(drawn, {o}, column), rate,\n"
-            "                    corrections, False, beta1, beta2, epsilon, tracking, target, tolerance, after)\n"
+            "                    corrections, False, beta1, beta2, epsilon, tracking, target, tolerance, after,\n"
+            "                    with_coef, coef_row)\n"
         )
         return setup + loop(steps, each("                store4(params, j, {o}, value_{v})\n")) + final
 
@@ -991,7 +1002,7 @@ def _registers_source(vectors):
                         key, f, df, fparams, score, row, j, _lane_vectors(key, params, o), load4(params[j], o),
                         load4(first_moment[0], o), load4(second_moment[0], o), load4(steps_of[0], o),
                         load4(steps_of[1], o), column4(drawn, o, column), rate, corrections, adam, beta1, beta2,
-                        epsilon, tracking, target, tolerance, after)
+                        epsilon, tracking, target, tolerance, after, with_coef, coef_row)
                     store4(params, j, o, value)
                     store4(first_moment, 0, o, first)
                     store4(second_moment, 0, o, second)
@@ -1031,7 +1042,7 @@ def _registers_source(vectors):
     return f"""
 def in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
                  drawn, all_params, targets, rows, optimum, schedule, log_steps, snapshots, first_step,
-                 last_step, shift, stream, words, scratch, adam, moments, tracking, tolerance):
+                 last_step, shift, stream, words, scratch, adam, moments, tracking, tolerance, with_coef, coef_row):
     per_block = 1 << shift
     ring = 2 * per_block
     n_params = params.shape[0]
@@ -1075,6 +1086,9 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
     words, scratch = buffers[1], buffers[3]
     fparams = buffers[11]
     score = buffers[12][0] == SCORE
+    coef, with_coef = buffers[15], buffers[16][0] != 0  # (a score's constant coefficients: coef[0, j, k] times
+    # score factor k subtracted from its values, as the general filler does)
+    n_family = _n_params(key)
     per_block = run.per_block
     units = sink.batch
     n_opt = sink.rows.size
@@ -1119,7 +1133,7 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
             _in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_moment, second_moment, steps_of,
                           drawn, all_params, targets, rows, optimum, schedule, log_steps, snapshots,
                           first_step, last_step, shift, stream, words, scratch, adam, moments, tracking,
-                          tolerance)  # fmt: skip
+                          tolerance, with_coef, coef[0, rows[0]])  # fmt: skip
         for t in range(first_step if not in_registers else last_step, last_step):
             unit = t * units
             for k in range(unit >> shift, ((unit + units - 1) >> shift) + 1):
@@ -1141,7 +1155,11 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
                         eps = drawn[lane, u & (ring - 1)]
                         x = _transform(key, eps, theta)
                         if score:
-                            acc += _value(key, f, x, fparams) * _score_factor(key, row, eps, x, theta)
+                            v = _value(key, f, x, fparams) * _score_factor(key, row, eps, x, theta)
+                            if with_coef:
+                                for k in range(n_family):
+                                    v -= coef[0, row, k] * _score_factor(key, k, eps, x, theta)
+                            acc += v
                         else:
                             acc += _derivative(key, df, x, fparams) * _path_factor(key, row, eps, x, theta)
                     grad[o, lane] = acc

@@ -1,7 +1,11 @@
 """A fixed table of optimisations whose every float is kept in ``tests/data/reference_optimize.json``.
 
 Written by the step loop before replicates ran in vector lanes (``python
-tests/reference_optimize.py dcd50b9`` at dcd50b9);
+tests/reference_optimize.py dcd50b9`` at dcd50b9), but for the two
+``baseline-`` cases, written by 85cf71e, the last version to run the optimal
+baseline on the general filler (``python tests/reference_optimize.py
+85cf71e --add baseline-batch1-tolerance baseline-adam`` there, with these
+cases);
 ``tests/test_optimize.py`` reruns every case and requires each float to
 match bit for bit. The cases cover what the step loop branches on: score and
 pathwise, the general filler's estimators, one and two optimised parameters,
@@ -66,6 +70,20 @@ CASES = [
         dict(estimators=["score+optimal-baseline", "pathwise+antithetic", "measure-valued"], steps=600, batch=2),
     ),
     (
+        "baseline-batch1-tolerance",
+        _NORMAL,
+        "square",
+        "loc",
+        dict(estimators=["score+optimal-baseline"], steps=500, optimum={"loc": 0.0}, tolerance=0.3),
+    ),
+    (
+        "baseline-adam",
+        _NORMAL,
+        "square",
+        "loc",
+        dict(estimators=["score+optimal-baseline"], steps=300, optimizer="adam"),
+    ),
+    (
         "scale-through-its-logarithm",
         _NORMAL,
         "square",
@@ -96,8 +114,16 @@ def run_case(case, threads=2):
 
 
 def main():
-    cases = {case[0]: run_case(case) for case in CASES}
-    PATH.write_text(json.dumps({"written_by": sys.argv[1] if len(sys.argv) > 1 else "", "cases": cases}) + "\n")
+    """``python tests/reference_optimize.py REV``: write every case; ``REV --add NAME ...``: add those cases."""
+    written_by = sys.argv[1] if len(sys.argv) > 1 else ""
+    if "--add" in sys.argv:
+        names = sys.argv[sys.argv.index("--add") + 1 :]
+        document = json.loads(PATH.read_text())
+        document["cases"].update({case[0]: run_case(case) for case in CASES if case[0] in names})
+        document.setdefault("added_by", {}).update(dict.fromkeys(names, written_by))
+    else:
+        document = {"written_by": written_by, "cases": {case[0]: run_case(case) for case in CASES}}
+    PATH.write_text(json.dumps(document) + "\n")
 
 
 if __name__ == "__main__":
