@@ -704,15 +704,15 @@ def plain_optimisation(family, run, batch):
     """Whether an optimisation runs on the plain kernel (:func:`_optimize_plain_chunks`), or the general one.
 
     Plain: one score or pathwise specification, draws one at a time (no
-    antithetic pair, no leave-one-out group; a score's constant baseline or
-    control variates, such as the optimal baseline, are plain), noise whose
+    leave-one-out group; an antithetic pair and a score's constant baseline
+    or control variates, such as the optimal baseline, are plain), noise whose
     law does not follow the parameters, and a batch of at most a block (a
     power of two: the scalar families' 512).
     """
     kinds, per_block = run.kinds, int(run.per_block)
-    return (len(kinds) == 1 and int(kinds[0]) in (SCORE, PATHWISE) and not run.mirror[0]
-            and int(run.has_coef[0]) in (0, 1) and int(run.group) == 1 and not FAMILIES[family].noise_takes_theta
-            and batch <= per_block and per_block & (per_block - 1) == 0)  # fmt: skip
+    return (len(kinds) == 1 and int(kinds[0]) in (SCORE, PATHWISE) and int(run.has_coef[0]) in (0, 1)
+            and int(run.group) == 1 and not FAMILIES[family].noise_takes_theta and batch <= per_block
+            and per_block & (per_block - 1) == 0)  # fmt: skip
 
 
 def _optimize_chunks(key, f, df, run, sink, out, lo, hi):
@@ -1088,6 +1088,7 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
     score = buffers[12][0] == SCORE
     coef, with_coef = buffers[15], buffers[16][0] != 0  # (a score's constant coefficients: coef[0, j, k] times
     # score factor k subtracted from its values, as the general filler does)
+    mirror = buffers[13][0] != 0  # (antithetic: the mean of the values at eps and -eps)
     n_family = _n_params(key)
     per_block = run.per_block
     units = sink.batch
@@ -1115,7 +1116,7 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
     # (a power of two: the same correctly rounded quotient)
     inverse = 1.0 / units
     exact_inverse = (units & (units - 1)) == 0
-    in_registers = _simd_cores_of(key) and n_opt == 1 and units == 1 and updates[0] == 0
+    in_registers = _simd_cores_of(key) and n_opt == 1 and units == 1 and updates[0] == 0 and not mirror
     for b0 in range(lo, hi, lanes):
         n_lanes = min(lanes, hi - b0)
         for lane in range(lanes):  # (lanes past n_lanes copy the group's first replicate: computed, never kept)
@@ -1159,9 +1160,21 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
                             if with_coef:
                                 for k in range(n_family):
                                     v -= coef[0, row, k] * _score_factor(key, k, eps, x, theta)
-                            acc += v
+                            if mirror:
+                                xb = _transform(key, -eps, theta)
+                                w = _value(key, f, xb, fparams) * _score_factor(key, row, -eps, xb, theta)
+                                if with_coef:
+                                    for k in range(n_family):
+                                        w -= coef[0, row, k] * _score_factor(key, k, -eps, xb, theta)
+                                v = 0.5 * (v + w)
                         else:
-                            acc += _derivative(key, df, x, fparams) * _path_factor(key, row, eps, x, theta)
+                            v = _derivative(key, df, x, fparams) * _path_factor(key, row, eps, x, theta)
+                            if mirror:
+                                xb = _transform(key, -eps, theta)
+                                v = 0.5 * (
+                                    v + _derivative(key, df, xb, fparams) * _path_factor(key, row, -eps, xb, theta)
+                                )
+                        acc += v
                     grad[o, lane] = acc
             rate = _learning_rate(schedule[0], schedule[1], schedule[2], t)
             corrections = _corrections(beta1, beta2, t) if adam else (1.0, 1.0)

@@ -1,11 +1,11 @@
 """A fixed table of optimisations whose every float is kept in ``tests/data/reference_optimize.json``.
 
 Written by the step loop before replicates ran in vector lanes (``python
-tests/reference_optimize.py dcd50b9`` at dcd50b9), but for the two
-``baseline-`` cases, written by 85cf71e, the last version to run the optimal
-baseline on the general filler (``python tests/reference_optimize.py
-85cf71e --add baseline-batch1-tolerance baseline-adam`` there, with these
-cases);
+tests/reference_optimize.py dcd50b9`` at dcd50b9), but for the
+``baseline-`` and ``antithetic-`` cases, written by 85cf71e, the last version to run the optimal
+baseline and the antithetic pairs on the general filler (``python
+tests/reference_optimize.py 85cf71e --add baseline-batch1-tolerance
+baseline-adam antithetic-batch1`` there, with these cases);
 ``tests/test_optimize.py`` reruns every case and requires each float to
 match bit for bit. The cases cover what the step loop branches on: score and
 pathwise, the general filler's estimators, one and two optimised parameters,
@@ -82,6 +82,13 @@ CASES = [
         "square",
         "loc",
         dict(estimators=["score+optimal-baseline"], steps=300, optimizer="adam"),
+    ),
+    (
+        "antithetic-batch1",
+        _NORMAL,
+        "square",
+        "loc",
+        dict(estimators=["pathwise+antithetic", "score+antithetic"], steps=300, optimum={"loc": 0.0}, tolerance=0.3),
     ),
     (
         "scale-through-its-logarithm",
