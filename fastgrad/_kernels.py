@@ -703,14 +703,14 @@ def _tracked(first, last, within, t):
 def plain_optimisation(family, run, batch):
     """Whether an optimisation runs on the plain kernel (:func:`_optimize_plain_chunks`), or the general one.
 
-    Plain: one score or pathwise specification, draws one at a time (no
-    leave-one-out group; an antithetic pair and a score's constant baseline
-    or control variates, such as the optimal baseline, are plain), noise whose
-    law does not follow the parameters, and a batch of at most a block (a
-    power of two: the scalar families' 512).
+    Plain: one score, pathwise or measure-valued specification, draws one at
+    a time (no leave-one-out group; an antithetic pair and a score's
+    constant baseline or control variates, such as the optimal baseline, are
+    plain), noise whose law does not follow the parameters, and a batch of
+    at most a block (a power of two: the scalar families' 512).
     """
     kinds, per_block = run.kinds, int(run.per_block)
-    return (len(kinds) == 1 and int(kinds[0]) in (SCORE, PATHWISE) and int(run.has_coef[0]) in (0, 1)
+    return (len(kinds) == 1 and int(kinds[0]) in (SCORE, PATHWISE, MEASURE_VALUED) and int(run.has_coef[0]) in (0, 1)
             and int(run.group) == 1 and not FAMILIES[family].noise_takes_theta and batch <= per_block
             and per_block & (per_block - 1) == 0)  # fmt: skip
 
@@ -875,21 +875,36 @@ def _ol_with_param(key, params, j, value):
 
 
 @register_jitable
-def _draw_lane_blocks(key, seed, stream_base, first_chunk, b0, n_lanes, k, stream, words, drawn, scratch, all_params):
+def _draw_lane_blocks(key, seed, stream_base, first_chunk, b0, n_lanes, k, stream, words, drawn, scratch, all_params,
+                      weak, decoupled, aux):  # fmt: skip
     """Draw block ``k`` of the replicates in sink rows ``b0 ..`` (``n_lanes`` of them) into their rows of ``drawn``.
 
-    A plain run's draw of :func:`_draw_optimize_block` (one stream, no
-    auxiliary ones: the same numbers), with the stream started in ``stream``
-    (no allocation) and every array borrowed; the block goes to half
-    ``k % 2`` of each row (replicate ``first_chunk + b``'s streams).
+    A plain run's draw of :func:`_draw_optimize_block` (the same streams, so
+    the same numbers), with the streams started in ``stream`` (no
+    allocation) and every array borrowed; the block goes to half ``k % 2``
+    of each row (replicate ``first_chunk + b``'s streams). With ``weak``
+    (measure-valued values) also the auxiliary words, as the uniforms the
+    general filler makes of them (three a draw, interleaved) into the rows
+    of ``aux[1]``, and with ``decoupled`` the auxiliary normals into those
+    of ``aux[2]``; ``aux[0]`` takes the words.
     """
     per_block = (drawn.shape[1] - 8) // 2  # (a row: two blocks and a cache line of padding)
     half = (k & 1) * per_block
+    aux_words, uniforms, aux_normals = aux
     for lane in range(n_lanes):
         first = stream_base + np.uint64(first_chunk + b0 + lane) * np.uint64(1 << 32)
         start_stream(stream, seed, first + np.uint64(k))
-        _sample_noise(key, stream, words, drawn[lane, half : half + per_block], scratch, per_block,
-                      _theta_of(key, all_params[b0 + lane]))  # fmt: skip
+        theta = _theta_of(key, all_params[b0 + lane])
+        _sample_noise(key, stream, words, drawn[lane, half : half + per_block], scratch, per_block, theta)
+        if weak:
+            start_stream(stream, seed, first + np.uint64(k) + np.uint64(AUX_STREAMS))
+            take_words(stream, aux_words, 3 * per_block)
+            for i in range(3 * per_block):
+                uniforms[lane, 3 * half + i] = unit_open_closed(aux_words[i])
+            if decoupled:
+                start_stream(stream, seed, first + np.uint64(k) + np.uint64(AUX_NORMAL_STREAMS))
+                _sample_noise(key, stream, words, aux_normals[lane, half : half + per_block], scratch, per_block,
+                              theta)  # fmt: skip
 
 
 @inline_core
@@ -1016,7 +1031,7 @@ def _registers_source(vectors):
             k = t >> shift
             if k != (held0 if k & 1 == 0 else held1):
                 _draw_lane_blocks(key, run.seed, run.stream_base, run.first_chunk, b0, n_lanes, k, stream, words,
-                                  drawn, scratch, all_params)
+                                  drawn, scratch, all_params, False, False, (words, drawn, drawn))
                 if k & 1 == 0:
                     held0 = k
                 else:
@@ -1083,9 +1098,11 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
     are the general filler's operations on the same numbers, and the bits
     are those of :func:`_optimize_general`.
     """
-    words, scratch = buffers[1], buffers[3]
+    words, scratch, aux_words = buffers[1], buffers[3], buffers[5]
     fparams = buffers[11]
-    score = buffers[12][0] == SCORE
+    kind = buffers[12][0]
+    score, weak = kind == SCORE, kind == MEASURE_VALUED
+    coupled, decoupled = buffers[14][0] != 0, buffers[17][F_WEAK_DECOUPLED] != 0
     coef, with_coef = buffers[15], buffers[16][0] != 0  # (a score's constant coefficients: coef[0, j, k] times
     # score factor k subtracted from its values, as the general filler does)
     mirror = buffers[13][0] != 0  # (antithetic: the mean of the values at eps and -eps)
@@ -1102,13 +1119,16 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
         shift += 1
     # (steps to tolerance as floats in the lanes, exact below 2**53: where() selects among floats; the rows of
     # drawn noise padded by a cache line, so that a step's reads of the lanes do not fall in one set of the L1 cache)
+    # (measure-valued values: each replicate's uniforms, three a draw, and with decoupled sides its second normals)
     owned = (np.zeros((n_params, lanes)), np.zeros((n_opt, lanes)), np.zeros((n_opt, lanes)),
              np.zeros((n_opt, lanes)), np.zeros((lanes, ring + 8)), np.zeros((2, lanes)),
-             np.zeros(STATE_SIZE, np.uint64))  # fmt: skip
-    (params, first_moment, second_moment, grad, drawn, steps_of, stream, all_params, state, rows, targets,
-     updates, optimum, schedule, moments, reached, log_steps, snapshots) = _borrowed(
+             np.zeros(STATE_SIZE, np.uint64), np.zeros((lanes, 3 * ring + 8) if weak else (1, 1)),
+             np.zeros((lanes, ring + 8) if decoupled else (1, 1)))  # fmt: skip
+    (params, first_moment, second_moment, grad, drawn, steps_of, stream, uniforms, aux_normals, all_params, state,
+     rows, targets, updates, optimum, schedule, moments, reached, log_steps, snapshots) = _borrowed(
         (*owned, sink.params, sink.state, sink.rows, sink.targets, sink.updates, sink.optimum, sink.schedule,
          sink.moments, sink.reached, sink.log_steps, sink.snapshots))  # fmt: skip
+    aux = (aux_words, uniforms, aux_normals)
     first_step, last_step, adam, tolerance = sink.first_step, sink.last_step, sink.adam, sink.tolerance
     beta1, beta2, epsilon = moments[0], moments[1], moments[2]
     tracking = tolerance > 0.0  # (0: no optimum given, no steps to tolerance)
@@ -1116,7 +1136,8 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
     # (a power of two: the same correctly rounded quotient)
     inverse = 1.0 / units
     exact_inverse = (units & (units - 1)) == 0
-    in_registers = _simd_cores_of(key) and n_opt == 1 and units == 1 and updates[0] == 0 and not mirror
+    in_registers = (_simd_cores_of(key) and n_opt == 1 and units == 1 and updates[0] == 0 and not mirror
+                    and not weak)  # fmt: skip
     for b0 in range(lo, hi, lanes):
         n_lanes = min(lanes, hi - b0)
         for lane in range(lanes):  # (lanes past n_lanes copy the group's first replicate: computed, never kept)
@@ -1140,7 +1161,7 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
             for k in range(unit >> shift, ((unit + units - 1) >> shift) + 1):
                 if k != (held0 if k & 1 == 0 else held1):
                     _draw_lane_blocks(key, run.seed, run.stream_base, run.first_chunk, b0, n_lanes, k, stream, words,
-                                      drawn, scratch, all_params)  # fmt: skip
+                                      drawn, scratch, all_params, weak, decoupled, aux)  # fmt: skip
                     if k & 1 == 0:
                         held0 = k
                     else:
@@ -1167,6 +1188,23 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
                                     for k in range(n_family):
                                         w -= coef[0, row, k] * _score_factor(key, k, -eps, xb, theta)
                                 v = 0.5 * (v + w)
+                        elif weak:
+                            column = u & (ring - 1)
+                            eps2 = aux_normals[lane, column] if decoupled else 0.0
+                            c, d = _weak_values(
+                                key,
+                                f,
+                                row,
+                                theta,
+                                fparams,
+                                eps,
+                                x,
+                                uniforms[lane, 3 * column],
+                                uniforms[lane, 3 * column + 1],
+                                uniforms[lane, 3 * column + 2],
+                                eps2,
+                            )
+                            v = c if coupled else d
                         else:
                             v = _derivative(key, df, x, fparams) * _path_factor(key, row, eps, x, theta)
                             if mirror:

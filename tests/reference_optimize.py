@@ -2,10 +2,11 @@
 
 Written by the step loop before replicates ran in vector lanes (``python
 tests/reference_optimize.py dcd50b9`` at dcd50b9), but for the
-``baseline-`` and ``antithetic-`` cases, written by 85cf71e, the last version to run the optimal
-baseline and the antithetic pairs on the general filler (``python
-tests/reference_optimize.py 85cf71e --add baseline-batch1-tolerance
-baseline-adam antithetic-batch1`` there, with these cases);
+``baseline-``, ``antithetic-`` and ``measure-valued-`` cases, written by
+85cf71e, the last version to run the optimal baseline, the antithetic pairs
+and the measure-valued estimators on the general filler at one draw a step
+(``python tests/reference_optimize.py 85cf71e --add NAME ...`` there, with
+these cases);
 ``tests/test_optimize.py`` reruns every case and requires each float to
 match bit for bit. The cases cover what the step loop branches on: score and
 pathwise, the general filler's estimators, one and two optimised parameters,
@@ -89,6 +90,13 @@ CASES = [
         "square",
         "loc",
         dict(estimators=["pathwise+antithetic", "score+antithetic"], steps=300, optimum={"loc": 0.0}, tolerance=0.3),
+    ),
+    (
+        "measure-valued-batch1",
+        _NORMAL,
+        "square",
+        ["loc", "scale"],
+        dict(estimators=["measure-valued+coupled", "measure-valued+decoupled"], steps=300, learning_rate=0.005),
     ),
     (
         "scale-through-its-logarithm",

@@ -225,13 +225,13 @@ def test_ctrl_c_keeps_the_steps_done_which_are_the_full_runs_first_steps():
 def test_a_checkpoint_resumes_bit_identically_and_another_runs_is_refused(tmp_path, monkeypatch):
     """Adam's moments, a pilot's baseline and the steps to tolerance all carry over a stop, on both kernels.
 
-    (The plain kernel runs the first two estimators, the general one the measure-valued.)
+    (The plain kernel runs the first three estimators, the general one the leave-one-out baseline.)
     """
     monkeypatch.setattr(sys.modules["fastgrad.optimize"], "TARGET_SEGMENT_SECONDS", 0.01)
     path = tmp_path / "opt.ckpt"
-    kwargs = dict(estimators=["pathwise", "score+optimal-baseline", "measure-valued"], learning_rate=ETA,
-                  optimizer="adam", replicates=100, seed=5, steps=20_000, log_every=1000, optimum={"loc": 0.0},
-                  tolerance=0.05)  # fmt: skip
+    kwargs = dict(estimators=["pathwise", "score+optimal-baseline", "measure-valued", "score+loo(4)"], batch=4,
+                  learning_rate=ETA, optimizer="adam", replicates=100, seed=5, steps=20_000, log_every=1000,
+                  optimum={"loc": 0.0}, tolerance=0.05)  # fmt: skip
     clean = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", **kwargs)
     module, segments = sys.modules["fastgrad.optimize"], []
     show = module._show_progress
