@@ -321,7 +321,15 @@ class _EstimatorRun:
         self.kernel = kernel_class(family, self.function, filler, sink, run)
 
     def log(self, values):
-        """Append the statistics over replicates of ``values`` (replicates x parameters) at a logged step."""
+        """Append the statistics over replicates of ``values`` (replicates x parameters) at a logged step.
+
+        Replicates that diverged (parameters overflowing) are counted, and reported, by the statistics: NumPy's
+        overflow warnings about them (from squares in the exact objective and the spread) are not repeated.
+        """
+        with np.errstate(over="ignore", invalid="ignore"):
+            self._log(values)
+
+    def _log(self, values):
         for name, column, natural in self.layout.columns:
             x = values[:, column]
             if natural == "log":
