@@ -128,6 +128,12 @@ def pytest_terminal_summary(terminalreporter):
                 "fastgrad estimate pathwise (shape), 2 threads", "PyTorch rsample + autograd (shape), 2 threads"
             )
             _target(write, "Gamma pathwise (shape): fastgrad / PyTorch rsample + autograd, 2 threads", speedup, 5)
+        if group == "optimisation":
+            for estimator in ("pathwise", "score"):
+                ours = f"fastgrad optimize, 2 threads: {estimator}"
+                speedup = _ratio(ours, f"NumPy vectorised optimise: {estimator}")
+                if speedup:
+                    _target(write, f"optimise, {estimator}: fastgrad (2 threads) / NumPy vectorised", speedup, 10)
         if group == "families":
             for family in dict.fromkeys(m["family"] for m in MEASURED.values() if m["group"] == group):
                 speedup = _ratio(f"fastgrad compare, 2 threads: {family}", f"NumPy/SciPy vectorised: {family}")
