@@ -980,8 +980,9 @@ def _registers_source(vectors):
     parameter) takes one loop over the vectors, each loaded from and stored to the lane-major arrays at every
     step, with those four read at run time. The steps alone (the seed case with the draws left out, one
     thread): 0.85 ns a replicate-step with one loop of two vectors for everything, 0.59 with the constants,
-    0.33 with four vectors (four chains of updates in flight, not two). Four vectors written out for every
-    run compiled 4 s longer (17.1 against 12.8 s for the first call of a plain optimisation).
+    0.33 with four vectors (four chains of updates in flight, not two). The four vectors written out for Adam
+    too compiled 2.7 s longer than its loop over them (17.1 against 14.4 s for the first call of a plain
+    optimisation; 10.2 s with the one loop of two vectors before).
     """
     names = [chr(ord("a") + v) for v in range(vectors)]
 
@@ -1191,19 +1192,9 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
                         elif weak:
                             column = u & (ring - 1)
                             eps2 = aux_normals[lane, column] if decoupled else 0.0
-                            c, d = _weak_values(
-                                key,
-                                f,
-                                row,
-                                theta,
-                                fparams,
-                                eps,
-                                x,
-                                uniforms[lane, 3 * column],
-                                uniforms[lane, 3 * column + 1],
-                                uniforms[lane, 3 * column + 2],
-                                eps2,
-                            )
+                            c, d = _weak_values(key, f, row, theta, fparams, eps, x, uniforms[lane, 3 * column],
+                                                uniforms[lane, 3 * column + 1], uniforms[lane, 3 * column + 2],
+                                                eps2)  # fmt: skip
                             v = c if coupled else d
                         else:
                             v = _derivative(key, df, x, fparams) * _path_factor(key, row, eps, x, theta)
