@@ -486,8 +486,8 @@ def _optimize(args, prog, argv):
 
     vector = _draws_vectors(_families()[args.dist])
     if vector and args.dist != "diagnormal":
-        raise UsageError(f"argument --dist: optimize supports normal, laplace, exponential, bernoulli, poisson and "
-                         f"diagnormal so far; got {args.dist}")  # fmt: skip
+        raise UsageError(f"argument --dist: optimize supports normal, laplace, exponential, gamma, bernoulli, poisson "
+                         f"and diagnormal so far; got {args.dist}")  # fmt: skip
     function = parse_function(args.f, args.df, vector=vector, weights=args.weights)
     json_path = _output_path("--json", args.json)
     plot_path = _output_path("--plot", args.plot)

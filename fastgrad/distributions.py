@@ -110,9 +110,10 @@ class Family:
         that do not pay nothing for them.
     theta_of : njit core ``(params) -> theta``, optional
         The kernel parameter vector from the parameters' values (an array, in
-        ``parameters`` order), the same numbers ``theta`` gives: what lets an
-        optimisation (:func:`fastgrad.optimize`) move the parameters inside a
-        kernel. None: the family cannot be optimised yet.
+        ``parameters`` order), the same numbers ``theta`` gives (the Gamma's
+        without its per-run fit of the implicit gradient: the series instead):
+        what lets an optimisation (:func:`fastgrad.optimize`) move the
+        parameters inside a kernel. None: the family cannot be optimised yet.
     joint : :class:`Joint`, optional
         For a family whose draw reads several noise numbers at once and whose
         factors need all of them (Beta, Dirichlet): its whole-draw cores,

@@ -10,9 +10,10 @@ their logarithms (``scale`` as ``log_scale``, ``rate`` as ``log_rate``) and
 probabilities through their logits, with gradients the estimators compute
 natively for those parameterisations. Only the logged steps are kept.
 
-Families so far: Normal, Laplace, Exponential, Bernoulli and Poisson (those
-whose kernel parameters a kernel can rebuild from the parameters,
-``Family.theta_of``), with any built-in or user function of a number.
+Families so far: Normal, Laplace, Exponential, Bernoulli, Poisson and the
+Gamma's rate (those whose kernel parameters a kernel can rebuild from the
+parameters, ``Family.theta_of``), with any built-in or user function of a
+number.
 """
 
 import json
@@ -555,13 +556,36 @@ def _exact_objective(distribution, function, params):
     if h is None:
         return None
     family = distribution.family
-    if family.name == "normal" and all(omega == omega for _, omega in h.terms):
-        return _normal_expectations(h, params[:, 0], params[:, 1])
+    # (sums of x**j e^(iwx), the polynomials and cos, have closed forms on whole arrays; a Smooth function
+    # (exp_quadratic, logistic) is integrated a replicate at a time)
+    terms = getattr(h, "terms", None)
+    if terms is not None and all(omega == omega for _, omega in terms):
+        if family.name == "normal":
+            return _normal_expectations(h, params[:, 0], params[:, 1])
+        if family.name == "gamma":
+            return _gamma_expectations(h, params[:, 0], params[:, 1])
     out = np.empty(len(params))
     for r, row in enumerate(params):
         theta = family.theta_of(np.ascontiguousarray(row, dtype=np.float64))
         out[r] = float(family.expectation(h, theta, (1,)))
     return out
+
+
+def _gamma_expectations(h, shape, rate):
+    """``E[h(x)]``, ``x ~ Gamma(shape, rate)``, for arrays and ``h = sum c x**j exp(i w x)`` (vectorised).
+
+    ``E[x**j e^(iwx)] = shape (shape + 1) ... (shape + j - 1) rate**shape / (rate - i w)**(shape + j)``: the
+    integral of a Gamma density with rate ``rate - i w``. (A replicate at a time through the analytic engine
+    took 170 us, 1.7 s for each logged step of 10 000 replicates.)
+    """
+    total = np.zeros(shape.shape, dtype=complex)
+    for (j, w), c in h.terms.items():
+        z = rate - 1j * w
+        rising = np.ones(shape.shape)
+        for i in range(j):
+            rising = rising * (shape + i)
+        total += complex(c) * rising * (rate / z) ** shape / z**j
+    return total.real
 
 
 def _normal_expectations(h, loc, scale):
@@ -611,7 +635,7 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
 
     Parameters
     ----------
-    distribution : Normal, Laplace, Exponential, Bernoulli or Poisson
+    distribution : Normal, Laplace, Exponential, Gamma (its rate), Bernoulli or Poisson
         The start.
     function : built-in name, Function or @njit function
     wrt : str or sequence of str, optional
@@ -683,9 +707,12 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
     family = distribution.family
     if family.theta_of is None or family.joint is not None or (hasattr(distribution, "dim")
                                                                and not _is_vector(distribution)):  # fmt: skip
-        raise ValueError(f"optimize supports Normal, Laplace, Exponential, Bernoulli, Poisson and DiagNormal so far; "
-                         f"got {type(distribution).__name__}")  # fmt: skip
+        raise ValueError(f"optimize supports Normal, Laplace, Exponential, Gamma, Bernoulli, Poisson and DiagNormal "
+                         f"so far; got {type(distribution).__name__}")  # fmt: skip
     wrt = _validate.check_wrt(wrt, family.parameters)
+    if family.name == "gamma" and "shape" in wrt:  # (a positive parameter with no natural one to move through)
+        raise ValueError(f"wrt: optimize moves the Gamma's rate (through log_rate) so far, not its shape, which "
+                         f"has no natural parameter yet to keep it positive; got {list(wrt)}")  # fmt: skip
     coordinates = _coordinates(distribution, wrt)
     steps = _check_count("steps", steps, 1, MAX_STEPS)
     batch = _check_count("batch", batch, 1, 2**31)

@@ -224,7 +224,7 @@ def error_of(capsys, *args):
                 "--lr",
                 "1",
             ),
-            "argument --dist: optimize supports normal, laplace, exponential, bernoulli, poisson and diagnormal so far",
+            "argument --dist: optimize supports normal, laplace, exponential, gamma, bernoulli, poisson and diagnormal",
         ),
     ],
 )

@@ -163,3 +163,28 @@ def test_the_rates_measure_valued_references_are_the_closed_forms(shape, rate, f
     assert abs(coupled[0] - mean) < 1e-12 * scale and abs(decoupled[0] - mean) < 1e-12 * scale
     assert decoupled[1] == pytest.approx(c * c * (plus2 - plus**2 + minus2 - minus**2), rel=1e-10)
     assert coupled[1] == pytest.approx(c * c * (plus2 - 2 * cross + minus2) - mean**2, rel=1e-9, abs=1e-13 * scale**2)
+
+
+def test_optimize_moves_the_rate_one_unbiased_step_at_a_time_on_any_thread_count():
+    """SGD on log_rate: after one step, the mean over replicates is log(rate) - eta dE[x**2]/dlog_rate.
+
+    ``E[x**2] = a (a + 1) / b**2``, so ``dE/dlog_rate = -2 a (a + 1) / b**2``; the replicates' spread gives the
+    standard error. The shape moves with every step in general, so the kernel takes the implicit gradient's
+    series, not a per-run fit; a run is the same on one thread and on two.
+    """
+    shape, rate, eta, replicates = 2.5, 1.5, 0.05, 4000
+    expected = math.log(rate) + eta * 2 * shape * (shape + 1) / rate**2
+    estimators = ["score", "pathwise", "measure-valued"]
+    one = fg.optimize(fg.Gamma(shape, rate), "square", "rate", estimators=estimators, steps=1, learning_rate=eta,
+                      replicates=replicates, seed=2, threads=1)  # fmt: skip
+    for name in estimators:
+        moved = np.log(one[name].final[:, 1])
+        assert np.all(one[name].final[:, 0] == shape)
+        assert abs(moved.mean() - expected) < 5 * moved.std(ddof=1) / math.sqrt(replicates), name
+        # the exact objective logged: E[x**2] at each replicate's parameters, a (a + 1) / b**2
+        assert one[name].objective[-1, 0] == pytest.approx(np.mean(shape * (shape + 1) / one[name].final[:, 1] ** 2))
+    several = dict(estimators=["pathwise"], steps=40, learning_rate=0.01, replicates=50, seed=3, log_every=10)
+    a = fg.optimize(fg.Gamma(shape, rate), "square", "rate", threads=1, **several)
+    b = fg.optimize(fg.Gamma(shape, rate), "square", "rate", threads=2, **several)
+    assert a["pathwise"].final.tolist() == b["pathwise"].final.tolist()
+    assert a["pathwise"].parameters["log_rate"].tolist() == b["pathwise"].parameters["log_rate"].tolist()

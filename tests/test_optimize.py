@@ -157,9 +157,28 @@ def test_bad_input_is_refused_before_any_work(name):
 
 def test_a_family_it_cannot_move_yet_is_refused_naming_those_it_can():
     with pytest.raises(
-        ValueError, match="optimize supports Normal, Laplace, Exponential, Bernoulli, Poisson and DiagNormal"
+        ValueError, match="optimize supports Normal, Laplace, Exponential, Gamma, Bernoulli, Poisson and DiagNormal"
     ):
-        fg.optimize(fg.Gamma(2.0, 1.0), "square", steps=10, learning_rate=0.1)
+        fg.optimize(fg.Beta(2.0, 3.0), "square", steps=10, learning_rate=0.1)
+    with pytest.raises(ValueError, match=r"wrt: optimize moves the Gamma's rate .* not its shape.*got \['shape'\]"):
+        fg.optimize(fg.Gamma(2.0, 1.0), "square", "shape", steps=10, learning_rate=0.1)
+
+
+@pytest.mark.parametrize("name", ["exp_quadratic", "logistic", "square", "cos"])
+def test_the_exact_objective_of_every_builtin_is_the_analytic_engines(name):
+    """Whole-array closed forms (polynomials, cos) and the engine a replicate at a time (exp_quadratic, logistic:
+    functions without terms, which raised AttributeError before) give the engine's values."""
+    module = sys.modules["fastgrad.optimize"]
+    function = fg.functions.resolve(name)
+    for distribution, rows in ((fg.Normal(1.0, 1.0), [[0.5, 0.7], [-1.0, 2.0], [3.0, 0.1]]),
+                               (fg.Gamma(2.5, 1.5), [[0.4, 0.3], [2.5, 1.5], [30.0, 5.0]])):  # fmt: skip
+        rows = np.array(rows)
+        family = distribution.family
+        got = module._exact_objective(distribution, function, rows)
+        for row, value in zip(rows, got, strict=True):
+            theta = family.theta_of(np.ascontiguousarray(row))
+            expected = float(family.expectation(function.exact(), theta, (1,)))
+            assert abs(value - expected) <= 1e-12 * max(1.0, abs(expected)), (distribution, row)
 
 
 def test_logging_does_not_change_a_bit(seed_runs):
