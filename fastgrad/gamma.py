@@ -75,8 +75,8 @@ def _gamma_theta_of(params):
     fit takes 0.1 to 15 ms), so the shape's path factor takes the series, within 1e-13 of mpmath as the fit is.
     """
     shape, rate = params[0], params[1]
-    ph, pl = fm._digamma_positive(shape)
-    qh, ql = fm._digamma_positive(shape + 1.0)
+    ph, pl, qh, ql = fm._gamma_grad_constants(shape)
+    # (math._no_fit()'s entries, its table a module constant: no allocation a step)
     return (shape, rate, 1.0 / rate, fm.digamma(shape), ph, pl, qh, ql, False, 1.0, 0.0, 0.0, 1.0, 1.0, _NO_FIT_TABLE)
 
 

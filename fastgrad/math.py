@@ -1028,9 +1028,15 @@ def gamma_sample_grad(x, alpha):
     return _gamma_grad_fraction(x, alpha, ph, pl)
 
 
+@core
 def _gamma_grad_constants(alpha):
-    """``(digamma(alpha), digamma(alpha + 1))``, each in two parts: what :func:`_gamma_sample_grad_at` takes."""
-    return (*_digamma_positive(alpha), *_digamma_positive(alpha + 1.0))
+    """``(digamma(alpha), digamma(alpha + 1))``, each in two parts: what :func:`_gamma_sample_grad_at` takes.
+
+    Compiled, so that a kernel whose shape moves (an optimisation's, ``gamma._gamma_theta_of``) calls it too.
+    """
+    high, low = _digamma_positive(alpha)
+    high1, low1 = _digamma_positive(alpha + 1.0)
+    return high, low, high1, low1
 
 
 @core
