@@ -79,3 +79,34 @@ def test_bound_optimize(benchmark, record):
     _bound(2, 600)
     benchmark.pedantic(_bound, args=(REPLICATES, STEPS), rounds=3, warmup_rounds=0)
     record("bound, 1 thread: the normals alone (a stream started a block)", REPLICATES * STEPS, threads=1)
+
+
+#: Every family's optimisation, one draw a step, SGD on every parameter (their natural ones): family ->
+#: (distribution, function, estimator). The joint families and the DiagNormal step a replicate at a time through the
+#: vector-general filler, the Gamma through the general one.
+FAMILY_CASES = {
+    "DiagNormal D=2": (fg.DiagNormal([1.0, -0.5], [0.8, 1.2]), fg.functions.sum_of_squares(), "pathwise"),
+    "MultivariateNormal D=2": (fg.MultivariateNormal([1.0, -0.5], [[0.8, 0.0], [0.3, 1.2]]),
+                               fg.functions.sum_of_squares(), "pathwise"),
+    "Categorical K=3": (fg.Categorical([0.2, 0.3, 0.5]), "square", "score"),
+    "Gamma shape, rate": (fg.Gamma(2.5, 1.5), "square", "pathwise"),
+    "Beta": (fg.Beta(2.5, 1.5), "square", "pathwise"),
+    "Dirichlet K=3": (fg.Dirichlet([1.5, 2.0, 3.0]), fg.functions.sum_of_squares(), "pathwise"),
+}  # fmt: skip
+FAMILY_REPLICATES, FAMILY_STEPS = 10_000, 200
+
+
+def _family(name, replicates, steps):
+    distribution, function, estimator = FAMILY_CASES[name]
+    return fg.optimize(distribution, function, estimators=[estimator], steps=steps, learning_rate=0.01,
+                       replicates=replicates, seed=1, log_every=steps, threads=2)  # fmt: skip
+
+
+@pytest.mark.benchmark(group="optimisation-families")
+@pytest.mark.parametrize("name", list(FAMILY_CASES))
+def test_fastgrad_optimize_family(benchmark, record, name):
+    _family(name, 10, 1)  # compile or load outside the timing
+    result = benchmark.pedantic(_family, args=(name, FAMILY_REPLICATES, FAMILY_STEPS), rounds=3, warmup_rounds=0)
+    assert result[FAMILY_CASES[name][2]].diverged == 0
+    record(f"fastgrad optimize, 2 threads: {name} ({FAMILY_CASES[name][2]})", FAMILY_REPLICATES * FAMILY_STEPS,
+           threads=2)  # fmt: skip

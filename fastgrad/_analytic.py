@@ -737,6 +737,53 @@ def _loo_moments(family, params, h, q, group, extra_variance=0):
     return float(cov), float(loo_variance(mu22, cov, var_f, var_s, group))
 
 
+def chain_rule_moments(view, specs, coefficients, wrt, moments, factor):
+    """Exact moments of a joint family's run with natural parameters (a NaturalView), from its parameters' own.
+
+    A natural parameter's value in every estimator is its parameter's times
+    ``d theta / d eta`` draw by draw (``alpha`` for a log-concentration; the
+    diagonal's entries of a Cholesky factor with a log diagonal), so its mean
+    is the parameter's times that and its variance times its square. A
+    baseline or control-variate row of a natural parameter, estimated on
+    the pilot, is its parameter's times the same factor up to rounding: the
+    parameters' own coefficients are used. ``moments(specs, coefficients,
+    wrt)`` is the family's engine on the distribution itself; ``factor(name)``
+    the natural parameter's factor per component (an array, or a float).
+    Returns what the engine does, with the natural parameters' entries.
+    """
+    import numpy as np
+
+    from fastgrad.estimators import parameter_sizes
+
+    base = view.distribution
+    natural = dict(base.family.natural)
+    n = sum(parameter_sizes(base))
+    base_wrt = tuple(dict.fromkeys(natural.get(p, p) for p in wrt))
+
+    def own(coef):  # the parameters' rows (and, for a control variate's matrix, their columns: the controls)
+        return None if coef is None else (np.asarray(coef)[:n] if np.ndim(coef) == 1 else np.asarray(coef)[:n, :n])
+
+    found = moments(specs, None if coefficients is None else [own(c) for c in coefficients], base_wrt)
+    out = []
+    for entry in found:
+        if entry is None:
+            out.append(None)
+            continue
+        row = {}
+        for p in wrt:
+            mean, variance = entry[natural.get(p, p)]
+            if p in natural:
+                c = factor(p)
+                if np.ndim(mean) == 0:
+                    mean, variance = float(mean * c), float(variance * c * c)
+                else:
+                    mean = (np.asarray(mean) * c).tolist()
+                    variance = (np.asarray(variance) * c * c).tolist()
+            row[p] = (mean, variance)
+        out.append(row)
+    return out
+
+
 def grid_moments(distribution, specs, coefficients, wrt, weights, fx, scores, paths=None, weak=None, mirror=None):
     """Exact mean and per-draw variance of each specification from per-draw values on a weighted grid.
 

@@ -243,7 +243,10 @@ class OptimizeSink(NamedTuple):
     Optimised parameter ``q`` takes its gradient from value row ``rows[q]``,
     moves ``params[:, targets[q]]`` and is updated as ``updates[q]``: 0 on
     itself, 1 through its logarithm (a positive parameter: ``log_scale``,
-    ``log_rate``), 2 through its logit (a probability: ``logits``).
+    ``log_rate``), 2 through its logit (a probability: ``logits``), 3
+    through its logarithm, then those so moved divided by their sum (a
+    Categorical's probabilities through their logits: the softmax of the
+    moved logits).
     ``schedule`` is ``(a, t0, power)``: the learning rate of step ``t`` is
     ``a / (1 + t / t0)**power`` (``power = 0``: constant). After step
     ``log_steps[i] - 1`` (the step count ``log_steps[i]``, increasing, in
@@ -671,8 +674,10 @@ def _corrections(beta1, beta2, t):
 def _updated(value, g, first, second, rate, corrections, update, adam, beta1, beta2, epsilon):
     """Return one optimised coordinate after a step with gradient ``g``, and Adam's two moments.
 
-    ``update``: 0 moves ``value`` itself, 1 its logarithm, 2 its logit
-    (:class:`OptimizeSink`); ``corrections``: the step's :func:`_corrections`.
+    ``update``: 0 moves ``value`` itself, 1 its logarithm, 2 its logit, 3
+    its logarithm before the caller normalises the probabilities so moved (a
+    softmax, :class:`OptimizeSink`); ``corrections``: the step's
+    :func:`_corrections`.
     Numbers only: an array passed here at every step would be
     reference-counted at every step. Inlined at Numba-IR level: called, the
     seed case's steps ran at 68 M/s on one thread against 81 (two runs
@@ -684,7 +689,7 @@ def _updated(value, g, first, second, rate, corrections, update, adam, beta1, be
         g = (first / corrections[0]) / (sqrt(second / corrections[1]) + epsilon)
     if update == 0:  # (no -= or *=: the vector type has the plain operators)
         value = value - rate * g
-    elif update == 1:
+    elif update == 1 or update == 3:
         value = value * fm.exp(-rate * g)
     else:
         logit = fm.log(value) - fm.log1p(-value) - rate * g
@@ -771,7 +776,7 @@ def _update_replicate(b, t, grad, units, all_params, state, reached, targets, up
     """
     rate = _learning_rate(schedule[0], schedule[1], schedule[2], t)
     corrections = _corrections(moments[0], moments[1], t) if adam else (1.0, 1.0)
-    within = True
+    total = 0.0
     for o in range(targets.size):
         j = targets[o]
         value, state[b, 0, o], state[b, 1, o] = _updated(
@@ -779,7 +784,15 @@ def _update_replicate(b, t, grad, units, all_params, state, reached, targets, up
             moments[0], moments[1], moments[2],
         )  # fmt: skip
         all_params[b, j] = value
-        within = within and abs(value - optimum[o]) < tolerance
+        if updates[o] == 3:
+            total += value
+    if total != 0.0:  # probabilities moved through their logits (a softmax): their new logits' softmax
+        for o in range(targets.size):
+            if updates[o] == 3:
+                all_params[b, targets[o]] = all_params[b, targets[o]] / total
+    within = True
+    for o in range(targets.size):
+        within = within and abs(all_params[b, targets[o]] - optimum[o]) < tolerance
     if tolerance > 0.0:
         reached[b, 0], reached[b, 1] = _tracked(reached[b, 0], reached[b, 1], within, t)
     if logged < log_steps.size and log_steps[logged] == t + 1:
@@ -1240,13 +1253,22 @@ def _optimize_lanes(key, f, df, run, sink, buffers, lo, hi):
 @block_filler
 def _draw_vector_block(key, seed, base, spare, words, noise, scratch, aux_words, aux_noise, draws, dim, theta, flags):
     """:func:`_draw_optimize_block` for the vector-general filler: ``draws`` draws of ``dim`` components."""
+    aux = stream_state(seed, base + np.uint64(AUX_STREAMS)) if flags[F_WEAK] else spare
+    aux_normal = stream_state(seed, base + np.uint64(AUX_NORMAL_STREAMS)) if flags[F_WEAK_DECOUPLED] else spare
+    _draw_vector_noise(key, stream_state(seed, base), aux, aux_normal, words, noise, scratch, aux_words, aux_noise,
+                       draws, dim, theta, flags)  # fmt: skip
+
+
+@block_filler
+def _draw_vector_noise(key, state, aux, aux_normal, words, noise, scratch, aux_words, aux_noise, draws, dim, theta,
+                       flags):  # fmt: skip
+    """Draw the next ``draws`` draws' noise from stream ``state`` (and the auxiliary streams the run reads)."""
     width = _width(key, dim)
-    _draw_noise(key, stream_state(seed, base), words, noise, scratch, draws, dim, theta)
+    _draw_noise(key, state, words, noise, scratch, draws, dim, theta)
     if flags[F_WEAK]:
-        take_words(stream_state(seed, base + np.uint64(AUX_STREAMS)), aux_words, 3 * draws * width)
+        take_words(aux, aux_words, 3 * draws * width)
         if flags[F_WEAK_DECOUPLED]:
-            _weak_noise(key, stream_state(seed, base + np.uint64(AUX_NORMAL_STREAMS)), words, aux_noise, scratch,
-                        draws * width, theta)  # fmt: skip
+            _weak_noise(key, aux_normal, words, aux_noise, scratch, draws * width, theta)
 
 
 def _fresh_theta(theta):
@@ -1268,9 +1290,13 @@ def _optimize_vector_chunks(key, f, df, run, sink, out, lo, hi):
     A replicate's parameters are ``P * dim`` numbers, parameter ``j`` of
     component ``i`` at ``j * dim + i`` (the filler's pair order); the kernel
     parameters (one array per kernel parameter) are rebuilt from them each
-    step, component by component, with the family's ``theta_of``. Blocks of
-    draws as there (``run.per_block`` units of ``group`` draws of ``dim``
-    components); one replicate at a time.
+    step, component by component, with the family's ``theta_of`` (a joint
+    family's ``theta_into``: the whole row). Blocks of draws as there
+    (``run.per_block`` units of ``group`` draws of ``dim`` components), or,
+    where the noise's law follows the parameters (a Categorical's
+    categories, a Dirichlet's Gamma draws), each step's draws from a stream
+    of its own, ``r * 2**32 + t``, at the step's parameters; one replicate
+    at a time.
     """
     scratch_owner = _buffers(key, run)
     buffers = _borrowed(scratch_owner)  # (as in _optimize_chunks: the filler's block is called once a step)
@@ -1287,28 +1313,37 @@ def _optimize_vector_chunks(key, f, df, run, sink, out, lo, hi):
     first_step, last_step, adam, tolerance = sink.first_step, sink.last_step, sink.adam, sink.tolerance
     n_opt = rows.size
     spare = stream_state(run.seed, run.stream_base)
+    per_step = _vector_noise_follows_theta(key)
     for b in range(lo, hi):
         first = run.stream_base + np.uint64(run.first_chunk + b) * np.uint64(1 << 32)
         block = -1
         logged = 0
         for t in range(first_step, last_step):
-            for i in range(dim):
-                for j in range(n_params):
-                    component[j] = all_params[b, j * dim + i]
-                kernel_parameters = _theta_of(key, component)
-                for k in range(len(kernel_parameters)):
-                    theta[k][i] = kernel_parameters[k]
+            _rebuild_theta(key, all_params[b], component, dim, theta)
             for o in range(n_opt):
                 grad[o] = 0.0
             unit = t * units
             done = 0
+            stream, aux, aux_normal = spare, spare, spare
+            if per_step:
+                stream = stream_state(run.seed, first + np.uint64(t))
+                if flags[F_WEAK]:
+                    aux = stream_state(run.seed, first + np.uint64(t) + np.uint64(AUX_STREAMS))
+                if flags[F_WEAK_DECOUPLED]:
+                    aux_normal = stream_state(run.seed, first + np.uint64(t) + np.uint64(AUX_NORMAL_STREAMS))
             while done < units:
-                k, offset = unit // per_block, unit % per_block
-                m = min(units - done, per_block - offset)
-                if k != block:
-                    _draw_vector_block(key, run.seed, first + np.uint64(k), spare, words, noise, scratch, aux_words,
-                                       aux_noise, per_block * group, dim, theta, flags)  # fmt: skip
-                    block = k
+                if per_step:
+                    offset = 0
+                    m = min(units - done, per_block)
+                    _draw_vector_noise(key, stream, aux, aux_normal, words, noise, scratch, aux_words, aux_noise,
+                                       m * group, dim, theta, flags)  # fmt: skip
+                else:
+                    k, offset = unit // per_block, unit % per_block
+                    m = min(units - done, per_block - offset)
+                    if k != block:
+                        _draw_vector_block(key, run.seed, first + np.uint64(k), spare, words, noise, scratch,
+                                           aux_words, aux_noise, per_block * group, dim, theta, flags)  # fmt: skip
+                        block = k
                 d = offset * group * width
                 _vector_general_block(key, f, df, False, spare, spare, spare, words, noise[d:], scratch,
                                       aux_words[3 * d :], aux_noise[d:], m, group, dim, theta, weights, fparams, kinds,
@@ -1323,6 +1358,45 @@ def _optimize_vector_chunks(key, f, df, run, sink, out, lo, hi):
                                        tolerance, schedule, moments, adam, log_steps, snapshots, logged)  # fmt: skip
     gradient[:] = 0.0  # (the borrowed arrays' owners, alive until here)
     scratch_owner[0][:] = 0.0
+
+
+def _rebuild_theta(key, params, component, dim, theta):
+    """Write the kernel parameters of one replicate's parameters ``params`` into ``theta`` (its arrays, in place).
+
+    Per component through the family's ``theta_of`` (``component``: scratch
+    of ``P`` numbers), or a joint family's ``theta_into`` on the whole row.
+    """
+    _kernel_only("_rebuild_theta")
+
+
+@overload(_rebuild_theta, inline="always")
+def _ol_rebuild_theta(key, params, component, dim, theta):
+    joint = _joint(key)
+    if joint is not None:
+        into = joint.theta_into
+        return lambda key, params, component, dim, theta: into(params, theta)
+
+    def components(key, params, component, dim, theta):
+        for i in range(dim):
+            for j in range(component.size):
+                component[j] = params[j * dim + i]
+            kernel_parameters = _theta_of(key, component)
+            for k in range(len(kernel_parameters)):
+                theta[k][i] = kernel_parameters[k]
+
+    return components
+
+
+def _vector_noise_follows_theta(key):
+    """Whether a vector family's noise law depends on its parameters (``Joint.noise_follows_theta``)."""
+    _kernel_only("_vector_noise_follows_theta")
+
+
+@overload(_vector_noise_follows_theta, inline="always")
+def _ol_vector_noise_follows_theta(key):
+    family = FAMILIES[key.family]
+    follows = family.joint.noise_follows_theta if family.joint is not None else family.noise_takes_theta
+    return lambda key: follows
 
 
 def _noise_follows_theta(key):

@@ -97,6 +97,19 @@ def _weak_points(j, i, noise, base, xs, u1, u2, u3, theta):
     return c, float(i), xs[0], float(_category(1.0 - u2, theta[1]))  # (1 - u2: uniform on [0, 1), 2**-53 grid)
 
 
+@inline_core
+def _theta_into(params, theta):
+    """Write the kernel parameters of probabilities ``params`` into ``theta``: :attr:`Categorical.theta`'s numbers."""
+    probs, cumulative, inverse = theta[0], theta[1], theta[2]
+    total = 0.0
+    for k in range(probs.size):  # (np.cumsum's order: one addition after another)
+        probs[k] = params[k]
+        total += params[k]
+        cumulative[k] = total
+        inverse[k] = 1.0 / params[k]
+    cumulative[probs.size - 1] = 1.0
+
+
 def _moments(distribution, function, specs, coefficients, wrt):
     """Exact mean and per-draw variance of every specification: sums over the K categories."""
     probs = np.array(distribution.probs)
@@ -117,7 +130,7 @@ def _moments(distribution, function, specs, coefficients, wrt):
 
 
 JOINT = Joint(width=(0, 1), draw_size=(0, 1), sample=_categorical_noise, draw=_draw, scores=_scores, paths=_paths,
-              moments=_moments, weak=_weak_points)  # fmt: skip
+              moments=_moments, weak=_weak_points, theta_into=_theta_into)  # fmt: skip
 
 
 CATEGORICAL = joint_family("categorical", ("probs",), JOINT, pathwise=False, natural=(("logits", "probs"),))

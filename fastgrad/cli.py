@@ -437,14 +437,22 @@ def _pilot_option(parser):
 
 
 def _optimum(text):
-    """``loc=0,scale=1`` -> ``{"loc": 0.0, "scale": 1.0}``."""
+    """``loc=0,scale=1`` -> ``{"loc": 0.0, "scale": 1.0}``; ``probs=1,0,0`` -> ``{"probs": [1.0, 0.0, 0.0]}``.
+
+    An item without ``=`` is one more component of the parameter before it (a vector parameter's values).
+    """
     out = {}
+    name = None
     for item in text.split(","):
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise argparse.ArgumentTypeError(f"expected P=V[,P=V...] (e.g. loc=0); got {text!r}")
-        out[name.strip()] = _real(value.strip())
-    return out
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            name = key.strip()
+            out[name] = [_real(value.strip())]
+        elif not sep and name is not None:
+            out[name].append(_real(item.strip()))
+        else:
+            raise argparse.ArgumentTypeError(f"expected P=V[,V...][,P=V...] (e.g. loc=0, probs=1,0,0); got {text!r}")
+    return {key: values[0] if len(values) == 1 else values for key, values in out.items()}
 
 
 def _decay(text):
@@ -470,9 +478,9 @@ def _optimize_options(parser):
     group.add_argument("--replicates", type=_count, default=1000, help="runs per estimator (default: 1000)")
     group.add_argument("--log-every", type=_count, default=None, metavar="K",
                        help="steps between logged statistics (default: about 100 logged)")  # fmt: skip
-    group.add_argument("--optimum", type=_optimum, default=None, metavar="P=V[,P=V]",
-                       help="the known optimum of the --wrt parameters (default --wrt: these), with --tolerance: "
-                       "steps to reach it")  # fmt: skip
+    group.add_argument("--optimum", type=_optimum, default=None, metavar="P=V[,V...][,P=V...]",
+                       help="the known optimum of the --wrt parameters (default --wrt: these), one value or one per "
+                       "component (probs=1,0,0), with --tolerance: steps to reach it")  # fmt: skip
     group.add_argument("--tolerance", type=_real, default=None, help="distance to --optimum that counts as reached")
     group.add_argument("--plot", default=None, metavar="PNG",
                        help="write the objective (log scale) against steps and evaluations to this PNG")  # fmt: skip
@@ -485,9 +493,6 @@ def _optimize(args, prog, argv):
     from fastgrad.schedules import constant, inverse_power
 
     vector = _draws_vectors(_families()[args.dist])
-    if vector and args.dist != "diagnormal":
-        raise UsageError(f"argument --dist: optimize supports normal, laplace, exponential, gamma, bernoulli, poisson "
-                         f"and diagnormal so far; got {args.dist}")  # fmt: skip
     function = parse_function(args.f, args.df, vector=vector, weights=args.weights)
     json_path = _output_path("--json", args.json)
     plot_path = _output_path("--plot", args.plot)

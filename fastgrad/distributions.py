@@ -188,6 +188,17 @@ class Joint:
         ``(noise, base, xb, gradb, theta, active, dim, scores, paths, q)``
         its scores into ``q[1]`` (where ``scores``) and its pathwise values
         into ``q[3]`` (where ``paths``; ``gradb`` its gradient of ``f``).
+    noise_follows_theta : bool
+        Whether the noise's law depends on the parameters (the Categorical's
+        categories, the Dirichlet's Gamma draws; not the MultivariateNormal's
+        normals): an optimisation then draws each step's noise at the step's
+        parameters, not a block's at once.
+    theta_into : core ``(params, theta)``, optional
+        Write the kernel parameters of the parameters' values ``params`` (the
+        ``R`` (parameter, component) pairs in order) into ``theta``'s arrays,
+        in place: the same numbers ``theta`` gives (the implicit gradient's
+        series for a fit), what lets an optimisation move the parameters
+        inside a kernel. None: the family cannot be optimised yet.
     """
 
     width: tuple
@@ -201,6 +212,8 @@ class Joint:
     sizes: object = None
     mirrored: object = None
     weak_prepare: object = None
+    noise_follows_theta: bool = True
+    theta_into: object = None
 
 
 @serial
@@ -499,7 +512,15 @@ FAMILIES = {f.name: f for family in (NORMAL, EXPONENTIAL, BERNOULLI) for f in (f
 
 
 #: dtheta / d(natural parameter), from the parameter's value: the chain rule of the exact references.
-NATURAL_DERIVATIVES = {"log_scale": lambda v: v, "log_rate": lambda v: v, "logits": lambda p: p * (1 - p)}
+NATURAL_DERIVATIVES = {
+    "log_scale": lambda v: v,
+    "log_rate": lambda v: v,
+    "log_shape": lambda v: v,
+    "log_concentration": lambda v: v,
+    "log_a": lambda v: v,
+    "log_b": lambda v: v,
+    "logits": lambda p: p * (1 - p),
+}
 
 
 class NaturalView:
@@ -519,6 +540,15 @@ class NaturalView:
     def parameters(self):
         """The distribution's parameters, then the natural ones."""
         return self.family.parameters
+
+    @property
+    def parameter_sizes(self):
+        """Components of each parameter, the natural ones' those of their parameters (where the family says)."""
+        sizes = getattr(self.distribution, "parameter_sizes", None)
+        if sizes is None:
+            raise AttributeError("parameter_sizes")
+        base = self.distribution.family
+        return tuple(sizes) + tuple(sizes[base.parameters.index(of)] for _, of in base.natural)
 
     def natural_value(self, name):
         """Return a natural parameter's value (a float, or a tuple per component): ``log(scale)``, ``logit(p)``."""

@@ -9,6 +9,8 @@ parameter  score factor                        path factor
 =========  ==================================  ========================================
 shape      ``log z - digamma(shape)``          ``g(z, shape) / rate``
 rate       ``(shape - z) / rate``              ``-z / rate**2 = -x / rate``
+log_rate   ``shape - z``                       ``-x``
+log_shape  ``shape (log z - digamma(shape))``  ``shape g(z, shape) / rate``
 =========  ==================================  ========================================
 
 ``g(z, shape) = dz/dshape`` at a fixed quantile of ``z`` is the implicit
@@ -91,17 +93,27 @@ def _gamma_score_factor(j, eps, x, theta):
         return fm.log(eps) - theta[3]
     if j == 1:
         return (theta[0] - eps) * theta[2]
-    return theta[0] - eps  # log_rate
+    if j == 2:
+        return theta[0] - eps  # log_rate
+    return theta[0] * (fm.log(eps) - theta[3])  # log_shape: shape times the shape's (no form that rounds better)
+
+
+@core
+def _gamma_shape_path(eps, theta):
+    """``g(z, shape) / rate``: from the run's fit of the implicit gradient (the series outside it)."""
+    fit = (theta[8], theta[9], theta[10], theta[11], theta[12], theta[13], theta[14])
+    return fm._gamma_grad_from_fit(eps, theta[0], (theta[4], theta[5], theta[6], theta[7]), fit) * theta[2]
 
 
 @core
 def _gamma_path_factor(j, eps, x, theta):
-    if j == 0:  # from the run's fit of the implicit gradient (the series outside it)
-        fit = (theta[8], theta[9], theta[10], theta[11], theta[12], theta[13], theta[14])
-        return fm._gamma_grad_from_fit(eps, theta[0], (theta[4], theta[5], theta[6], theta[7]), fit) * theta[2]
+    if j == 0:
+        return _gamma_shape_path(eps, theta)
     if j == 1:
         return -x * theta[2]
-    return -x  # log_rate
+    if j == 2:
+        return -x  # log_rate
+    return theta[0] * _gamma_shape_path(eps, theta)  # log_shape
 
 
 # Weak derivative of Gamma(shape, rate) in rate: d q / d rate = (shape / rate - x) q = (shape / rate) (q - q'), q' the
@@ -118,7 +130,7 @@ def _gamma_path_factor(j, eps, x, theta):
 def _gamma_weak_derivative(j, eps, x, u1, u2, u3, eps2, theta):
     if j == 0:
         return np.nan, np.nan, np.nan, np.nan  # never called: the shape has no weak derivative (weak_parameters)
-    c = theta[0] * theta[2] if j == 1 else theta[0]  # log_rate: rate * shape / rate
+    c = theta[0] * theta[2] if j == 1 else theta[0]  # log_rate (j = 2): rate * shape / rate
     return c, x, x - fm.log(u1) * theta[2], (eps2 - fm.log(u2)) * theta[2]
 
 
@@ -253,7 +265,8 @@ def _analytic_factors(theta):
 
 def _natural_factors(theta):
     shape, rate = float(theta[0]), float(theta[1])
-    return (GammaTerms({(0, 0, 0): shape, (1, 0, 0): -1.0}),), (GammaTerms({(1, 0, 0): -1.0 / rate}),)  # log_rate
+    score = (GammaTerms({(0, 0, 0): shape, (1, 0, 0): -1.0}), GammaTerms({(0, 1, 0): shape}))  # log_rate, log_shape
+    return score, (GammaTerms({(1, 0, 0): -1.0 / rate}), GammaTerms({(0, 0, 1): shape / rate}))
 
 
 GAMMA = Family(
@@ -270,7 +283,7 @@ GAMMA = Family(
     weak_moments=_weak_moments,
     weak_parameters=("rate",),
     weak_note="the shape's derivative (log z - digamma(shape)) q splits into no two laws with a closed-form sampler",
-    natural=(("log_rate", "rate"),),
+    natural=(("log_rate", "rate"), ("log_shape", "shape")),  # (log_rate first: its j = 2 from before log_shape)
     natural_factors=_natural_factors,
     theta_of=_gamma_theta_of,
 )

@@ -33,6 +33,7 @@ draws (about 2.6 MB a specification at D = 200).
 """
 
 import functools
+import math
 from dataclasses import dataclass
 from math import sqrt
 
@@ -41,7 +42,7 @@ import numpy as np
 from fastgrad import math as fm
 from fastgrad._checks import real_vector as _vector
 from fastgrad._jit import inline_core, serial
-from fastgrad.distributions import Joint, joint_family, register
+from fastgrad.distributions import Joint, NaturalView, joint_family, register
 from fastgrad.rng import normals_from_words, take_words
 
 __all__ = ["MultivariateNormal"]
@@ -115,6 +116,38 @@ def _scores(noise, base, xs, theta, q, row):
             q[row, k] = q[row, a] * noise[base + b]
             k += 1
         q[row, k - 1] -= inverse[a]
+    if q.shape[1] > k:  # (the +natural twin: scale_tril with its diagonal's logarithms, after scale_tril)
+        _log_diagonal_scores(noise, base, theta, q, row, dim)
+
+
+@inline_core
+def _log_diagonal_scores(noise, base, theta, q, row, dim):
+    """Write the scores of ``log_diag_scale_tril``: ``w_a eps_b`` below the diagonal, ``L_aa w_a eps_a - 1`` on it."""
+    scale = theta[1]
+    n = dim * (dim + 1) // 2
+    k = dim + n
+    for a in range(dim):
+        for _ in range(a):
+            q[row, k] = q[row, k - n]
+            k += 1
+        q[row, k] = scale[a, a] * (q[row, a] * noise[base + a]) - 1.0
+        k += 1
+
+
+@inline_core
+def _triangle_paths(noise, base, grads, theta, dim, q, row, j, sign):
+    """Write the pathwise values of ``scale_tril`` (``j = 1``) or ``log_diag_scale_tril`` (``j = 2``).
+
+    ``df/dx_a eps_b``, on the diagonal of ``log_diag_scale_tril`` ``L_aa`` times it, at the noise times ``sign``
+    (1, or -1 for the antithetic draw: exact).
+    """
+    scale = theta[1]
+    k = dim + (j - 1) * (dim * (dim + 1) // 2)
+    for a in range(dim):
+        for b in range(a + 1):
+            value = grads[a] * (sign * noise[base + b]) if sign < 0.0 else grads[a] * noise[base + b]
+            q[row, k] = scale[a, a] * value if j == 2 and b == a else value
+            k += 1
 
 
 @inline_core
@@ -124,11 +157,7 @@ def _paths(noise, base, xs, grads, theta, active, dim, q, row):
             for a in range(dim):
                 q[row, a] = grads[a]
         else:
-            k = dim
-            for a in range(dim):
-                for b in range(a + 1):
-                    q[row, k] = grads[a] * noise[base + b]
-                    k += 1
+            _triangle_paths(noise, base, grads, theta, dim, q, row, j, 1.0)
 
 
 @inline_core
@@ -136,7 +165,7 @@ def _mirror_factors(noise, base, xb, gradb, theta, active, dim, scores, paths, q
     if scores:  # (q[0] holds the draw's own scores: at -eps, w changes sign and w_a eps_b does not)
         for a in range(dim):
             q[1, a] = -q[0, a]
-        for k in range(dim, dim + dim * (dim + 1) // 2):
+        for k in range(dim, q.shape[1]):
             q[1, k] = q[0, k]
     if paths:
         for j in active:
@@ -144,11 +173,7 @@ def _mirror_factors(noise, base, xb, gradb, theta, active, dim, scores, paths, q
                 for a in range(dim):
                     q[3, a] = gradb[a]
             else:
-                k = dim
-                for a in range(dim):
-                    for b in range(a + 1):
-                        q[3, k] = gradb[a] * -noise[base + b]
-                        k += 1
+                _triangle_paths(noise, base, gradb, theta, dim, q, 3, j, -1.0)
 
 
 # The weak derivative for loc_a (Pflug 1996 in the conditional law): with every other component
@@ -175,6 +200,39 @@ def _weak_sides(j, i, noise, base, xs, u1, u2, u3, theta, w):
     r2 = sqrt(-2.0 * fm.log(u2))
     side = spread[1, i]
     return spread[0, i], conditional + side * r1, conditional - side * r1, conditional - side * r2
+
+
+@inline_core
+def _theta_into(params, theta):
+    """Write the kernel parameters of ``params`` (``loc``, then ``scale_tril``'s triangle row by row) into ``theta``.
+
+    :func:`_theta`'s numbers, but for ``kappa`` (the column norms of ``L^-1``): from the triangular solves
+    ``L y = e_c`` here, LAPACK's inverse there (within a few ulps: it serves the measure-valued estimator's
+    spread only).
+    """
+    loc, scale, inverse, spread = theta[0], theta[1], theta[2], theta[3]
+    dim = loc.size
+    for a in range(dim):
+        loc[a] = params[a]
+    k = dim
+    for a in range(dim):
+        for b in range(a + 1):
+            scale[a, b] = params[k]
+            k += 1
+        inverse[a] = 1.0 / scale[a, a]
+    column = np.empty(dim)
+    for c in range(dim):
+        total = 0.0
+        for a in range(c, dim):
+            value = 1.0 if a == c else 0.0
+            for b in range(c, a):
+                value -= scale[a, b] * column[b]
+            column[a] = value / scale[a, a]
+            total += column[a] * column[a]
+        kappa = sqrt(total)
+        spread[0, c] = kappa / sqrt(2.0 * np.pi)
+        spread[1, c] = 1.0 / kappa
+        spread[2, c] = 1.0 / (kappa * kappa)
 
 
 # --- exact expectations: Gauss-Hermite over eps --------------------------------------------------
@@ -462,8 +520,18 @@ def exact_moments(distribution, function, specs, coefficients, wrt):
     (``sum_of_squares``, ``quadratic``, ``linear_form``), in closed form
     (:func:`pathwise_closed_forms`, :func:`score_closed_forms`).
     """
-    from fastgrad._analytic import grid_moments
+    from fastgrad._analytic import chain_rule_moments, grid_moments
 
+    if isinstance(distribution, NaturalView):  # log_diag_scale_tril: scale_tril's, times L_aa on the diagonal
+        base = distribution.distribution
+        return chain_rule_moments(
+            distribution,
+            specs,
+            coefficients,
+            wrt,
+            lambda *args: exact_moments(base, function, *args),
+            lambda name: np.where(base.diagonal_entries, base.flat("scale_tril"), 1.0),
+        )
     dim = distribution.dim
     hs = distribution.component_functions(function)
     if hs is None:
@@ -509,10 +577,11 @@ MVN = joint_family(
     ("loc", "scale_tril"),
     Joint(width=(1, 0), draw_size=(1, 0), sample=_normal_rows, draw=_draw, scores=_scores, paths=_paths,
           moments=exact_moments, sizes=_sizes, mirrored=(_mirror_draw, _mirror_factors), weak=_weak_sides,
-          weak_prepare=_weak_prepare),
+          weak_prepare=_weak_prepare, noise_follows_theta=False, theta_into=_theta_into),
     symmetric=True,
     weak_parameters=("loc",),
     weak_note=_WEAK_NOTE,
+    natural=(("log_diag_scale_tril", "scale_tril"),),
 )  # fmt: skip
 
 
@@ -598,6 +667,22 @@ class MultivariateNormal:
     def theta(self):
         """Kernel parameters: ``loc``, ``L``, ``1 / diag(L)`` and the weak derivative's ``kappa`` terms (3 x D)."""
         return _theta(self.loc, self.scale_tril)
+
+    @property
+    def diagonal_entries(self):
+        """Per entry of ``scale_tril``'s lower triangle (row by row): whether it is on the diagonal."""
+        return tuple(b == a for a in range(self.dim) for b in range(a + 1))
+
+    def flat(self, name):
+        """Return a parameter's values as the gradient's components (``scale_tril``'s lower triangle row by row)."""
+        if name == "loc":
+            return self.loc
+        return tuple(self.scale_tril[a][b] for a in range(self.dim) for b in range(a + 1))
+
+    def natural_value(self, name):
+        """``log_diag_scale_tril``: ``scale_tril``'s lower triangle (row by row) with the diagonal's logarithms."""
+        return tuple(math.log(v) if d else v for v, d in zip(self.flat("scale_tril"), self.diagonal_entries,
+                                                              strict=True))  # fmt: skip
 
     def component_functions(self, function):
         """``f``'s exact form per component (``w_i h``), or None for a user's function."""

@@ -6,14 +6,16 @@ Adam) trajectories from the same start. Step ``t`` of replicate ``r`` draws
 with the estimator at the replicate's current parameters, and updates them;
 a replicate's trajectory depends on nothing but ``(seed, r)``, so it is the
 same on any thread count and reruns alone. Positive parameters move through
-their logarithms (``scale`` as ``log_scale``, ``rate`` as ``log_rate``) and
-probabilities through their logits, with gradients the estimators compute
+their logarithms (``scale`` as ``log_scale``, ``rate`` as ``log_rate``, a
+shape or concentration as ``log_shape`` or ``log_concentration``), a
+Cholesky factor's diagonal through its logarithm (``log_diag_scale_tril``),
+a probability through its logit and a Categorical's probabilities through
+logits whose softmax they are, with gradients the estimators compute
 natively for those parameterisations. Only the logged steps are kept.
 
-Families so far: Normal, Laplace, Exponential, Bernoulli, Poisson and the
-Gamma's rate (those whose kernel parameters a kernel can rebuild from the
-parameters, ``Family.theta_of``), with any built-in or user function of a
-number.
+Every family moves: those whose kernel parameters a kernel rebuilds from the
+parameters (``Family.theta_of``, a joint family's ``Joint.theta_into``),
+which every built-in family has.
 """
 
 import json
@@ -38,8 +40,6 @@ MAX_STEPS = 2**32 - 1
 QUANTILES = (0.1, 0.5, 0.9)
 #: The columns of every logged statistic.
 COLUMNS = ("mean", "q10", "q50", "q90", "std", "finite")
-#: How each optimised coordinate moves its parameter: itself, its logarithm, its logit (OptimizeSink.updates).
-_UPDATES = {"log_scale": 1, "log_rate": 1, "logits": 2}
 #: Most memory the logged parameters of one kernel call take (replicates x parameters x logged steps).
 SNAPSHOT_BYTES = 64 * 2**20
 
@@ -294,8 +294,9 @@ class _EstimatorRun:
         if optimum is not None:
             start_within = bool(np.all(np.abs(layout.start[layout.targets] - layout.target) < tolerance))
             self.reached[:, 0 if start_within else 1] = 0
-        dim = layout.dim
-        self.rows = np.array([plan.parameters.index(c) * dim + i for c in coordinates for i in range(dim)], np.int64)
+        offsets = np.concatenate([[0], np.cumsum(plan.sizes)]).astype(np.int64)
+        self.rows = np.array([offsets[plan.parameters.index(c)] + i for c in coordinates
+                              for i in range(plan.sizes[plan.parameters.index(c)])], np.int64)  # fmt: skip
         self.stats = {name: [] for name, _, _ in layout.columns}
         self.objective, self.distance = [], []
         self.history = []  # (a shard's) its replicates' parameters at each logged step, to merge
@@ -308,7 +309,7 @@ class _EstimatorRun:
                                                                              seed)  # fmt: skip
         active = [plan.parameters.index(c) for c in self.coordinates]
         theta, filler, extra = self.distribution.theta, "general", {}
-        if self.layout.dim > 1 or _is_vector(self.distribution):
+        if self.layout.dim > 1 or _is_vector(self.distribution) or plan.distribution.family.joint is not None:
             theta = tuple(np.ascontiguousarray(row, dtype=np.float64) for row in theta)  # one array per parameter
             filler = "vector-general"
             weights = self.function.weights_for(self.layout.dim) if hasattr(self.function, "weights_for") else None
@@ -517,45 +518,90 @@ class _Layout:
 
 def _layout(distribution, wrt, coordinates, optimum):
     family = distribution.family
-    dim = distribution.dim if _is_vector(distribution) else 1
-    names = (lambda p, i: f"{p}[{i}]") if dim > 1 or _is_vector(distribution) else (lambda p, i: p)
-    start = np.concatenate(
-        [np.atleast_1d(np.asarray(getattr(distribution, p), dtype=float)) for p in family.parameters]
-    )
+    dim = getattr(distribution, "dim", 1)
+    flat = getattr(distribution, "flat", lambda p: getattr(distribution, p))  # (a MultivariateNormal's triangle)
+    values = [np.asarray(flat(p), dtype=float) for p in family.parameters]
+    sizes, offsets = _sizes(distribution)
+    vector = [v.ndim > 0 for v in values]  # (a DiagNormal's at D = 1 too)
+
+    def name(j, p, i):
+        return f"{p}[{i}]" if vector[j] else p
+
+    start = np.concatenate([v.ravel() for v in values])
     targets, updates, target, optimized = [], [], [], []
-    columns = [(names(p, i), j * dim + i, None) for j, p in enumerate(family.parameters) for i in range(dim)]
+    columns = [(name(j, p, i), offsets[j] + i, None) for j, p in enumerate(family.parameters) for i in range(sizes[j])]
     for c, p in zip(coordinates, wrt, strict=True):
         j = family.parameters.index(p)
-        value = None if optimum is None else np.broadcast_to(np.asarray(optimum[p], dtype=float), (dim,))
-        for i in range(dim):
-            targets.append(j * dim + i)
-            updates.append(_UPDATES.get(c, 0))
+        value = None if optimum is None else np.broadcast_to(np.asarray(optimum[p], dtype=float), (sizes[j],))
+        # how the coordinate moves its parameter (OptimizeSink.updates): itself (0), its logarithm (1: every log_
+        # natural parameter), its logit (2: the Bernoulli's p), or a Categorical's probabilities through logits
+        # whose softmax they are (3: the logarithm, then normalised)
+        # (a Cholesky factor's diagonal through its logarithm, the entries below it themselves)
+        update = 0 if c == p else (3 if family.joint is not None else 2) if c == "logits" else 1
+        logged = getattr(distribution, "diagonal_entries", None) if c == "log_diag_scale_tril" else None
+        for i in range(sizes[j]):
+            entry = update if logged is None or logged[i] else 0
+            targets.append(offsets[j] + i)
+            updates.append(entry)
             target.append(np.nan if value is None else float(value[i]))
-            optimized.append(names(c, i))
+            optimized.append(name(j, c, i))
             if c != p:
-                columns.append((names(c, i), j * dim + i, "logit" if c == "logits" else "log"))
+                columns.append((name(j, c, i), offsets[j] + i, {0: None, 2: "logit"}.get(entry, "log")))
     return _Layout(dim, start, np.array(targets, np.int64), np.array(updates, np.int64), np.array(target),
                    columns, tuple(optimized))  # fmt: skip
+
+
+def _sizes(distribution):
+    """Components of each parameter of the distribution's family and where each starts in a replicate's row."""
+    from fastgrad.estimators import parameter_sizes
+
+    sizes = parameter_sizes(distribution)
+    return sizes, [sum(sizes[:j]) for j in range(len(sizes))]
 
 
 def _is_vector(distribution):
     return getattr(distribution, "name", None) == "diagnormal"
 
 
+def _kernel_families(distribution):  # (every built-in family; a family of one's own may have no theta_of)
+    """Whether ``optimize`` can move ``distribution``'s parameters: its family rebuilds its kernel parameters."""
+    family = distribution.family
+    if family.joint is not None:
+        return family.joint.theta_into is not None
+    return family.theta_of is not None and (not hasattr(distribution, "dim") or _is_vector(distribution))
+
+
 def _exact_objective(distribution, function, params):
     """``E_q[f]`` at each row of ``params`` (the family's parameters), or None for a user's function."""
-    if _is_vector(distribution):
+    if _is_vector(distribution) or distribution.family.name in ("dirichlet", "mvn"):
         if not hasattr(function, "component_exact") or function.builtin is None:
             return None
         dim = distribution.dim
+        hs = [function.component_exact(i, dim) for i in range(dim)]
         total = np.zeros(len(params))
-        for i in range(dim):  # sum_i E[w_i h(x_i)], component by component
-            total += _normal_expectations(function.component_exact(i, dim), params[:, i], params[:, dim + i])
+        if _is_vector(distribution):
+            for i, h in enumerate(hs):  # sum_i E[w_i h(x_i)], component by component
+                total += _normal_expectations(h, params[:, i], params[:, dim + i])
+            return total
+        if distribution.family.name == "mvn":  # x_i ~ N(loc_i, sum_b L_ib**2): the marginals
+            for i, h in enumerate(hs):
+                row = params[:, dim + i * (i + 1) // 2 : dim + (i + 1) * (i + 2) // 2]
+                total += _normal_expectations(h, params[:, i], np.sqrt(np.sum(row * row, axis=1)))
+            return total
+        if not all(_polynomial(h) for h in hs):
+            return None
+        concentration = params.sum(axis=1)
+        for i, h in enumerate(hs):  # x_i ~ Beta(alpha_i, alpha_0 - alpha_i)
+            total += _beta_expectations(h, params[:, i], concentration)
         return total
     h = function.exact() if hasattr(function, "exact") and function.builtin is not None else None
     if h is None:
         return None
     family = distribution.family
+    if family.name == "categorical":  # sum_k probs[k] f(k)
+        return params @ np.asarray(h.evaluate(np.arange(params.shape[1], dtype=np.float64)), dtype=float)
+    if family.name == "beta":
+        return _beta_expectations(h, params[:, 0], params[:, 0] + params[:, 1]) if _polynomial(h) else None
     # (sums of x**j e^(iwx), the polynomials and cos, have closed forms on whole arrays; a Smooth function
     # (exp_quadratic, logistic) is integrated a replicate at a time)
     terms = getattr(h, "terms", None)
@@ -568,6 +614,26 @@ def _exact_objective(distribution, function, params):
     for r, row in enumerate(params):
         theta = family.theta_of(np.ascontiguousarray(row, dtype=np.float64))
         out[r] = float(family.expectation(h, theta, (1,)))
+    return out
+
+
+def _polynomial(h):
+    """Whether ``h`` is a sum of ``c x**j`` (no ``exp(i w x)`` factors): a Beta's expectations in closed form."""
+    terms = getattr(h, "terms", None)
+    return terms is not None and all(omega == 0 for _, omega in terms)
+
+
+def _beta_expectations(h, a, total):
+    """``E[h(x)]``, ``x ~ Beta(a, total - a)``, for arrays and a polynomial ``h``.
+
+    ``E[x**j] = prod_{i < j} (a + i) / (total + i)``.
+    """
+    out = np.zeros(a.shape)
+    for (j, _), c in h.terms.items():
+        moment = np.ones(a.shape)
+        for i in range(j):
+            moment = moment * ((a + i) / (total + i))
+        out += float(np.real(c)) * moment
     return out
 
 
@@ -635,13 +701,14 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
 
     Parameters
     ----------
-    distribution : Normal, Laplace, Exponential, Gamma (its rate), Bernoulli or Poisson
+    distribution : any built-in family (Normal, ..., Categorical, Dirichlet, MultivariateNormal)
         The start.
     function : built-in name, Function or @njit function
     wrt : str or sequence of str, optional
         Parameters to optimise (default: all); the others stay fixed.
         Positive ones move through their logarithms, probabilities through
-        their logits (reported in both parameterisations).
+        their logits, a Cholesky factor's diagonal through its logarithm
+        (reported in both parameterisations).
     estimators : sequence of str
         Specifications (``score``, ``score+optimal-baseline``,
         ``pathwise+antithetic``, ``measure-valued``, ...). Optimal
@@ -705,14 +772,11 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
     started = time.perf_counter()
     function = _validate.check_target(distribution, function)
     family = distribution.family
-    if family.theta_of is None or family.joint is not None or (hasattr(distribution, "dim")
-                                                               and not _is_vector(distribution)):  # fmt: skip
-        raise ValueError(f"optimize supports Normal, Laplace, Exponential, Gamma, Bernoulli, Poisson and DiagNormal "
-                         f"so far; got {type(distribution).__name__}")  # fmt: skip
+    if not _kernel_families(distribution):
+        raise ValueError(f"optimize moves a family's parameters inside its kernel, through the family's theta_of (a "
+                         f"joint family's Joint.theta_into); {type(distribution).__name__}'s family "
+                         f"{family.name!r} has none (every built-in family has)")  # fmt: skip
     wrt = _validate.check_wrt(wrt, family.parameters)
-    if family.name == "gamma" and "shape" in wrt:  # (a positive parameter with no natural one to move through)
-        raise ValueError(f"wrt: optimize moves the Gamma's rate (through log_rate) so far, not its shape, which "
-                         f"has no natural parameter yet to keep it positive; got {list(wrt)}")  # fmt: skip
     coordinates = _coordinates(distribution, wrt)
     steps = _check_count("steps", steps, 1, MAX_STEPS)
     batch = _check_count("batch", batch, 1, 2**31)
@@ -727,8 +791,9 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
     if optimum is not None:
         if not isinstance(optimum, dict) or set(optimum) != set(wrt):
             raise ValueError(f"optimum must be a dict with a value for each of {list(wrt)}; got {optimum!r}")
-        dim = distribution.dim if _is_vector(distribution) else 1
+        sizes = dict(zip(family.parameters, _sizes(distribution)[0], strict=True))
         for p, value in optimum.items():
+            dim = sizes[p]
             if np.ndim(value) > 1 or (np.ndim(value) == 1 and len(value) != dim) or not np.all(np.isfinite(value)):
                 raise ValueError(f"optimum[{p!r}] must be a finite number{' or one per component' if dim > 1 else ''}"
                                  f"; got {value!r}")  # fmt: skip

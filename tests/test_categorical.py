@@ -102,3 +102,53 @@ def test_pathwise_is_refused_and_f_takes_the_category():
         fg.compare(fg.Categorical([0.5, 0.5]), "square", 1000, seed=0, estimators=["score", "pathwise"])
     with pytest.raises(TypeError):
         fg.compare(fg.Categorical([0.5, 0.5]), fg.functions.sum_of_squares(), 1000, seed=0)
+
+
+def test_optimize_moves_the_logits_one_unbiased_step_at_a_time_on_any_thread_count():
+    """SGD on the logits: the probabilities become the softmax of ``log(probs) - eta g``.
+
+    So ``log(p'_k / p'_0) = log(p_k / p_0) - eta (g_k - g_0)``, linear in the estimate ``g``: its mean over
+    replicates after one step is the exact gradient's, ``g_k = probs[k] (f(k) - F)``, within 5 standard errors
+    (score, the optimal baseline, measure-valued). The kernel parameters rebuilt each step are those of a
+    Categorical of the moved probabilities (its ``theta``), and a run is the same on one thread and on two.
+    """
+    generator = np.random.default_rng(4)
+    for size in (2, 3, 17):
+        values = generator.dirichlet(np.ones(size))
+        values = values / math.fsum(values)
+        rebuilt = tuple(np.full(size, np.nan) for _ in range(3))
+        categorical._theta_into(values, rebuilt)
+        assert [row.tolist() for row in rebuilt] == [row.tolist() for row in fg.Categorical(values.tolist()).theta]
+    probs, eta, replicates = np.array([0.2, 0.3, 0.5]), 0.5, 4000
+    fx = np.arange(3.0) ** 2
+    exact = probs * (fx - probs @ fx)
+    expected = np.log(probs[1:] / probs[0]) - eta * (exact[1:] - exact[0])
+    estimators = ["score", "score+optimal-baseline", "measure-valued"]
+    one = fg.optimize(fg.Categorical(probs.tolist()), "square", estimators=estimators, steps=1, learning_rate=eta,
+                      replicates=replicates, seed=2, threads=1)  # fmt: skip
+    for name in estimators:
+        final = one[name].final
+        assert np.allclose(final.sum(axis=1), 1.0, rtol=0, atol=4e-16)
+        moved = np.log(final[:, 1:] / final[:, :1])
+        stderr = moved.std(axis=0, ddof=1) / math.sqrt(replicates)
+        assert np.all(np.abs(moved.mean(axis=0) - expected) < 5 * stderr), (name, moved.mean(axis=0), expected)
+        # the logged logits are the log-probabilities, and the exact objective sum_k probs[k] f(k)
+        assert one[name].parameters["logits[2]"][-1, 0] == pytest.approx(np.mean(np.log(final[:, 2])), rel=1e-14)
+        assert one[name].objective[-1, 0] == pytest.approx(np.mean(final @ fx), rel=1e-14)
+    # the second step draws its categories at the first step's probabilities: its move is unbiased there
+    two = fg.optimize(fg.Categorical(probs.tolist()), "square", estimators=estimators, steps=2, learning_rate=eta,
+                      replicates=replicates, seed=2, threads=1)  # fmt: skip
+    for name in estimators:
+        first, second = one[name].final, two[name].final
+        gradient = first * (fx - (first @ fx)[:, None])
+        move = (np.log(second[:, 1:] / second[:, :1]) - np.log(first[:, 1:] / first[:, :1])
+                + eta * (gradient[:, 1:] - gradient[:, :1]))  # fmt: skip
+        assert np.all(np.abs(move.mean(axis=0)) < 5 * move.std(axis=0, ddof=1) / math.sqrt(replicates)), name
+    several = dict(estimators=["score+optimal-baseline"], steps=30, learning_rate=0.05, replicates=40, seed=3,
+                   log_every=10, optimizer="adam")  # fmt: skip
+    a = fg.optimize(fg.Categorical(probs.tolist()), "square", threads=1, **several)
+    b = fg.optimize(fg.Categorical(probs.tolist()), "square", threads=2, **several)
+    assert a["score+optimal-baseline"].final.tolist() == b["score+optimal-baseline"].final.tolist()
+    alone = fg.optimize(fg.Categorical(probs.tolist()), "square", threads=1, **{**several, "replicates": 1},
+                        first_replicate=17)  # fmt: skip
+    assert alone["score+optimal-baseline"].final.tolist() == a["score+optimal-baseline"].final[17:18].tolist()

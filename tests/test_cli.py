@@ -201,7 +201,10 @@ def error_of(capsys, *args):
         (("optimize", "--f", "square", "--steps", "0", "--lr", "0.1"), "argument --steps: steps must be an integer"),
         (("optimize", "--f", "square", "--steps", "5", "--lr", "-1"), "argument --lr: learning_rate must be"),
         (("optimize", "--f", "square", "--steps", "5"), "the following arguments are required: --lr"),
-        (("optimize", "--f", "square", "--steps", "5", "--lr", "0.1", "--optimum", "loc"), "expected P=V[,P=V...]"),
+        (
+            ("optimize", "--f", "square", "--steps", "5", "--lr", "0.1", "--optimum", "loc"),
+            "expected P=V[,V...][,P=V...]",
+        ),
         (
             ("optimize", "--f", "square", "--steps", "5", "--lr", "0.1", "--optimum", "loc=0"),
             "argument --tolerance: tolerance must be a number > 0",
@@ -211,20 +214,8 @@ def error_of(capsys, *args):
             "argument --lr-decay: expected T0,P",
         ),
         (
-            (
-                "optimize",
-                "--dist",
-                "dirichlet",
-                "--concentration",
-                "1,2",
-                "--f",
-                "sum_of_squares",
-                "--steps",
-                "5",
-                "--lr",
-                "1",
-            ),
-            "argument --dist: optimize supports normal, laplace, exponential, gamma, bernoulli, poisson and diagnormal",
+            ("optimize", "--f", "square", "--steps", "5", "--lr", "0.1", "--optimum", "1,loc=0"),
+            "expected P=V[,V...][,P=V...]",
         ),
     ],
 )
@@ -353,3 +344,18 @@ def test_optimize_prints_writes_json_and_plot_as_the_api(tmp_path, capsys):
     run = data.pop("run")
     assert data == json.loads(json.dumps(api)) and run["command"][:2] == ["fastgrad", "optimize"]
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_optimize_takes_a_vector_familys_optimum_one_value_per_component(tmp_path):
+    """A Categorical from the command line: ``--optimum probs=1,0,0`` is one value per category, as the API's."""
+    out = tmp_path / "opt.json"
+    args = ("optimize", "--dist", "categorical", "--probs", "0.2,0.3,0.5", "--f", "square", "--estimators",
+            "score+optimal-baseline", "--steps", "30", "--lr", "0.1", "--replicates", "20", "--seed", "1",
+            "--optimum", "probs=1,0,0", "--tolerance", "0.3", "--json", str(out), "--threads", "1")  # fmt: skip
+    assert cli.main(list(args)) == 0
+    data = json.loads(out.read_text())
+    api = fg.optimize(fg.Categorical([0.2, 0.3, 0.5]), "square", estimators=["score+optimal-baseline"], steps=30,
+                      learning_rate=0.1, replicates=20, seed=1, optimum={"probs": [1.0, 0.0, 0.0]}, tolerance=0.3,
+                      threads=1).to_dict()  # fmt: skip
+    data.pop("run")
+    assert data == json.loads(json.dumps(api))

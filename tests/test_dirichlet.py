@@ -257,3 +257,97 @@ def test_beta_sample_grad_matches_mpmath(a, b):
         exact = float(-cdf_a / density)
         worst = max(worst, abs(beta_sample_grad(x, a, b) / exact - 1.0))
     assert worst < 1e-11, worst
+
+
+def test_the_log_concentrations_references_are_the_concentrations_times_alpha():
+    # d/dlog a = a d/da: the Beta's E[x] = a / (a + b), so d/dlog_a = a b / (a + b)**2 and d/dlog_b = -a b / (a + b)**2;
+    # variances times a**2 (b**2), with the concentrations' own coefficients (an optimal baseline's here)
+    from fastgrad.distributions import NaturalView
+
+    beta, function = fg.Beta(2.0, 3.0), fg.functions.resolve("linear")
+    specs = parse_estimators(["pathwise", "score+optimal-baseline"])
+    coefficients = [None, np.array([0.3, -0.2, 0.6, -0.6])]
+    view = NaturalView(beta)
+    found = dirichlet.noise_moments(view, function, specs, coefficients, ("a", "log_a", "log_b"))
+    plain = dirichlet.noise_moments(beta, function, specs, [None, coefficients[1][:2]], ("a", "b"))
+    assert found[0]["log_a"][0] == pytest.approx(6.0 / 25.0, rel=1e-13)
+    assert found[0]["log_b"][0] == pytest.approx(-6.0 / 25.0, rel=1e-13)
+    for s in range(2):
+        assert found[s]["a"] == plain[s]["a"]
+        assert found[s]["log_a"] == (plain[s]["a"][0] * 2.0, plain[s]["a"][1] * 4.0)
+        assert found[s]["log_b"] == (plain[s]["b"][0] * 3.0, plain[s]["b"][1] * 9.0)
+
+
+@pytest.mark.parametrize("alphas", [(2.5, 1.5), (0.7, 2.0, 30.0)])
+def test_the_kernel_parameters_rebuilt_in_a_step_are_the_runs_without_the_fit(alphas):
+    """What an optimisation's step rebuilds (``_theta_into``) is ``Dirichlet.theta``'s numbers without the fit of
+    the implicit gradient: bit for bit, but the digamma difference of K > 2, whose total is summed in order."""
+    theta = dirichlet._theta(alphas)
+    rebuilt = tuple(np.full_like(row, np.nan) for row in theta)
+    dirichlet._theta_into(np.array(alphas), rebuilt)
+    for k in (0, 2, 3, 4, 5):
+        assert rebuilt[k].tolist() == theta[k].tolist()
+    if len(alphas) == 2:
+        assert rebuilt[1].tolist() == theta[1].tolist()
+    else:
+        assert rebuilt[1] == pytest.approx(theta[1], rel=4e-16, abs=0)
+    no_fit = fg.math._no_fit()
+    for k in range(6):
+        assert np.all(rebuilt[6 + k] == float(no_fit[k]))
+    assert np.all(rebuilt[12] == 0.0)
+
+
+#: family -> (distribution, function, d E[f] / d log(alpha) at the start, estimators): SGD's one step's mean.
+MOVES = {
+    "beta": (fg.Beta(2.5, 1.5), "square", ["score", "pathwise"]),
+    "dirichlet": (fg.Dirichlet([1.5, 2.0, 3.0]), fg.functions.linear_form([1.0, 0.0, 2.0]),
+                  ["score+optimal-baseline", "pathwise"]),
+}  # fmt: skip
+
+
+def _log_gradient(name, alphas):
+    """``d E[f] / d log(alpha_k)`` of MOVES' functions at rows of concentrations: the Beta's ``E[x**2]``, the
+    Dirichlet's ``sum w_i x_i``."""
+    alphas = np.atleast_2d(alphas)
+    if name == "beta":
+        a, b = alphas[:, :1], alphas[:, 1:]
+        m2 = a * (a + 1) / ((a + b) * (a + b + 1))
+        own = np.concatenate([1 / a + 1 / (a + 1), 0 * b], axis=1)
+        return alphas * m2 * (own - (1 / (a + b) + 1 / (a + b + 1)))
+    weights, total = np.array([1.0, 0.0, 2.0]), alphas.sum(axis=1, keepdims=True)
+    return alphas * (weights - (alphas @ weights)[:, None] / total) / total
+
+
+@pytest.mark.parametrize("name", MOVES)
+def test_optimize_moves_the_concentrations_one_unbiased_step_at_a_time_on_any_thread_count(name):
+    """SGD on the log-concentrations: the mean over replicates after one step is ``log(alpha) - eta dE/dlog(alpha)``
+    within 5 standard errors (score or its optimal baseline, and pathwise through the implicit gradient's series),
+    the exact objective logged is the closed form at each replicate's concentrations, and a run is the same on one
+    thread and on two."""
+    distribution, function, estimators = MOVES[name]
+    eta, replicates = 0.5, 4000
+    expected = np.log(distribution.concentration) - eta * _log_gradient(name, distribution.concentration)[0]
+    one = fg.optimize(distribution, function, estimators=estimators, steps=1, learning_rate=eta, replicates=replicates,
+                      seed=2, threads=1)  # fmt: skip
+    for estimator in estimators:
+        moved = np.log(one[estimator].final)
+        stderr = moved.std(axis=0, ddof=1) / math.sqrt(replicates)
+        assert np.all(np.abs(moved.mean(axis=0) - expected) < 5 * stderr), (estimator, moved.mean(axis=0), expected)
+        alphas = one[estimator].final
+        if name == "beta":
+            a, b = alphas[:, 0], alphas[:, 1]
+            exact = a * (a + 1) / ((a + b) * (a + b + 1))
+        else:
+            exact = alphas @ np.array([1.0, 0.0, 2.0]) / alphas.sum(axis=1)
+        assert one[estimator].objective[-1, 0] == pytest.approx(exact.mean(), rel=1e-13)
+    # the second step draws its Gamma draws at the first step's concentrations: its move is unbiased there
+    two = fg.optimize(distribution, function, estimators=estimators, steps=2, learning_rate=eta, replicates=replicates,
+                      seed=2, threads=1)  # fmt: skip
+    for estimator in estimators:
+        first, second = one[estimator].final, two[estimator].final
+        move = np.log(second) - np.log(first) + eta * _log_gradient(name, first)
+        assert np.all(np.abs(move.mean(axis=0)) < 5 * move.std(axis=0, ddof=1) / math.sqrt(replicates)), estimator
+    several = dict(estimators=["pathwise"], steps=20, learning_rate=0.02, replicates=20, seed=3, log_every=5)
+    a = fg.optimize(distribution, function, threads=1, **several)
+    b = fg.optimize(distribution, function, threads=2, **several)
+    assert a["pathwise"].final.tolist() == b["pathwise"].final.tolist()

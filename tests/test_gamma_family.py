@@ -165,26 +165,48 @@ def test_the_rates_measure_valued_references_are_the_closed_forms(shape, rate, f
     assert coupled[1] == pytest.approx(c * c * (plus2 - 2 * cross + minus2) - mean**2, rel=1e-9, abs=1e-13 * scale**2)
 
 
-def test_optimize_moves_the_rate_one_unbiased_step_at_a_time_on_any_thread_count():
-    """SGD on log_rate: after one step, the mean over replicates is log(rate) - eta dE[x**2]/dlog_rate.
+#: What optimize moves: parameter -> (its natural parameter, d E[x**2] / d natural at (a, b), estimators, step)
+#: (the shape's score values reach hundreds: a step of 0.05 takes some replicates' shapes to 1e-6, whose next
+#: draws underflow to 0 and whose scores are then NaN)
+MOVES = {
+    "rate": ("log_rate", lambda a, b: -2 * a * (a + 1) / b**2, ["score", "pathwise", "measure-valued"], 0.05),
+    "shape": ("log_shape", lambda a, b: a * (2 * a + 1) / b**2, ["score", "pathwise"], 0.01),
+}
 
-    ``E[x**2] = a (a + 1) / b**2``, so ``dE/dlog_rate = -2 a (a + 1) / b**2``; the replicates' spread gives the
-    standard error. The shape moves with every step in general, so the kernel takes the implicit gradient's
-    series, not a per-run fit; a run is the same on one thread and on two.
+
+@pytest.mark.parametrize("moved", MOVES)
+def test_optimize_moves_each_parameter_one_unbiased_step_at_a_time_on_any_thread_count(moved):
+    """SGD on log_rate or log_shape: after one step, the mean over replicates is the start less eta dE[x**2]/d it.
+
+    ``E[x**2] = a (a + 1) / b**2``: ``dE/dlog_rate = -2 a (a + 1) / b**2``, ``dE/dlog_shape = a (2 a + 1) / b**2``;
+    the replicates' spread gives the standard error. The shape moves with every step in general, so the kernel
+    takes the implicit gradient's series, not a per-run fit; a run is the same on one thread and on two.
     """
-    shape, rate, eta, replicates = 2.5, 1.5, 0.05, 4000
-    expected = math.log(rate) + eta * 2 * shape * (shape + 1) / rate**2
-    estimators = ["score", "pathwise", "measure-valued"]
-    one = fg.optimize(fg.Gamma(shape, rate), "square", "rate", estimators=estimators, steps=1, learning_rate=eta,
+    shape, rate, replicates = 2.5, 1.5, 4000
+    natural, derivative, estimators, eta = MOVES[moved]
+    j = ("shape", "rate").index(moved)
+    expected = math.log((shape, rate)[j]) - eta * derivative(shape, rate)
+    one = fg.optimize(fg.Gamma(shape, rate), "square", moved, estimators=estimators, steps=1, learning_rate=eta,
                       replicates=replicates, seed=2, threads=1)  # fmt: skip
     for name in estimators:
-        moved = np.log(one[name].final[:, 1])
-        assert np.all(one[name].final[:, 0] == shape)
-        assert abs(moved.mean() - expected) < 5 * moved.std(ddof=1) / math.sqrt(replicates), name
+        final = one[name].final
+        assert np.all(final[:, 1 - j] == (shape, rate)[1 - j])
+        moved_values = np.log(final[:, j])
+        assert one[name].parameters[natural][-1, 0] == pytest.approx(moved_values.mean(), rel=1e-14)
+        assert abs(moved_values.mean() - expected) < 5 * moved_values.std(ddof=1) / math.sqrt(replicates), name
         # the exact objective logged: E[x**2] at each replicate's parameters, a (a + 1) / b**2
-        assert one[name].objective[-1, 0] == pytest.approx(np.mean(shape * (shape + 1) / one[name].final[:, 1] ** 2))
+        exact = final[:, 0] * (final[:, 0] + 1) / final[:, 1] ** 2
+        assert one[name].objective[-1, 0] == pytest.approx(np.mean(exact))
+    # the second step draws at the first step's parameters: its move is unbiased for the gradient there (a step
+    # that drew its Gamma draws at the start's shape instead is off by many standard errors)
+    two = fg.optimize(fg.Gamma(shape, rate), "square", moved, estimators=estimators, steps=2, learning_rate=eta,
+                      replicates=replicates, seed=2, threads=1)  # fmt: skip
+    for name in estimators:
+        first, second = one[name].final, two[name].final
+        move = np.log(second[:, j]) - np.log(first[:, j]) + eta * derivative(first[:, 0], first[:, 1])
+        assert abs(move.mean()) < 5 * move.std(ddof=1) / math.sqrt(replicates), name
     several = dict(estimators=["pathwise"], steps=40, learning_rate=0.01, replicates=50, seed=3, log_every=10)
-    a = fg.optimize(fg.Gamma(shape, rate), "square", "rate", threads=1, **several)
-    b = fg.optimize(fg.Gamma(shape, rate), "square", "rate", threads=2, **several)
+    a = fg.optimize(fg.Gamma(shape, rate), "square", moved, threads=1, **several)
+    b = fg.optimize(fg.Gamma(shape, rate), "square", moved, threads=2, **several)
     assert a["pathwise"].final.tolist() == b["pathwise"].final.tolist()
-    assert a["pathwise"].parameters["log_rate"].tolist() == b["pathwise"].parameters["log_rate"].tolist()
+    assert a["pathwise"].parameters[natural].tolist() == b["pathwise"].parameters[natural].tolist()

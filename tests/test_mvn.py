@@ -269,3 +269,68 @@ def test_a_run_with_exact_values_for_some_estimators_only_says_so():
     some = [SimpleNamespace(analytic_variance=None), SimpleNamespace(analytic_variance={"loc": [1.0]})]
     assert _exact_values_line(some, "why").startswith("exact values for some estimators only: why")
     assert _exact_values_line(some[:1], "why").startswith("no exact values: why")
+
+
+def test_the_log_diagonal_rows_are_unbiased_with_their_exact_variances_and_leave_scale_trils_alone():
+    """``log_diag_scale_tril``: below the diagonal ``scale_tril``'s own values, on it ``L_aa`` times theirs (the
+    kernels compute ``L_aa w_a eps_a - 1`` and ``L_aa df/dx_a eps_a`` natively; the references are the chain rule on
+    ``scale_tril``'s), for every kind of estimator; ``scale_tril``'s rows are the bits of a run without them."""
+    distribution = fg.MultivariateNormal(LOC[:2], [row[:2] for row in L[:2]])
+    function = fg.functions.sum_of_squares()
+    specs = ["score", "score+optimal-baseline", "score+cv", "score+antithetic", "pathwise", "pathwise+antithetic"]
+    both = fg.compare(distribution, function, 2**17, seed=5, estimators=specs,
+                      wrt=["scale_tril", "log_diag_scale_tril"])  # fmt: skip
+    alone = fg.compare(distribution, function, 2**17, seed=5, estimators=specs, wrt=["scale_tril"])
+    for spec in specs:
+        row = both[spec]
+        assert np.array_equal(row.mean["scale_tril"], alone[spec].mean["scale_tril"])
+        assert np.array_equal(row.variance["scale_tril"], alone[spec].variance["scale_tril"])
+        mean, truth, stderr = (np.asarray(getattr(row, k)["log_diag_scale_tril"])
+                               for k in ("mean", "analytic_mean", "stderr"))  # fmt: skip
+        assert np.all(np.abs(mean - truth) < 5 * stderr), (spec, mean, truth, stderr)
+        variance, exact, spread = (np.asarray(getattr(row, k)["log_diag_scale_tril"])
+                                   for k in ("variance", "analytic_variance", "variance_stderr"))  # fmt: skip
+        assert np.all(np.abs(variance - exact) < 5 * spread), (spec, variance, exact, spread)
+    # d E[sum x_i**2] / d log L_aa = 2 L_aa**2, and below the diagonal 2 L_ab as for scale_tril
+    assert both["pathwise"].analytic_mean["log_diag_scale_tril"] == pytest.approx([2 * 0.64, 2 * 0.3, 2 * 1.44])
+
+
+def test_the_kernel_parameters_rebuilt_in_a_step_are_the_runs():
+    distribution = fg.MultivariateNormal(LOC, L)
+    theta = distribution.theta
+    rebuilt = tuple(np.zeros_like(row) for row in theta)
+    fg.mvn._theta_into(np.concatenate([LOC, distribution.flat("scale_tril")]), rebuilt)
+    for k in range(3):
+        assert rebuilt[k].tolist() == theta[k].tolist()
+    assert rebuilt[3] == pytest.approx(theta[3], rel=1e-15)  # (kappa: triangular solves here, LAPACK's inverse there)
+
+
+def test_optimize_moves_loc_and_the_cholesky_factor_one_unbiased_step_at_a_time_on_any_thread_count():
+    """SGD on ``loc``, ``scale_tril`` below the diagonal and the logarithm of its diagonal, ``E[sum x_i**2] = sum
+    loc_i**2 + sum L_ab**2``: after one step the mean over replicates is ``loc - 2 eta loc``, ``L_ab - 2 eta L_ab`` and
+    ``log L_aa - 2 eta L_aa**2`` within 5 standard errors; the exact objective logged is the marginals'."""
+    distribution = fg.MultivariateNormal(LOC[:2], [row[:2] for row in L[:2]])
+    function = fg.functions.sum_of_squares()
+    eta, replicates = 0.05, 4000
+    start = np.concatenate([LOC[:2], distribution.flat("scale_tril")])
+    diagonal = np.array([False, False, True, False, True])
+    expected = np.where(diagonal, np.log(np.abs(start)) - 2 * eta * start**2, start - 2 * eta * start)
+    estimators = ["score+optimal-baseline", "pathwise", "pathwise+antithetic"]
+    one = fg.optimize(distribution, function, estimators=estimators, steps=1, learning_rate=eta, replicates=replicates,
+                      seed=2, threads=1)  # fmt: skip
+    for estimator in estimators:
+        final = one[estimator].final
+        moved = np.where(diagonal, np.log(np.abs(final)), final)
+        stderr = moved.std(axis=0, ddof=1) / math.sqrt(replicates)
+        mean = np.array([math.fsum(column) for column in moved.T]) / replicates  # (exact where all are equal: loc's
+        # antithetic pathwise values are 2 loc whatever the draw)
+        assert np.all(np.abs(mean - expected) <= 5 * stderr), (estimator, mean, expected)
+        exact = np.sum(final * final, axis=1)
+        assert one[estimator].objective[-1, 0] == pytest.approx(exact.mean(), rel=1e-13)
+        assert one[estimator].parameters["log_diag_scale_tril[2]"][-1, 0] == pytest.approx(np.log(final[:, 4]).mean())
+        assert one[estimator].parameters["log_diag_scale_tril[1]"][-1, 0] == pytest.approx(final[:, 3].mean())
+    several = dict(estimators=["score+optimal-baseline"], steps=20, learning_rate=0.02, replicates=20, seed=3,
+                   log_every=5, optimizer="adam")  # fmt: skip
+    a = fg.optimize(distribution, function, threads=1, **several)
+    b = fg.optimize(distribution, function, threads=2, **several)
+    assert a["score+optimal-baseline"].final.tolist() == b["score+optimal-baseline"].final.tolist()
