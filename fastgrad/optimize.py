@@ -1060,7 +1060,9 @@ def merge_partials(partials):
         raise PartialError(f"the partial results cover replicates [0, {covered}) of {replicates}: a shard is missing")
     distribution = distribution_from(reference["distribution"])
     function = function_from(reference["function"])
-    wrt = tuple(reference["wrt"])
+    # (the fingerprint names the moved coordinates: log_scale for scale, logits for probs)
+    base = {name: of for name, of in distribution.family.natural}
+    wrt = tuple(base.get(name, name) for name in reference["wrt"])
     coordinates = _coordinates(distribution, wrt)
     optimum = reference["optimum"] or None
     layout = _layout(distribution, wrt, coordinates, optimum)

@@ -10,6 +10,7 @@ the measure-valued values ``c (f(k) - f(x))``, of variance ``c**2 Var f``.
 """
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -152,3 +153,35 @@ def test_optimize_moves_the_logits_one_unbiased_step_at_a_time_on_any_thread_cou
     alone = fg.optimize(fg.Categorical(probs.tolist()), "square", threads=1, **{**several, "replicates": 1},
                         first_replicate=17)  # fmt: skip
     assert alone["score+optimal-baseline"].final.tolist() == a["score+optimal-baseline"].final[17:18].tolist()
+
+
+def test_optimize_resumes_and_merges_shards_bit_identically(tmp_path, monkeypatch):
+    """A step's categories come from a stream of its own: a run stopped between segments and resumed from its
+    checkpoint, and two shards merged, give the one run's numbers."""
+    module = sys.modules["fastgrad.optimize"]
+    monkeypatch.setattr(module, "TARGET_SEGMENT_SECONDS", 0.001)
+    monkeypatch.setattr(module, "FIRST_SEGMENT", 1000)  # (a first segment of 33 steps, not all of them)
+    kwargs = dict(estimators=["score+optimal-baseline"], steps=3000, learning_rate=0.05, replicates=30, seed=3,
+                  log_every=100, optimizer="adam", threads=1)  # fmt: skip
+    distribution = fg.Categorical([0.2, 0.3, 0.5])
+    clean = fg.optimize(distribution, "square", **kwargs)
+    segments, show = [], module._show_progress
+
+    def stop_after_two_segments(job, *args):
+        segments.append(args[0])
+        if len(segments) == 2:
+            job.stop_reason = "SIGINT"
+        show(job, *args)
+
+    monkeypatch.setattr(module, "_show_progress", stop_after_two_segments)
+    path = tmp_path / "opt.ckpt"
+    stopped = fg.optimize(distribution, "square", checkpoint=path, **kwargs)
+    monkeypatch.setattr(module, "_show_progress", show)
+    assert stopped.interrupted == "SIGINT" and 0 < stopped.steps_done < 3000
+    resumed = fg.optimize(distribution, "square", checkpoint=path, **kwargs)
+    name = "score+optimal-baseline"
+    assert resumed[name].final.tolist() == clean[name].final.tolist()
+    assert resumed[name].objective.tolist() == clean[name].objective.tolist()
+    merged = fg.merge([fg.optimize(distribution, "square", shard=(i, 2), **kwargs) for i in range(2)])
+    assert merged[name].final.tolist() == clean[name].final.tolist()
+    assert merged[name].parameters["logits[1]"].tolist() == clean[name].parameters["logits[1]"].tolist()

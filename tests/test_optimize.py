@@ -324,6 +324,14 @@ def test_shards_merge_bit_identically_and_bad_sets_are_refused(tmp_path, sharded
         fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", shard=(0, 102), **SHARDED)
 
 
+def test_shards_of_a_natural_parameters_run_merge():
+    # (the partials' fingerprint names log_scale, not scale: merging them raised ValueError before)
+    kwargs = dict(estimators=["pathwise"], steps=10, learning_rate=ETA, replicates=10, seed=1)
+    parts = [fg.optimize(fg.Normal(THETA0, 1.0), "square", "scale", shard=(i, 2), **kwargs) for i in range(2)]
+    single = fg.optimize(fg.Normal(THETA0, 1.0), "square", "scale", **kwargs)
+    assert _numbers(fg.merge(parts)) == _numbers(single)
+
+
 def test_cli_shards_and_merge(tmp_path, capsys, sharded_single):
     common = ["optimize", "--loc", "2", "--f", "square", "--estimators", "pathwise,score+optimal-baseline",
               "--steps", "300", "--lr", "0.01", "--replicates", "101", "--seed", "4", "--log-every", "7",
