@@ -105,6 +105,11 @@ def test_pathwise_is_refused_and_f_takes_the_category():
         fg.compare(fg.Categorical([0.5, 0.5]), fg.functions.sum_of_squares(), 1000, seed=0)
 
 
+#: The optimisation tests here and tests/test_cli.py's Categorical share their kernels (and the pilot's) in one worker.
+OPTIMIZE_GROUP = pytest.mark.xdist_group("categorical-optimize")
+
+
+@OPTIMIZE_GROUP
 def test_optimize_moves_the_logits_one_unbiased_step_at_a_time_on_any_thread_count():
     """SGD on the logits: the probabilities become the softmax of ``log(probs) - eta g``.
 
@@ -155,6 +160,7 @@ def test_optimize_moves_the_logits_one_unbiased_step_at_a_time_on_any_thread_cou
     assert alone["score+optimal-baseline"].final.tolist() == a["score+optimal-baseline"].final[17:18].tolist()
 
 
+@OPTIMIZE_GROUP
 def test_optimize_resumes_and_merges_shards_bit_identically(tmp_path, monkeypatch):
     """A step's categories come from a stream of its own: a run stopped between segments and resumed from its
     checkpoint, and two shards merged, give the one run's numbers."""

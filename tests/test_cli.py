@@ -346,6 +346,7 @@ def test_optimize_prints_writes_json_and_plot_as_the_api(tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.xdist_group("categorical-optimize")  # (tests/test_categorical.py's kernels, in the same worker)
 def test_optimize_takes_a_vector_familys_optimum_one_value_per_component(tmp_path):
     """A Categorical from the command line: ``--optimum probs=1,0,0`` is one value per category, as the API's."""
     out = tmp_path / "opt.json"

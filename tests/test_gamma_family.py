@@ -174,6 +174,7 @@ MOVES = {
 }
 
 
+@pytest.mark.xdist_group("gamma-optimize")  # (both cases run one kernel: the Gamma's with its natural parameters)
 @pytest.mark.parametrize("moved", MOVES)
 def test_optimize_moves_each_parameter_one_unbiased_step_at_a_time_on_any_thread_count(moved):
     """SGD on log_rate or log_shape: after one step, the mean over replicates is the start less eta dE[x**2]/d it.
