@@ -434,6 +434,12 @@ def _scalar_pass(words, out, rejected, m, start, n_rejected):
     return n_rejected
 
 
+@core
+def _fast_pass_scalar(words, out, rejected, m):
+    """Run the fast pass one word at a time, whatever the CPU (tests compare the eight-word pass with it)."""
+    return _scalar_pass(words, out, rejected, m, 0, 0)
+
+
 @overload(_fast_pass, inline="always")
 def _ol_fast_pass(words, out, rejected, m):
     if not (words.layout == "C" and out.layout == "C" and gathers_pay()):

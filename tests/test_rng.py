@@ -110,6 +110,31 @@ def test_normals_from_words_are_the_same_eight_at_a_time_or_one_at_a_time(m):
         assert np.array_equal(out[::stride], expected)
 
 
+def test_the_eight_word_pass_is_the_scalar_pass_on_any_cpu():
+    """``_simd.ziggurat_pass8`` against the one-word pass, called directly: the kernels take it only where
+    ``gathers_pay()`` (Intel's AVX-512), so on other CPUs this is what runs it (its gathers become loads)."""
+    import numba
+
+    from fastgrad import _simd
+
+    @numba.njit
+    def eight_at_a_time(words, out):
+        bits = np.zeros(words.size // 8, np.uint64)
+        for b in range(words.size // 8):
+            bits[b] = _simd.ziggurat_pass8(words, rng._WK, out, 8 * b, rng._N)
+        return bits
+
+    words = rng.random_words(3, 7, 8 * 1000)
+    out = np.full(words.size, np.nan)
+    bits = eight_at_a_time(words, out)
+    scalar = np.full(words.size, np.nan)
+    rejected = np.empty(words.size, np.int64)
+    count = rng._fast_pass_scalar(words, scalar, rejected, words.size)
+    assert np.array_equal(out, scalar)
+    listed = [8 * b + j for b, mask in enumerate(bits) for j in range(8) if int(mask) >> j & 1]
+    assert listed == rejected[:count].tolist() and count > 0
+
+
 def test_scalar_and_array_interfaces_agree():
     state = rng.stream_state(np.uint64(5), np.uint64(2))
     scalars = np.array([rng.standard_normal(state) for _ in range(3000)])
