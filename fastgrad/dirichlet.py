@@ -132,7 +132,8 @@ def _theta_into(params, theta):
     in order (``math.fsum`` there; the same for two), and there is no fit of
     the implicit gradient (the parameters move at every step, and a fit
     takes 0.1 to 15 ms): every draw takes the series, within 1e-13 of
-    mpmath as the fit is.
+    mpmath as the fit is. A concentration moved past :data:`MAX_SHAPE` is
+    NaN here (as the Gamma's shape: the replicate diverges).
     """
     size = theta[0].size
     total = 0.0
@@ -140,7 +141,7 @@ def _theta_into(params, theta):
         total += params[k]
     digamma_total = fm.digamma(total)
     for k in range(size):
-        a = params[k]
+        a = params[k] if params[k] <= MAX_SHAPE else np.nan
         theta[0][k] = a
         theta[1][k] = digamma_total - fm.digamma(a)
         theta[2][k], theta[3][k], theta[4][k], theta[5][k] = fm._gamma_grad_constants(a)

@@ -75,8 +75,13 @@ def _gamma_theta_of(params):
 
     :func:`_theta`'s, but for the fit of the implicit gradient: none (the shape may move at every step, and a
     fit takes 0.1 to 15 ms), so the shape's path factor takes the series, within 1e-13 of mpmath as the fit is.
+    A shape moved past :data:`MAX_SHAPE` is NaN here, so the replicate's draws and parameters are NaN from that
+    step on (counted as diverged): beyond it a draw's implicit gradient takes ever more terms, and is NaN past
+    about 1e11.
     """
     shape, rate = params[0], params[1]
+    if not shape <= MAX_SHAPE:
+        shape = np.nan
     ph, pl, qh, ql = fm._gamma_grad_constants(shape)
     # (math._no_fit()'s entries, its table a module constant: no allocation a step)
     return (shape, rate, 1.0 / rate, fm.digamma(shape), ph, pl, qh, ql, False, 1.0, 0.0, 0.0, 1.0, 1.0, _NO_FIT_TABLE)

@@ -350,3 +350,10 @@ def test_optimize_moves_the_concentrations_one_unbiased_step_at_a_time_on_any_th
     a = fg.optimize(distribution, function, threads=1, **several)
     b = fg.optimize(distribution, function, threads=2, **several)
     assert a["pathwise"].final.tolist() == b["pathwise"].final.tolist()
+
+
+def test_a_concentration_moved_past_the_largest_accepted_is_nan_in_the_kernel_parameters():
+    # (as the Gamma's shape: the replicate diverges at that step; the others keep their values)
+    theta = tuple(np.zeros_like(row) for row in dirichlet._theta((1.0, 2.0, 3.0)))
+    dirichlet._theta_into(np.array([1.0, 2e10, 1e10]), theta)
+    assert theta[0][0] == 1.0 and math.isnan(theta[0][1]) and theta[0][2] == 1e10

@@ -211,3 +211,15 @@ def test_optimize_moves_each_parameter_one_unbiased_step_at_a_time_on_any_thread
     b = fg.optimize(fg.Gamma(shape, rate), "square", moved, threads=2, **several)
     assert a["pathwise"].final.tolist() == b["pathwise"].final.tolist()
     assert a["pathwise"].parameters[natural].tolist() == b["pathwise"].parameters[natural].tolist()
+
+
+def test_a_shape_moved_past_the_largest_accepted_is_nan_in_the_kernel_parameters():
+    """An optimisation whose shape passes MAX_SHAPE (1e10) stops there: its kernel parameters' shape is NaN, so the
+    replicate's draws and parameters are NaN from that step (counted as diverged), not draws whose implicit gradient
+    takes millions of terms (and is NaN itself past about 1e11)."""
+    from fastgrad.gamma import MAX_SHAPE, _gamma_theta_of
+
+    assert _gamma_theta_of(np.array([MAX_SHAPE, 2.0]))[0] == MAX_SHAPE
+    for shape in (2e10, np.inf, np.nan):
+        theta = _gamma_theta_of(np.array([shape, 2.0]))
+        assert math.isnan(theta[0]) and theta[1] == 2.0
