@@ -42,6 +42,8 @@ examples:
                     --steps 2000 --batch 2 --equal-cost --lr 0.01 --optimum loc=0 --tolerance 0.05 --seed 1
   fastgrad optimize --loc 1 --scale 2 --f "cos(omega=2)" --wrt loc,scale --optimizer adam --lr 0.05 \\
                     --lr-decay 100,0.5 --steps 500 --batch 8 --seed 0
+  fastgrad optimize --dist categorical --probs 0.2,0.3,0.5 --f square --estimators score,measure-valued \\
+                    --steps 500 --lr 0.1 --optimum probs=1,0,0 --tolerance 0.05 --seed 1
 """,
     "curve": """\
 examples:
