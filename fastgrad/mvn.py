@@ -145,7 +145,7 @@ def _triangle_paths(noise, base, grads, theta, dim, q, row, j, sign):
     k = dim + (j - 1) * (dim * (dim + 1) // 2)
     for a in range(dim):
         for b in range(a + 1):
-            value = grads[a] * (sign * noise[base + b]) if sign < 0.0 else grads[a] * noise[base + b]
+            value = grads[a] * (sign * noise[base + b])  # (1.0 * e is e, -1.0 * e is -e: the same bits)
             q[row, k] = scale[a, a] * value if j == 2 and b == a else value
             k += 1
 
