@@ -534,13 +534,12 @@ def _layout(distribution, wrt, coordinates, optimum):
         j = family.parameters.index(p)
         value = None if optimum is None else np.broadcast_to(np.asarray(optimum[p], dtype=float), (sizes[j],))
         # how the coordinate moves its parameter (OptimizeSink.updates): itself (0), its logarithm (1: every log_
-        # natural parameter), its logit (2: the Bernoulli's p), or a Categorical's probabilities through logits
-        # whose softmax they are (3: the logarithm, then normalised)
-        # (a Cholesky factor's diagonal through its logarithm, the entries below it themselves)
+        # natural parameter; of a Cholesky factor, the diagonal's entries only), its logit (2: the Bernoulli's p),
+        # or a Categorical's probabilities through logits whose softmax they are (3: the logarithm, normalised)
         update = 0 if c == p else (3 if family.joint is not None else 2) if c == "logits" else 1
-        logged = getattr(distribution, "diagonal_entries", None) if c == "log_diag_scale_tril" else None
+        through_log = getattr(distribution, "diagonal_entries", None) if c == "log_diag_scale_tril" else None
         for i in range(sizes[j]):
-            entry = update if logged is None or logged[i] else 0
+            entry = update if through_log is None or through_log[i] else 0
             targets.append(offsets[j] + i)
             updates.append(entry)
             target.append(np.nan if value is None else float(value[i]))
