@@ -26,6 +26,7 @@ value (:func:`integrate`).
 """
 
 import cmath
+import functools
 from fractions import Fraction
 from math import comb, exp, factorial, pi, sqrt
 
@@ -339,7 +340,7 @@ def integrate(g, breaks, rtol=1e-14, max_rounds=48):
     """
     global _RULES
     if _RULES is None:
-        _RULES = [np.polynomial.legendre.leggauss(count) for count in (16, 32)]
+        _RULES = [gauss_rule("legendre", count) for count in (16, 32)]
     (x16, w16), (x32, w32) = _RULES
     breaks = np.asarray(breaks, dtype=float)
     lo, hi = breaks[:-1], breaks[1:]
@@ -924,18 +925,35 @@ def _exponential_weak_moments(rate, h, coupled):
     if not coupled:
         return float(mean), float(c * c * ((plus2 - plus * plus) + (minus2 - minus * minus)))
     # E[h(x) h(x + y)] by Gauss-Laguerre in both variables (exact for polynomials of degree < 2 * 120)
-    t, w = np.polynomial.laguerre.laggauss(120)
+    t, w = gauss_rule("laguerre", 120)
     x = t / rate
     cross = float(np.sum(w[:, None] * w[None, :] * h.evaluate(x)[:, None] * h.evaluate(x[:, None] + x[None, :])))
     second = c * c * (plus2 - 2 * cross + minus2)
     return float(mean), float(second - mean * mean)
 
 
+@functools.cache
+def gauss_rule(kind, count):
+    """Return the ``count``-point Gauss rule ``kind`` (``legendre``, ``laguerre``, ``hermite_e``): nodes, weights.
+
+    Read-only, computed once per process: NumPy finds them from a symmetric eigenproblem
+    (LAPACK), whose OpenBLAS threads then spin on every core for a while. When
+    each ``compare`` computed them, that spinning cost the kernels' second
+    thread: ``measure-valued,pathwise`` 182-186 against 194-195 M draws/s on 2
+    threads with the threads off (``OPENBLAS_NUM_THREADS=1``), two runs each.
+    """
+    module = getattr(np.polynomial, kind)
+    nodes, weights = getattr(module, {"legendre": "leggauss", "laguerre": "laggauss", "hermite_e": "hermegauss"}[kind])(
+        count
+    )
+    nodes.flags.writeable = False
+    weights.flags.writeable = False
+    return nodes, weights
+
+
 def _legendre(a, b, count=240):
     """Gauss-Legendre nodes and weights on [a, b]."""
-    import numpy as np
-
-    x, w = np.polynomial.legendre.leggauss(count)
+    x, w = gauss_rule("legendre", count)
     return a + (b - a) * (x + 1) / 2, w * (b - a) / 2
 
 

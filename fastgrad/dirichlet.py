@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastgrad import math as fm
+from fastgrad._analytic import gauss_rule
 from fastgrad._checks import check_draw_size
 from fastgrad._checks import real as _real
 from fastgrad._checks import real_vector as _vector
@@ -217,7 +218,7 @@ def gamma_nodes(alpha, per_piece, resolve=None):
     edges = np.unique(np.concatenate([np.linspace(low, inner[0], 9), inner, np.linspace(inner[-1], high, 9)]))
     if resolve is not None:
         edges = np.unique(np.concatenate([edges, np.arange(max(low, -40.0), min(high, 8.0), resolve)]))
-    x, w = np.polynomial.legendre.leggauss(per_piece)
+    x, w = gauss_rule("legendre", per_piece)
     half = 0.5 * np.diff(edges)
     t = (edges[:-1, None] + half[:, None] * (x[None, :] + 1.0)).ravel()
     weights = (half[:, None] * w[None, :]).ravel() * np.exp(alpha * t - np.exp(t) - math.lgamma(alpha))
@@ -406,7 +407,7 @@ def logit_beta_nodes(a, b, per_piece=16):
         if not steep.any():
             break
         edges = np.sort(np.concatenate([edges, 0.5 * (edges[:-1] + edges[1:])[steep]]))
-    x, w = np.polynomial.legendre.leggauss(per_piece)
+    x, w = gauss_rule("legendre", per_piece)
     half = 0.5 * np.diff(edges)
     r = (edges[:-1, None] + half[:, None] * (x[None, :] + 1.0)).ravel()
     return r, (half[:, None] * w[None, :]).ravel() * np.exp(log_density(r))

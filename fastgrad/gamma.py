@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastgrad import math as fm
-from fastgrad._analytic import NoiseTerms, Smooth, integrate
+from fastgrad._analytic import NoiseTerms, Smooth, gauss_rule, integrate
 from fastgrad._checks import check_draw_size
 from fastgrad._checks import real as _real
 from fastgrad._jit import core, serial
@@ -223,7 +223,7 @@ def _coupled_cross(h, theta):
     """
     shape, rate = float(theta[0]), float(theta[1])
     if isinstance(h, Smooth):
-        t, w = np.polynomial.laguerre.laggauss(120)
+        t, w = gauss_rule("laguerre", 120)
 
         def inner(x):
             return np.sum(w * h.evaluate(x[..., None] + t / rate), axis=-1)

@@ -241,7 +241,9 @@ def _theta_into(params, theta):
 @functools.lru_cache(maxsize=4)
 def _rule(dim):
     """Tensor Gauss-Hermite nodes ``eps`` (D, N), weights (N) and the index of each node's mirror ``-eps``."""
-    nodes, weights = np.polynomial.hermite_e.hermegauss(NODES[dim])
+    from fastgrad._analytic import gauss_rule
+
+    nodes, weights = gauss_rule("hermite_e", NODES[dim])
     weights = weights / np.sqrt(2.0 * np.pi)
     grid = np.meshgrid(*([nodes] * dim), indexing="ij")
     eps = np.array([g.ravel() for g in grid])
@@ -484,12 +486,12 @@ def weak_moments(distribution, hs, coupled):
     Gauss-Hermite rule over ``m`` (64 nodes) times the Normal's Gauss-Legendre
     rule over ``R`` (240 nodes on [0, 14]); exact for polynomial ``h_a``.
     """
-    from fastgrad._analytic import _legendre
+    from fastgrad._analytic import _legendre, gauss_rule
 
     loc, scale = np.array(distribution.loc), np.array(distribution.scale_tril)
     spread = distribution.theta[3]
     sigma = np.sum(scale * scale, axis=1)
-    nodes, weights = np.polynomial.hermite_e.hermegauss(64)
+    nodes, weights = gauss_rule("hermite_e", 64)
     weights = weights / np.sqrt(2.0 * np.pi)
     rho, rho_weights = _legendre(0.0, 14.0)
     density = rho_weights * rho * np.exp(-0.5 * rho * rho)  # Rayleigh(1)
