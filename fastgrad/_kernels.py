@@ -127,7 +127,7 @@ SCORE, PATHWISE, LOO, MEASURE_VALUED, CONTROL = 0, 1, 2, 3, 4
 # Flags: which per-draw quantities a run needs.
 F_F, F_SCORE, F_DF, F_MIRROR, F_WEAK, F_LOO, F_WEAK_COUPLED, F_WEAK_DECOUPLED = range(8)
 
-FILLERS = ("plain", "general", "vector", "vector-general", "noise")
+FILLERS = ("plain", "plain-weak", "general", "vector", "vector-general", "noise")
 SINKS = ("moments", "curve", "sum", "optimize", "optimize-plain")
 
 
@@ -1453,7 +1453,7 @@ def _fill(key, f, df, streams, m, buffers):
 
 @overload(_streams)
 def _ol_streams(key, run, chunk):
-    if key.filler in ("general", "vector-general"):
+    if key.filler in ("general", "plain-weak", "vector-general"):
 
         def with_aux(key, run, chunk):
             base = run.stream_base + np.uint64(chunk)
@@ -1576,6 +1576,30 @@ def _ol_buffers(key, run):
 
         return noise
 
+    if key.filler == "plain-weak":
+
+        def plain_weak(key, run):
+            n_params = _n_params(key)
+            draws = (run.per_block + 3) // 4 * 4  # (a multiple of 4, see _weak_rows)
+            return (
+                np.empty((4 * n_params, draws)),
+                np.empty(draws, np.uint64),
+                np.empty(draws),
+                np.empty(draws, np.int64),
+                _kept_rows(4 * n_params, run.rows),
+                _borrowed(run.theta),
+                run.fparams,
+                run.flags[F_F] != 0,
+                run.flags[F_DF] != 0,
+                run.flags[F_WEAK_DECOUPLED] != 0,
+                np.empty(3 * draws, np.uint64),
+                np.empty((3, draws)),
+                np.empty(draws),
+                np.empty(draws),
+            )
+
+        return plain_weak
+
     def plain(key, run):
         return (
             np.empty((2 * _n_params(key), run.per_block)),
@@ -1641,6 +1665,21 @@ def _ol_fill(key, f, df, streams, m, buffers):
 
         return noise
     simd = _simd_cores(key)
+    if key.filler == "plain-weak":
+
+        def plain_weak(key, f, df, streams, m, buffers):
+            (values, words, noise, scratch, keep, theta, fparams, need_f, need_df, decoupled, aux_words, uniforms,
+             aux_noise, x) = buffers  # fmt: skip
+            _sample_noise(key, streams[0], words, noise, scratch, m, theta)
+            if simd:
+                _values_simd(key, f, df, theta, fparams, need_f, need_df, keep, noise, values, m)
+            else:
+                _values_scalar(key, f, df, theta, fparams, need_f, need_df, keep, noise, values, 0, m)
+            _weak_block(key, f, streams[1], streams[2], words, noise, scratch, aux_words, uniforms, aux_noise, x, m,
+                        theta, fparams, decoupled, keep, values)  # fmt: skip
+            return values
+
+        return plain_weak
 
     def plain(key, f, df, streams, m, buffers):
         values, words, noise, scratch, keep, theta, fparams, need_f, need_df = buffers
@@ -2016,6 +2055,55 @@ def _ol_weak_rows(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, coup
     return four_at_a_time
 
 
+@register_jitable
+def _weak_uniforms(key, aux_words, uniforms, aux_noise, m, decoupled):
+    """Turn the block's auxiliary words into the weak derivative's three uniforms a draw (rows of ``uniforms``).
+
+    One loop, the words of a draw side by side: LLVM loads them as vectors
+    and shuffles (three strided loops, gathers on AVX-512, cost the Normal's
+    measure-valued run 1.7 ns a draw more: 11.2 against 12.9 ns, one thread,
+    Zen 4). The second uniform and the normals serve only decoupled sides
+    (every family's): without them the second word is drawn but not used,
+    its row holds ``u = 1``, and the normals are 0.
+    """
+    if decoupled:
+        for i in range(m):
+            uniforms[0, i] = _weak_input(key, aux_words[3 * i])
+            uniforms[1, i] = _weak_input(key, aux_words[3 * i + 1])
+            uniforms[2, i] = _weak_input(key, aux_words[3 * i + 2])
+        return
+    for i in range(m):
+        uniforms[0, i] = _weak_input(key, aux_words[3 * i])
+        uniforms[2, i] = _weak_input(key, aux_words[3 * i + 2])
+    one = _weak_input(key, np.uint64(0xFFFFFFFFFFFFFFFF))  # u = 1
+    for i in range(m):
+        uniforms[1, i] = one
+        aux_noise[i] = 0.0
+
+
+@register_jitable
+def _weak_block(key, f, aux, aux_normal, words, noise, scratch, aux_words, uniforms, aux_noise, x, m, theta, fparams,
+                decoupled, keep, values):  # fmt: skip
+    """Fill the plain-weak filler's measure-valued rows: ``2 P + j`` coupled, ``3 P + j`` decoupled (kept ones).
+
+    The general filler's draws (the same auxiliary words and normals of the
+    same streams) and operations (:func:`_weak_rows`), written straight to
+    the value rows.
+    """
+    n_params = _n_params(key)
+    take_words(aux, aux_words, 3 * m)
+    if decoupled:
+        _sample_noise(key, aux_normal, words, aux_noise, scratch, m, theta)
+    _weak_uniforms(key, aux_words, uniforms, aux_noise, m, decoupled)
+    for i in range(m):
+        x[i] = _transform(key, noise[i], theta)
+    for j in range(n_params):
+        coupled, independent = keep[2 * n_params + j], keep[3 * n_params + j]
+        if coupled or independent:
+            _weak_rows(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, coupled, independent, values,
+                       2 * n_params + j, 3 * n_params + j, m)  # fmt: skip
+
+
 def _general_noise(key, state, aux, aux_normal, words, noise, scratch, aux_words, aux_noise, m, theta, flags):
     """Draw the noise of ``m`` draws of the general filler (and the weak derivative's words and normals)."""
     _kernel_only("_general_noise")
@@ -2090,25 +2178,7 @@ def _general_block(
                 for i in range(m):
                     q[pb0 + j, i] = _path_factor(key, j, -noise[i], q[Q_XB, i], theta)
     if flags[F_WEAK]:
-        # one loop, the words of a draw side by side: LLVM loads them as vectors and shuffles (three
-        # strided loops, gathers on AVX-512, cost the Normal's measure-valued run 1.7 ns a draw more:
-        # 11.2 against 12.9 ns, one thread, Zen 4). The second uniform serves only decoupled sides
-        # (every family's): without them its word is drawn but not used, and its row holds u = 1.
-        if flags[F_WEAK_DECOUPLED]:
-            for i in range(m):
-                uniforms[0, i] = _weak_input(key, aux_words[3 * i])
-                uniforms[1, i] = _weak_input(key, aux_words[3 * i + 1])
-                uniforms[2, i] = _weak_input(key, aux_words[3 * i + 2])
-        else:
-            for i in range(m):
-                uniforms[0, i] = _weak_input(key, aux_words[3 * i])
-                uniforms[2, i] = _weak_input(key, aux_words[3 * i + 2])
-            one = _weak_input(key, np.uint64(0xFFFFFFFFFFFFFFFF))  # u = 1
-            for i in range(m):
-                uniforms[1, i] = one
-        if not flags[F_WEAK_DECOUPLED]:
-            for i in range(m):
-                aux_noise[i] = 0.0
+        _weak_uniforms(key, aux_words, uniforms, aux_noise, m, flags[F_WEAK_DECOUPLED] != 0)
         for j in active:
             _weak_rows(key, f, j, theta, fparams, noise, q[Q_X], uniforms, aux_noise, flags[F_WEAK_COUPLED] != 0,
                        flags[F_WEAK_DECOUPLED] != 0, q, w0 + j, wd0 + j, m)  # fmt: skip
@@ -2779,7 +2849,7 @@ class Kernel:
         builtin = function.builtin is not None
         if builtin:
             name = function.builtin.name
-        elif filler in ("plain", "general") and FAMILIES[family].simd and runs_on_lanes(function):
+        elif filler in ("plain", "plain-weak", "general") and FAMILIES[family].simd and runs_on_lanes(function):
             name = USER_LANES
         else:
             name = USER
