@@ -2059,12 +2059,15 @@ def _ol_weak_rows(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, coup
 def _weak_uniforms(key, aux_words, uniforms, aux_noise, m, decoupled):
     """Turn the block's auxiliary words into the weak derivative's three uniforms a draw (rows of ``uniforms``).
 
-    One loop, the words of a draw side by side: LLVM loads them as vectors
-    and shuffles (three strided loops, gathers on AVX-512, cost the Normal's
-    measure-valued run 1.7 ns a draw more: 11.2 against 12.9 ns, one thread,
-    Zen 4). The second uniform and the normals serve only decoupled sides
-    (every family's): without them the second word is drawn but not used,
-    its row holds ``u = 1``, and the normals are 0.
+    One loop, the three words of a draw side by side: LLVM loads them as
+    vectors and shuffles them apart. Three strided loops (gathers on
+    AVX-512) cost the Normal's measure-valued run 1.7 ns a draw more (11.2
+    against 12.9 ns, one thread, Zen 4), and so did a loop that skipped the
+    second word (gathers again: 3.33 against 2.30 ns a draw for the loop
+    alone). The second uniform and the normals serve only decoupled sides
+    (every family's): without them the second word is read but its row
+    holds ``u = 1`` (``one + 0.0 * u`` is ``one``, which keeps the read),
+    no logarithm is taken of it, and the normals are 0.
     """
     if decoupled:
         for i in range(m):
@@ -2072,12 +2075,12 @@ def _weak_uniforms(key, aux_words, uniforms, aux_noise, m, decoupled):
             uniforms[1, i] = _weak_input(key, aux_words[3 * i + 1])
             uniforms[2, i] = _weak_input(key, aux_words[3 * i + 2])
         return
-    for i in range(m):
-        uniforms[0, i] = _weak_input(key, aux_words[3 * i])
-        uniforms[2, i] = _weak_input(key, aux_words[3 * i + 2])
     one = _weak_input(key, np.uint64(0xFFFFFFFFFFFFFFFF))  # u = 1
     for i in range(m):
-        uniforms[1, i] = one
+        uniforms[0, i] = _weak_input(key, aux_words[3 * i])
+        uniforms[1, i] = one + 0.0 * unit_open_closed(aux_words[3 * i + 1])
+        uniforms[2, i] = _weak_input(key, aux_words[3 * i + 2])
+    for i in range(m):
         aux_noise[i] = 0.0
 
 
