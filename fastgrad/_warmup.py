@@ -42,14 +42,17 @@ def cases():
 
     def runs(family, function_name, distribution, function, default, vector):
         fillers = ("vector", "vector-general") if vector else ("plain", "general")
-        pairs = list(zip(fillers, (default, GENERAL), strict=True))
-        if distribution.family.joint is not None:  # (Beta, Dirichlet: every run takes the vector-general filler)
-            pairs = [("vector-general", GENERAL)]
-        for filler, estimators in pairs:
-            rows.append(Case(family, function_name, filler, "moments", lambda e=estimators: fg.compare(
-                distribution, function, 128, seed=0, estimators=e, threads=1)))  # fmt: skip
-            rows.append(Case(family, function_name, filler, "curve", lambda e=estimators: fg.variance_curve(
-                distribution, function, [8], repeats=2, seed=0, estimators=e, threads=1)))  # fmt: skip
+        pairs = [(filler, estimators, None) for filler, estimators in zip(fillers, (default, GENERAL), strict=True)]
+        kind = distribution.family
+        if not vector and kind.weak_derivative is not None:  # measure-valued beside nothing else: plain-weak
+            pairs.append(("plain-weak", ["measure-valued"], kind.weak_parameters))
+        if kind.joint is not None:  # (Beta, Dirichlet: every run takes the vector-general filler)
+            pairs = [("vector-general", GENERAL, None)]
+        for filler, estimators, wrt in pairs:
+            rows.append(Case(family, function_name, filler, "moments", lambda e=estimators, w=wrt: fg.compare(
+                distribution, function, 128, seed=0, estimators=e, wrt=w, threads=1)))  # fmt: skip
+            rows.append(Case(family, function_name, filler, "curve", lambda e=estimators, w=wrt: fg.variance_curve(
+                distribution, function, [8], repeats=2, seed=0, estimators=e, wrt=w, threads=1)))  # fmt: skip
 
     for cls in DISTRIBUTIONS:
         if cls in (fg.Dirichlet, fg.MultivariateNormal):  # (functions of a vector: below)

@@ -165,10 +165,10 @@ def test_warmup_lists_every_builtin_kernel_once(capsys):
     families = {"normal", "exponential", "bernoulli", "laplace", "gamma", "poisson", "diagnormal", "beta",
                 "dirichlet", "categorical", "mvn"}  # fmt: skip
     assert {key[0] for key in keys} == families
-    assert {key[2] for key in keys} == {"plain", "general", "vector", "vector-general", "noise"}
+    assert {key[2] for key in keys} == {"plain", "plain-weak", "general", "vector", "vector-general", "noise"}
     assert {key[3] for key in keys} == {"moments", "curve", "sum"}
     assert cli.main(["warmup", "--families", "normal", "--functions", "cos", "--list"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 4
+    assert len(capsys.readouterr().out.splitlines()) == 6
 
 
 def test_warmup_refuses_unknown_names(capsys):
