@@ -432,6 +432,7 @@ def _ol_evaluate(key, f, df, x, fparams, need_f, need_df):
 
         return user
     if both is not None:
+        both = _inline_twin(both)
 
         def shared(key, f, df, x, fparams, need_f, need_df):
             if need_f and need_df:

@@ -119,7 +119,7 @@ def _cos_derivative(x, p):
 
 @core
 def _cos_both(x, p):
-    sine, cosine = fm.sincos(p[0] * x)
+    sine, cosine = fm._sincos_inline(p[0] * x)
     return cosine, -p[0] * sine
 
 

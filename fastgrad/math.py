@@ -511,6 +511,11 @@ def sincos(x):
     return where(x == 0.0, x, sine), cosine
 
 
+#: :func:`sincos` inlined where it is called (Numba IR), for the kernels' four-draw loops: the compiled
+#: 4-lane sincos is too large for LLVM to inline (its rare huge-argument path), so each four draws paid a call.
+_sincos_inline = inline_core(sincos.py_func)
+
+
 @core
 def sin(x):
     """Return ``sin(x)`` within 1 ulp for every finite ``x`` (``sin(1e300)`` too); NaN at ±inf and NaN; keeps -0."""
