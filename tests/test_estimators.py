@@ -145,6 +145,31 @@ def test_single_estimators_equal_the_fused_comparison_bit_for_bit():
             assert fields(alone, p) == fields(getattr(r, estimator), p)
 
 
+#: (distribution, function, wrt): every family with a measure-valued estimator, lane-generic and one draw at a time.
+WEAK_CASES = [
+    (fg.Normal(0.7, 1.3), "cos", None),
+    (fg.Exponential(1.7), "square", None),
+    (fg.Laplace(0.2, 0.8), "quartic", None),
+    (fg.Gamma(2.5, 1.5), "square", ["rate"]),
+    (fg.Poisson(3.0), "square", None),
+    (fg.Bernoulli(0.3), "linear", None),
+]
+
+
+@pytest.mark.parametrize("distribution, function, wrt", WEAK_CASES, ids=lambda v: getattr(v, "name", None))
+def test_the_plain_weak_filler_gives_the_general_fillers_bits(distribution, function, wrt):
+    """Measure-valued rows alone (plain-weak filler) equal the same rows beside a general-filler variant."""
+    specs = ["measure-valued+coupled", "measure-valued+decoupled"]
+    common = dict(n=20_003, seed=4, wrt=wrt, threads=2)
+    alone = fg.compare(distribution, function, estimators=specs, **common)
+    mixed = fg.compare(distribution, function, estimators=[*specs, "score+baseline(0.5)"], **common)
+    plan = fg.estimators.Plan.build(distribution, resolve(function), specs, wrt)
+    assert plan.filler == "plain-weak"
+    for spec in specs:
+        for p in wrt or distribution.parameters:
+            assert fields(alone[spec], p) == fields(mixed[spec], p)
+
+
 def test_wrt_subset_equals_that_part_of_the_full_gradient():
     full = fg.compare(DISTRIBUTION, "quartic", n=300_000, seed=9)
     for p in ("loc", "scale"):
