@@ -380,7 +380,7 @@ def _ol_weak_points(key, j, eps, x, u1, u2, u3, eps2, theta):
 
 @overload(_weak_input, inline="always")
 def _ol_weak_input(key, word):
-    """Return what the weak derivative receives of an word: its uniform on (0, 1] or ``weak_uniform`` of it."""
+    """Return what the weak derivative gets of an auxiliary word: its uniform on (0, 1] or ``weak_uniform`` of it."""
     impl = FAMILIES[key.family].weak_uniform
     if impl is None:
         return lambda key, word: unit_open_closed(word)
