@@ -145,14 +145,15 @@ def test_single_estimators_equal_the_fused_comparison_bit_for_bit():
             assert fields(alone, p) == fields(getattr(r, estimator), p)
 
 
-#: (distribution, function, wrt): every family with a measure-valued estimator, lane-generic and one draw at a time.
+#: (distribution, function, wrt): every family with a measure-valued estimator, lane-generic (Normal, Exponential)
+#: and one draw at a time; ``square``, whose kernels tests/test_matrix.py compiles anyway (the suite's time).
 WEAK_CASES = [
-    (fg.Normal(0.7, 1.3), "cos", None),
+    (fg.Normal(0.7, 1.3), "square", None),
     (fg.Exponential(1.7), "square", None),
-    (fg.Laplace(0.2, 0.8), "quartic", None),
+    (fg.Laplace(0.2, 0.8), "square", None),
     (fg.Gamma(2.5, 1.5), "square", ["rate"]),
     (fg.Poisson(3.0), "square", None),
-    (fg.Bernoulli(0.3), "linear", None),
+    (fg.Bernoulli(0.3), "square", None),
 ]
 
 
