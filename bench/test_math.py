@@ -1,7 +1,8 @@
 """fastgrad.math on an array, one function at a time, against NumPy's own ufunc on the same array (1 thread).
 
-fastgrad's loop runs four values at a time on its F64x4 vectors (the way its
-kernels call these functions); NumPy's ufuncs use their own SIMD code where
+fastgrad's loop runs a vector of values at a time, as its kernels call these
+functions: 8 lanes where Numba compiles for AVX-512, else 4
+(``fastgrad._simd.LANES``); NumPy's ufuncs use their own SIMD code where
 the CPU has it (AVX-512 here for exp, log, sin, cos, tanh). NumPy has no
 erf, erfc, ndtri, lgamma or digamma: SciPy's ufuncs (``scipy.special``) are
 the baseline there. "values/s" is the array length over the median time.
@@ -13,7 +14,7 @@ import pytest
 from scipy import special
 
 import fastgrad.math as fm
-from fastgrad._simd import load4, store4
+from fastgrad._simd import LANES, load4, load8, store4, store8
 
 N = 2**22
 _rng = np.random.default_rng(0)
@@ -58,10 +59,20 @@ _OUT = np.empty(N)
 
 
 @numba.njit
-def _apply(function, x, out):
+def _apply4(function, x, out):
     rows = out.reshape(1, -1)
     for i in range(0, x.size, 4):
         store4(rows, 0, i, function(load4(x, i)))
+
+
+@numba.njit
+def _apply8(function, x, out):
+    rows = out.reshape(1, -1)
+    for i in range(0, x.size, 8):
+        store8(rows, 0, i, function(load8(x, i)))
+
+
+_apply = _apply8 if LANES == 8 else _apply4
 
 
 def _fastgrad(name):

@@ -29,9 +29,9 @@ from numba.extending import overload
 from fastgrad import _math_coefficients as C
 from fastgrad._jit import core, inline_core, serial
 from fastgrad._simd import (
+    F64xNType,
     any_lane,
     copysign,
-    f64x4,
     fabs,
     float_bits,
     fma,
@@ -462,21 +462,27 @@ def _reduce_any(x):
     raise NotImplementedError("fastgrad.math._reduce_any is compiled code only")
 
 
+def _reduce_vector(lanes):
+    """``_reduce_any`` for vectors of ``lanes`` lanes: the fast reduction, then each huge lane again, if any."""
+    again = "".join(f"        rh, rl, q = _reduce_lane(x, rh, rl, q, {i})\n" for i in range(lanes))
+    source = (
+        "def vector(x):\n"
+        "    rh, rl, q = _reduce(x)\n"
+        "    huge = (fabs(x) > TRIG_FAST_LIMIT) & (fabs(x) < INF)\n"
+        "    if any_lane(huge):\n"
+        f"{again}"
+        "    return rh, rl, q\n"
+    )
+    namespace = {"_reduce": _reduce, "_reduce_lane": _reduce_lane, "fabs": fabs, "any_lane": any_lane,
+                 "TRIG_FAST_LIMIT": TRIG_FAST_LIMIT, "INF": INF}  # fmt: skip
+    exec(source, namespace)
+    return namespace["vector"]
+
+
 @overload(_reduce_any, inline="always")
 def _ol_reduce_any(x):
-    if x == f64x4:
-
-        def vector(x):
-            rh, rl, q = _reduce(x)
-            huge = (fabs(x) > TRIG_FAST_LIMIT) & (fabs(x) < INF)
-            if any_lane(huge):
-                rh, rl, q = _reduce_lane(x, rh, rl, q, 0)
-                rh, rl, q = _reduce_lane(x, rh, rl, q, 1)
-                rh, rl, q = _reduce_lane(x, rh, rl, q, 2)
-                rh, rl, q = _reduce_lane(x, rh, rl, q, 3)
-            return rh, rl, q
-
-        return vector
+    if isinstance(x, F64xNType):
+        return _reduce_vector(x.lanes)
 
     def scalar(x):
         if abs(x) > TRIG_FAST_LIMIT and abs(x) < INF:

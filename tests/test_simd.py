@@ -1,12 +1,12 @@
-"""Four-lane vectors (fastgrad._simd) and the vector value loop: the same bits as scalar code."""
+"""Four- and eight-lane vectors (fastgrad._simd) and the vector value loop: the same bits as scalar code."""
 
 import numba
 import numpy as np
 import pytest
 
 import fastgrad as fg
-from fastgrad import _kernels
-from fastgrad._simd import lane, like, load4, splat4, store4
+from fastgrad import _kernels, _simd
+from fastgrad._simd import lane, like, load4, load8, splat4, store4, store8
 from fastgrad.distributions import FAMILIES
 from fastgrad.functions import BUILTINS
 
@@ -71,6 +71,41 @@ def test_like_gives_a_number_for_a_number():
 
 
 @numba.njit
+def _eight(a, b, s):
+    x, y = load8(a, 0), load8(b, 0)
+    out = np.empty((6, 8))
+    store8(out, 0, 0, x + y)
+    store8(out, 1, 0, x * y)
+    store8(out, 2, 0, s / x)
+    store8(out, 3, 0, _simd.fma(x, y, s))
+    store8(out, 4, 0, _simd.where(x < y, x, y))
+    store8(out, 5, 0, -x)
+    return out
+
+
+def test_eight_lane_vectors_round_each_lane_as_scalar_code_does():
+    a = np.random.default_rng(5).normal(size=8)
+    b = np.random.default_rng(6).normal(size=8)
+    scalar_fma = numba.njit(lambda x, y: _simd.fma(x, y, 0.3))
+    fused = [scalar_fma(x, y) for x, y in zip(a, b, strict=True)]
+    expected = np.array([a + b, a * b, 0.3 / a, fused, np.where(a < b, a, b), -a])
+    np.testing.assert_array_equal(_eight(a, b, 0.3).view(np.uint64), expected.view(np.uint64))
+
+
+def test_vectors_of_two_widths_do_not_mix():
+    with pytest.raises(numba.TypingError):
+        numba.njit(lambda a: load4(a, 0) + load8(a, 0))(np.zeros(8))
+
+
+def test_the_vector_width_setting_is_checked(monkeypatch):
+    monkeypatch.setenv("FASTGRAD_LANES", "4")
+    assert _simd._lanes_from_environment() == 4
+    monkeypatch.setenv("FASTGRAD_LANES", "16")
+    with pytest.raises(ValueError, match="FASTGRAD_LANES must be 4 or 8"):
+        _simd._lanes_from_environment()
+
+
+@numba.njit
 def _both_value_loops(key, theta, fparams, noise, m, need_f, need_df):
     n_rows = 2 * _kernels._n_params(key)
     keep = np.ones(n_rows, np.bool_)
@@ -96,9 +131,16 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("family", "distribution", "function", "params"), CASES)
-def test_vector_value_loop_matches_the_scalar_one_bit_for_bit(family, distribution, function, params):
-    # 509 draws: 127 groups of four and a scalar tail of one.
+# every case at the machine's width (_simd.LANES), the fastgrad.math ones at both
+WIDTHS = [(*case, None) for case in CASES[:-3]] + [(*case, lanes) for case in CASES[-3:] for lanes in (4, 8)]
+
+
+@pytest.mark.parametrize(("family", "distribution", "function", "params", "lanes"), WIDTHS)
+def test_vector_value_loop_matches_the_scalar_one_bit_for_bit(family, distribution, function, params, lanes,
+                                                               monkeypatch):  # fmt: skip
+    # 509 draws: 127 groups of four (63 of eight) and a scalar tail of one (five).
+    if lanes is not None:
+        monkeypatch.setattr(_simd, "LANES", lanes)  # (read when the key is typed: kernels of that width)
     noise = np.random.default_rng(11).normal(size=509) * 2
     noise[:3] = (0.0, -0.0, 1e300)
     key = _kernels.KernelKey(family, function)
