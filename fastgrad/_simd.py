@@ -780,3 +780,70 @@ def ziggurat_pass8(typingctx, words, table, out, index, layers):
         return builder.zext(builder.bitcast(rejected, ir.IntType(n)), _I64)
 
     return types.uint64(words, table, out, index, layers), codegen
+
+
+@intrinsic
+def xoshiro_steps(typingctx, state, out, offset, steps, lanes):
+    """Advance ``lanes`` xoshiro256++ generators ``steps`` times, their words to ``out[offset:]`` step by step.
+
+    ``state[0 : 4 lanes]`` holds the generators word-major (``s0`` of every
+    lane, then ``s1``, ...; :mod:`fastgrad.rng`); step ``t``'s words go to
+    ``out[offset + lanes t : offset + lanes (t + 1)]``. The same integer
+    operations as one generator at a time, so the same words; here the four
+    state vectors stay in registers for all the steps, where the loop over
+    the lanes in :mod:`fastgrad.rng` reloaded and stored them every step
+    (``out`` and ``state`` are both uint64 arrays, so LLVM could not tell
+    that they do not overlap). C-contiguous 1-D uint64 arrays, no bounds
+    check: ``len(state) >= 4 lanes``, ``offset + lanes steps <= len(out)``;
+    ``lanes`` a compile-time literal.
+    """
+    if not (_contiguous_1d(state, types.uint64) and _contiguous_1d(out, types.uint64)):
+        return None
+    if not (isinstance(offset, types.Integer) and isinstance(steps, types.Integer)):
+        return None
+    if not isinstance(lanes, types.IntegerLiteral):
+        return None
+    n = lanes.literal_value
+    vector = ir.VectorType(_I64, n)
+
+    def codegen(context, builder, signature, args):
+        state_type, out_type, offset_type, steps_type, _ = signature.args
+        words = context.make_array(state_type)(context, builder, args[0]).data
+        target = context.make_array(out_type)(context, builder, args[1]).data
+        at = context.cast(builder, args[2], offset_type, types.intp)
+        count = context.cast(builder, args[3], steps_type, types.intp)
+
+        def pointer(base, index):
+            return builder.bitcast(builder.gep(base, [index]), vector.as_pointer())
+
+        def constant(v):
+            return ir.Constant(vector, [v] * n)
+
+        rotate = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                                f"llvm.fshl.v{n}i64")  # fmt: skip
+
+        def rotl(x, k):
+            return builder.call(rotate, [x, x, constant(k)])
+
+        slots = [cgutils.alloca_once(builder, vector) for _ in range(4)]
+        for w, slot in enumerate(slots):
+            builder.store(builder.load(pointer(words, _I64(w * n)), align=8), slot)
+        with cgutils.for_range(builder, count) as loop:
+            s0, s1, s2, s3 = (builder.load(slot) for slot in slots)
+            word = builder.add(rotl(builder.add(s0, s3), 23), s0)
+            place = builder.add(at, builder.mul(loop.index, at.type(n)))
+            builder.store(word, pointer(target, place), align=8)
+            t = builder.shl(s1, constant(17))
+            s2 = builder.xor(s2, s0)
+            s3 = builder.xor(s3, s1)
+            s1 = builder.xor(s1, s2)
+            s0 = builder.xor(s0, s3)
+            s2 = builder.xor(s2, t)
+            s3 = rotl(s3, 45)
+            for slot, value in zip(slots, (s0, s1, s2, s3), strict=True):
+                builder.store(value, slot)
+        for w, slot in enumerate(slots):
+            builder.store(builder.load(slot), pointer(words, _I64(w * n)), align=8)
+        return context.get_dummy_value()
+
+    return types.none(state, out, offset, steps, lanes), codegen

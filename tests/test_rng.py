@@ -96,6 +96,19 @@ def test_pieces_of_any_size_read_the_same_sequence(kind):
     assert np.array_equal(np.concatenate(pieces), whole[:total])
 
 
+def test_words_into_a_strided_array_are_the_words_into_a_contiguous_one():
+    """``take_words`` keeps the lanes' state in registers for contiguous arrays (``_simd.xoshiro_steps``) and steps
+    the lanes one step at a time for others: the same words either way, and the same state after."""
+    state, strided_state = rng.stream_state(5, 2), rng.stream_state(5, 2)
+    contiguous, strided = np.empty(1000, np.uint64), np.zeros(2000, np.uint64)[::2]
+    for size in (3, 517, 480):  # a partial step, many steps and a tail, and the rest
+        rng.fill_words(state, contiguous[:size])
+        rng.fill_words(strided_state, strided[:size])
+        assert np.array_equal(contiguous[:size], strided[:size])
+    assert np.array_equal(state, strided_state)
+    assert np.array_equal(contiguous[:480], rng.random_words(5, 2, 1000)[520:])
+
+
 @pytest.mark.parametrize("m", [1003, 7, 8])
 def test_normals_from_words_are_the_same_eight_at_a_time_or_one_at_a_time(m):
     """Contiguous arrays take the eight-word vector pass (and a scalar tail), strided ones the scalar pass."""
