@@ -421,3 +421,23 @@ def test_diverging_replicates_are_counted_and_left_out_of_the_statistics():
     assert t.parameters["loc"][-1, 2] == np.median(t.final[finite, 0])
     json.dumps(r.to_dict(), allow_nan=False)  # no NaN or inf in the JSON
     assert f"score {t.diverged:,} of 200 replicates" in str(r)
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "with-infinities", "few"])
+def test_the_statistics_are_the_same_from_sorted_values_or_by_partition(kind, monkeypatch):
+    """The quantiles are taken of the sorted values on some CPUs and by partition on others: the same numbers."""
+    module = sys.modules["fastgrad.optimize"]
+    values = np.random.default_rng(3).normal(size=10_001)
+    if kind == "ties":
+        values = np.round(values, 1)
+    elif kind == "with-infinities":
+        values[::97] = np.inf
+    elif kind == "few":
+        values = values[:3]
+    rows = []
+    for sort_first in (True, False):
+        monkeypatch.setattr(module, "_SORT_FIRST", sort_first)
+        rows.append(module._statistics(values))
+    np.testing.assert_array_equal(rows[0].view(np.uint64), rows[1].view(np.uint64))
+    finite = values[np.isfinite(values)]
+    np.testing.assert_array_equal(rows[0][1:4], np.quantile(finite, module.QUANTILES))
