@@ -12,8 +12,8 @@ compile time through a *kernel key*, a small Numba type naming
   and one function's code, inlined;
 * the **filler**, which turns a block of noise into value rows:
 
-  ``plain``    score and pathwise rows only, one component (four draws at a
-               time on :mod:`fastgrad._simd` vectors when the family's and
+  ``plain``    score and pathwise rows only, one component (4 or 8 draws at
+               a time on :mod:`fastgrad._simd` vectors when the family's and
                the function's cores are lane-generic: ``+ - * /`` and
                :mod:`fastgrad.math`; one at a time else);
   ``general``  any list of estimator specifications (baselines, control
@@ -109,8 +109,8 @@ MAX_BATCH_VALUES = 2**22
 MAX_BATCH_PIECES = 2**20
 
 USER = "<user>"
-#: A user's function that runs on fastgrad's 4-lane vectors too (:func:`runs_on_lanes`): the same
-#: kernel shape as USER, with the plain and general fillers taking four draws at a time.
+#: A user's function that runs on fastgrad's vectors too (:func:`runs_on_lanes`): the same kernel
+#: shape as USER, with the plain and general fillers taking a vector of draws at a time.
 USER_LANES = "<user, lanes>"
 
 #: Stream numbers of the auxiliary (measure-valued) streams start here, above the run's chunks.
@@ -502,7 +502,7 @@ def _ol_component(theta, i):
 
 
 def _simd_cores(key):
-    """Whether the plain filler can run four draws at once: family and function cores are lane-generic."""
+    """Whether the plain filler can run a vector of draws at once: family and function cores are lane-generic."""
     if key.function in (USER, USER_LANES):
         return key.function == USER_LANES and FAMILIES[key.family].simd
     return FAMILIES[key.family].simd and BUILTINS[key.function].simd
@@ -1932,7 +1932,7 @@ def _vector_columns(key, f, df, noise, m, dim, theta, weights, fparams, need_f, 
 
 
 def _column_values(key, f, fparams, x_t, i, w, rows, row, add, m):
-    """``rows[row, v] (+)= w * h(x_t[i, v])``, four draws at a time where the cores allow it."""
+    """``rows[row, v] (+)= w * h(x_t[i, v])``, a vector of draws at a time where the cores allow it."""
     _kernel_only("_column_values")
 
 
@@ -2038,7 +2038,7 @@ def _q_rows(n_params):
 
 @register_jitable
 def _weak_values(key, f, j, theta, fparams, eps, x, u1, u2, u3, eps2):
-    """One draw's (or four draws') measure-valued values of parameter ``j``: (coupled, decoupled)."""
+    """One draw's (or a vector of draws') measure-valued values of parameter ``j``: (coupled, decoupled)."""
     c, x_plus, x_coupled, x_decoupled = _weak_points(key, j, eps, x, u1, u2, u3, eps2, theta)
     f_plus = _value(key, f, x_plus, fparams)
     return c * (f_plus - _value(key, f, x_coupled, fparams)), c * (f_plus - _value(key, f, x_decoupled, fparams))
@@ -2061,7 +2061,7 @@ def _weak_one(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, i):
 def _weak_rows(key, f, j, theta, fparams, noise, x, uniforms, aux_noise, coupled, decoupled, q, row, row_decoupled, m):
     """Fill rows ``row`` (coupled) and ``row_decoupled`` of ``q`` with parameter ``j``'s measure-valued values.
 
-    Four draws at a time on :mod:`fastgrad._simd` vectors when the family's
+    A vector of draws at a time (:func:`_lanes`) when the family's
     weak derivative and the function are lane-generic (the Normal's
     Rayleigh and Maxwell sides: ``fastgrad.math.log`` and a square root per
     draw), with the same operations, and so the same bits, as one at a time.

@@ -1,13 +1,15 @@
-"""Explicit 4-lane float64 vectors for Numba, with IEEE semantics in every lane.
+"""Explicit 4- and 8-lane float64 vectors for Numba, with IEEE semantics in every lane.
 
 Numba leaves LLVM's SLP vectoriser off, and its loop vectoriser only
 vectorises a floating-point sum when ``fastmath`` allows reassociation, which
 would let the summation order (and so the last bits of every moment) depend
 on the CPU's vector width. These intrinsics write the vector code out by
-hand instead: ``F64x4`` values are LLVM ``<4 x double>``, each operation acts
-lane by lane with ordinary IEEE rounding, and no fast-math flag is set, so
-LLVM may not reorder anything. On AVX2 each operation is one instruction; on
-SSE2 or NEON it is two, with the same results.
+hand instead: ``F64x4`` values are LLVM ``<4 x double>`` (``F64x8``:
+``<8 x double>``), each operation acts lane by lane with ordinary IEEE
+rounding, and no fast-math flag is set, so LLVM may not reorder anything.
+On AVX2 each 4-lane operation is one instruction; on SSE2 or NEON it is
+two, with the same results; an 8-lane one is one AVX-512 instruction, two
+on AVX2. The kernels' value loops use :data:`LANES`.
 
 The reductions in :mod:`fastgrad._reduction` use them in an order fixed by
 the source (see there), which a pure-Python reference in the test suite
