@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fastgrad import _validate
+from fastgrad._jit import serial
 from fastgrad.estimators import Plan, parse_estimators
 from fastgrad.schedules import Schedule, constant
 
@@ -578,9 +579,20 @@ EXACT_ROWS = 4096
 
 
 def _exact_objective(distribution, function, params):
-    """``E_q[f]`` at each row of ``params`` (the family's parameters), or None for a user's function."""
-    if len(params) <= EXACT_ROWS:
+    """``E_q[f]`` at each row of ``params`` (the family's parameters), or None for a user's function.
+
+    Each row's number is computed from that row alone, the same way whatever
+    the other rows (the closed forms elementwise, the analytic engine a row
+    at a time), so rows that are all the same (every replicate at the start)
+    take one row's computation; a Categorical's (a product of matrices, whose
+    order of operations may depend on their shapes) is taken whole.
+    """
+    if distribution.family.name == "categorical" or len(params) <= 1:
         return _exact_rows(distribution, function, params)
+    bits = np.ascontiguousarray(params).view(np.uint64)
+    if (bits == bits[0]).all():
+        one = _exact_rows(distribution, function, params[:1])
+        return None if one is None else np.repeat(one, len(params))
     parts = [_exact_rows(distribution, function, params[i : i + EXACT_ROWS])
              for i in range(0, len(params), EXACT_ROWS)]  # fmt: skip
     return None if parts[0] is None else np.concatenate(parts)
@@ -697,47 +709,175 @@ def _statistics(values):
     ``std`` is the sample standard deviation (0 for one). A replicate whose
     parameters overflowed (SGD diverging: the score function's noise grows
     with the objective) counts in ``finite`` only; none finite: NaN.
+
+    NumPy's numbers (``np.mean``, ``np.quantile``'s ``"linear"`` method,
+    ``np.std(ddof=1)``), each bit of them, from one compiled call
+    (:func:`_column_statistics`); a tie of 0.0 and -0.0 at a quantile may
+    give the other zero, as NumPy's own sorts do from one CPU to another.
     """
-    finite = np.isfinite(values)
-    kept = values if finite.all() else values[finite]
-    if kept.size == 0:
-        return np.array([np.nan] * (len(COLUMNS) - 1) + [0.0])
-    spread = float(np.std(kept, ddof=1)) if kept.size > 1 else 0.0
-    return np.array([np.mean(kept), *_quantiles(kept), spread, float(kept.size)])
+    return _column_statistics(np.asarray(values, dtype=np.float64), _QUANTILES)
 
 
 _QUANTILES = np.array(QUANTILES)
 
 
-def _quantiles(kept):
-    """``np.quantile(kept, QUANTILES)`` (its ``"linear"`` method) for finite values: the same numbers, cheaper.
+@serial
+def _pairwise_leaf(a, lo, n):
+    """NumPy's pairwise summation of at most 128 values (:func:`_pairwise_sum`)."""
+    if n < 8:
+        total = 0.0
+        for i in range(lo, lo + n):
+            total += a[i]
+        return total
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = lo + 8
+    end = lo + n - n % 8
+    while i < end:
+        r0 += a[i]
+        r1 += a[i + 1]
+        r2 += a[i + 2]
+        r3 += a[i + 3]
+        r4 += a[i + 4]
+        r5 += a[i + 5]
+        r6 += a[i + 6]
+        r7 += a[i + 7]
+        i += 8
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < lo + n:
+        total += a[i]
+        i += 1
+    return total
 
-    NumPy's own steps (the virtual index ``(n - 1) q``, its floor and the
-    next index, the order statistics there, its interpolation ``a + (b - a)
-    t``, or ``b - (b - a) (1 - t)`` where ``t >= 0.5``), without its generic
-    set-up, and without the order statistics' partition where every value is
-    the same nonzero number (all logged at the start; a parameter held
-    fixed). 10 000 values: 75-80 us a call for np.quantile, 2026-12-07.
+
+@serial
+def _pairwise_sum(a, n):
+    """``np.add.reduce(a[:n])`` for float64, bit for bit: NumPy's pairwise summation.
+
+    Fewer than 8 values summed in order from 0.0; at most 128 in 8
+    interleaved sums added as ``((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 +
+    r7))``, then the rest in order; more: the sum of the two halves' sums (the
+    first half a multiple of 8 long), each so summed. (The halves on a stack
+    of our own: Numba's cache reloads a recursive function into a crash.)
     """
-    n = kept.size
-    virtual = (n - 1) * _QUANTILES
-    previous = np.floor(virtual).astype(np.intp)
-    following = previous + 1
-    beyond = virtual >= n - 1  # (the largest value, as NumPy takes it: both indices -1)
-    previous[beyond] = -1
-    following[beyond] = -1
+    if n <= 128:
+        return _pairwise_leaf(a, 0, n)
+    starts, lengths = np.empty(64, np.int64), np.empty(64, np.int64)
+    stages, lefts = np.zeros(64, np.int64), np.empty(64)
+    starts[0], lengths[0], stages[0] = 0, n, 0
+    depth = 1
+    result = 0.0  # the sum the frame just finished returns to its parent
+    while depth > 0:
+        f = depth - 1
+        length = lengths[f]
+        if length <= 128:
+            result = _pairwise_leaf(a, starts[f], length)
+            depth -= 1
+            continue
+        half = length // 2
+        half -= half % 8
+        if stages[f] == 0:  # the first half
+            stages[f] = 1
+            starts[depth], lengths[depth], stages[depth] = starts[f], half, 0
+            depth += 1
+        elif stages[f] == 1:  # the first half's sum kept; the second half
+            lefts[f] = result
+            stages[f] = 2
+            starts[depth], lengths[depth], stages[depth] = starts[f] + half, length - half, 0
+            depth += 1
+        else:
+            result = lefts[f] + result
+            depth -= 1
+    return result
+
+
+@serial
+def _select(a, k, lo, hi):
+    """Place the ``k``-th smallest of ``a[lo:hi]`` at ``a[k]``, smaller ones before it and larger after.
+
+    Quickselect with a median-of-three pivot and Hoare's scheme (values equal
+    to the pivot stop both scans, so equal values split evenly); after 64
+    rounds (a pathological order) the rest of the range is sorted.
+    """
+    rounds = 0
+    while hi - lo > 1:
+        rounds += 1
+        if rounds > 64:
+            a[lo:hi] = np.sort(a[lo:hi])
+            return
+        mid = (lo + hi - 1) // 2
+        x, y, z = a[lo], a[mid], a[hi - 1]
+        pivot = max(min(x, y), min(max(x, y), z))
+        i, j = lo, hi - 1
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        # now a[lo:j+1] <= pivot <= a[i:hi], and a[j+1:i] == pivot
+        if k <= j:
+            hi = j + 1
+        elif k >= i:
+            lo = i
+        else:
+            return
+
+
+@serial
+def _column_statistics(values, quantiles):
+    """:func:`_statistics` of a 1-D float64 array (compiled; the quantiles ``quantiles``)."""
+    out = np.empty(3 + quantiles.size)
+    kept = np.empty(values.size)
+    n = 0
+    for v in values:
+        if np.isfinite(v):
+            kept[n] = v
+            n += 1
+    out[-1] = n
+    if n == 0:
+        out[:-1] = np.nan
+        return out
+    kept = kept[:n]
+    mean = _pairwise_sum(kept, n) / n
+    out[0] = mean
+    spread = 0.0
+    if n > 1:  # np.std(ddof=1): the squared deviations from the mean, summed pairwise
+        squares = np.empty(n)
+        for i in range(n):
+            d = kept[i] - mean
+            squares[i] = d * d
+        spread = np.sqrt(_pairwise_sum(squares, n) / (n - 1))
+    out[-2] = spread
+    # np.quantile's "linear" method: virtual index (n - 1) q, the order statistics at its floor and the next
+    # index (the largest value at or past n - 1), interpolated a + (b - a) t, or b - (b - a) (1 - t) at t >= 0.5
     low, high = kept.min(), kept.max()
-    if low == high and low != 0.0:  # (equal nonzero doubles have the same bits; +0.0 and -0.0 are equal)
-        a = b = np.full(len(QUANTILES), low)
-    else:
-        # (NumPy's partition, with NumPy's indices: the same arrangement, so even a tie of 0.0 and -0.0 gives the
-        # same zero)
-        kth = np.unique(np.concatenate(([0, -1], previous, following)))
-        ordered = np.partition(np.sort(kept) if _SORT_FIRST else kept, kth)
-        a, b = ordered[previous], ordered[following]
-    t = virtual - previous
-    difference = b - a
-    return np.where(t >= 0.5, b - difference * (1 - t), a + difference * t)
+    same = low == high and low != 0.0  # (equal nonzero doubles have the same bits: no selection needed)
+    done = -1  # a[: done + 1] holds the order statistics up to index done, placed
+    for q in range(quantiles.size):
+        virtual = (n - 1) * quantiles[q]
+        previous = np.int64(np.floor(virtual))
+        following = previous + 1
+        if virtual >= n - 1:
+            previous = following = n - 1
+        if same:
+            a = b = low
+        else:
+            if previous > done:
+                _select(kept, previous, done + 1, n)
+                done = previous
+            a = kept[previous]
+            if following > done:
+                _select(kept, following, done + 1, n)
+                done = following
+            b = kept[following]
+        t = virtual - (previous if virtual < n - 1 else -1)
+        difference = b - a
+        out[1 + q] = b - difference * (1.0 - t) if t >= 0.5 else a + difference * t
+    return out
 
 
 def _sort_first():

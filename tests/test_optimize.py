@@ -180,6 +180,34 @@ def test_the_exact_objective_of_every_builtin_is_the_analytic_engines(name):
             assert abs(value - expected) <= 1e-12 * max(1.0, abs(expected)), (distribution, row)
 
 
+#: (distribution, function, a row of its parameters): the exact objective's paths (closed forms of a Normal,
+#: a Gamma, a Beta, a DiagNormal's components; the engine a row at a time). (A Categorical's, a product of
+#: matrices, is taken whole.)
+EXACT_PATHS = [
+    (fg.Normal(1.0, 1.0), "square", [0.5, 0.7]),
+    (fg.Normal(1.0, 1.0), "cos", [0.5, 0.7]),
+    (fg.Gamma(2.5, 1.5), "square", [2.5, 1.5]),
+    (fg.Beta(2.5, 1.5), "square", [2.5, 1.5]),
+    (fg.Normal(1.0, 1.0), "logistic", [0.5, 0.7]),
+    (fg.DiagNormal([1.0, -0.5], [0.8, 1.2]), fg.functions.sum_of_squares(), [1.0, -0.5, 0.8, 1.2]),
+]
+
+
+@pytest.mark.parametrize("case", range(len(EXACT_PATHS)))
+def test_the_exact_objective_of_many_rows_is_each_rows_own(case):
+    """Many rows are taken in chunks, and rows that are all the same as one: each row's number is still the
+    number of that row alone, bit for bit (equal rows; 10 000 rows spread about one, as a logged step's)."""
+    module = sys.modules["fastgrad.optimize"]
+    distribution, function, row = EXACT_PATHS[case]
+    function = fg.functions.resolve(function) if isinstance(function, str) else function
+    count = 300 if function.builtin.name == "logistic" else 10_000  # (the engine: 0.2 ms a row)
+    spread = np.array(row) * np.exp(0.05 * np.random.default_rng(case).normal(size=(count, len(row))))
+    for rows in (np.tile(row, (count, 1)), spread):
+        got = module._exact_objective(distribution, function, rows)
+        alone = np.concatenate([module._exact_rows(distribution, function, rows[i : i + 1]) for i in range(count)])
+        np.testing.assert_array_equal(got.view(np.uint64), alone.view(np.uint64))
+
+
 def test_logging_does_not_change_a_bit(seed_runs):
     """Logged steps are snapshots taken inside the kernel: logging every step or only at the end, the same run."""
     kwargs = dict(estimators=["pathwise"], steps=STEPS, learning_rate=ETA, replicates=300, seed=11)
