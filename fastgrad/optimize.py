@@ -880,23 +880,6 @@ def _column_statistics(values, quantiles):
     return out
 
 
-def _sort_first():
-    """Whether the quantiles are taken of the sorted values (NumPy's AVX-512 sort) or found by partition.
-
-    The same order statistics either way, so the same numbers (a tie of 0.0 and -0.0 aside, which NumPy's
-    sorts already order differently from one CPU to another). For 10 000 values: on Intel with AVX-512 NumPy
-    sorts in about a sixth of the time np.partition takes to place the quantiles' six (0.23 -> 0.12 ms); on
-    Zen 4 NumPy uses its AVX2 sort, and sorting then taking the quantiles takes 0.33 ms against 0.085 for
-    np.quantile's partition (2026-12-07), so there, and on CPUs without AVX-512, it partitions.
-    """
-    from fastgrad._simd import gathers_pay  # (Intel with AVX-512, from Numba's view of the host)
-
-    return gathers_pay()
-
-
-_SORT_FIRST = _sort_first()
-
-
 def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise"), steps, learning_rate,
              batch=1, optimizer="sgd", replicates=1000, first_replicate=0, seed=None, log_every=None, optimum=None,
              tolerance=None, pilot=None, threads=None, adam=(0.9, 0.999, 1e-8), equal_cost=False, progress=None,
