@@ -84,7 +84,7 @@ from fastgrad import math as fm
 from fastgrad._jit import SOURCE_DIGEST, UNCACHED, block_filler, core, inline_core, report_uncached, serial
 from fastgrad._parallel import for_ranges
 from fastgrad._reduction import MomentTree, block_sum, reduce_block
-from fastgrad._simd import column4, fabs, like, load4, load8, sqrt, store4, store8, where
+from fastgrad._simd import column4, column8, fabs, like, load4, load8, sqrt, store4, store8, where
 from fastgrad.distributions import FAMILIES
 from fastgrad.functions import BUILTINS
 from fastgrad.rng import CHUNK_SIZE, STATE_SIZE, start_stream, stream_state, take_words, unit_open_closed
@@ -119,8 +119,11 @@ AUX_STREAMS = 1 << 62
 AUX_NORMAL_STREAMS = AUX_STREAMS + (1 << 61)
 #: The per-draw buffers' lengths are multiples of this: the widest vector (see :func:`_weak_rows`).
 PAD = 8
-#: Replicates an optimisation advances in lockstep, one step of each in turn (see :func:`_optimize_chunks`).
-OPTIMIZE_LANES = 16
+#: Vectors of replicates the seed case's loop keeps in registers (see :func:`_registers_source`).
+REGISTER_VECTORS = 4
+#: Replicates an optimisation advances in lockstep, one step of each in turn (see :func:`_optimize_chunks`):
+#: :data:`REGISTER_VECTORS` vectors of the kernels' width.
+OPTIMIZE_LANES = REGISTER_VECTORS * _simd.LANES
 #: Stream numbers of pilot runs start here.
 PILOT_STREAMS = 1 << 63
 
@@ -915,14 +918,14 @@ def _ol_lane_params(key, params, lane):
 
 
 def _lane_vectors(key, params, lane):
-    """:func:`_lane_params` of lanes ``lane .. lane + 3``, each parameter a vector."""
+    """:func:`_lane_params` of a vector of lanes from ``lane`` (the key's width), each parameter a vector."""
     _kernel_only("_lane_vectors")
 
 
 @overload(_lane_vectors, inline="always")
 def _ol_lane_vectors(key, params, lane):
-    loads = "".join(f"load4(params[{j}], lane), " for j in range(len(FAMILIES[key.family].parameters)))
-    namespace = {"load4": load4}
+    loads = "".join(f"load(params[{j}], lane), " for j in range(len(FAMILIES[key.family].parameters)))
+    namespace = {"load": load8 if key.lanes == 8 else load4}
     exec(f"def impl(key, params, lane):\n    return ({loads})\n", namespace)
     return namespace["impl"]
 
@@ -1033,11 +1036,11 @@ def _ol_in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first
 
         return nothing
 
-    return _IN_REGISTERS
+    return _IN_REGISTERS[key.lanes]
 
 
-def _registers_source(vectors):
-    """Source of :func:`_in_registers`' loop for ``vectors`` vectors of four replicates.
+def _registers_source(vectors, width):
+    """Source of :func:`_in_registers`' loop for ``vectors`` vectors of ``width`` replicates.
 
     SGD on a distribution's first parameter (``j == row == 0``: the location), the seed case, has a loop of
     its own for the score function and one for the pathwise estimator, each written out per vector so that
@@ -1054,43 +1057,43 @@ def _registers_source(vectors):
     names = [chr(ord("a") + v) for v in range(vectors)]
 
     def each(template):
-        return "".join(template.format(v=v, o=4 * i) for i, v in enumerate(names))
+        return "".join(template.format(v=v, o=width * i) for i, v in enumerate(names))
 
     setup = each(
         "        fixed_{v} = _lane_vectors(key, params, {o})\n"
-        "        value_{v}, first_{v} = load4(params[j], {o}), load4(first_moment[0], {o})\n"
-        "        second_{v}, reached_{v} = load4(second_moment[0], {o}), load4(steps_of[0], {o})\n"
-        "        outside_{v} = load4(steps_of[1], {o})\n"
+        "        value_{v}, first_{v} = load(params[j], {o}), load(first_moment[0], {o})\n"
+        "        second_{v}, reached_{v} = load(second_moment[0], {o}), load(steps_of[0], {o})\n"
+        "        outside_{v} = load(steps_of[1], {o})\n"
     )
     final = each(
-        "        store4(params, j, {o}, value_{v})\n"
-        "        store4(first_moment, 0, {o}, first_{v})\n"
-        "        store4(second_moment, 0, {o}, second_{v})\n"
-        "        store4(steps_of, 0, {o}, reached_{v})\n"
-        "        store4(steps_of, 1, {o}, outside_{v})\n"
+        "        store(params, j, {o}, value_{v})\n"
+        "        store(first_moment, 0, {o}, first_{v})\n"
+        "        store(second_moment, 0, {o}, second_{v})\n"
+        "        store(steps_of, 0, {o}, reached_{v})\n"
+        "        store(steps_of, 1, {o}, outside_{v})\n"
     )
 
     def in_registers(score):
         steps = each(
             "                value_{v}, first_{v}, second_{v}, reached_{v}, outside_{v} = _lane_step(\n"
             f"                    key, f, df, fparams, {score}, 0, 0, fixed_{{v}}, value_{{v}}, first_{{v}},\n"
-            "                    second_{v}, reached_{v}, outside_{v}, column4(drawn, {o}, column), rate,\n"
+            "                    second_{v}, reached_{v}, outside_{v}, lanes_of(drawn, {o}, column), rate,\n"
             "                    corrections, False, beta1, beta2, epsilon, tracking, target, tolerance, after,\n"
             "                    with_coef, coef_row)\n"
         )
-        return setup + loop(steps, each("                store4(params, j, {o}, value_{v})\n")) + final
+        return setup + loop(steps, each("                store(params, j, {o}, value_{v})\n")) + final
 
-    in_arrays = f"""                for o in range(0, {4 * vectors}, 4):
+    in_arrays = f"""                for o in range(0, {width * vectors}, {width}):
                     value, first, second, reached, outside = _lane_step(
-                        key, f, df, fparams, score, row, j, _lane_vectors(key, params, o), load4(params[j], o),
-                        load4(first_moment[0], o), load4(second_moment[0], o), load4(steps_of[0], o),
-                        load4(steps_of[1], o), column4(drawn, o, column), rate, corrections, adam, beta1, beta2,
+                        key, f, df, fparams, score, row, j, _lane_vectors(key, params, o), load(params[j], o),
+                        load(first_moment[0], o), load(second_moment[0], o), load(steps_of[0], o),
+                        load(steps_of[1], o), lanes_of(drawn, o, column), rate, corrections, adam, beta1, beta2,
                         epsilon, tracking, target, tolerance, after, with_coef, coef_row)
-                    store4(params, j, o, value)
-                    store4(first_moment, 0, o, first)
-                    store4(second_moment, 0, o, second)
-                    store4(steps_of, 0, o, reached)
-                    store4(steps_of, 1, o, outside)
+                    store(params, j, o, value)
+                    store(first_moment, 0, o, first)
+                    store(second_moment, 0, o, second)
+                    store(steps_of, 0, o, reached)
+                    store(steps_of, 1, o, outside)
 """
 
     def loop(steps, logged_values):
@@ -1143,10 +1146,11 @@ def in_registers(key, f, df, fparams, score, run, b0, n_lanes, params, first_mom
 """
 
 
-def _registers_function():
-    """Compile-ready :func:`_in_registers` loop for :data:`OPTIMIZE_LANES` replicates (written out per vector)."""
-    namespace = {**globals(), "column4": column4}  # (a name it uses, spelled out)
-    exec(_registers_source(OPTIMIZE_LANES // 4), namespace)
+def _registers_function(width):
+    """Compile-ready :func:`_in_registers` loop for :data:`OPTIMIZE_LANES` replicates in vectors of ``width``."""
+    namespace = {**globals(), "load": load8 if width == 8 else load4, "store": store8 if width == 8 else store4,
+                 "lanes_of": column8 if width == 8 else column4}  # fmt: skip
+    exec(_registers_source(OPTIMIZE_LANES // width, width), namespace)
     return namespace["in_registers"]
 
 
@@ -3169,4 +3173,4 @@ def normal_sum(n, seed):
 
 
 #: The register loop of :func:`_in_registers`, written out for :data:`OPTIMIZE_LANES` replicates.
-_IN_REGISTERS = _registers_function()
+_IN_REGISTERS = {width: _registers_function(width) for width in (4, 8)}

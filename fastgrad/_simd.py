@@ -117,32 +117,38 @@ load4, load8 = _make_load(4), _make_load(8)
 store4, store8 = _make_store(4), _make_store(8)
 
 
-@intrinsic
-def column4(typingctx, array, row, column):
-    """``array[row : row + 4, column]`` as one vector (C-contiguous 2-D float64 array, no bounds check).
+def _make_column(lanes):
+    @intrinsic
+    def column(typingctx, array, row, column):
+        """``array[row : row + lanes, column]`` as one vector (C-contiguous 2-D float64 array, no bounds check).
 
-    Four scalar loads into the lanes: the rows of a lane-major buffer read as
-    the lanes of one vector, without a transposed copy.
-    """
-    if not (isinstance(array, types.Array) and array.dtype == types.float64 and array.ndim == 2):
-        return None
-    if array.layout != "C" or not isinstance(row, types.Integer) or not isinstance(column, types.Integer):
-        return None
+        Scalar loads into the lanes: the rows of a lane-major buffer read as
+        the lanes of one vector, without a transposed copy.
+        """
+        if not (isinstance(array, types.Array) and array.dtype == types.float64 and array.ndim == 2):
+            return None
+        if array.layout != "C" or not isinstance(row, types.Integer) or not isinstance(column, types.Integer):
+            return None
 
-    def codegen(context, builder, signature, args):
-        array_type, row_type, column_type = signature.args
-        view = context.make_array(array_type)(context, builder, args[0])
-        shape = cgutils.unpack_tuple(builder, view.shape, 2)
-        first = context.cast(builder, args[1], row_type, types.intp)
-        at = context.cast(builder, args[2], column_type, types.intp)
-        vector = ir.Constant(_VECTOR, ir.Undefined)
-        for position in range(4):
-            index = builder.add(builder.mul(builder.add(first, first.type(position)), shape[1]), at)
-            value = builder.load(builder.gep(view.data, [index]), align=8)
-            vector = builder.insert_element(vector, value, ir.Constant(ir.IntType(32), position))
-        return vector
+        def codegen(context, builder, signature, args):
+            array_type, row_type, column_type = signature.args
+            view = context.make_array(array_type)(context, builder, args[0])
+            shape = cgutils.unpack_tuple(builder, view.shape, 2)
+            first = context.cast(builder, args[1], row_type, types.intp)
+            at = context.cast(builder, args[2], column_type, types.intp)
+            vector = ir.Constant(_llvm_vector(lanes), ir.Undefined)
+            for position in range(lanes):
+                index = builder.add(builder.mul(builder.add(first, first.type(position)), shape[1]), at)
+                value = builder.load(builder.gep(view.data, [index]), align=8)
+                vector = builder.insert_element(vector, value, ir.Constant(ir.IntType(32), position))
+            return vector
 
-    return f64x4(array, row, column), codegen
+        return vector_type(lanes)(array, row, column), codegen
+
+    return column
+
+
+column4, column8 = _make_column(4), _make_column(8)
 
 
 def _splat(builder, x, lanes=4):
