@@ -324,28 +324,40 @@ class _EstimatorRun:
         sink = "optimize-plain" if filler == "general" and plain_optimisation(family, run, self.units) else "optimize"
         self.kernel = kernel_class(family, self.function, filler, sink, run)
 
-    def log(self, values):
+    def log(self, values, equal=False):
         """Append the statistics over replicates of ``values`` (replicates x parameters) at a logged step.
 
         Replicates that diverged (parameters overflowing) are counted, and reported, by the statistics: NumPy's
         overflow warnings about them (from squares in the exact objective and the spread) are not repeated.
+        ``equal``: every row is the same (the start), so each statistic is that of one row's value repeated
+        (:func:`_statistics_of_equal`), the same numbers without passes over the replicates.
         """
         with np.errstate(over="ignore", invalid="ignore"):
-            self._log(values)
+            self._log(values, equal)
 
-    def _log(self, values):
+    def _log(self, values, equal):
+        count = len(values)
+
+        def statistics(x):
+            if equal:  # (a transformed column checked: one value's transform is not a whole array's by rule)
+                bits = x.view(np.uint64) if x.flags.c_contiguous else np.ascontiguousarray(x).view(np.uint64)
+                if x.size == 1 or (bits == bits[0]).all():
+                    return _statistics_of_equal(float(x[0]), count)
+            return _statistics(x)
+
         for name, column, natural in self.layout.columns:
             x = values[:, column]
             if natural == "log":
                 x = np.log(x)
             elif natural == "logit":
                 x = np.log(x) - np.log1p(-x)
-            self.stats[name].append(_statistics(x))
-        exact = _exact_objective(self.distribution, self.function, values)
+            self.stats[name].append(statistics(x[:1] if equal and natural is None else x))
+        rows = values[:1] if equal else values  # (a row's objective and distance are its own: one row will do)
+        exact = _exact_objective(self.distribution, self.function, rows)
         if exact is not None:
-            self.objective.append(_statistics(exact))
+            self.objective.append(statistics(exact))
         if self.optimum is not None:
-            self.distance.append(_statistics(np.max(np.abs(values[:, self.targets] - self.target), axis=1)))
+            self.distance.append(statistics(np.max(np.abs(rows[:, self.targets] - self.target), axis=1)))
 
     def trajectory(self, steps_done):
         spec = self.spec
@@ -722,6 +734,58 @@ def _statistics(values):
 _QUANTILES = np.array(QUANTILES)
 
 
+def _statistics_of_equal(value, count):
+    """:func:`_statistics` of ``count`` copies of ``value``, the same numbers, without the copies.
+
+    NumPy's pairwise sum of equal values depends only on their number (the
+    same additions in the same order: :func:`_pairwise_of_equal`); the
+    deviations from the mean are all alike, and every order statistic is
+    ``value``.
+    """
+    out = np.empty(3 + len(QUANTILES))
+    out[-1] = count if math.isfinite(value) else 0
+    if not math.isfinite(value):
+        out[:-1] = math.nan
+        return out
+    mean = _pairwise_of_equal(value, count, {}) / count
+    out[0] = mean
+    spread = 0.0
+    if count > 1:
+        deviation = value - mean
+        spread = math.sqrt(_pairwise_of_equal(deviation * deviation, count, {}) / (count - 1))
+    out[-2] = spread
+    for q, quantile in enumerate(QUANTILES):  # (:func:`_column_statistics`' interpolation, a == b == value)
+        virtual = (count - 1) * quantile
+        previous = math.floor(virtual)
+        t = virtual - (-1 if virtual >= count - 1 else previous)
+        difference = value - value
+        out[1 + q] = value - difference * (1.0 - t) if t >= 0.5 else value + difference * t
+    return out
+
+
+def _pairwise_of_equal(value, n, memo):
+    """:func:`_pairwise_sum` of ``n`` copies of ``value`` (Python floats: the same IEEE additions)."""
+    if n in memo:
+        return memo[n]
+    if n < 8:
+        total = 0.0
+        for _ in range(n):
+            total += value
+    elif n <= 128:
+        r = value  # (each of the eight interleaved sums)
+        for _ in range(n // 8 - 1):
+            r += value
+        total = ((r + r) + (r + r)) + ((r + r) + (r + r))
+        for _ in range(n % 8):
+            total += value
+    else:
+        half = n // 2
+        half -= half % 8
+        total = _pairwise_of_equal(value, half, memo) + _pairwise_of_equal(value, n - half, memo)
+    memo[n] = total
+    return total
+
+
 @register_jitable
 def _pairwise_leaf(a, lo, n):
     """NumPy's pairwise summation of at most 128 values (:func:`_pairwise_sum`)."""
@@ -1080,7 +1144,7 @@ def optimize(distribution, function, wrt=None, *, estimators=("score", "pathwise
                 if step == 0 and keep_history and not r.history:
                     r.history.append(r.params[lo:hi].copy())
                 elif step == 0 and not keep_history and not r.stats[layout.columns[0][0]]:
-                    r.log(r.params)
+                    r.log(r.params, equal=True)  # (every replicate at the start)
             # the kernel logs up to `per_call` steps a call into each run's snapshots (at most SNAPSHOT_BYTES)
             local = hi - lo
             per_call = max(1, min(len(logged) - 1, SNAPSHOT_BYTES // (8 * max(1, replicates) * len(start))))

@@ -492,3 +492,13 @@ def test_the_statistics_are_numpys_bit_for_bit(kind):
         np.testing.assert_array_equal(got, numpy)
     else:
         np.testing.assert_array_equal(got.view(np.uint64), numpy.view(np.uint64))
+
+
+@pytest.mark.parametrize("value", [2.0, -0.0, 0.1, -3.7e-5, 1e300, 5e-324, 1 / 3])
+def test_the_statistics_of_equal_values_need_no_copies(value):
+    """At the start every replicate is alike: its statistics come from one value and a count (NumPy's pairwise
+    sums replayed), the numbers of the whole array, bit for bit, for counts across the sums' cases."""
+    module = sys.modules["fastgrad.optimize"]
+    for count in (1, 2, 7, 8, 9, 127, 128, 129, 1000, 8193, 10_000):
+        whole = module._statistics(np.full(count, value))
+        np.testing.assert_array_equal(module._statistics_of_equal(value, count).view(np.uint64), whole.view(np.uint64))
