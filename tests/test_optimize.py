@@ -456,7 +456,9 @@ def test_diverging_replicates_are_counted_and_left_out_of_the_statistics():
 )
 def test_the_statistics_are_numpys_bit_for_bit(kind):
     """The logged statistics, computed in one compiled call, are NumPy's ``mean``, ``quantile`` and ``std(ddof=1)``
-    of the finite values, bit for bit: its pairwise sums, its quantiles' interpolation.
+    of the finite values, bit for bit: its pairwise sums, its quantiles' interpolation. (NumPy 2's sums, on any
+    NumPy: NumPy 1 sums more than 8192 values a buffer at a time, so its mean and spread may differ by an ulp or
+    two, and fastgrad's do not follow it.)
 
     ``ties`` has ties of 0.0 and -0.0 (``np.round``; their order may give either zero, as NumPy's own sorts do
     from one CPU to another: there the numbers are compared, not the bits), ``zeros`` only those, ``huge``
@@ -488,6 +490,12 @@ def test_the_statistics_are_numpys_bit_for_bit(kind):
         numpy = np.array([np.mean(finite), *np.quantile(finite, module.QUANTILES),
                           np.std(finite, ddof=1) if finite.size > 1 else 0.0, finite.size])  # fmt: skip
     got = module._statistics(values)
+    if np.lib.NumpyVersion(np.__version__) < "2.0.0":  # (NumPy 1 sums in buffers of 8192 values: not its bits)
+        # (the two sums' orders differ: a few rounding errors of the sum of the magnitudes apart)
+        with np.errstate(over="ignore"):
+            assert abs(got[0] - numpy[0]) <= 4 * np.finfo(float).eps * np.mean(np.abs(finite))
+        np.testing.assert_array_max_ulp(got[4], numpy[4], maxulp=4)
+        got, numpy = got[[1, 2, 3, 5]], numpy[[1, 2, 3, 5]]
     if kind in ("ties", "zeros"):
         np.testing.assert_array_equal(got, numpy)
     else:
