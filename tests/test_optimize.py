@@ -68,9 +68,15 @@ def test_the_score_functions_mean_follows_the_same_recursion(seed_runs):
 
 
 def test_threads_do_not_change_a_bit_and_a_replicate_reruns_alone(seed_runs):
-    kwargs = dict(estimators=["score"], steps=STEPS, learning_rate=ETA, seed=11, log_every=25)
+    kwargs = dict(estimators=["score"], steps=STEPS, learning_rate=ETA, seed=11, log_every=25, optimum={"loc": 0.0},
+                  tolerance=0.05)  # fmt: skip
     one = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", replicates=4000, threads=1, **kwargs)
     assert one["score"].final.tolist() == seed_runs["score"].final.tolist()
+    # the logged statistics too (with a second thread, a logged step's are computed on two)
+    for name in ("loc", "scale"):
+        assert one["score"].parameters[name].tolist() == seed_runs["score"].parameters[name].tolist()
+    assert one["score"].objective.tolist() == seed_runs["score"].objective.tolist()
+    assert one["score"].distance.tolist() == seed_runs["score"].distance.tolist()
     alone = fg.optimize(fg.Normal(THETA0, 1.0), "square", "loc", replicates=1, first_replicate=1234, **kwargs)
     assert alone["score"].final.tolist() == seed_runs["score"].final[1234:1235].tolist()
 
