@@ -739,10 +739,12 @@ def _statistics(values):
     parameters overflowed (SGD diverging: the score function's noise grows
     with the objective) counts in ``finite`` only; none finite: NaN.
 
-    NumPy's numbers (``np.mean``, ``np.quantile``'s ``"linear"`` method,
-    ``np.std(ddof=1)``), each bit of them, from one compiled call
-    (:func:`_column_statistics`); a tie of 0.0 and -0.0 at a quantile may
-    give the other zero, as NumPy's own sorts do from one CPU to another.
+    NumPy 2's numbers (``np.mean``, ``np.quantile``'s ``"linear"`` method,
+    ``np.std(ddof=1)``), each bit of them, under any NumPy, from one compiled
+    call (:func:`_column_statistics`; NumPy 1 sums more than 8192 values in
+    buffers, so its own mean and spread can differ by an ulp or two); a tie
+    of 0.0 and -0.0 at a quantile may give the other zero, as NumPy's own
+    sorts do from one CPU to another.
     """
     return _column_statistics(np.asarray(values, dtype=np.float64), _QUANTILES)
 
