@@ -662,6 +662,8 @@ def _exact_rows(distribution, function, params):
     # (exp_quadratic, logistic) is integrated a replicate at a time)
     terms = getattr(h, "terms", None)
     if terms is not None and all(omega == omega for _, omega in terms):
+        if family.name == "normal" and all(omega == 0 and j <= 8 for j, omega in terms):
+            return _normal_polynomial(h, params[:, 0], params[:, 1])
         if family.name == "normal":
             return _normal_expectations(h, params[:, 0], params[:, 1])
         if family.name == "gamma":
@@ -708,6 +710,55 @@ def _gamma_expectations(h, shape, rate):
             rising = rising * (shape + i)
         total += complex(c) * rising * (rate / z) ** shape / z**j
     return total.real
+
+
+def _normal_polynomial(h, loc, scale):
+    """:func:`_normal_expectations` of a polynomial ``h`` (every ``w`` zero) in real arithmetic: the same numbers.
+
+    With ``w = 0`` every imaginary part there is a signed zero (or NaN once
+    something overflowed), so each complex product's real part is the
+    product of the real parts, and each sum's the sum: the same operations
+    on the real parts, in the same order (NumPy's ``m**2`` a square, higher
+    powers by its repeated squaring; ``0 + x`` kept where it starts a sum).
+    A result is the complex path's wherever either is finite (where one
+    overflows, so does the other: inf here, NaN there), half the memory and a
+    third of the time. Degrees to 8 (beyond, the complex path).
+    """
+    m = loc + 0.0 * scale**2  # (loc + i w scale**2 at w = 0: NaN where scale**2 overflows, as there)
+    total = np.zeros(loc.shape)
+    for (j, _), c in h.terms.items():
+        moment = 0.0
+        for k in range(0, j + 1, 2):
+            if k == j:
+                term = math.comb(j, k) * scale**k * math.prod(range(k - 1, 0, -2))
+            else:
+                term = math.comb(j, k) * _real_power(m, j - k) * scale**k * math.prod(range(k - 1, 0, -2))
+            moment = moment + term
+        total = total + complex(c).real * moment
+    return total
+
+
+def _real_power(m, p):
+    """``m**p`` as NumPy's complex power takes it for a whole ``p < 100``, in real arithmetic.
+
+    ``m * m`` for 2 (its square), ``m * (m * m)`` for 3, else the product of
+    the squarings ``m, m**2, m**4, ...`` that ``p``'s bits select, in that
+    order.
+    """
+    if p == 1:
+        return m
+    if p == 2:
+        return m * m
+    if p == 3:
+        return m * (m * m)
+    result, base, mask = None, m, 1
+    while True:
+        if p & mask:
+            result = base if result is None else result * base
+        mask <<= 1
+        if p < mask:
+            return result
+        base = base * base
 
 
 def _normal_expectations(h, loc, scale):

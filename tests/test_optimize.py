@@ -22,6 +22,7 @@ from reference_optimize import CASES, PATH, run_case
 
 import fastgrad as fg
 from fastgrad import cli
+from fastgrad.functions import ExpPoly
 
 from conftest import ROOT, mpiexec
 
@@ -516,3 +517,25 @@ def test_the_statistics_of_equal_values_need_no_copies(value):
     for count in (1, 2, 7, 8, 9, 127, 128, 129, 1000, 8193, 10_000):
         whole = module._statistics(np.full(count, value))
         np.testing.assert_array_equal(module._statistics_of_equal(value, count).view(np.uint64), whole.view(np.uint64))
+
+
+@pytest.mark.parametrize("degree", range(9))
+def test_the_normal_polynomial_objective_in_real_arithmetic_is_the_complex_ones(degree):
+    """A polynomial's exact objective under a Normal is computed in real arithmetic: the complex closed form's
+    numbers wherever either is finite, bit for bit, and non-finite where it is (its NaN, here inf), over
+    parameters across the doubles' range (x**degree, and a polynomial of every degree to it)."""
+    module = sys.modules["fastgrad.optimize"]
+    rng = np.random.default_rng(degree)
+    n = 3000
+    loc = np.concatenate([rng.normal(size=n) * 10.0 ** rng.integers(-300, 300, n), rng.normal(size=n) * 3,
+                          [0.0, -0.0, 5e-324, -1e-310, 1e154, -1e154, 1e308, np.inf, -np.inf, np.nan]])  # fmt: skip
+    scale = np.concatenate([np.abs(rng.normal(size=n)) * 10.0 ** rng.integers(-300, 300, n),
+                            np.abs(rng.normal(size=n)) + 0.01,
+                            [1.0, 0.5, 1.0, 1.0, 1.0, 1e155, 1.0, 1.0, 1.0, 1e-320]])  # fmt: skip
+    for h in (ExpPoly.polynomial([0] * degree + [1]), ExpPoly.polynomial(rng.normal(size=degree + 1).tolist())):
+        with np.errstate(all="ignore"):
+            real = module._normal_polynomial(h, loc, scale)
+            complex_ = module._normal_expectations(h, loc, scale)
+        finite = np.isfinite(complex_)
+        np.testing.assert_array_equal(np.isfinite(real), finite)
+        np.testing.assert_array_equal(real[finite].view(np.uint64), complex_[finite].view(np.uint64))
