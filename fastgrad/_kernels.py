@@ -924,8 +924,8 @@ def _lane_vectors(key, params, lane):
 
 @overload(_lane_vectors, inline="always")
 def _ol_lane_vectors(key, params, lane):
-    loads = "".join(f"load(params[{j}], lane), " for j in range(len(FAMILIES[key.family].parameters)))
-    namespace = {"load": load8 if key.lanes == 8 else load4}
+    loads = "".join(f"_load(key, params[{j}], lane), " for j in range(len(FAMILIES[key.family].parameters)))
+    namespace = {"_load": _load}  # (the key's width)
     exec(f"def impl(key, params, lane):\n    return ({loads})\n", namespace)
     return namespace["impl"]
 
@@ -1053,6 +1053,8 @@ def _registers_source(vectors, width):
     0.33 with four vectors (four chains of updates in flight, not two). The four vectors written out for Adam
     too compiled 2.7 s longer than its loop over them (17.1 against 14.4 s for the first call of a plain
     optimisation; 10.2 s with the one loop of two vectors before).
+    Four vectors of the kernels' width (eight lanes on AVX-512, 32 replicates a group) rather than of four
+    lanes: 16.2 -> 15.6 ms a call in the kernel for the seed case's pathwise runs, one thread (2026-12-07).
     """
     names = [chr(ord("a") + v) for v in range(vectors)]
 
@@ -3172,5 +3174,5 @@ def normal_sum(n, seed):
     return total, time.perf_counter() - started
 
 
-#: The register loop of :func:`_in_registers`, written out for :data:`OPTIMIZE_LANES` replicates.
+#: The register loop of :func:`_in_registers` for :data:`OPTIMIZE_LANES` replicates, per vector width (a key's).
 _IN_REGISTERS = {width: _registers_function(width) for width in (4, 8)}
