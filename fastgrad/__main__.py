@@ -1,7 +1,5 @@
 """``python -m fastgrad``: the ``fastgrad`` command line (see :mod:`fastgrad.cli`)."""
 
-import sys
+from fastgrad.cli import main_exit
 
-from fastgrad.cli import main
-
-sys.exit(main(prog="python -m fastgrad"))
+main_exit(prog="python -m fastgrad")

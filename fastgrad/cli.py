@@ -18,6 +18,7 @@ import os
 import platform
 import re
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -1061,6 +1062,19 @@ def main(argv=None, prog="fastgrad"):
         return 141
 
 
-def main_exit():
-    """Entry point of the ``fastgrad`` console script."""
-    sys.exit(main())
+def main_exit(prog="fastgrad"):
+    """Entry point of the ``fastgrad`` console script (and of ``python -m fastgrad``).
+
+    Once the command has returned, its result written, Ctrl-C and SIGTERM
+    are ignored to the process's end: arriving during the interpreter's shut
+    down they would otherwise kill a process whose run was complete (SLURM
+    saw exit 143 beside a finished, not interrupted, result when its early
+    SIGTERM came just as a run ended).
+    """
+    import signal
+
+    status = main(prog=prog)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(status)

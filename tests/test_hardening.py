@@ -740,6 +740,29 @@ def test_a_sigterm_after_the_last_batch_keeps_the_complete_result_and_exits_0(tm
     assert result["interrupted"] is None and result["n"] == 10**5
 
 
+#: A command line whose process gets SIGTERM after the command has returned, as the interpreter shuts down:
+#: argv[1] is the JSON path.
+_SHUTDOWN_SIGTERM = """
+import atexit, os, signal, sys
+from fastgrad import cli
+atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))
+sys.argv = ["fastgrad", "compare", "--loc", "2", "--f", "square", "-n", "1e5", "--seed", "0", "--json", sys.argv[1]]
+cli.main_exit()
+"""
+
+
+@pytest.mark.subprocess
+def test_a_sigterm_after_the_command_returned_does_not_kill_a_complete_run(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.json"
+    done = subprocess.run([sys.executable, "-c", _SHUTDOWN_SIGTERM, str(out)], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text())["interrupted"] is None
+
+
 # --- no meaningless intervals: below MIN_INTERVAL_SAMPLES, variances and ratios come without them ----------
 
 
